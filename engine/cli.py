@@ -1,0 +1,253 @@
+"""The `kam` command line: a thin shell over `engine.api`. Errors are printed here, once.
+
+Exit codes: 0 ok, 1 policy errors or failed checks, 2 usage or input errors.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__, api
+from .errors import InputError, KamError, Location, Problem
+from .validate import load_schema
+from .write import OUTPUT_FORMATS
+
+DEFAULT_POLICIES = Path("policies")
+DEFAULT_DATA = Path("examples")
+DEFAULT_OUT = Path("out")
+
+
+def _fail(exc: KamError, fmt: str = "text") -> None:
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if fmt == "json":
+        click.echo(json.dumps({"ok": False, "problems": [p.to_dict() for p in exc.problems]}, indent=2,
+                              ensure_ascii=False))
+    else:
+        for p in exc.problems:
+            err.print(p.render(), markup=False)
+        n = len([p for p in exc.problems if p.severity == "error"])
+        err.print(f"{n} error{'s' if n != 1 else ''}", markup=False)
+    sys.exit(exc.exit_code)
+
+
+def _usage(message: str, hint: str = "") -> InputError:
+    return InputError(Problem("usage", message, Location("command line"), hint))
+
+
+def _policy_dir(path: Path | None) -> Path:
+    path = path or DEFAULT_POLICIES
+    if not path.is_dir():
+        raise _usage(f"policy folder {path} does not exist",
+                     "run inside the kam project, or pass the folder: --policies DIR")
+    return path
+
+
+def _parse_inputs(values: tuple[str, ...]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for v in values:
+        if "=" not in v:
+            raise _usage(f"--input {v!r} must look like ENTITY=FILE", "e.g. --input customer=data/customers.csv")
+        entity, _, file = v.partition("=")
+        out[entity.strip()] = Path(file.strip())
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="kam")
+def main() -> None:
+    """kam: key-account management policies, checked like code and run over customer tables.
+
+    \b
+    Quick start (inside the project):
+      kam check policies/        validate the shipped policy set
+      kam run                    decide every example customer, prospect and quote
+      kam explain 000123         the full trace behind one customer's decisions
+    """
+
+
+@main.command()
+@click.argument("policy_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json prints the same problems as objects, for tools.")
+def check(policy_dir: Path | None, fmt: str) -> None:
+    """Validate a policy folder: YAML, schema, names, types, values, cycles.
+
+    \b
+    Example:
+      kam check policies/
+      kam check policies/ --format json
+    """
+    try:
+        pl = api.compile_policies(_policy_dir(policy_dir))
+    except KamError as exc:
+        _fail(exc, fmt)
+        return
+    ps = pl.checked.policy_set
+    decisions = sum(len(p.decisions) for p in ps.policies)
+    rules = sum(len(d.rules) for p in ps.policies for d in p.decisions)
+    if fmt == "json":
+        click.echo(json.dumps({"ok": True, "policies": len(ps.policies), "decisions": decisions, "rules": rules,
+                               "entities": list(ps.entities), "problems": []}, indent=2))
+    else:
+        click.echo(f"ok: {len(ps.policies)} policies, {decisions} decisions, {rules} rules "
+                   f"for {', '.join(ps.entities)} ({ps.directory})")
+
+
+def _summary(console: Console, counts: dict[str, dict[str, dict[str, int]]], rows: dict[str, int]) -> None:
+    for entity, decisions in counts.items():
+        table = Table(title=f"{entity}: {rows[entity]} decided", title_justify="left", show_lines=False)
+        table.add_column("decision")
+        table.add_column("value")
+        table.add_column("count", justify="right")
+        table.add_column("share", justify="right")
+        for name, values in decisions.items():
+            first = True
+            for value, n in values.items():
+                share = f"{n / rows[entity]:.1%}" if rows[entity] else "-"
+                table.add_row(name if first else "", value, str(n), share)
+                first = False
+        console.print(table)
+
+
+def _compute(policies: Path | None, data: Path | None, inputs: tuple[str, ...], fmt: str | None,
+             progress: Progress | None = None) -> tuple[api.RunResult, dict[str, Path], dict[str, float]]:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    pl = api.compile_policies(_policy_dir(policies))
+    timings["compile"] = round(time.perf_counter() - t0, 4)
+    given = _parse_inputs(inputs)
+    if data is not None and not data.is_dir():
+        raise _usage(f"data folder {data} does not exist", "pass --data DIR or --input ENTITY=FILE")
+    files = api.find_inputs(pl, data, given)
+    steps = 2 * len(pl.entities)
+    task = progress.add_task("reading facts", total=steps) if progress else None
+
+    def tick(what: str) -> Any:
+        def _tick(entity: str) -> None:
+            if progress is not None and task is not None:
+                progress.update(task, advance=1, description=f"{what} {entity}")
+        return _tick
+
+    t0 = time.perf_counter()
+    frames = api.read_inputs(pl, files, fmt, tick("read"))
+    timings["read"] = round(time.perf_counter() - t0, 4)
+    t0 = time.perf_counter()
+    result = api.run(pl, frames, tick("decided"))
+    timings["evaluate"] = round(time.perf_counter() - t0, 4)
+    return result, files, timings
+
+
+@main.command()
+@click.option("--policies", type=click.Path(path_type=Path), help="Policy folder [default: policies/].")
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Folder with one facts file per entity (customers.csv, quotes.parquet, ...) [default: examples/].")
+@click.option("--input", "inputs", multiple=True, metavar="ENTITY=FILE", help="Facts file of one entity.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl"]),
+              help="Format of the facts files (default: by extension).")
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
+              help="Output folder: <entity>_decisions.<ext> and manifest.json.")
+@click.option("--output-format", type=click.Choice(list(OUTPUT_FORMATS)), default="csv", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No summary table.")
+def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], fmt: str | None, out: Path,
+        output_format: str, quiet: bool) -> None:
+    """Decide every entity in the facts files and write decisions with explanations.
+
+    \b
+    Examples:
+      kam run                                   shipped policies on the bundled examples
+      kam run --data /data/2026-11 --out out/2026-11 --output-format parquet
+      kam run --input customer=crm.parquet --input quote=quotes.jsonl --input prospect=leads.csv
+    """
+    console = Console(highlight=False)
+    if data is None and not inputs:
+        data = DEFAULT_DATA
+    t_start = time.perf_counter()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=True,
+                        disable=not Console(stderr=True).is_terminal or quiet)
+    try:
+        with progress:
+            result, files, timings = _compute(policies, data, inputs, fmt, progress)
+            t0 = time.perf_counter()
+            paths = api.write_run(result, files, out, output_format, timings)
+            timings["write"] = round(time.perf_counter() - t0, 4)
+    except KamError as exc:
+        _fail(exc)
+        return
+    rows = {e: len(f) for e, f in result.frames_in.items()}
+    if not quiet:
+        _summary(console, result.counts(), rows)
+    for w in result.warnings():
+        console.print(f"warning: {w}", markup=False)
+    conflicts = result.conflicts()
+    for c in conflicts:
+        console.print(f"error: {c}", markup=False)
+    written = ", ".join(str(p) for p in paths.values())
+    console.print(f"wrote {written} and {out / 'manifest.json'} in {time.perf_counter() - t_start:.2f}s",
+                  markup=False)
+    if conflicts:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("entity_id")
+@click.option("--entity", help="Which entity the id belongs to (default: search all).")
+@click.option("--policies", type=click.Path(path_type=Path), help="Policy folder [default: policies/].")
+@click.option("--data", type=click.Path(path_type=Path), help="Facts folder [default: examples/].")
+@click.option("--input", "inputs", multiple=True, metavar="ENTITY=FILE", help="Facts file of one entity.")
+@click.option("--format", "out_fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def explain(entity_id: str, entity: str | None, policies: Path | None, data: Path | None,
+            inputs: tuple[str, ...], out_fmt: str) -> None:
+    """Print the full trace for one entity: facts, features, every rule and why the winner won.
+
+    Population functions (ranks, Pareto shares, quotas) need the whole batch, so the whole batch is
+    evaluated and then the one entity is traced.
+
+    \b
+    Examples:
+      kam explain 000123
+      kam explain Q-00042 --entity quote --format json
+    """
+    if data is None and not inputs:
+        data = DEFAULT_DATA
+    try:
+        result, _, _ = _compute(policies, data, inputs, None)
+        trace = api.explain(result, entity_id, entity)
+    except KamError as exc:
+        _fail(exc)
+        return
+    if out_fmt == "json":
+        click.echo(json.dumps(trace.to_dict(), indent=2, ensure_ascii=False, default=str))
+    else:
+        click.echo(trace.render_text(), nl=False)
+
+
+@main.command()
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of policy files (for editors with a YAML language server).
+
+    \b
+    Example:
+      kam schema -o policy.schema.json
+    and at the top of a policy file:
+      # yaml-language-server: $schema=../schemas/policy.schema.json
+    """
+    text = json.dumps(load_schema(), indent=2) + "\n"
+    if output:
+        output.write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

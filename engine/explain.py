@@ -1,0 +1,478 @@
+"""Stage 7, explain: decided rules to output columns with rendered `because` texts, and full traces.
+
+Texts are rendered column-wise with pyarrow string kernels (no Python loop per row): each rule's
+template is split into literal pieces and formatted value columns, then joined.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, Tri, Vec, decision_vectors, evaluate_node, \
+    scalar_at
+from .model import Rule
+from .nodes import Bool, ListLit, Logic, MapLit, Node, Not, Num, Str, children, to_text
+from .plan import DecisionStep, DeriveStep
+from .typecheck import FORMAT_SPEC
+
+MISSING_TEXT = "missing"
+
+
+# -- value formatting (shared by every backend, so texts cannot drift) ------------------------------
+
+def _group_thousands(digits: pa.Array) -> pa.Array:
+    """'1234567' -> '1,234,567' for non-negative integer strings, column-wise."""
+    if len(digits) == 0:
+        return digits
+    width = max(pc.max(pc.utf8_length(digits)).as_py() or 1, 1)
+    width = -(-width // 3) * 3
+    padded = pc.utf8_lpad(digits, width=width, padding=" ")
+    chunks = [pc.utf8_slice_codeunits(padded, start=i, stop=i + 3) for i in range(0, width, 3)]
+    joined = pc.binary_join_element_wise(*chunks, ",")
+    return pc.utf8_ltrim(joined, characters=" ,")
+
+
+def format_numbers(x: np.ndarray, spec: str) -> pa.Array:
+    """Format a float column by a spec of the form [,][.N](f|%|d); '' shows up to 2 decimals."""
+    m = FORMAT_SPEC.match(spec)
+    if m is None:
+        raise ValueError(f"unsupported format {spec!r}")
+    comma, prec, kind = bool(m.group("comma")), m.group("prec"), m.group("kind")
+    missing = np.isnan(x)
+    v = np.where(missing, 0.0, x)
+    suffix = ""
+    if kind == "%":
+        v = v * 100
+        suffix = "%"
+    digits = int(prec) if prec is not None else (0 if kind == "d" else 2)
+    if kind == "d":
+        digits = 0
+    scale = 10 ** digits
+    scaled = np.floor(np.abs(v) * scale + 0.5)
+    scaled = np.minimum(scaled, 9e18).astype(np.int64)
+    int_part = pa.array(scaled // scale).cast(pa.string())
+    if comma:
+        int_part = _group_thousands(int_part)
+    if digits:
+        frac = pc.utf8_lpad(pa.array(scaled % scale).cast(pa.string()), width=digits, padding="0")
+        text = pc.binary_join_element_wise(int_part, frac, ".")
+        if prec is None and kind is None:
+            text = pc.replace_substring_regex(text, r"\.?0+$", "")
+    else:
+        text = int_part
+    negative = pa.array((v < 0) & (scaled > 0))
+    text = pc.if_else(negative, pc.binary_join_element_wise("-", text, ""), text)
+    if suffix:
+        text = pc.binary_join_element_wise(text, suffix, "")
+    return pc.if_else(pa.array(missing), MISSING_TEXT, text)
+
+
+def format_vector(v: Vec, spec: str) -> pa.Array:
+    """Any vector as text for a `because` placeholder."""
+    if isinstance(v, Tri):
+        text = np.where(v.value, "true", "false").astype(object)
+        text[~v.known] = MISSING_TEXT
+        return pa.array(text, type=pa.string())
+    if v.dtype == object:
+        arr = pa.array(v, type=pa.string(), from_pandas=True)
+        return pc.fill_null(arr, MISSING_TEXT)
+    return format_numbers(v.astype(float), spec)
+
+
+@dataclass(frozen=True)
+class CompiledTemplate:
+    pieces: tuple[tuple[str, str | None, str], ...]  # (literal, field name or None, spec)
+
+    @staticmethod
+    def of(text: str | None) -> "CompiledTemplate":
+        if not text:
+            return CompiledTemplate(())
+        return CompiledTemplate(tuple((lit, name, spec or "") for lit, name, spec, _ in string.Formatter().parse(text)))
+
+    @property
+    def static(self) -> bool:
+        return all(name is None for _, name, _ in self.pieces)
+
+    def static_text(self) -> str:
+        return "".join(lit for lit, _, _ in self.pieces)
+
+    def render(self, env: dict[str, Vec], rows: np.ndarray) -> pa.Array:
+        """The text for the given rows (a boolean mask or index array) of the environment."""
+        count = int(rows.sum()) if rows.dtype == bool else rows.size
+        if self.static:
+            return pa.array([self.static_text()] * count, type=pa.string()) if count else pa.array([], pa.string())
+        parts: list[Any] = []
+        for lit, name, spec in self.pieces:
+            if lit:
+                parts.append(lit)
+            if name is not None:
+                col = env[name]
+                sub = Tri(col.value[rows], col.known[rows]) if isinstance(col, Tri) else col[rows]
+                parts.append(format_vector(sub, spec))
+        if not any(isinstance(p, pa.Array) for p in parts):
+            return pa.array(["".join(parts)] * count, type=pa.string())
+        arrays = [p if isinstance(p, pa.Array) else p for p in parts]
+        return pc.binary_join_element_wise(*arrays, "")
+
+
+def _texts_env(res: DecisionResult, env: dict[str, Vec], rule_pos: int) -> dict[str, Vec]:
+    qvars = res.quota_vars.get(rule_pos)
+    return {**env, **qvars} if qvars else env
+
+
+def because_column(res: DecisionResult, env: dict[str, Vec]) -> pa.Array:
+    """The rendered `because` of every row: one template per rule, assembled with `take`."""
+    n = res.rule_index.size
+    idx = res.rule_index
+    pieces: list[pa.Array] = []
+    positions = np.zeros(n, dtype=np.int64)
+    offset = 0
+    if res.collected is not None:
+        return _collect_because(res, env)
+    for i, rule in enumerate(res.rules):
+        rows = np.flatnonzero(idx == i)
+        if rows.size == 0:
+            continue
+        tpl = CompiledTemplate.of(rule.because.text if rule.because else f"rule {rule.id}")
+        if tpl.static:
+            pieces.append(pa.array([tpl.static_text()], pa.string()))
+            positions[rows] = offset
+            offset += 1
+        else:
+            pieces.append(tpl.render(_texts_env(res, env, i), rows))
+            positions[rows] = offset + np.arange(rows.size)
+            offset += rows.size
+    none_rows = np.flatnonzero(idx == NO_RULE)
+    if none_rows.size:
+        pieces.append(pa.array(["no rule matched"], pa.string()))
+        positions[none_rows] = offset
+        offset += 1
+    conflict_rows = np.flatnonzero(idx == CONFLICT)
+    if conflict_rows.size:
+        assert res.conflict_with is not None
+        pairs = res.conflict_with[conflict_rows]
+        uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        texts = [conflict_text(res, int(a), int(b)) for a, b in uniq]
+        pieces.append(pa.array(texts, pa.string()))
+        positions[conflict_rows] = offset + inverse.reshape(-1)
+        offset += len(texts)
+    if not pieces:
+        return pa.array([], pa.string())
+    table = pa.concat_arrays([p.cast(pa.string()) for p in pieces])
+    return table.take(pa.array(positions))
+
+
+def conflict_text(res: DecisionResult, a: int, b: int) -> str:
+    d = res.decision
+    return (f"error: rules `{res.rules[a].id}` and `{res.rules[b].id}` both match "
+            f"(hit policy {d.hit} allows only one)")
+
+
+def _collect_because(res: DecisionResult, env: dict[str, Vec]) -> pa.Array:
+    assert res.collected is not None
+    n = res.rule_index.size
+    columns = []
+    for i, rule in enumerate(res.rules):
+        mask = res.collected[:, i]
+        tpl = CompiledTemplate.of(rule.because.text if rule.because else f"rule {rule.id}")
+        texts = np.full(n, None, dtype=object)
+        if mask.any():
+            rendered = tpl.render(env, np.flatnonzero(mask))
+            texts[mask] = rendered.to_numpy(zero_copy_only=False)
+        columns.append(pa.array(texts, pa.string()))
+    if not columns:
+        return pa.array([None] * n, pa.string())
+    joined = pc.binary_join_element_wise(*columns, "; ", null_handling="skip")
+    return pc.if_else(pa.array(res.collected.any(axis=1)), joined, "no rule matched")
+
+
+def rule_column(res: DecisionResult) -> pd.Categorical | pa.Array:
+    """The id of the deciding rule per row (for `collect`: all collected ids, comma separated)."""
+    if res.collected is not None:
+        codes, uniques = _mask_codes(res.collected)
+        labels = [",".join(r.id for r, hit in zip(res.rules, u) if hit) or None for u in uniques]
+        return _categorical(codes, labels)
+    ids = [r.id for r in res.rules]
+    codes = res.rule_index.copy()
+    codes[codes < 0] = -1
+    return pd.Categorical.from_codes(codes, categories=pd.Index(ids, dtype=object).unique()
+                                     if len(set(ids)) == len(ids) else ids)
+
+
+def _mask_codes(mask: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    uniq, inverse = np.unique(mask, axis=0, return_inverse=True)
+    return inverse.reshape(-1), list(uniq)
+
+
+def _categorical(codes: np.ndarray, labels: list[Any]) -> pd.Categorical:
+    cats = list(dict.fromkeys(x for x in labels if x is not None))
+    mapping = np.array([cats.index(x) if x is not None else -1 for x in labels] + [-1], dtype=np.int64)
+    return pd.Categorical.from_codes(mapping[codes] if len(codes) else codes.astype(np.int64), categories=cats)
+
+
+def value_columns(res: DecisionResult) -> dict[str, Any]:
+    """The decided output values as output columns (categoricals where the set is closed)."""
+    d = res.decision
+    out: dict[str, Any] = {}
+    vectors = decision_vectors(res)
+    for o in d.outputs:
+        if d.hit == "collect" and d.aggregate == "list":
+            assert res.collected is not None
+            codes, uniques = _mask_codes(res.collected)
+            lists = [[dict(r.then)[o.name] for r, hit in zip(res.rules, u) if hit] for u in uniques]
+            objs = np.empty(len(lists) + 1, dtype=object)
+            for i, lst in enumerate(lists):
+                objs[i] = lst
+            objs[-1] = []
+            out[o.name] = objs[codes] if len(codes) else np.empty(0, dtype=object)
+            continue
+        v = vectors[o.name]
+        if isinstance(v, Tri):
+            out[o.name] = pd.array(np.where(v.known, v.value, False), dtype="boolean")
+            out[o.name][~v.known] = pd.NA
+        elif v.dtype == object:
+            cats = list(o.values) if o.values else sorted({x for x in v if x is not None})
+            out[o.name] = pd.Categorical(v, categories=cats)
+        elif all(float(dict(r.then)[o.name]).is_integer() for r in res.rules if o.name in dict(r.then)):
+            # whole-number outputs (hours, days) are written as whole numbers
+            out[o.name] = pd.array(np.where(np.isnan(v), 0, v).astype(np.int64), dtype="Int64")
+            out[o.name][np.isnan(v)] = pd.NA
+        else:
+            out[o.name] = v
+    return out
+
+
+def output_frame(result: EntityResult) -> pd.DataFrame:
+    """Key column, then per decision its value columns, rule id and because text."""
+    key_name = result.plan.key
+    columns: dict[str, Any] = {key_name: pd.array(result.ctx.key, dtype="string")}
+    for d in result.plan.decisions:
+        res = result.decisions[d.name]
+        columns.update(value_columns(res))
+        columns[f"{d.name}_rule"] = rule_column(res)
+        because = because_column(res, result.ctx.env)
+        columns[f"{d.name}_because"] = pd.arrays.ArrowStringArray(because) if len(because) else \
+            pd.array([], dtype="string")
+    return pd.DataFrame(columns)
+
+
+def decision_counts(result: EntityResult) -> dict[str, dict[str, int]]:
+    """Per decision, how many entities got each value (a conflict or no match counted too)."""
+    out: dict[str, dict[str, int]] = {}
+    for d in result.plan.decisions:
+        res = result.decisions[d.name]
+        counts: dict[str, int] = {}
+        idx = res.rule_index
+        if d.hit == "collect":
+            vals = value_columns(res)[d.main.name]
+            for item in vals:
+                label = ", ".join(map(str, item)) if isinstance(item, list) else str(item)
+                counts[label] = counts.get(label, 0) + 1
+        else:
+            for i, r in enumerate(res.rules):
+                hits = int((idx == i).sum())
+                if hits:
+                    label = str(dict(r.then).get(d.main.name)) if d.single else _then_text(r)
+                    counts[label] = counts.get(label, 0) + hits
+        for code, label in ((NO_RULE, "(no rule matched)"), (CONFLICT, "(conflict)")):
+            k = int((idx == code).sum())
+            if k and d.hit != "collect":
+                counts[label] = k
+        out[d.name] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return out
+
+
+def _then_text(rule: Rule) -> str:
+    return ", ".join(f"{k}={v}" for k, v in rule.then)
+
+
+# -- traces for one entity ----------------------------------------------------------------------
+
+@dataclass
+class Trace:
+    """Structured trace events for one entity; `render_text` and `to_dict` present them."""
+
+    entity: str
+    key: str
+    facts: list[tuple[str, Any]] = field(default_factory=list)
+    joined: list[tuple[str, str, Any]] = field(default_factory=list)
+    features: list[tuple[str, str, Any]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "entity": self.entity,
+            "key": self.key,
+            "facts": {k: v for k, v in self.facts},
+            "joined": [{"name": n, "from": e, "value": v} for n, e, v in self.joined],
+            "features": [{"name": n, "expression": e, "value": v} for n, e, v in self.features],
+            "decisions": self.decisions,
+        }
+
+    def render_text(self) -> str:
+        lines = [f"{self.entity} {self.key}", "", "facts:"]
+        lines += [f"  {k} = {show(v)}" for k, v in self.facts]
+        if self.joined:
+            lines += ["", "joined:"]
+            lines += [f"  {n} = {show(v)}   (from {e})" for n, e, v in self.joined]
+        if self.features:
+            lines += ["", "derived features:"]
+            lines += [f"  {n} = {show(v)}   <- {e}" for n, e, v in self.features]
+        for d in self.decisions:
+            lines += ["", f"decision {d['decision']} (hit policy {d['hit']}): {show(d['value'])}"]
+            lines.append(f"  rule: {d['rule'] or '-'}")
+            lines.append(f"  because: {d['because']}")
+            lines.append(f"  why: {d['why']}")
+            for r in d["rules"]:
+                mark = {"matched": "+", "no match": "-", "unknown": "?", "default": "*", "not reached": " ",
+                        "outside quota": "-", "within quota": "+"}.get(r["result"], " ")
+                lines.append(f"  [{mark}] {r['id']}: {r['result']}" + (f" -> {r['then']}" if r["then"] else ""))
+                for c in r["conditions"]:
+                    operands = ", ".join(f"{k} = {show(v)}" for k, v in c["operands"])
+                    suffix = f"   ({operands})" if operands else ""
+                    lines.append(f"        {c['condition']}: {c['result']}{suffix}")
+                if r.get("quota"):
+                    lines.append(f"        {r['quota']}")
+        return "\n".join(lines) + "\n"
+
+
+def show(v: Any) -> str:
+    """A value as shown in traces."""
+    if v is None:
+        return MISSING_TEXT
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.6g}" if not v.is_integer() or abs(v) >= 1e15 else str(int(v))
+    if isinstance(v, list):
+        return "[" + ", ".join(show(x) for x in v) + "]"
+    return str(v)
+
+
+def _tri_word(v: Any) -> str:
+    return "unknown (missing value)" if v is None else ("true" if v else "false")
+
+
+def _leaves(node: Node) -> list[Node]:
+    """The conditions joined by `and` / `or`: each is traced on its own."""
+    if isinstance(node, Logic):
+        return [leaf for item in node.items for leaf in _leaves(item)]
+    return [node]
+
+
+def _conditions(node: Node, result: EntityResult, row: int) -> list[dict[str, Any]]:
+    """Each condition of a rule with its operand values and result for one row."""
+    out = []
+    for leaf in _leaves(node):
+        value = scalar_at(evaluate_node(leaf, result.ctx), row)
+        operands = []
+        inner = leaf.operand if isinstance(leaf, Not) else leaf
+        for sub in children(inner):
+            if isinstance(sub, (Num, Str, Bool, MapLit, ListLit, Logic, Not)):
+                continue
+            operands.append((to_text(sub), scalar_at(evaluate_node(sub, result.ctx), row)))
+        out.append({"condition": to_text(leaf), "result": _tri_word(value), "operands": operands})
+    return out
+
+
+def trace_row(result: EntityResult, row: int, fact_names: list[str], frame: pd.DataFrame) -> Trace:
+    """The full trace of one entity: facts, features, every rule of every decision."""
+    env = result.ctx.env
+    trace = Trace(result.entity, str(result.ctx.key[row]))
+    trace.facts = [(name, scalar_at(env[name], row)) for name in fact_names]
+    for j in result.plan.joins:
+        for name in j.take:
+            trace.joined.append((name, f"{j.entity} via {j.on}", scalar_at(env[name], row)))
+    for step in result.plan.steps:
+        if isinstance(step, DeriveStep):
+            trace.features.append((step.name, step.derive.expr.source, scalar_at(env[step.name], row)))
+        elif isinstance(step, DecisionStep):
+            trace.decisions.append(_trace_decision(result, result.decisions[step.name], row))
+    return trace
+
+
+def _trace_decision(result: EntityResult, res: DecisionResult, row: int) -> dict[str, Any]:
+    d = res.decision
+    idx = int(res.rule_index[row])
+    one = np.zeros(res.rule_index.size, dtype=bool)
+    one[row] = True
+    values = value_columns(res)
+    because = because_column(res, result.ctx.env)[row].as_py()
+    if d.single:
+        value: Any = _plain(values[d.name][row])
+    else:
+        value = ", ".join(f"{o.name}={show(_plain(values[o.name][row]))}" for o in d.outputs)
+    rules_out = []
+    decided_at = idx if idx >= 0 else None
+    for i, rule in enumerate(d.rules):
+        entry: dict[str, Any] = {"id": rule.id, "then": _then_text(rule) if not d.single else
+                                 str(dict(rule.then)[d.name]), "conditions": []}
+        if rule.when is not None and rule.when.node is not None:
+            m = res.matches[i]
+            matched = scalar_at(m, row)
+            entry["conditions"] = _conditions(rule.when.node, result, row)
+            entry["result"] = {True: "matched", False: "no match", None: "unknown"}[matched]
+        else:
+            entry["result"] = "default"
+        if d.hit == "first" and decided_at is not None and i > decided_at and decided_at < len(d.rules):
+            entry["result"] = "not reached"
+        if rule.quota is not None and i in res.quota_vars:
+            q = res.quota_vars[i]
+            rank = scalar_at(q["quota_rank"], row)
+            if rank is not None:
+                within = idx == i
+                entry["result"] = "within quota" if within else "outside quota"
+                group = f" in its `{rule.quota.per}` group" if rule.quota.per else ""
+                entry["quota"] = (f"ranked {show(rank)} of {show(scalar_at(q['quota_size'], row))} eligible{group}; "
+                                  f"quota keeps the top {rule.quota.describe_top()} "
+                                  f"({show(scalar_at(q['quota_limit'], row))})")
+        rules_out.append(entry)
+    rule_id = res.rules[idx].id if idx >= 0 else None
+    if res.collected is not None:
+        ids = [r.id for r, hit in zip(res.rules, res.collected[row]) if hit]
+        rule_id = ",".join(ids) or None
+        why = f"hit policy collect gathers every matching rule: {', '.join(ids) or 'none matched'}"
+    elif idx == CONFLICT:
+        why = because
+    elif idx == NO_RULE:
+        why = "no rule matched and the decision has no default rule"
+    else:
+        why = _why(res, idx, row)
+    return {"decision": d.name, "hit": d.hit, "value": value, "rule": rule_id, "because": because,
+            "why": why, "rules": rules_out}
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, list):
+        return v
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+def _why(res: DecisionResult, idx: int, row: int) -> str:
+    d = res.decision
+    rule = res.rules[idx]
+    if idx >= len(d.rules):
+        owner = next(r for r in d.rules if r.quota is not None and r.quota.else_rule is rule)
+        return f"it matched `{owner.id}` but fell outside its quota, so the quota's `else` rule `{rule.id}` applies"
+    if rule.is_default:
+        return "no other rule matched, so the default rule applies"
+    if d.hit == "first":
+        return f"`{rule.id}` is the first rule, in written order, whose condition is true"
+    if d.hit == "unique":
+        return f"`{rule.id}` is the only rule whose condition is true"
+    if d.hit == "any":
+        return f"`{rule.id}` is the first of the matching rules, which all give the same result"
+    if d.hit == "priority":
+        return f"of the matching rules, `{rule.id}` gives the value with the highest priority " \
+               f"(order: {', '.join(map(str, d.main.values or ()))})"
+    return ""
+

@@ -1,0 +1,169 @@
+"""The policy model: immutable dataclasses built by `validate`, filled with ASTs by `parse`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .errors import Location
+from .nodes import Node
+
+Scalar = Union[str, float, int, bool]
+
+
+@dataclass(frozen=True)
+class Expr:
+    """An expression as written (`source`), where it was written, and its AST once parsed."""
+
+    source: str
+    loc: Location
+    node: Node | None = None
+
+
+@dataclass(frozen=True)
+class Fact:
+    name: str
+    type: str  # string | number | integer | boolean
+    loc: Location
+    key: bool = False
+    required: bool = False
+    min: float | None = None
+    max: float | None = None
+    values: tuple[Scalar, ...] | None = None
+    measure: bool = False
+    policy: str = ""
+
+
+@dataclass(frozen=True)
+class Join:
+    """`take` names of entity `entity`, matched by this entity's fact `on` against its key."""
+
+    name: str
+    entity: str
+    on: str
+    take: tuple[str, ...]
+    loc: Location
+    take_locs: tuple[Location, ...] = ()
+
+
+@dataclass(frozen=True)
+class Derive:
+    name: str
+    expr: Expr
+    loc: Location
+    policy: str = ""
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    type: str  # string | number | boolean
+    values: tuple[Scalar, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Template:
+    """A `because` text with `{name}` / `{name:spec}` placeholders."""
+
+    text: str
+    loc: Location
+
+
+@dataclass(frozen=True)
+class RankKey:
+    expr: Expr
+    descending: bool = True
+
+
+@dataclass(frozen=True)
+class Quota:
+    rank_by: tuple[RankKey, ...]
+    loc: Location
+    else_rule: "Rule"
+    top_n: int | None = None
+    top_share: float | None = None
+    per: str | None = None
+    per_loc: Location | None = None
+
+    def describe_top(self) -> str:
+        return f"{self.top_n}" if self.top_n is not None else f"{(self.top_share or 0) * 100:g}%"
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    then: tuple[tuple[str, Scalar], ...]
+    loc: Location
+    when: Expr | None = None
+    because: Template | None = None
+    quota: Quota | None = None
+    then_locs: tuple[Location, ...] = ()
+
+    @property
+    def is_default(self) -> bool:
+        return self.when is None and self.quota is None
+
+    def output(self, name: str) -> Scalar:
+        return dict(self.then)[name]
+
+
+@dataclass(frozen=True)
+class Decision:
+    name: str
+    hit: str
+    outputs: tuple[Output, ...]
+    rules: tuple[Rule, ...]
+    loc: Location
+    policy: str
+    entity: str
+    aggregate: str = "list"
+    single: bool = True  # one unnamed output, stored under the decision's own name
+
+    @property
+    def main(self) -> Output:
+        return self.outputs[0]
+
+    @property
+    def columns(self) -> list[str]:
+        """The output columns this decision adds, in order."""
+        return [o.name for o in self.outputs] + [f"{self.name}_rule", f"{self.name}_because"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    entity: str
+    file: str
+    loc: Location
+    facts: tuple[Fact, ...] = ()
+    joins: tuple[Join, ...] = ()
+    derives: tuple[Derive, ...] = ()
+    decisions: tuple[Decision, ...] = ()
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    policies: tuple[Policy, ...]
+    hash: str
+    directory: str = ""
+    entities: tuple[str, ...] = field(default=())
+
+    def of_entity(self, entity: str) -> list[Policy]:
+        return [p for p in self.policies if p.entity == entity]
+
+    def facts(self, entity: str) -> dict[str, Fact]:
+        """Facts of an entity merged over its policies (first declaration wins; typecheck ensures they agree)."""
+        out: dict[str, Fact] = {}
+        for p in self.of_entity(entity):
+            for f in p.facts:
+                out.setdefault(f.name, f)
+        return out
+
+    def key(self, entity: str) -> Fact | None:
+        for f in self.facts(entity).values():
+            if f.key:
+                return f
+        return None
+
+    def decisions(self, entity: str) -> list[Decision]:
+        return [d for p in self.of_entity(entity) for d in p.decisions]

@@ -1,0 +1,188 @@
+"""The expression AST: small immutable nodes. `pos` is the character offset in the source text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Union
+
+
+@dataclass(frozen=True)
+class Num:
+    value: float
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Str:
+    value: str
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Bool:
+    value: bool
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Name:
+    name: str
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Node"
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Arith:
+    """Binary arithmetic: + - * /."""
+
+    op: str
+    left: "Node"
+    right: "Node"
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Compare:
+    """A comparison, possibly chained: `0 < x <= 10` has ops ('<', '<=') and three operands."""
+
+    ops: tuple[str, ...]
+    operands: tuple["Node", ...]
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Logic:
+    """`and` / `or` over two or more items."""
+
+    op: str
+    items: tuple["Node", ...]
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: "Node"
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class In:
+    """`x in [a, b]` or `x not in [a, b]`; the list holds literals only."""
+
+    operand: "Node"
+    items: tuple["Node", ...]
+    negate: bool = False
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class ListLit:
+    items: tuple["Node", ...]
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class MapLit:
+    """`{A: 0.2, B: 0.15}`: only as the table of `lookup`."""
+
+    items: tuple[tuple[str, "Node"], ...]
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Call:
+    func: str
+    args: tuple["Node", ...]
+    kwargs: tuple[tuple[str, "Node"], ...] = ()
+    pos: int = 0
+
+    def kwarg(self, name: str) -> "Node | None":
+        for key, value in self.kwargs:
+            if key == name:
+                return value
+        return None
+
+
+Node = Union[Num, Str, Bool, Name, Neg, Arith, Compare, Logic, Not, In, ListLit, MapLit, Call]
+NODE_TYPES: tuple[type, ...] = (Num, Str, Bool, Name, Neg, Arith, Compare, Logic, Not, In, ListLit, MapLit, Call)
+
+
+def children(node: Node) -> Iterator[Node]:
+    """Direct sub-expressions of a node, in source order."""
+    if isinstance(node, (Neg, Not)):
+        yield node.operand
+    elif isinstance(node, Arith):
+        yield node.left
+        yield node.right
+    elif isinstance(node, Compare):
+        yield from node.operands
+    elif isinstance(node, Logic):
+        yield from node.items
+    elif isinstance(node, In):
+        yield node.operand
+        yield from node.items
+    elif isinstance(node, ListLit):
+        yield from node.items
+    elif isinstance(node, MapLit):
+        for _, value in node.items:
+            yield value
+    elif isinstance(node, Call):
+        yield from node.args
+        for _, value in node.kwargs:
+            yield value
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """All nodes of a tree, parents before children."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(list(children(current))))
+
+
+def names(node: Node) -> list[str]:
+    """The names an expression reads, in order of first appearance."""
+    return list(dict.fromkeys(n.name for n in walk(node) if isinstance(n, Name)))
+
+
+def to_text(node: Node) -> str:
+    """A canonical source text for a node (used in traces)."""
+    if isinstance(node, Num):
+        v = node.value
+        return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(v)
+    if isinstance(node, Str):
+        return repr(node.value)
+    if isinstance(node, Bool):
+        return "true" if node.value else "false"
+    if isinstance(node, Name):
+        return node.name
+    if isinstance(node, Neg):
+        return f"-{to_text(node.operand)}"
+    if isinstance(node, Arith):
+        return f"({to_text(node.left)} {node.op} {to_text(node.right)})"
+    if isinstance(node, Compare):
+        parts = [to_text(node.operands[0])]
+        for op, operand in zip(node.ops, node.operands[1:]):
+            parts += [op, to_text(operand)]
+        return " ".join(parts)
+    if isinstance(node, Logic):
+        return "(" + f" {node.op} ".join(to_text(i) for i in node.items) + ")"
+    if isinstance(node, Not):
+        return f"not {to_text(node.operand)}"
+    if isinstance(node, In):
+        items = ", ".join(to_text(i) for i in node.items)
+        return f"{to_text(node.operand)} {'not in' if node.negate else 'in'} [{items}]"
+    if isinstance(node, ListLit):
+        return "[" + ", ".join(to_text(i) for i in node.items) + "]"
+    if isinstance(node, MapLit):
+        return "{" + ", ".join(f"{k}: {to_text(v)}" for k, v in node.items) + "}"
+    if isinstance(node, Call):
+        args = [to_text(a) for a in node.args] + [f"{k}={to_text(v)}" for k, v in node.kwargs]
+        return f"{node.func}({', '.join(args)})"
+    raise TypeError(f"not an expression node: {node!r}")

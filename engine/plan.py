@@ -1,0 +1,163 @@
+"""Stage 5, plan: order derived features and decisions into a DAG per entity, entities by their joins.
+
+A cycle (a feature reading a decision that reads the feature, or two entities joining each other)
+is an error that names the whole cycle.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Union
+
+from .errors import Location, PolicyError, Problem
+from .model import Decision, Derive, Join, Template
+from .nodes import names
+from .typecheck import QUOTA_VARIABLES, Checked
+
+
+@dataclass(frozen=True)
+class DeriveStep:
+    derive: Derive
+
+    @property
+    def name(self) -> str:
+        return self.derive.name
+
+
+@dataclass(frozen=True)
+class DecisionStep:
+    decision: Decision
+
+    @property
+    def name(self) -> str:
+        return self.decision.name
+
+
+Step = Union[DeriveStep, DecisionStep]
+
+
+@dataclass(frozen=True)
+class EntityPlan:
+    entity: str
+    key: str
+    joins: tuple[Join, ...]
+    steps: tuple[Step, ...]
+
+    @property
+    def decisions(self) -> list[Decision]:
+        return [s.decision for s in self.steps if isinstance(s, DecisionStep)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    checked: Checked
+    entities: tuple[EntityPlan, ...]
+
+    def entity(self, name: str) -> EntityPlan:
+        for e in self.entities:
+            if e.entity == name:
+                return e
+        raise KeyError(name)
+
+
+def template_names(tpl: Template | None) -> list[str]:
+    """Names a `because` template inserts."""
+    if tpl is None:
+        return []
+    return [f for _, f, _, _ in string.Formatter().parse(tpl.text) if f]
+
+
+def _decision_reads(d: Decision) -> list[str]:
+    out: list[str] = []
+    for r in d.rules:
+        if r.when is not None and r.when.node is not None:
+            out += names(r.when.node)
+        out += template_names(r.because)
+        if r.quota is not None:
+            for k in r.quota.rank_by:
+                if k.expr.node is not None:
+                    out += names(k.expr.node)
+            if r.quota.per:
+                out.append(r.quota.per)
+            out += template_names(r.quota.else_rule.because)
+    return [n for n in dict.fromkeys(out) if n not in QUOTA_VARIABLES]
+
+
+def _toposort(nodes: dict[str, list[str]], locs: dict[str, Location], label: str) -> list[str]:
+    """Depth-first topological order keeping declaration order; raises on a cycle, naming it."""
+    order: list[str] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            cycle = stack[stack.index(n):] + [n]
+            raise PolicyError(Problem(
+                "cycle", f"{label} depend on each other in a cycle: {' -> '.join(cycle)}", locs[n],
+                "break the cycle: one of them must not read the other",
+            ))
+        state[n] = 1
+        stack.append(n)
+        for dep in nodes[n]:
+            if dep in nodes:
+                visit(dep)
+        stack.pop()
+        state[n] = 2
+        order.append(n)
+
+    for n in nodes:
+        visit(n)
+    return order
+
+
+def plan(checked: Checked) -> Plan:
+    """Order the work: entities so that joined entities come first, and steps within each entity."""
+    ps = checked.policy_set
+    entity_deps = {e: [j.entity for p in ps.of_entity(e) for j in p.joins] for e in ps.entities}
+    entity_locs = {e: ps.of_entity(e)[0].loc for e in ps.entities}
+    for p in ps.policies:
+        for j in p.joins:
+            entity_locs.setdefault(p.entity, j.loc)
+    entity_order = _toposort(entity_deps, entity_locs, "entities joined")
+
+    problems: list[Problem] = []
+    plans = []
+    for entity in entity_order:
+        ns = checked.namespaces[entity]
+        items: dict[str, Step] = {}
+        graph: dict[str, list[str]] = {}
+        locs: dict[str, Location] = {}
+
+        def producer(name: str) -> str | None:
+            sym = ns.symbols.get(name)
+            if sym is None:
+                return None
+            if sym.kind == "derive":
+                return name
+            if sym.kind == "decision":
+                return sym.owner
+            return None
+
+        for p in ps.of_entity(entity):
+            for dv in p.derives:
+                items[dv.name] = DeriveStep(dv)
+                graph[dv.name] = [x for x in map(producer, names(dv.expr.node) if dv.expr.node else []) if x]
+                locs[dv.name] = dv.loc
+            for d in p.decisions:
+                items[d.name] = DecisionStep(d)
+                graph[d.name] = [x for x in map(producer, _decision_reads(d)) if x]
+                locs[d.name] = d.loc
+        try:
+            order = _toposort(graph, locs, "features and decisions")
+        except PolicyError as exc:
+            problems.extend(exc.problems)
+            continue
+        key = ps.key(entity)
+        joins = tuple(j for p in ps.of_entity(entity) for j in p.joins)
+        plans.append(EntityPlan(entity, key.name if key else "", joins, tuple(items[n] for n in order)))
+    if problems:
+        raise PolicyError(problems)
+    return Plan(checked, tuple(plans))

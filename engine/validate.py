@@ -1,0 +1,258 @@
+"""Stage 2, validate: located YAML tree to policy model.
+
+JSON Schema (Draft 2020-12) checks the structure; its errors are translated to plain words at the
+`file:line:col` of the offending YAML node. Then the tree is turned into the immutable model.
+Semantic checks that need names and types live in `typecheck`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError, best_match
+
+from .errors import Location, PolicyError, Problem, did_you_mean
+from .load import LocatedDoc, policy_set_hash
+from .model import Decision, Derive, Expr, Fact, Join, Output, Policy, PolicySet, Quota, RankKey, Rule, Template
+
+SCHEMA_NAME = "policy.schema.json"
+
+
+def schema_path() -> Path:
+    """Where the policy JSON Schema lives: the repository's `schemas/`, else the installed copy."""
+    repo = Path(__file__).resolve().parent.parent / "schemas" / SCHEMA_NAME
+    if repo.exists():
+        return repo
+    return Path(sys.prefix) / "share" / "kam" / "schemas" / SCHEMA_NAME
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict[str, Any]:
+    """The policy schema as a dict."""
+    return json.loads(schema_path().read_text(encoding="utf-8"))
+
+
+def _describe_path(path: tuple[Any, ...]) -> str:
+    parts = []
+    for p in path:
+        parts.append(f"[{p}]" if isinstance(p, int) else (f".{p}" if parts else str(p)))
+    return "".join(parts) or "the file"
+
+
+def _plain(error: ValidationError) -> tuple[str, str]:
+    """A plain-words message and hint for one schema error."""
+    v = error.validator
+    where = _describe_path(tuple(error.absolute_path))
+    if v == "required":
+        missing = [m for m in error.validator_value if isinstance(error.instance, dict) and m not in error.instance]
+        name = missing[0] if missing else error.validator_value[0]
+        return f"`{name}` is missing in {where}", f"add `{name}:`"
+    if v == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed] if isinstance(error.instance, dict) else []
+        name = extra[0] if extra else "?"
+        hint = did_you_mean(str(name), allowed) or (f"allowed here: {', '.join(allowed)}" if allowed else "")
+        return f"`{name}` is not a known setting in {where}", hint
+    if v == "enum":
+        options = ", ".join(str(o) for o in error.validator_value)
+        hint = did_you_mean(str(error.instance), [str(o) for o in error.validator_value]) or f"use one of: {options}"
+        return f"{error.instance!r} is not allowed in {where}", hint
+    if v == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        words = {"object": "a mapping (name: value lines)", "array": "a list", "string": "text"}
+        return f"{where} must be {words.get(expected, expected)}, not {type(error.instance).__name__}", ""
+    if v == "pattern":
+        if error.schema.get("description"):
+            return f"{error.instance!r} is not a valid name in {where}", str(error.schema["description"])
+        return f"{error.instance!r} has the wrong form in {where}", f"expected the pattern {error.validator_value}"
+    if v in ("minItems", "minProperties"):
+        return f"{where} must not be empty", ""
+    if v == "not":
+        return f"{where} cannot have both `values` and `outputs`", "use `values` for one output, `outputs` for several"
+    if v == "uniqueItems":
+        return f"{where} lists the same value twice", ""
+    return f"{where}: {error.message}", ""
+
+
+def schema_problems(doc: LocatedDoc) -> list[Problem]:
+    """Every structural problem of one policy document, located in the YAML."""
+    validator = jsonschema.Draft202012Validator(load_schema())
+    problems = []
+    for error in validator.iter_errors(doc.data):
+        # oneOf/anyOf errors say little; descend to the most relevant cause
+        if error.context:
+            error = best_match(error.context) or error
+        path = tuple(error.absolute_path)
+        loc = doc.loc(path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = error.schema.get("properties", {})
+            extra = [k for k in error.instance if k not in allowed]
+            if extra:
+                loc = doc.key_loc(path + (extra[0],))
+        message, hint = _plain(error)
+        problems.append(Problem("schema", message, loc, hint))
+    return problems
+
+
+def _expr_loc(doc: LocatedDoc, path: tuple[Any, ...]) -> Location:
+    """Location of the first character of an expression (inside the quotes, if quoted)."""
+    loc = doc.loc(path)
+    lines = doc.text.splitlines()
+    if 0 < loc.line <= len(lines):
+        line = lines[loc.line - 1]
+        if loc.col - 1 < len(line) and line[loc.col - 1] in "'\"":
+            return loc.shifted(1)
+    return loc
+
+
+def _expr(doc: LocatedDoc, value: Any, path: tuple[Any, ...]) -> Expr:
+    if isinstance(value, bool):
+        source = "true" if value else "false"
+    else:
+        source = str(value)
+    return Expr(source, _expr_loc(doc, path))
+
+
+def _then(doc: LocatedDoc, value: Any, path: tuple[Any, ...], single_name: str | None) -> tuple[tuple, tuple]:
+    if isinstance(value, dict):
+        items = tuple(value.items())
+        locs = tuple(doc.loc(path + (k,)) for k, _ in items)
+        return items, locs
+    return ((single_name or "", value),), (doc.loc(path),)
+
+
+def _rule(doc: LocatedDoc, r: dict[str, Any], path: tuple[Any, ...], single_name: str | None) -> Rule:
+    then, then_locs = _then(doc, r["then"], path + ("then",), single_name)
+    quota = None
+    if "quota" in r:
+        q = r["quota"]
+        qp = path + ("quota",)
+        rank_src = q["rank_by"] if isinstance(q["rank_by"], list) else [q["rank_by"]]
+        keys = []
+        for i, text in enumerate(rank_src):
+            kpath = qp + ("rank_by", i) if isinstance(q["rank_by"], list) else qp + ("rank_by",)
+            text = str(text).strip()
+            descending = True
+            lowered = text.lower()
+            for suffix, desc in ((" asc", False), (" desc", True)):
+                if lowered.endswith(suffix):
+                    text, descending = text[: -len(suffix)].rstrip(), desc
+            keys.append(RankKey(Expr(text, _expr_loc(doc, kpath)), descending))
+        top = q["top"]
+        top_n, top_share = (None, float(str(top)[:-1]) / 100) if isinstance(top, str) else (int(top), None)
+        e = q["else"]
+        else_then, else_locs = _then(doc, e["then"], qp + ("else", "then"), single_name)
+        else_rule = Rule(
+            id=str(e["id"]),
+            then=else_then,
+            loc=doc.loc(qp + ("else",)),
+            because=Template(e["because"], _expr_loc(doc, qp + ("else", "because"))) if "because" in e else None,
+            then_locs=else_locs,
+        )
+        quota = Quota(
+            rank_by=tuple(keys), loc=doc.loc(qp), else_rule=else_rule, top_n=top_n, top_share=top_share,
+            per=q.get("per"), per_loc=doc.loc(qp + ("per",)) if "per" in q else None,
+        )
+    return Rule(
+        id=str(r["id"]),
+        then=then,
+        loc=doc.loc(path),
+        when=_expr(doc, r["when"], path + ("when",)) if "when" in r else None,
+        because=Template(r["because"], _expr_loc(doc, path + ("because",))) if "because" in r else None,
+        quota=quota,
+        then_locs=then_locs,
+    )
+
+
+def _scalars(values: list[Any] | None) -> tuple | None:
+    return tuple(values) if values is not None else None
+
+
+def _decision(doc: LocatedDoc, name: str, d: dict[str, Any], policy: str, entity: str) -> Decision:
+    path = ("decisions", name)
+    if "outputs" in d:
+        outputs = tuple(
+            Output(o_name, o.get("type", "string" if "values" not in o else _values_type(o["values"])),
+                   _scalars(o.get("values")))
+            for o_name, o in d["outputs"].items()
+        )
+        single = False
+    else:
+        values = _scalars(d.get("values"))
+        out_type = d.get("type") or (_values_type(d["values"]) if values else "string")
+        outputs = (Output(name, out_type, values),)
+        single = True
+    rules = tuple(
+        _rule(doc, r, path + ("rules", i), name if single else None) for i, r in enumerate(d["rules"])
+    )
+    return Decision(
+        name=name, hit=d.get("hit", "first"), outputs=outputs, rules=rules, loc=doc.key_loc(path),
+        policy=policy, entity=entity, aggregate=d.get("aggregate", "list"), single=single,
+    )
+
+
+def _values_type(values: list[Any]) -> str:
+    if all(isinstance(v, bool) for v in values):
+        return "boolean"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "number"
+    return "string"
+
+
+def build_policy(doc: LocatedDoc) -> Policy:
+    """The model of one schema-valid document."""
+    data = doc.data
+    name, entity = data["policy"], data["entity"]
+    facts = tuple(
+        Fact(
+            name=f_name, type=f["type"], loc=doc.key_loc(("facts", f_name)), key=bool(f.get("key", False)),
+            required=bool(f.get("required", False)) or bool(f.get("key", False)),
+            min=f.get("min"), max=f.get("max"), values=_scalars(f.get("values")),
+            measure=bool(f.get("measure", False)), policy=name,
+        )
+        for f_name, f in (data.get("facts") or {}).items()
+    )
+    joins = tuple(
+        Join(
+            name=j_name, entity=j.get("entity", j_name), on=j["on"], take=tuple(j["take"]),
+            loc=doc.key_loc(("joins", j_name)),
+            take_locs=tuple(doc.loc(("joins", j_name, "take", i)) for i in range(len(j["take"]))),
+        )
+        for j_name, j in (data.get("joins") or {}).items()
+    )
+    derives = tuple(
+        Derive(d_name, _expr(doc, src, ("derive", d_name)), doc.key_loc(("derive", d_name)), name)
+        for d_name, src in (data.get("derive") or {}).items()
+    )
+    decisions = tuple(_decision(doc, d_name, d, name, entity) for d_name, d in data["decisions"].items())
+    return Policy(name, entity, doc.file, doc.loc(()), facts, joins, derives, decisions)
+
+
+def validate(docs: list[LocatedDoc], directory: str = "") -> PolicySet:
+    """Schema-check every document (all problems at once) and build the policy set."""
+    problems: list[Problem] = []
+    for doc in docs:
+        if doc.data is None:
+            problems.append(Problem("empty", "the policy file is empty", Location(doc.file, 1, 1),
+                                    "a policy needs at least `policy:`, `entity:` and `decisions:`"))
+            continue
+        problems.extend(schema_problems(doc))
+    if problems:
+        raise PolicyError(problems)
+    policies = tuple(build_policy(doc) for doc in docs)
+    seen: dict[str, Policy] = {}
+    for p in policies:
+        if p.name in seen:
+            problems.append(Problem("duplicate-policy", f"policy `{p.name}` is also declared in {seen[p.name].file}",
+                                    p.loc, "give each policy its own name"))
+        seen.setdefault(p.name, p)
+    if problems:
+        raise PolicyError(problems)
+    entities = tuple(dict.fromkeys(p.entity for p in policies))
+    return PolicySet(policies, policy_set_hash(docs), directory, entities)

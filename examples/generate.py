@@ -1,0 +1,121 @@
+"""Generate the example facts: customers, prospects and quotes (seeded, so the files are reproducible).
+
+The shape follows the seed documents: revenue is heavy-tailed (a few customers carry most of the
+profit), a sizeable minority of customers lose money once the cost to serve is counted, customer
+ids are six-digit texts with leading zeros, and quotes name customers by id (a few name unknown ones).
+
+    python examples/generate.py                       # the committed example files
+    python examples/generate.py --customers 1000000 --quotes 1000000 --prospects 250000 \\
+        --format parquet --out benchmarks/data       # benchmark scale
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REGIONS = np.array(["north", "south", "east", "west", "central"])
+INDUSTRIES = np.array(["manufacturing", "retail", "telecom", "energy", "healthcare", "logistics", "software"])
+VALUE_TYPES = np.array(["price", "function", "image"])
+PRODUCTS = np.array(["sensor-kit", "control-unit", "service-contract", "field-install", "analytics-suite"])
+LIST_PRICES = np.array([15_000.0, 150_000.0, 40_000.0, 25_000.0, 90_000.0])
+
+
+def customers(n: int, rng: np.random.Generator) -> pd.DataFrame:
+    ids = np.char.zfill(rng.permutation(np.arange(1, n * 3 + 1))[:n].astype(str), 6)
+    revenue = np.round(rng.lognormal(mean=11.6, sigma=1.35, size=n), 2)
+    margin_rate = np.clip(rng.normal(0.24, 0.08, size=n), -0.05, 0.6)
+    gross_margin = np.round(revenue * margin_rate, 2)
+    orders = np.maximum(1, rng.poisson(np.clip(revenue / 9_000, 2, 400))).astype(int)
+    # serving small accounts costs nearly as much as big ones: a fixed part plus a part per order
+    cost_to_serve = np.round(6_500 + orders * rng.uniform(60, 260, size=n) + rng.normal(0, 1_500, size=n).clip(0), 2)
+    profit = np.round(gross_margin - cost_to_serve, 2)
+    profit_prev = np.round(profit * rng.normal(0.9, 0.35, size=n) + rng.normal(0, 4_000, size=n), 2)
+    tenure = np.round(rng.gamma(2.0, 2.6, size=n), 1)
+    growth = np.round(rng.normal(0.06, 0.22, size=n), 3)
+    credit = np.clip(np.round(rng.normal(68, 15, size=n)), 0, 100)
+    strategic = rng.random(n) < 0.06
+    frame = pd.DataFrame({
+        "customer_id": ids,
+        "region": rng.choice(REGIONS, size=n, p=[0.25, 0.2, 0.25, 0.15, 0.15]),
+        "industry": rng.choice(INDUSTRIES, size=n),
+        "value_type": rng.choice(VALUE_TYPES, size=n, p=[0.5, 0.3, 0.2]),
+        "revenue": revenue,
+        "gross_margin": gross_margin,
+        "cost_to_serve": cost_to_serve,
+        "profit": profit,
+        "profit_prev_year": profit_prev,
+        "orders_12m": orders,
+        "credit_score": credit,
+        "tenure_years": tenure,
+        "revenue_growth": growth,
+        "strategic_account": np.where(strategic, "true", "false"),
+    })
+    # real exports have gaps: a few credit scores and last-year profits are unknown
+    frame.loc[rng.random(n) < 0.01, "credit_score"] = np.nan
+    frame.loc[rng.random(n) < 0.01, "profit_prev_year"] = np.nan
+    return frame
+
+
+def prospects(n: int, rng: np.random.Generator) -> pd.DataFrame:
+    return pd.DataFrame({
+        "prospect_id": np.char.add("P", np.char.zfill(np.arange(1, n + 1).astype(str), 5)),
+        "region": rng.choice(REGIONS, size=n),
+        "industry": rng.choice(INDUSTRIES, size=n),
+        "industry_influence": rng.binomial(10, 0.45, size=n),
+        "referral_potential": rng.binomial(10, 0.4, size=n),
+        "co_branding": np.where(rng.random(n) < 0.15, "yes", "no"),
+        "opens_new_field": np.where(rng.random(n) < 0.12, "yes", "no"),
+        "quality_fit": rng.binomial(10, 0.6, size=n),
+        "culture_fit": rng.binomial(10, 0.6, size=n),
+        "expected_revenue": np.round(rng.lognormal(11.0, 1.2, size=n), 0),
+    })
+
+
+def quotes(n: int, customer_ids: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    product = rng.integers(0, len(PRODUCTS), size=n)
+    list_price = LIST_PRICES[product]
+    discount = np.clip(rng.gamma(2.0, 0.06, size=n), 0, 0.45)
+    cust = rng.choice(customer_ids, size=n)
+    unknown = rng.random(n) < 0.004  # typos and customers created after the export
+    cust = np.where(unknown, np.char.zfill(rng.integers(900_000, 999_999, size=n).astype(str), 6), cust)
+    return pd.DataFrame({
+        "quote_id": np.char.add("Q", np.char.zfill(np.arange(1, n + 1).astype(str), 6)),
+        "customer_id": cust,
+        "product": PRODUCTS[product],
+        "list_price": list_price,
+        "quoted_price": np.round(list_price * (1 - discount), -1),
+        "quantity": rng.integers(1, 20, size=n),
+    })
+
+
+def write(frame: pd.DataFrame, path: Path, fmt: str) -> None:
+    if fmt == "csv":
+        frame.to_csv(path, index=False, lineterminator="\n")
+    else:
+        frame.to_parquet(path, index=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--prospects", type=int, default=500)
+    parser.add_argument("--quotes", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=20261128)
+    parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    ext = "csv" if args.format == "csv" else "parquet"
+    cust = customers(args.customers, rng)
+    write(cust, args.out / f"customers.{ext}", args.format)
+    write(prospects(args.prospects, rng), args.out / f"prospects.{ext}", args.format)
+    write(quotes(args.quotes, cust["customer_id"].to_numpy(), rng), args.out / f"quotes.{ext}", args.format)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+from pathlib import Path
+
+import pytest
+
+from engine.errors import PolicyError
+from engine.load import load_policy_dir, load_text
+
+
+def test_locations_are_kept_for_every_node():
+    doc = load_text("policy: a\ndecisions:\n  tier:\n    rules:\n      - id: x\n        then: A\n", "f.yaml")
+    assert doc.data["decisions"]["tier"]["rules"][0]["then"] == "A"
+    loc = doc.loc(("decisions", "tier", "rules", 0, "then"))
+    assert (loc.line, loc.col) == (6, 15)
+    assert doc.key_loc(("decisions", "tier")).line == 3
+
+
+def test_duplicate_keys_are_errors_with_both_lines():
+    with pytest.raises(PolicyError) as exc:
+        load_text("policy: a\nentity: b\npolicy: c\n", "f.yaml")
+    (p,) = exc.value.problems
+    assert p.code == "duplicate-key"
+    assert (p.loc.line, p.loc.col) == (3, 1)
+    assert "first at line 1" in p.message
+
+
+def test_yes_and_no_stay_text():
+    doc = load_text("then: no\nother: yes\nflag: true\n", "f.yaml")
+    assert doc.data == {"then": "no", "other": "yes", "flag": True}
+
+
+def test_unsafe_tags_are_refused():
+    with pytest.raises(PolicyError) as exc:
+        load_text("x: !!python/object/apply:os.system ['echo hi']\n", "f.yaml")
+    assert exc.value.problems[0].code == "yaml-tag"
+
+
+def test_unquoted_lookup_table_gets_a_hint():
+    with pytest.raises(PolicyError) as exc:
+        load_text("derive:\n  r: lookup(tier, {A: 1, B: 2})\n", "f.yaml")
+    assert "quotes" in exc.value.problems[0].hint
+
+
+def test_empty_folder_is_an_error(tmp_path: Path):
+    with pytest.raises(PolicyError) as exc:
+        load_policy_dir(tmp_path)
+    assert exc.value.problems[0].code == "no-policies"

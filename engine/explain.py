@@ -176,20 +176,29 @@ def conflict_text(res: DecisionResult, a: int, b: int) -> str:
 
 
 def _collect_because(res: DecisionResult, env: dict[str, Vec]) -> pa.Array:
+    """Texts of every collected rule joined by "; ".
+
+    Built without nulls: pyarrow's null_handling="skip" join returns a short array when the last
+    row is null (seen with pyarrow 26), so unmatched rules contribute "" and matched ones "; text".
+    """
     assert res.collected is not None
     n = res.rule_index.size
+    sep = "; "
     columns = []
     for i, rule in enumerate(res.rules):
         mask = res.collected[:, i]
         tpl = CompiledTemplate.of(rule.because.text if rule.because else f"rule {rule.id}")
-        texts = np.full(n, None, dtype=object)
-        if mask.any():
-            rendered = tpl.render(env, np.flatnonzero(mask))
-            texts[mask] = rendered.to_numpy(zero_copy_only=False)
-        columns.append(pa.array(texts, pa.string()))
-    if not columns:
-        return pa.array([None] * n, pa.string())
-    joined = pc.binary_join_element_wise(*columns, "; ", null_handling="skip")
+        rows = np.flatnonzero(mask)
+        prefixed = pc.binary_join_element_wise(sep, tpl.render(env, rows), "") if rows.size else \
+            pa.array([], pa.string())
+        positions = np.zeros(n, dtype=np.int64)
+        positions[rows] = np.arange(1, rows.size + 1)
+        columns.append(pa.concat_arrays([pa.array([""], pa.string()), prefixed.cast(pa.string())])
+                       .take(pa.array(positions)))
+    if not columns or n == 0:
+        return pa.array(["no rule matched"] * n, pa.string())
+    joined = pc.binary_join_element_wise(*columns, "") if len(columns) > 1 else columns[0]
+    joined = pc.utf8_slice_codeunits(joined, start=len(sep))
     return pc.if_else(pa.array(res.collected.any(axis=1)), joined, "no rule matched")
 
 

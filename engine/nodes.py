@@ -151,6 +151,12 @@ def names(node: Node) -> list[str]:
     return list(dict.fromkeys(n.name for n in walk(node) if isinstance(n, Name)))
 
 
+def _key_text(key: str) -> str:
+    """A lookup-table key as written: bare when it reads as a word, quoted otherwise."""
+    plain = key.isidentifier() and key not in ("and", "or", "not", "in", "true", "false")
+    return key if plain else repr(key)
+
+
 def to_text(node: Node) -> str:
     """A canonical source text for a node (used in traces)."""
     if isinstance(node, Num):
@@ -181,7 +187,7 @@ def to_text(node: Node) -> str:
     if isinstance(node, ListLit):
         return "[" + ", ".join(to_text(i) for i in node.items) + "]"
     if isinstance(node, MapLit):
-        return "{" + ", ".join(f"{k}: {to_text(v)}" for k, v in node.items) + "}"
+        return "{" + ", ".join(f"{_key_text(k)}: {to_text(v)}" for k, v in node.items) + "}"
     if isinstance(node, Call):
         args = [to_text(a) for a in node.args] + [f"{k}={to_text(v)}" for k, v in node.kwargs]
         return f"{node.func}({', '.join(args)})"

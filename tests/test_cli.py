@@ -1,0 +1,268 @@
+"""End to end: the real `kam` command on real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from .conftest import ROOT, kam
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("KAM_UPDATE_GOLDEN") == "1"
+
+
+def golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8"), f"differs from {path}; KAM_UPDATE_GOLDEN=1 to accept"
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """A private copy of the example facts, to spoil."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("customers.csv", "prospects.csv", "quotes.csv"):
+        shutil.copy(ROOT / "examples" / name, folder / name)
+    return folder
+
+
+def run_kam(data: Path, out: Path, *extra: str):
+    return kam("run", "--policies", str(ROOT / "policies"), "--data", str(data), "--out", str(out), *extra)
+
+
+# -- kam check -----------------------------------------------------------------------------------
+
+def test_check_shipped_policies_is_clean():
+    r = kam("check", "policies/")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ok: 5 policies")
+
+
+def test_check_reports_every_mistake_golden():
+    r = kam("check", "tests/data/bad_policies")
+    assert r.returncode == 1
+    golden("check_bad_policies.txt", r.stderr)
+
+
+def test_check_rejects_python_internals_golden():
+    r = kam("check", "tests/data/unsafe_policies")
+    assert r.returncode == 1
+    golden("check_unsafe_policies.txt", r.stderr)
+    assert not Path("/tmp/kam-pwned").exists()
+
+
+def test_check_json_format():
+    r = kam("check", "tests/data/bad_policies", "--format", "json")
+    assert r.returncode == 1
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is False
+    assert {p["code"] for p in doc["problems"]} == {"unknown-function", "unknown-name", "type", "unknown-value",
+                                                     "unknown-output"}
+    assert all(p["line"] > 0 and p["col"] > 0 for p in doc["problems"])
+
+
+def test_check_duplicate_key_and_missing_folder(tmp_path: Path):
+    (tmp_path / "p.yaml").write_text("policy: a\nentity: customer\npolicy: b\n", encoding="utf-8")
+    r = kam("check", str(tmp_path))
+    assert r.returncode == 1 and "p.yaml:3:1: error[duplicate-key]" in r.stderr
+    r = kam("check", str(tmp_path / "nope"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+# -- kam run -------------------------------------------------------------------------------------
+
+def test_run_decides_everything(tmp_path: Path, data: Path):
+    out = tmp_path / "out"
+    r = run_kam(data, out)
+    assert r.returncode == 0, r.stderr
+    assert "tier" in r.stdout and "approval" in r.stdout and "pursue" in r.stdout
+    assert "quote(s) name a customer that is not in the customer facts" in r.stdout
+    customers = pd.read_csv(out / "customer_decisions.csv", dtype=str)
+    assert len(customers) == 2000
+    for d in ("tier", "retention", "protected_by", "service", "offer"):
+        assert customers[f"{d}_rule"].notna().all() and customers[f"{d}_because"].notna().all()
+    assert customers["customer_id"].str.len().eq(6).all()  # leading zeros kept
+    assert customers["customer_id"].str.startswith("0").any()
+    shape = customers["tier"].value_counts(normalize=True)
+    assert 0.12 < shape["A"] < 0.25 and 0.15 < shape["D"] < 0.25
+    quotes = pd.read_csv(out / "quote_decisions.csv", dtype=str)
+    assert len(quotes) == 3000 and set(quotes["approval"]) == {"approve", "escalate", "reject"}
+    assert quotes.loc[quotes["approval_rule"] == "unknown-customer", "approval"].eq("escalate").all()
+    prospects = pd.read_csv(out / "prospect_decisions.csv", dtype=str)
+    assert 0.15 < (prospects["pursue"] == "pursue").mean() < 0.25
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["kam_version"] and len(manifest["policy_set"]["sha256"]) == 64
+    assert {i["entity"]: i["rows"] for i in manifest["inputs"]} == {"customer": 2000, "quote": 3000, "prospect": 500}
+    assert manifest["decision_counts"]["customer"]["tier"]["A"] == int((customers["tier"] == "A").sum())
+    assert {"compile", "read", "evaluate", "write"} <= set(manifest["timings_seconds"]) | {"write"}
+    assert all(len(o["sha256"]) == 64 for o in manifest["outputs"])
+
+
+def test_never_a_protected_customer_let_go(tmp_path: Path, data: Path):
+    out = tmp_path / "out"
+    assert run_kam(data, out).returncode == 0
+    c = pd.read_csv(out / "customer_decisions.csv", dtype=str)
+    protected = c["protected_by"] != "none"
+    assert protected.sum() > 100
+    assert c.loc[protected, "retention"].eq("keep").all()
+    assert (c["retention"] == "exit").sum() > 0
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_outputs_are_byte_identical_and_keep_chinese(tmp_path: Path, data: Path, fmt: str):
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert run_kam(data, first, "--output-format", fmt, "-q").returncode == 0
+    assert run_kam(data, second, "--output-format", fmt, "-q").returncode == 0
+    for entity in ("customer", "prospect", "quote"):
+        name = f"{entity}_decisions.{fmt}"
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+    path = first / f"customer_decisions.{fmt}"
+    if fmt == "csv":
+        texts = pd.read_csv(path, dtype=str)["retention_because"]
+    elif fmt == "parquet":
+        texts = pq.read_table(path).to_pandas()["retention_because"]
+    else:
+        texts = pd.read_json(path, lines=True, dtype=False)["retention_because"]
+    assert texts.str.startswith("鸡肋客户 (chicken-rib)").any()
+
+
+def test_parquet_and_jsonl_facts(tmp_path: Path, data: Path):
+    for name in ("customers", "prospects", "quotes"):
+        frame = pd.read_csv(data / f"{name}.csv", dtype=str)
+        (data / f"{name}.csv").unlink()
+        if name == "quotes":
+            frame.to_json(data / f"{name}.jsonl", orient="records", lines=True, force_ascii=False)
+        else:
+            frame.to_parquet(data / f"{name}.parquet", index=False)
+    out = tmp_path / "out"
+    r = run_kam(data, out, "-q")
+    assert r.returncode == 0, r.stderr
+    ref = tmp_path / "ref"
+    assert kam("run", "--out", str(ref), "-q").returncode == 0
+    for entity in ("customer", "prospect", "quote"):
+        assert (out / f"{entity}_decisions.csv").read_bytes() == (ref / f"{entity}_decisions.csv").read_bytes()
+
+
+def _spoil(data: Path, column: str, rows: dict[int, str]) -> None:
+    frame = pd.read_csv(data / "customers.csv", dtype=str, keep_default_na=False)
+    for row, value in rows.items():
+        frame.loc[row, column] = value
+    frame.to_csv(data / "customers.csv", index=False)
+
+
+@pytest.mark.parametrize(
+    "spoil, words",
+    [
+        (lambda d: pd.read_csv(d / "customers.csv", dtype=str).drop(columns=["profit"])
+         .to_csv(d / "customers.csv", index=False),
+         ["customers.csv lacks the column `profit`"]),
+        (lambda d: _spoil(d, "revenue", {3: "12k", 10: "n/a"}),
+         ["column `revenue` must hold numbers", "lines 5, 12", "'12k'"]),
+        (lambda d: _spoil(d, "credit_score", {7: "140"}),
+         ["column `credit_score` has values above the maximum 100 at line 9"]),
+        (lambda d: _spoil(d, "customer_id", {4: "005193"}),
+         ["key column `customer_id` repeats a value", "'005193'"]),
+        (lambda d: _spoil(d, "orders_12m", {0: "2.5"}), ["must hold whole numbers", "line 2"]),
+        (lambda d: _spoil(d, "region", {1: "atlantis"}), ["outside its declared set", "'atlantis'"]),
+        (lambda d: (d / "customers.csv").write_bytes(b""), ["customers.csv is empty (zero bytes)"]),
+    ],
+    ids=["missing-column", "not-a-number", "out-of-range", "duplicate-key", "not-integer", "unknown-value",
+         "zero-bytes"],
+)
+def test_bad_facts_exit_2_and_write_nothing(tmp_path: Path, data: Path, spoil, words):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "customer_decisions.csv").write_text("previous run\n", encoding="utf-8")
+    spoil(data)
+    r = run_kam(data, out)
+    assert r.returncode == 2
+    for w in words:
+        assert w in r.stderr, r.stderr
+    assert "customers.csv" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["customer_decisions.csv"]
+    assert (out / "customer_decisions.csv").read_text(encoding="utf-8") == "previous run\n"
+
+
+def test_header_only_file_gives_empty_outputs(tmp_path: Path, data: Path):
+    for name in ("customers", "prospects", "quotes"):
+        header = (data / f"{name}.csv").read_text(encoding="utf-8").splitlines()[0]
+        (data / f"{name}.csv").write_text(header + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    r = run_kam(data, out, "--output-format", "parquet")
+    assert r.returncode == 0, r.stderr
+    for entity in ("customer", "prospect", "quote"):
+        assert pq.read_table(out / f"{entity}_decisions.parquet").num_rows == 0
+
+
+def test_run_usage_errors(tmp_path: Path):
+    r = kam("run", cwd=tmp_path)
+    assert r.returncode == 2 and "policy folder policies does not exist" in r.stderr
+    r = kam("run", "--input", "custmer=x.csv", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "did you mean `customer`?" in r.stderr
+    r = kam("run", "--bogus")
+    assert r.returncode == 2
+
+
+def test_unique_conflict_exits_1_with_both_rules(tmp_path: Path):
+    policies = tmp_path / "p"
+    policies.mkdir()
+    (policies / "a.yaml").write_text(
+        "policy: a\nentity: customer\nfacts:\n  customer_id: {type: string, key: true}\n"
+        "  x: {type: number}\ndecisions:\n  d:\n    hit: unique\n    values: [p, q]\n    rules:\n"
+        "      - {id: small, when: x > 0, then: p}\n      - {id: big, when: x > 5, then: q}\n",
+        encoding="utf-8")
+    (tmp_path / "customers.csv").write_text("customer_id,x\n01,1\n02,9\n", encoding="utf-8")
+    r = kam("run", "--policies", str(policies), "--data", str(tmp_path), "--out", str(tmp_path / "o"), "-q")
+    assert r.returncode == 1
+    assert "decision `d`: 1 customer(s) match more than one rule (e.g. `small` and `big`): 02" in r.stdout
+
+
+# -- kam explain ----------------------------------------------------------------------------------
+
+def test_explain_customer_golden():
+    r = kam("explain", "005945")
+    assert r.returncode == 0, r.stderr
+    golden("explain_customer_005945.txt", r.stdout)
+
+
+def test_explain_quote_and_prospect_golden():
+    r = kam("explain", "Q000012", "--entity", "quote")
+    assert r.returncode == 0, r.stderr
+    golden("explain_quote_Q000012.txt", r.stdout)
+    r = kam("explain", "P00003")
+    assert r.returncode == 0, r.stderr
+    assert "outside quota" in r.stdout and "ranked" in r.stdout
+
+
+def test_explain_json_and_unknown_id():
+    r = kam("explain", "005945", "--format", "json")
+    doc = json.loads(r.stdout)
+    tier = next(d for d in doc["decisions"] if d["decision"] == "tier")
+    assert tier["value"] == "D" and tier["rule"] == "maintenance"
+    assert [x["result"] for x in tier["rules"]] == ["no match", "no match", "no match", "default"]
+    r = kam("explain", "05945")
+    assert r.returncode == 2 and "no customer or quote or prospect has the id `05945`" in r.stderr
+
+
+# -- kam schema and help -------------------------------------------------------------------------
+
+def test_schema_prints_the_policy_schema(tmp_path: Path):
+    r = kam("schema")
+    assert r.returncode == 0
+    assert json.loads(r.stdout) == json.loads((ROOT / "schemas" / "policy.schema.json").read_text())
+    target = tmp_path / "s.json"
+    assert kam("schema", "-o", str(target)).returncode == 0 and json.loads(target.read_text())
+
+
+@pytest.mark.parametrize("command", ["check", "run", "explain", "schema"])
+def test_every_command_has_help_with_an_example(command: str):
+    r = kam(command, "--help")
+    assert r.returncode == 0 and "Example" in r.stdout

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -71,7 +73,9 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def outputs(self) -> dict[str, pd.DataFrame]:
-        return {e: output_frame(r) for e, r in self.results.items()}
+        """One output table per entity: key, decided values, rule ids and because texts."""
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            return {e: output_frame(r, pool) for e, r in self.results.items()}
 
     def counts(self) -> dict[str, dict[str, dict[str, int]]]:
         return {e: decision_counts(r) for e, r in self.results.items()}
@@ -105,19 +109,24 @@ class RunResult:
 def read_inputs(pl: Plan, inputs: dict[str, Path], fmt: str | None = None,
                 on_read: Callable[[str], None] | None = None) -> dict[str, pd.DataFrame]:
     """Read and check the facts of every entity; all problems of all files together."""
-    frames: dict[str, pd.DataFrame] = {}
-    problems: list[Problem] = []
     ps = pl.checked.policy_set
-    for ep in pl.entities:
+
+    def read_one(entity: str) -> pd.DataFrame | InputError:
         try:
-            frames[ep.entity] = read_facts(inputs[ep.entity], ps.facts(ep.entity), fmt)
+            return read_facts(inputs[entity], ps.facts(entity), fmt)
         except InputError as exc:
-            problems.extend(exc.problems)
-        if on_read:
-            on_read(ep.entity)
+            return exc
+        finally:
+            if on_read:
+                on_read(entity)
+
+    # files are independent; Parquet decoding and text conversion release the GIL
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        read = dict(zip([ep.entity for ep in pl.entities], pool.map(read_one, [ep.entity for ep in pl.entities])))
+    problems = [p for r in read.values() if isinstance(r, InputError) for p in r.problems]
     if problems:
         raise InputError(problems)
-    return frames
+    return {e: r for e, r in read.items() if isinstance(r, pd.DataFrame)}
 
 
 def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], None] | None = None) -> RunResult:

@@ -1,7 +1,7 @@
 """Stage 6, evaluate: the pandas/numpy backend. Every expression is computed over the whole table.
 
-Values are held as numpy arrays: numbers as float64 (NaN = missing), text as object arrays
-(None = missing), conditions as `Tri` (three-valued: true / false / unknown because of a missing
+Values are held as numpy arrays: numbers as float64 (NaN = missing), text as `Text` (codes into
+its distinct values, -1 = missing), conditions as `Tri` (three-valued: true / false / unknown because of a missing
 value). A rule matches only where its condition is true; unknown is not true.
 """
 
@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from .model import Decision, Rule
 from .nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Name, Neg, Node, Not, Num, Str
-from .plan import DecisionStep, DeriveStep, EntityPlan, Plan
+from .plan import DecisionStep, DeriveStep, EntityPlan
 
 
 @dataclass(frozen=True)
@@ -32,22 +32,83 @@ class Tri:
         return Tri(value & known, known)
 
 
-Vec = Union[np.ndarray, Tri]
+@dataclass(frozen=True)
+class Text:
+    """A text vector stored as codes into its distinct values (-1 = missing).
+
+    Comparisons, `in`, `lookup` and grouping work on the few distinct values and are then spread
+    to the rows by their codes, instead of comparing a million Python strings.
+    """
+
+    codes: np.ndarray
+    categories: np.ndarray  # object array of distinct str
+
+    def __len__(self) -> int:
+        return self.codes.size
+
+    def take(self, rows: np.ndarray) -> "Text":
+        return Text(self.codes[rows], self.categories)
+
+    def objects(self) -> np.ndarray:
+        """The values as an object array, None where missing."""
+        table = np.empty(self.categories.size + 1, dtype=object)
+        table[:-1] = self.categories
+        table[-1] = None
+        return table[np.where(self.codes >= 0, self.codes, self.categories.size)]
+
+    def constant(self) -> str | None:
+        """The single value every row holds, if that is the case."""
+        if self.categories.size == 1 and self.codes.size and not (self.codes < 0).any():
+            return str(self.categories[0])
+        return None
+
+    @staticmethod
+    def of_objects(values: np.ndarray) -> "Text":
+        codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+        return Text(codes.astype(np.int64), np.asarray(uniques, dtype=object))
+
+    @staticmethod
+    def of_arrow(array: pa.Array | pa.ChunkedArray) -> "Text":
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks() if array.num_chunks else pa.array([], pa.string())
+        encoded = pc.dictionary_encode(array.cast(pa.string()))
+        codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return Text(codes, encoded.dictionary.to_numpy(zero_copy_only=False).astype(object))
+
+    @staticmethod
+    def full(n: int, value: str) -> "Text":
+        return Text(np.zeros(n, dtype=np.int64), np.array([value], dtype=object))
+
+
+Vec = Union[np.ndarray, Tri, Text]
 
 
 def is_missing(v: Vec) -> np.ndarray:
     """Where a vector's value is missing."""
     if isinstance(v, Tri):
         return ~v.known
+    if isinstance(v, Text):
+        return v.codes < 0
     if v.dtype == object:
         return pd.isna(v)
     return np.isnan(v)
+
+
+def take(v: Vec, rows: np.ndarray) -> Vec:
+    """Some rows of a vector."""
+    if isinstance(v, Tri):
+        return Tri(v.value[rows], v.known[rows])
+    if isinstance(v, Text):
+        return v.take(rows)
+    return v[rows]
 
 
 def scalar_at(v: Vec, i: int) -> Any:
     """The plain Python value of row `i` (None when missing), for traces and per-row tests."""
     if isinstance(v, Tri):
         return bool(v.value[i]) if v.known[i] else None
+    if isinstance(v, Text):
+        return None if v.codes[i] < 0 else str(v.categories[v.codes[i]])
     x = v[i]
     if v.dtype == object:
         return None if x is None or x is pd.NA or (isinstance(x, float) and np.isnan(x)) else x
@@ -62,14 +123,14 @@ class Context:
 
     env: dict[str, Vec]
     n: int
-    key: np.ndarray
+    key: Any  # the key column: a numpy or pandas array of text
     _key_order: np.ndarray | None = None
     _groups: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
 
     def key_order(self) -> np.ndarray:
         """Position of each row when sorted by key (text order): the deterministic tie-break."""
         if self._key_order is None:
-            idx = pc.sort_indices(pa.array(self.key, type=pa.string())).to_numpy()
+            idx = pc.sort_indices(pa.array(self.key, type=pa.string(), from_pandas=True)).to_numpy()
             order = np.empty(self.n, dtype=np.int64)
             order[idx] = np.arange(self.n)
             self._key_order = order
@@ -81,6 +142,9 @@ class Context:
             return np.zeros(self.n, dtype=np.int64), 1 if self.n else 0
         if name not in self._groups:
             col = self.env[name]
+            if isinstance(col, Text):
+                self._groups[name] = (col.codes, col.categories.size)
+                return self._groups[name]
             if isinstance(col, Tri):
                 col = np.where(col.known, col.value.astype(np.int8), -1).astype(float)
                 col[col < 0] = np.nan
@@ -113,6 +177,16 @@ def pop_rank(x: np.ndarray, ctx: Context, by: str | None, descending: bool = Tru
 
 def pop_pct_rank(x: np.ndarray, ctx: Context, by: str | None) -> np.ndarray:
     """Share of the group's non-missing values that are at or below x, in (0, 1]."""
+    if by is None:
+        # one population: sort once, then a binary search of the sorted values in sorted order
+        # (sequential memory access) beats a group-by
+        order = np.argsort(x, kind="stable")  # NaN sorts last
+        m = int((~np.isnan(x)).sum())
+        present = x[order[:m]]
+        out = np.full(ctx.n, np.nan)
+        if m:
+            out[order[:m]] = np.searchsorted(present, present, side="right") / m
+        return out
     codes, _ = ctx.groups(by)
     x = np.where(codes >= 0, x, np.nan)
     return _grouped(x, codes).rank(method="max", pct=True).to_numpy(dtype=float, na_value=np.nan)
@@ -181,9 +255,7 @@ def _full(ctx: Context, value: Any) -> Vec:
     if isinstance(value, bool):
         return Tri(np.full(ctx.n, value), np.ones(ctx.n, dtype=bool))
     if isinstance(value, str):
-        out = np.empty(ctx.n, dtype=object)
-        out[:] = value
-        return out
+        return Text.full(ctx.n, value)
     return np.full(ctx.n, float(value))
 
 
@@ -193,28 +265,37 @@ def round_half_away(x: np.ndarray, digits: int = 0) -> np.ndarray:
     return np.sign(x) * np.floor(np.abs(x) * f + 0.5) / f
 
 
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+}
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+def _text_compare(op: str, a: Text, b: Text) -> Tri:
+    known = (a.codes >= 0) & (b.codes >= 0)
+    for text, other, oper in ((b, a, op), (a, b, _FLIPPED[op])):
+        literal = text.constant()
+        if literal is not None:
+            # decide once per distinct value, then spread to the rows
+            per_value = np.array([bool(_OPS[oper](c, literal)) for c in other.categories] + [False])
+            return Tri.of(per_value[other.codes], known)
+    x, y = a.objects(), b.objects()
+    x = np.where(known, x, "")
+    y = np.where(known, y, "")
+    return Tri.of(np.asarray(_OPS[op](x, y), dtype=bool), known)
+
+
 def _compare(op: str, a: Vec, b: Vec) -> Tri:
     if isinstance(a, Tri) and isinstance(b, Tri):
         known = a.known & b.known
         eq = a.value == b.value
         return Tri.of(eq if op == "==" else ~eq, known)
+    if isinstance(a, Text) and isinstance(b, Text):
+        return _text_compare(op, a, b)
     known = ~is_missing(a) & ~is_missing(b)
-    if a.dtype == object or b.dtype == object:
-        a = np.where(known, a, "")
-        b = np.where(known, b, "")
     with np.errstate(invalid="ignore"):
-        if op == "<":
-            v = a < b
-        elif op == "<=":
-            v = a <= b
-        elif op == ">":
-            v = a > b
-        elif op == ">=":
-            v = a >= b
-        elif op == "==":
-            v = a == b
-        else:
-            v = a != b
+        v = _OPS[op](a, b)
     return Tri.of(np.asarray(v, dtype=bool), known)
 
 
@@ -242,36 +323,43 @@ def _where(cond: np.ndarray, a: Vec, b: Vec) -> Vec:
     if isinstance(a, Tri):
         assert isinstance(b, Tri)
         return Tri(np.where(cond, a.value, b.value), np.where(cond, a.known, b.known))
+    if isinstance(a, Text):
+        assert isinstance(b, Text)
+        if a.categories is b.categories:
+            return Text(np.where(cond, a.codes, b.codes), a.categories)
+        return Text.of_objects(np.where(cond, a.objects(), b.objects()))
     return np.where(cond, a, b)
 
 
-def _lookup(ctx: Context, node: Call, key: Vec) -> Vec:
+def _lookup(node: Call, key: Vec) -> Vec:
+    """`lookup(key, table, default)`: decided once per distinct key, then spread to the rows."""
     table = node.args[1]
     assert isinstance(table, MapLit)
-    default = node.args[2] if len(node.args) > 2 else None
+    default = node.args[2].value if len(node.args) > 2 else None  # type: ignore[union-attr]
     entries = [(k, v.value) for k, v in table.items]  # type: ignore[union-attr]
-    sample = entries[0][1] if entries else (default.value if default else 0.0)  # type: ignore[union-attr]
+    sample = entries[0][1] if entries else default
     if isinstance(key, Tri):
         raise TypeError("lookup on a yes/no key")
-    if key.dtype == object:
-        mapping = {k: v for k, v in entries}
+    if isinstance(key, Text):
+        mapping: dict[Any, Any] = dict(entries)
+        codes, distinct = key.codes, list(key.categories)
     else:
         mapping = {float(k): v for k, v in entries if _is_number(k)}
-    s = pd.Series(key)
+        factor, uniques = pd.factorize(key, use_na_sentinel=True)
+        codes, distinct = factor.astype(np.int64), list(uniques)
+    # the last slot answers rows whose key is missing
+    per_key = [mapping.get(k, default) for k in distinct] + [default]
+    slot = np.where(codes >= 0, codes, len(distinct))
     if isinstance(sample, bool):
-        val = s.map(mapping).to_numpy(dtype=object)
-        found = ~pd.isna(val)
-        value = np.where(found, val, False).astype(bool)
-        out: Vec = Tri(value, found)
-    elif isinstance(sample, str):
-        out = s.map(mapping).to_numpy(dtype=object, na_value=None)
-        out = np.where(pd.isna(out), None, out)
-    else:
-        out = s.map(mapping).to_numpy(dtype=float, na_value=np.nan)
-    if default is not None:
-        fallback = _full(ctx, default.value)  # type: ignore[union-attr]
-        out = _where(is_missing(out), fallback, out)
-    return out
+        known = np.array([v is not None for v in per_key])
+        value = np.array([bool(v) for v in per_key])
+        return Tri(value[slot] & known[slot], known[slot])
+    if isinstance(sample, str):
+        names = list(dict.fromkeys(v for v in per_key if v is not None))
+        index = np.array([names.index(v) if v is not None else -1 for v in per_key], dtype=np.int64)
+        return Text(index[slot], np.array(names, dtype=object))
+    numbers = np.array([np.nan if v is None else float(v) for v in per_key])
+    return numbers[slot]
 
 
 def _is_number(text: str) -> bool:
@@ -287,7 +375,7 @@ def _call(node: Call, ctx: Context, ev: Callable[[Node], Vec]) -> Vec:
     by_node = node.kwarg("by")
     by = by_node.name if isinstance(by_node, Name) else None
     if f == "lookup":
-        return _lookup(ctx, node, ev(node.args[0]))
+        return _lookup(node, ev(node.args[0]))
     if f == "if":
         cond = ev(node.args[0])
         assert isinstance(cond, Tri)
@@ -544,8 +632,36 @@ def column_to_vec(series: pd.Series, kind: str) -> Vec:
         known = ~series.isna().to_numpy()
         value = series.fillna(False).to_numpy(dtype=bool)
         return Tri(value & known, known)
-    out = series.to_numpy(dtype=object, na_value=None)
-    return out
+    return Text.of_arrow(pa.array(series, type=pa.string(), from_pandas=True))
+
+
+class FactEnv(dict):
+    """Names to vectors; a fact column is converted the first time an expression reads it."""
+
+    def __init__(self, frame: pd.DataFrame, fact_types: dict[str, str]):
+        super().__init__()
+        self.frame = frame
+        self.fact_types = fact_types
+
+    def __missing__(self, name: str) -> Vec:
+        if name not in self.fact_types:
+            raise KeyError(name)
+        vec = column_to_vec(self.frame[name], self.fact_types[name])
+        self[name] = vec
+        return vec
+
+
+def _output_text(res: DecisionResult, name: str, categories: list[Any]) -> Text:
+    """A text output as codes: each rule's value looked up once, spread by the deciding rule."""
+    cats = list(dict.fromkeys(categories))
+    per_rule = [cats.index(dict(r.then)[name]) if name in dict(r.then) else -1 for r in res.rules]
+    table = np.array(per_rule + [-1, -1], dtype=np.int64)  # NO_RULE and CONFLICT slots
+    if res.collected is not None:
+        first = _first_set(res.collected)
+        codes = np.where(first >= 0, table[np.maximum(first, 0)], -1)
+    else:
+        codes = table[res.rule_index]  # -1 and -2 index the two trailing slots
+    return Text(codes, np.array(cats, dtype=object))
 
 
 def decision_vectors(res: DecisionResult) -> dict[str, Vec]:
@@ -576,52 +692,63 @@ def decision_vectors(res: DecisionResult) -> dict[str, Vec]:
         elif o.type == "number":
             out[o.name] = np.array([float(v) for v in table] + [np.nan, np.nan])[idx]
         else:
-            arr = np.empty(len(table) + 2, dtype=object)
-            arr[: len(table)] = table
-            arr[len(table):] = None
-            if d.hit == "collect":
-                assert res.collected is not None
-                out[o.name] = first_collected(res, arr)
-            else:
-                out[o.name] = arr[idx]
+            out[o.name] = _output_text(res, o.name, list(o.values or ()) + [v for v in table if v is not None])
     return out
 
 
-def first_collected(res: DecisionResult, table: np.ndarray) -> np.ndarray:
-    """For `collect` with a list: the value of the first collected rule (what other rules can read)."""
-    assert res.collected is not None
-    first = _first_set(res.collected)
-    return table[np.where(first >= 0, first, len(table) - 1)]
+def _missing_like(col: Vec, n: int) -> Vec:
+    if isinstance(col, Tri):
+        return Tri(np.zeros(n, bool), np.zeros(n, bool))
+    if isinstance(col, Text):
+        return Text(np.full(n, -1, dtype=np.int64), col.categories)
+    return np.full(n, np.nan)
+
+
+def _joined(col: Vec, pos: np.ndarray) -> Vec:
+    """Rows of another entity's column at `pos` (-1: no such entity, so missing)."""
+    found = pos >= 0
+    if len(col) == 0:
+        return _missing_like(col, pos.size)
+    at = take(col, np.maximum(pos, 0))
+    if isinstance(at, Tri):
+        return Tri(at.value & found, at.known & found)
+    if isinstance(at, Text):
+        return Text(np.where(found, at.codes, -1), at.categories)
+    return np.where(found, at, np.nan)
+
+
+def _positions(ref: Vec, other_key: Any) -> np.ndarray:
+    """For each row, the row of the other entity whose key equals `ref`, or -1."""
+    keys = pa.array(other_key, type=pa.string(), from_pandas=True)
+    if isinstance(ref, Text):
+        per_value = pc.index_in(pa.array(ref.categories, type=pa.string()), value_set=keys)
+        table = np.append(per_value.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64), -1)
+        return table[np.where(ref.codes >= 0, ref.codes, table.size - 1)]
+    values = pa.array(np.asarray(ref, dtype=object), type=pa.string(), from_pandas=True)
+    return pc.index_in(values, value_set=keys).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame, fact_types: dict[str, str],
                     joined: dict[str, "EntityResult"]) -> EntityResult:
     """Evaluate every derived feature and decision of one entity over the whole table."""
     n = len(frame)
-    env: dict[str, Vec] = {name: column_to_vec(frame[name], kind) for name, kind in fact_types.items()}
-    key = env[ep.key] if ep.key else np.arange(n).astype(str).astype(object)
-    ctx = Context(env, n, np.asarray(key))
+    env = FactEnv(frame, fact_types)
+    key = frame[ep.key].reset_index(drop=True) if ep.key else pd.Series(np.arange(n).astype(str))
+    ctx = Context(env, n, key)
     unknown: dict[str, pd.DataFrame] = {}
     for j in ep.joins:
         other = joined[j.entity]
-        index = pd.Index(other.ctx.key)
         ref = env[j.on]
-        pos = index.get_indexer(pd.Series(ref, dtype=object))
-        missing_ref = (pos < 0) & ~is_missing(ref)
-        if missing_ref.any():
-            unknown[j.name] = pd.DataFrame({ep.key: ctx.key[missing_ref], j.on: ref[missing_ref]})
-        take = np.where(pos >= 0, pos, 0)
+        pos = _positions(ref, other.ctx.key)
+        missing_ref = np.flatnonzero((pos < 0) & ~is_missing(ref))
+        if missing_ref.size:
+            refs = take(ref, missing_ref)
+            unknown[j.name] = pd.DataFrame({
+                ep.key: key.iloc[missing_ref].to_numpy(dtype=object),
+                j.on: refs.objects() if isinstance(refs, Text) else refs,
+            })
         for name in j.take:
-            col = other.ctx.env[name]
-            if isinstance(col, Tri):
-                env[name] = Tri(np.where(pos >= 0, col.value[take], False) if len(col.value) else np.zeros(n, bool),
-                                np.where(pos >= 0, col.known[take], False) if len(col.known) else np.zeros(n, bool))
-            elif col.dtype == object:
-                vals = col[take] if len(col) else np.full(n, None, dtype=object)
-                env[name] = np.where(pos >= 0, vals, None)
-            else:
-                vals = col[take] if len(col) else np.full(n, np.nan)
-                env[name] = np.where(pos >= 0, vals, np.nan)
+            env[name] = _joined(other.ctx.env[name], pos)
     results: dict[str, DecisionResult] = {}
     for step in ep.steps:
         if isinstance(step, DeriveStep):
@@ -631,13 +758,3 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame, fact_types: dict[str, s
             results[step.name] = res
             env.update(decision_vectors(res))
     return EntityResult(ep.entity, ep, ctx, results, unknown)
-
-
-def evaluate(plan: Plan, frames: dict[str, pd.DataFrame]) -> dict[str, EntityResult]:
-    """Evaluate every entity of the plan, joined entities first."""
-    out: dict[str, EntityResult] = {}
-    ps = plan.checked.policy_set
-    for ep in plan.entities:
-        types = {name: f.type for name, f in ps.facts(ep.entity).items()}
-        out[ep.entity] = evaluate_entity(ep, frames[ep.entity], types, out)
-    return out

@@ -7,16 +7,18 @@ template is split into literal pieces and formatted value columns, then joined.
 from __future__ import annotations
 
 import string
+from collections import ChainMap
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, Tri, Vec, decision_vectors, evaluate_node, \
-    scalar_at
+from .evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, Text, Tri, Vec, decision_vectors, \
+    evaluate_node, scalar_at, take
 from .model import Rule
 from .nodes import Bool, ListLit, Logic, MapLit, Node, Not, Num, Str, children, to_text
 from .plan import DecisionStep, DeriveStep
@@ -80,9 +82,10 @@ def format_vector(v: Vec, spec: str) -> pa.Array:
         text = np.where(v.value, "true", "false").astype(object)
         text[~v.known] = MISSING_TEXT
         return pa.array(text, type=pa.string())
-    if v.dtype == object:
-        arr = pa.array(v, type=pa.string(), from_pandas=True)
-        return pc.fill_null(arr, MISSING_TEXT)
+    if isinstance(v, Text):
+        codes = pa.array(v.codes.astype(np.int32), mask=v.codes < 0)
+        labels = pa.DictionaryArray.from_arrays(codes, pa.array(v.categories, type=pa.string()))
+        return pc.fill_null(labels.cast(pa.string()), MISSING_TEXT)
     return format_numbers(v.astype(float), spec)
 
 
@@ -103,7 +106,7 @@ class CompiledTemplate:
     def static_text(self) -> str:
         return "".join(lit for lit, _, _ in self.pieces)
 
-    def render(self, env: dict[str, Vec], rows: np.ndarray) -> pa.Array:
+    def render(self, env: Mapping[str, Vec], rows: np.ndarray) -> pa.Array:
         """The text for the given rows (a boolean mask or index array) of the environment."""
         count = int(rows.sum()) if rows.dtype == bool else rows.size
         if self.static:
@@ -113,18 +116,16 @@ class CompiledTemplate:
             if lit:
                 parts.append(lit)
             if name is not None:
-                col = env[name]
-                sub = Tri(col.value[rows], col.known[rows]) if isinstance(col, Tri) else col[rows]
-                parts.append(format_vector(sub, spec))
+                parts.append(format_vector(take(env[name], rows), spec))
         if not any(isinstance(p, pa.Array) for p in parts):
             return pa.array(["".join(parts)] * count, type=pa.string())
         arrays = [p if isinstance(p, pa.Array) else p for p in parts]
         return pc.binary_join_element_wise(*arrays, "")
 
 
-def _texts_env(res: DecisionResult, env: dict[str, Vec], rule_pos: int) -> dict[str, Vec]:
+def _texts_env(res: DecisionResult, env: Mapping[str, Vec], rule_pos: int) -> Mapping[str, Vec]:
     qvars = res.quota_vars.get(rule_pos)
-    return {**env, **qvars} if qvars else env
+    return ChainMap(qvars, env) if qvars else env  # type: ignore[arg-type]
 
 
 def because_column(res: DecisionResult, env: dict[str, Vec]) -> pa.Array:
@@ -216,8 +217,14 @@ def rule_column(res: DecisionResult) -> pd.Categorical | pa.Array:
 
 
 def _mask_codes(mask: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    uniq, inverse = np.unique(mask, axis=0, return_inverse=True)
-    return inverse.reshape(-1), list(uniq)
+    """Rows of a bool matrix as codes of their distinct patterns (packed into one integer per row)."""
+    if mask.shape[1] > 62:
+        uniq, inverse = np.unique(mask, axis=0, return_inverse=True)
+        return inverse.reshape(-1), list(uniq)
+    packed = mask.astype(np.int64) @ (np.int64(1) << np.arange(mask.shape[1], dtype=np.int64))
+    codes, uniques = pd.factorize(packed)
+    patterns = [((int(u) >> np.arange(mask.shape[1])) & 1).astype(bool) for u in uniques]
+    return codes.astype(np.int64), patterns
 
 
 def _categorical(codes: np.ndarray, labels: list[Any]) -> pd.Categorical:
@@ -246,9 +253,8 @@ def value_columns(res: DecisionResult) -> dict[str, Any]:
         if isinstance(v, Tri):
             out[o.name] = pd.array(np.where(v.known, v.value, False), dtype="boolean")
             out[o.name][~v.known] = pd.NA
-        elif v.dtype == object:
-            cats = list(o.values) if o.values else sorted({x for x in v if x is not None})
-            out[o.name] = pd.Categorical(v, categories=cats)
+        elif isinstance(v, Text):
+            out[o.name] = pd.Categorical.from_codes(v.codes, categories=pd.Index(v.categories, dtype=object))
         elif all(float(dict(r.then)[o.name]).is_integer() for r in res.rules if o.name in dict(r.then)):
             # whole-number outputs (hours, days) are written as whole numbers
             out[o.name] = pd.array(np.where(np.isnan(v), 0, v).astype(np.int64), dtype="Int64")
@@ -258,18 +264,24 @@ def value_columns(res: DecisionResult) -> dict[str, Any]:
     return out
 
 
-def output_frame(result: EntityResult) -> pd.DataFrame:
-    """Key column, then per decision its value columns, rule id and because text."""
+def output_frame(result: EntityResult, pool: Executor | None = None) -> pd.DataFrame:
+    """Key column, then per decision its value columns, rule id and because text.
+
+    With a thread pool the texts of the decisions are rendered side by side: the pyarrow string
+    kernels release the GIL, so this uses every core.
+    """
     key_name = result.plan.key
+    decisions = result.plan.decisions
+    render = lambda d: because_column(result.decisions[d.name], result.ctx.env)  # noqa: E731
+    texts = list(pool.map(render, decisions)) if pool is not None else [render(d) for d in decisions]
     columns: dict[str, Any] = {key_name: pd.array(result.ctx.key, dtype="string")}
-    for d in result.plan.decisions:
+    for d, because in zip(decisions, texts):
         res = result.decisions[d.name]
         columns.update(value_columns(res))
         columns[f"{d.name}_rule"] = rule_column(res)
-        because = because_column(res, result.ctx.env)
         columns[f"{d.name}_because"] = pd.arrays.ArrowStringArray(because) if len(because) else \
             pd.array([], dtype="string")
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, copy=False)
 
 
 def decision_counts(result: EntityResult) -> dict[str, dict[str, int]]:

@@ -42,12 +42,14 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _raw_frame(path: Path, fmt: str, text_columns: list[str]) -> pd.DataFrame:
+def _raw_frame(path: Path, fmt: str, text_columns: list[str], wanted: list[str]) -> pd.DataFrame:
     if fmt == "csv":
         # everything as text first: numbers are converted and checked column by column below
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
     if fmt == "parquet":
-        table = pq.read_table(path)
+        # only the declared columns: a wide export may carry many the policies never read
+        present = set(pq.read_schema(path).names)
+        table = pq.read_table(path, columns=[c for c in wanted if c in present] or None)
         return table.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get)
     if fmt == "jsonl":
         return pd.read_json(path, lines=True, dtype={c: str for c in text_columns}, convert_dates=False)
@@ -169,7 +171,7 @@ def read_facts(path: Path, facts: dict[str, Fact], fmt: str | None = None) -> pd
     fmt = detect_format(path, fmt)
     text_columns = [f.name for f in facts.values() if f.type == "string"]
     try:
-        raw = _raw_frame(path, fmt, text_columns)
+        raw = _raw_frame(path, fmt, text_columns, list(facts))
     except InputError:
         raise
     except Exception as exc:  # a parser's own message is the most precise we have
@@ -186,4 +188,4 @@ def read_facts(path: Path, facts: dict[str, Fact], fmt: str | None = None) -> pd
                for name, f in facts.items()}
     if problems:
         raise InputError(problems)
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, copy=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,18 +56,24 @@ def write_outputs(out_dir: Path, frames: dict[str, pd.DataFrame], fmt: str,
     ext = OUTPUT_FORMATS[fmt]
     staged: list[tuple[Path, Path]] = []
     try:
-        for entity, frame in frames.items():
+        for entity in frames:
             final = out_dir / f"{entity}_decisions{ext}"
-            tmp = Path(tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=out_dir)[1])
-            staged.append((tmp, final))
-            _write_frame(frame, tmp, fmt)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=out_dir)
+            os.close(fd)
+            staged.append((Path(tmp_name), final))
+        # the files are independent; writers release the GIL while encoding and compressing
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            list(pool.map(lambda job: _write_frame(job[0], job[1], fmt),
+                          [(frame, tmp) for frame, (tmp, _) in zip(frames.values(), staged)]))
         final_paths = {entity: final for (_, final), entity in zip(staged, frames)}
         manifest = dict(manifest)
         manifest["outputs"] = [
             {"entity": e, "path": p.name, "rows": int(len(frames[e])), "sha256": file_sha256(t)}
             for (t, p), e in zip(staged, frames)
         ]
-        tmp = Path(tempfile.mkstemp(prefix=".manifest.json.", suffix=".tmp", dir=out_dir)[1])
+        fd, tmp_name = tempfile.mkstemp(prefix=".manifest.json.", suffix=".tmp", dir=out_dir)
+        os.close(fd)
+        tmp = Path(tmp_name)
         staged.append((tmp, out_dir / "manifest.json"))
         tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=_json_default) + "\n",
                        encoding="utf-8")

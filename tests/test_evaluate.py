@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from engine import api
-from engine.evaluate import Context, pop_cumshare, pop_pct_rank, pop_rank, pop_stat
+from engine.evaluate import Context, Text, pop_cumshare, pop_pct_rank, pop_rank, pop_stat
 
 from .helpers import compile_text, decide
 
@@ -247,7 +247,7 @@ decisions:
 def ctx_of(values, keys=None, groups=None):
     n = len(values)
     keys = np.array(keys if keys is not None else [f"{i:03d}" for i in range(n)], dtype=object)
-    env = {"g": np.array(groups, dtype=object)} if groups is not None else {}
+    env = {"g": Text.of_objects(np.array(groups, dtype=object))} if groups is not None else {}
     return Context(env, n, keys)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.evaluate import Context, Tri, evaluate_node, scalar_at
+from engine.evaluate import Context, Text, Tri, evaluate_node, scalar_at
 from engine.nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Name, Neg, Node, Not, Num, Str, to_text
 from engine.parse import parse_expression
 
@@ -90,7 +90,7 @@ def context(t: Table) -> Context:
     env = {
         "a": np.array([np.nan if v is None else v for v in t.columns["a"]], dtype=float),
         "b": np.array([np.nan if v is None else v for v in t.columns["b"]], dtype=float),
-        "s": np.array(t.columns["s"], dtype=object),
+        "s": Text.of_objects(np.array(t.columns["s"], dtype=object)),
         "f": Tri(np.array([bool(v) for v in t.columns["f"]]), np.array([v is not None for v in t.columns["f"]])),
     }
     return Context(env, t.n, np.array(t.keys, dtype=object))

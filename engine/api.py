@@ -71,6 +71,7 @@ class RunResult:
     results: dict[str, EntityResult]
     frames_in: dict[str, pd.DataFrame]
     timings: dict[str, float] = field(default_factory=dict)
+    _counts: dict[str, dict[str, dict[str, int]]] | None = field(default=None, repr=False)
 
     def outputs(self) -> dict[str, pd.DataFrame]:
         """One output table per entity: key, decided values, rule ids and because texts."""
@@ -78,7 +79,10 @@ class RunResult:
             return {e: output_frame(r, pool) for e, r in self.results.items()}
 
     def counts(self) -> dict[str, dict[str, dict[str, int]]]:
-        return {e: decision_counts(r) for e, r in self.results.items()}
+        """Per entity and decision, how many got each value (computed once)."""
+        if self._counts is None:
+            self._counts = {e: decision_counts(r) for e, r in self.results.items()}
+        return self._counts
 
     def warnings(self) -> list[str]:
         """Unknown references in joins (reported, not dropped)."""

@@ -180,7 +180,7 @@ def pop_pct_rank(x: np.ndarray, ctx: Context, by: str | None) -> np.ndarray:
     if by is None:
         # one population: sort once, then a binary search of the sorted values in sorted order
         # (sequential memory access) beats a group-by
-        order = np.argsort(x, kind="stable")  # NaN sorts last
+        order = np.argsort(x)  # NaN sorts last; ties need no order, they share one rank
         m = int((~np.isnan(x)).sum())
         present = x[order[:m]]
         out = np.full(ctx.n, np.nan)
@@ -201,7 +201,8 @@ def pop_cumshare(x: np.ndarray, ctx: Context, by: str | None) -> np.ndarray:
     if idx.size == 0:
         return out
     xv, cv = x[idx], codes[idx]
-    order = np.lexsort((xv, cv))  # ascending within group
+    # ascending within group; ties need no order, their block shares one share
+    order = np.argsort(xv) if by is None else np.lexsort((xv, cv))
     xs, cs = xv[order], cv[order]
     pos = np.arange(xs.size)
     csum = np.cumsum(xs)

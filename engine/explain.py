@@ -291,11 +291,19 @@ def decision_counts(result: EntityResult) -> dict[str, dict[str, int]]:
         res = result.decisions[d.name]
         counts: dict[str, int] = {}
         idx = res.rule_index
-        if d.hit == "collect":
-            vals = value_columns(res)[d.main.name]
-            for item in vals:
-                label = ", ".join(map(str, item)) if isinstance(item, list) else str(item)
-                counts[label] = counts.get(label, 0) + 1
+        if d.hit == "collect" and d.aggregate == "list":
+            assert res.collected is not None
+            codes, patterns = _mask_codes(res.collected)
+            for pattern, k in zip(patterns, np.bincount(codes, minlength=len(patterns))):
+                label = ", ".join(str(dict(r.then)[d.main.name]) for r, hit in zip(res.rules, pattern) if hit)
+                counts[label or "(no rule matched)"] = int(k)
+        elif d.hit == "collect":
+            v = decision_vectors(res)[d.main.name]
+            assert isinstance(v, np.ndarray)
+            values, k = np.unique(v[~np.isnan(v)], return_counts=True)
+            counts = {show(float(x)): int(c) for x, c in zip(values, k)}
+            if np.isnan(v).any():
+                counts["(no rule matched)"] = int(np.isnan(v).sum())
         else:
             for i, r in enumerate(res.rules):
                 hits = int((idx == i).sum())

@@ -1,0 +1,50 @@
+"""Stage explain: number formatting for `because` texts, templates, and trace structure."""
+
+import numpy as np
+import pytest
+
+from engine.evaluate import Text, Tri
+from engine.explain import CompiledTemplate, format_numbers, format_vector
+
+
+@pytest.mark.parametrize(
+    "x, spec, want",
+    [
+        (1234567.891, ",.0f", "1,234,568"),
+        (-1234567.891, ",.2f", "-1,234,567.89"),
+        (999.5, ",.0f", "1,000"),
+        (0.1234, ".1%", "12.3%"),
+        (0.125, ".0%", "13%"),  # halves away from zero
+        (-0.004, ".2f", "0.00"),  # no negative zero
+        (2.5, "d", "3"),
+        (12.0, "", "12"),
+        (12.5, "", "12.5"),
+        (12.345, "", "12.35"),
+        (123.0, ",", "123"),
+        (float("nan"), ".2f", "missing"),
+        (0.0, ",.0f", "0"),
+    ],
+)
+def test_format_numbers(x, spec, want):
+    assert format_numbers(np.array([x]), spec).to_pylist() == [want]
+
+
+def test_format_numbers_matches_python_away_from_ties():
+    rng = np.random.default_rng(7)
+    xs = np.round(rng.normal(0, 1e6, size=500), 3) + 0.0001  # never exactly on a rounding tie
+    for spec in (",.0f", ".2f", ",.1f"):
+        assert format_numbers(xs, spec).to_pylist() == [format(x, spec) for x in xs]
+
+
+def test_format_vector_for_text_and_conditions():
+    text = Text(np.array([1, -1, 0]), np.array(["北区", "south"], dtype=object))
+    assert format_vector(text, "").to_pylist() == ["south", "missing", "北区"]
+    tri = Tri(np.array([True, False, False]), np.array([True, True, False]))
+    assert format_vector(tri, "").to_pylist() == ["true", "false", "missing"]
+
+
+def test_templates_render_rows_and_keep_literal_text():
+    env = {"x": np.array([1.5, 2.25, 3.0]), "name": Text(np.array([0, 0, 1]), np.array(["甲", "乙"], dtype=object))}
+    tpl = CompiledTemplate.of("{name}: {x:.1f} ({x:.0%}) {{kept}}")
+    assert tpl.render(env, np.array([2, 0])).to_pylist() == ["乙: 3.0 (300%) {kept}", "甲: 1.5 (150%) {kept}"]
+    assert CompiledTemplate.of("plain").static

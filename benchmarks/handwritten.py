@@ -249,7 +249,7 @@ def quotes(df: pd.DataFrame, customer_ids: pd.Series, tier: np.ndarray) -> pd.Da
             (np.isnan(floor_ratio), "unknown-customer", "escalate",
              lambda r: text("customer ", pa.array(cust[r], pa.string()),
                             " is not in the customer facts, so no floor applies: check the customer number")),
-            (qp >= floor, "at-or-above-floor", "approve",
+            (gap >= 0, "at-or-above-floor", "approve",
              lambda r: text(num(gap[r], ",.0f"), " above the tier ", tier_text(r), " floor of ",
                             num(floor[r], ",.0f"), " (", num(floor_ratio[r], ".0%"), " of list)")),
             (share <= escalation, "within-escalation-band", "escalate",

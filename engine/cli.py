@@ -16,8 +16,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__, api
+from . import __version__, api, report
+from .analyze import analyse
 from .errors import InputError, KamError, Location, Problem
+from .load import policy_files
 from .validate import load_schema
 from .write import OUTPUT_FORMATS
 
@@ -76,30 +78,50 @@ def main() -> None:
 
 @main.command()
 @click.argument("policy_dir", required=False, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="json prints the same problems as objects, for tools.")
-def check(policy_dir: Path | None, fmt: str) -> None:
-    """Validate a policy folder: YAML, schema, names, types, values, cycles.
+@click.option("--format", "fmt", type=click.Choice(report.FORMATS), default="text", show_default=True,
+              help="json: the problems as objects; github: workflow annotations; junit: JUnit XML.")
+@click.option("--strict", is_flag=True, help="Treat warnings (rules that never fire, overlaps, gaps, unused "
+              "names) as errors.")
+def check(policy_dir: Path | None, fmt: str, strict: bool) -> None:
+    """Validate a policy folder: YAML, schema, names, types, values, cycles, then analyse the rules.
+
+    Errors make the policies unusable (exit 1). Warnings point at rules that can never fire,
+    rules that overlap under hit policy unique/any, decisions with gaps, and unused facts,
+    features and values; each comes with an example entity where one helps. Notes say what the
+    analysis could not decide.
 
     \b
     Example:
       kam check policies/
-      kam check policies/ --format json
+      kam check policies/ --strict --format github
     """
+    folder = policy_dir or DEFAULT_POLICIES
+    exit_code = 0
+    pl = None
     try:
         pl = api.compile_policies(_policy_dir(policy_dir))
+        problems = analyse(pl)
     except KamError as exc:
-        _fail(exc, fmt)
-        return
-    ps = pl.checked.policy_set
-    decisions = sum(len(p.decisions) for p in ps.policies)
-    rules = sum(len(d.rules) for p in ps.policies for d in p.decisions)
-    if fmt == "json":
-        click.echo(json.dumps({"ok": True, "policies": len(ps.policies), "decisions": decisions, "rules": rules,
-                               "entities": list(ps.entities), "problems": []}, indent=2))
+        problems, exit_code = exc.problems, exc.exit_code
+    problems = report.promote(problems, strict)
+    if any(p.severity == "error" for p in problems):
+        exit_code = exit_code or 1
+    files = [str(f) for f in policy_files(folder)] if folder.is_dir() else []
+    if fmt == "text":
+        err = click.get_text_stream("stderr")
+        err.write(report.render(problems, "text"))
+        if pl is not None and not exit_code:
+            ps = pl.checked.policy_set
+            rules = sum(len(d.rules) for p in ps.policies for d in p.decisions)
+            decisions = sum(len(p.decisions) for p in ps.policies)
+            click.echo(f"ok: {len(ps.policies)} policies, {decisions} decisions, {rules} rules "
+                       f"for {', '.join(e.entity for e in pl.entities)} ({ps.directory})"
+                       + (f"; {report.summary(problems)}" if problems else ""))
+        else:
+            err.write(report.summary(problems) + "\n")
     else:
-        click.echo(f"ok: {len(ps.policies)} policies, {decisions} decisions, {rules} rules "
-                   f"for {', '.join(ps.entities)} ({ps.directory})")
+        click.echo(report.render(problems, fmt, files), nl=False)
+    sys.exit(exit_code)
 
 
 def _summary(console: Console, counts: dict[str, dict[str, dict[str, int]]], rows: dict[str, int]) -> None:

@@ -68,7 +68,8 @@ def template_names(tpl: Template | None) -> list[str]:
     return [f for _, f, _, _ in string.Formatter().parse(tpl.text) if f]
 
 
-def _decision_reads(d: Decision) -> list[str]:
+def decision_reads(d: Decision) -> list[str]:
+    """Every name a decision's rules read: conditions, texts, quota ranking and groups."""
     out: list[str] = []
     for r in d.rules:
         if r.when is not None and r.when.node is not None:
@@ -148,7 +149,7 @@ def plan(checked: Checked) -> Plan:
                 locs[dv.name] = dv.loc
             for d in p.decisions:
                 items[d.name] = DecisionStep(d)
-                graph[d.name] = [x for x in map(producer, _decision_reads(d)) if x]
+                graph[d.name] = [x for x in map(producer, decision_reads(d)) if x]
                 locs[d.name] = d.loc
         try:
             order = _toposort(graph, locs, "features and decisions")

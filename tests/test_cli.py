@@ -171,7 +171,7 @@ def _spoil(data: Path, column: str, rows: dict[int, str]) -> None:
         (lambda d: _spoil(d, "customer_id", {4: "005193"}),
          ["key column `customer_id` repeats a value", "'005193'"]),
         (lambda d: _spoil(d, "orders_12m", {0: "2.5"}), ["must hold whole numbers", "line 2"]),
-        (lambda d: _spoil(d, "region", {1: "atlantis"}), ["outside its declared set", "'atlantis'"]),
+        (lambda d: _spoil(d, "value_type", {1: "atlantis"}), ["outside its declared set", "'atlantis'"]),
         (lambda d: (d / "customers.csv").write_bytes(b""), ["customers.csv is empty (zero bytes)"]),
     ],
     ids=["missing-column", "not-a-number", "out-of-range", "duplicate-key", "not-integer", "unknown-value",

@@ -1,0 +1,260 @@
+"""Policy test cases (`kam test`): small populations with expected decisions, and rule coverage.
+
+A test file (YAML, usually `policies/tests/*.yaml`) holds `cases`; each names rows of facts per
+entity (or a data file) and, per entity id, the expected decisions:
+
+    defaults:                      # merged into every row of that entity
+      customer: {revenue: 100000, profit: 1000, ...}
+    cases:
+      - name: a loss-making D customer is let go
+        customer:
+          - {customer_id: "001", profit: -5000, profit_prev_year: -3000}
+        expect:
+          customer:
+            "001": {tier: D, retention: {value: exit, rule: chicken-rib-exit, because: "鸡肋"}}
+
+An expectation is a value, or a mapping with any of `value`, `rule` and `because` (a substring of
+the explanation). Keys are decision names, or output names of decisions with several outputs.
+Population functions see exactly the rows of the case.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import api
+from .errors import InputError, Location, PolicyError, Problem, did_you_mean
+from .evaluate import CONFLICT, NO_RULE
+from .explain import output_frame
+from .load import LocatedDoc, load_text
+from .plan import Plan
+
+TEST_DIR = "tests"
+
+
+@dataclass
+class CaseResult:
+    file: str
+    name: str
+    loc: Location
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class Coverage:
+    """Per policy file, every rule (decision/rule id) and whether some case made it decide."""
+
+    rules: dict[str, list[str]] = field(default_factory=dict)  # file -> ["decision/rule", ...]
+    fired: set[str] = field(default_factory=set)
+
+    @property
+    def total(self) -> int:
+        return sum(len(v) for v in self.rules.values())
+
+    @property
+    def covered(self) -> int:
+        return sum(1 for v in self.rules.values() for r in v if r in self.fired)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.covered / self.total if self.total else 100.0
+
+    def never_fired(self, file: str) -> list[str]:
+        return [r for r in self.rules[file] if r not in self.fired]
+
+
+@dataclass
+class SuiteResult:
+    results: list[CaseResult]
+    coverage: Coverage
+
+    @property
+    def passed(self) -> int:
+        return sum(r.passed for r in self.results)
+
+    @property
+    def failed(self) -> int:
+        return len(self.results) - self.passed
+
+
+def find_test_files(policy_dir: Path) -> list[Path]:
+    folder = policy_dir / TEST_DIR
+    return sorted(p for p in folder.glob("*.y*ml")) if folder.is_dir() else []
+
+
+def _coverage_table(pl: Plan) -> Coverage:
+    cov = Coverage()
+    for p in pl.checked.policy_set.policies:
+        ids = []
+        for d in p.decisions:
+            for r in d.rules:
+                ids.append(f"{d.name}/{r.id}")
+                if r.quota is not None:
+                    ids.append(f"{d.name}/{r.quota.else_rule.id}")
+        cov.rules[p.file] = ids
+    return cov
+
+
+def _fired(result: api.RunResult) -> set[str]:
+    out = set()
+    for r in result.results.values():
+        for name, res in r.decisions.items():
+            if res.collected is not None:
+                hit = res.collected.any(axis=0)
+            else:
+                idx = res.rule_index[(res.rule_index != NO_RULE) & (res.rule_index != CONFLICT)]
+                hit = np.zeros(len(res.rules), dtype=bool)
+                hit[np.unique(idx)] = True
+            out |= {f"{name}/{rule.id}" for rule, h in zip(res.rules, hit) if h}
+    return out
+
+
+def _frames(pl: Plan, doc: LocatedDoc, case: dict[str, Any], folder: Path,
+            defaults: dict[str, dict[str, Any]]) -> dict[str, Path]:
+    """Write each entity's rows (with defaults) to a CSV so they pass the same checks as real facts."""
+    ps = pl.checked.policy_set
+    files: dict[str, Path] = {}
+    data = case.get("data") or {}
+    for ep in pl.entities:
+        entity = ep.entity
+        path = folder / f"{entity}.csv"
+        if entity in data:
+            files[entity] = (Path(doc.file).parent / str(data[entity])).resolve()
+            continue
+        rows = case.get(entity) or []
+        facts = list(ps.facts(entity))
+        frame = pd.DataFrame([{**defaults.get(entity, {}), **row} for row in rows])
+        frame = frame.reindex(columns=facts)  # facts a case leaves out are empty cells
+        frame.to_csv(path, index=False)
+        files[entity] = path
+    return files
+
+
+def _check_value(got: Any, want: Any) -> bool:
+    if got is None or (isinstance(got, float) and np.isnan(got)):
+        return want is None
+    if isinstance(got, (list, np.ndarray)):
+        want_list = want if isinstance(want, list) else [want]
+        return [str(x) for x in got] == [str(x) for x in want_list]
+    if isinstance(want, bool) or isinstance(got, (bool, np.bool_)):
+        return bool(got) == want
+    if isinstance(want, (int, float)) and not isinstance(want, bool):
+        try:
+            return abs(float(got) - float(want)) < 1e-9
+        except (TypeError, ValueError):
+            return False
+    return str(got) == str(want)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if v is pd.NA or v is None:
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+def _compare(pl: Plan, outputs: dict[str, pd.DataFrame], expect: dict[str, Any]) -> list[str]:
+    failures = []
+    for entity, per_id in (expect or {}).items():
+        if entity not in outputs:
+            failures.append(f"no entity `{entity}` in the policies")
+            continue
+        out = outputs[entity]
+        ep = pl.entity(entity)
+        decisions = {d.name: d for d in ep.decisions}
+        outputs_of = {o.name: d for d in ep.decisions for o in d.outputs}
+        keyed = out.set_index(ep.key, drop=False)
+        for key, checks in (per_id or {}).items():
+            key = str(key)
+            if key not in keyed.index:
+                failures.append(f"{entity} {key}: not in the case's population")
+                continue
+            row = keyed.loc[key]
+            for name, want in (checks or {}).items():
+                d = decisions.get(name) or outputs_of.get(name)
+                if d is None:
+                    failures.append(f"{entity} {key}: no decision or output `{name}` "
+                                    f"({did_you_mean(name, list(decisions) + list(outputs_of)) or 'check the name'})")
+                    continue
+                spec = want if isinstance(want, dict) and set(want) <= {"value", "rule", "because"} else {"value": want}
+                got_rule = _plain(row[f"{d.name}_rule"])
+                got_because = _plain(row[f"{d.name}_because"])
+                if "value" in spec:
+                    if name == d.name and not d.single:  # all outputs of the decision at once
+                        wanted = spec["value"] if isinstance(spec["value"], dict) else {}
+                        got = {o.name: _plain(row[o.name]) for o in d.outputs}
+                        ok = all(_check_value(got.get(k), v) for k, v in wanted.items())
+                    else:  # the column of a single-output decision, or of one output
+                        got = _plain(row[name])
+                        ok = _check_value(got, spec["value"])
+                    if not ok:
+                        failures.append(f"{entity} {key} {name}: expected {spec['value']!r}, got {got!r} "
+                                        f"(rule `{got_rule}`: {got_because})")
+                if "rule" in spec and str(got_rule) != str(spec["rule"]):
+                    failures.append(f"{entity} {key} {d.name}: expected rule `{spec['rule']}`, got `{got_rule}` "
+                                    f"({got_because})")
+                if "because" in spec and str(spec["because"]) not in str(got_because):
+                    failures.append(f"{entity} {key} {d.name}: expected the explanation to contain "
+                                    f"{spec['because']!r}, got {got_because!r}")
+    return failures
+
+
+def _load_test_file(path: Path) -> LocatedDoc:
+    doc = load_text(path.read_text(encoding="utf-8"), str(path))
+    data = doc.data
+    problems = []
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
+        problems.append(Problem("test-file", "a test file needs a list `cases:`", doc.loc(())))
+    else:
+        for key in data:
+            if key not in ("cases", "defaults", "description"):
+                problems.append(Problem("test-file", f"`{key}` is not a known setting of a test file",
+                                        doc.key_loc((key,)), did_you_mean(key, ["cases", "defaults", "description"])))
+        for i, case in enumerate(data["cases"]):
+            if not isinstance(case, dict) or "name" not in case or "expect" not in case:
+                problems.append(Problem("test-file", "each case needs `name:` and `expect:`", doc.loc(("cases", i))))
+    if problems:
+        raise PolicyError(problems)
+    return doc
+
+
+def run_tests(pl: Plan, files: list[Path]) -> SuiteResult:
+    """Run every case of the given test files against the compiled policies."""
+    coverage = _coverage_table(pl)
+    results: list[CaseResult] = []
+    entities = {e.entity for e in pl.entities}
+    for path in files:
+        doc = _load_test_file(path)
+        defaults = doc.data.get("defaults") or {}
+        for i, case in enumerate(doc.data["cases"]):
+            loc = doc.loc(("cases", i))
+            res = CaseResult(str(path), str(case["name"]), loc)
+            results.append(res)
+            unknown = [k for k in case if k not in ("name", "expect", "data", "description") and k not in entities]
+            if unknown:
+                res.failures.append(f"`{unknown[0]}` is neither an entity of the policies nor a case setting "
+                                    f"({did_you_mean(unknown[0], sorted(entities)) or 'entities: ' + ', '.join(sorted(entities))})")
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    inputs = _frames(pl, doc, case, Path(tmp), defaults)
+                    frames = api.read_inputs(pl, inputs)
+                except InputError as exc:
+                    res.failures += [f"facts of the case: {p.message}" for p in exc.problems]
+                    continue
+            result = api.run(pl, frames)
+            coverage.fired |= _fired(result)
+            outputs = {e: output_frame(r) for e, r in result.results.items()}
+            res.failures += _compare(pl, outputs, case["expect"])
+    return SuiteResult(results, coverage)

@@ -1,0 +1,121 @@
+"""`kam test`: policy test cases, failures with expected vs actual, coverage, CI formats."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from .conftest import kam
+
+POLICY = """
+policy: tiers
+entity: customer
+facts:
+  customer_id: {type: string, key: true}
+  profit: {type: number}
+decisions:
+  tier:
+    values: [A, B, C]
+    rules:
+      - {id: big, when: profit > 1000, then: A, because: "profit {profit:,.0f}"}
+      - {id: small, when: profit > 0, then: B}
+      - {id: loss, then: C}
+"""
+
+
+def suite(tmp: Path, cases: str) -> Path:
+    folder = tmp / "policies"
+    (folder / "tests").mkdir(parents=True)
+    (folder / "tiers.yaml").write_text(textwrap.dedent(POLICY), encoding="utf-8")
+    (folder / "tests" / "tiers.yaml").write_text(textwrap.dedent(cases), encoding="utf-8")
+    return folder
+
+
+PASSING = """
+cases:
+  - name: big and small
+    customer:
+      - {customer_id: "01", profit: 5000}
+      - {customer_id: "02", profit: 10}
+    expect:
+      customer:
+        "01": {tier: {value: A, rule: big, because: "5,000"}}
+        "02": {tier: B}
+"""
+
+
+def test_shipped_suite_passes_with_full_coverage():
+    r = kam("test", "policies/", "--min-coverage", "100")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.rstrip().endswith("9 passed, 0 failed")
+    assert "total: 30/30 rules (100.0%)" in r.stdout
+
+
+def test_passing_suite_and_coverage_lists_never_fired_rules(tmp_path):
+    folder = suite(tmp_path, PASSING)
+    r = kam("test", str(folder), "--coverage")
+    assert r.returncode == 0
+    assert "PASS" in r.stdout and "1 passed, 0 failed" in r.stdout
+    assert "tiers.yaml: 2/3 rules (67%), never fired: tier/loss" in r.stdout
+    r = kam("test", str(folder), "--min-coverage", "90")
+    assert r.returncode == 1 and "coverage 66.7% is below the required 90%" in r.stderr
+
+
+def test_failing_suite_shows_expected_and_actual(tmp_path):
+    folder = suite(tmp_path, """
+    cases:
+      - name: wrong expectations
+        customer:
+          - {customer_id: "01", profit: 5000}
+        expect:
+          customer:
+            "01": {tier: {value: B, rule: small, because: "no such text"}}
+            "02": {tier: A}
+    """)
+    r = kam("test", str(folder))
+    assert r.returncode == 1
+    assert "FAIL" in r.stdout and r.stdout.rstrip().endswith("0 passed, 1 failed")
+    assert "customer 01 tier: expected 'B', got 'A' (rule `big`: profit 5,000)" in r.stdout
+    assert "expected rule `small`, got `big`" in r.stdout
+    assert "expected the explanation to contain 'no such text'" in r.stdout
+    assert "customer 02: not in the case's population" in r.stdout
+
+
+def test_bad_facts_and_unknown_names_in_a_case(tmp_path):
+    folder = suite(tmp_path, """
+    cases:
+      - name: text in a number column
+        customer:
+          - {customer_id: "01", profit: lots}
+        expect: {customer: {"01": {tier: A}}}
+      - name: a typo
+        customer:
+          - {customer_id: "01", profit: 1}
+        expect: {customer: {"01": {teir: A}}}
+    """)
+    r = kam("test", str(folder))
+    assert r.returncode == 1
+    assert "column `profit` must hold numbers" in r.stdout
+    assert "no decision or output `teir` (did you mean `tier`?)" in r.stdout
+
+
+def test_ci_formats(tmp_path):
+    folder = suite(tmp_path, PASSING.replace("{tier: B}", "{tier: C}"))
+    r = kam("test", str(folder), "--format", "junit")
+    assert r.returncode == 1
+    assert '<testsuite name="kam test" tests="1" failures="1"' in r.stdout
+    assert "<failure message=" in r.stdout
+    r = kam("test", str(folder), "--format", "github")
+    assert r.stdout.startswith("::error file=") and ",line=3," in r.stdout
+    r = kam("test", str(folder), "--format", "json")
+    doc = json.loads(r.stdout)
+    assert doc["failed"] == 1 and doc["coverage"]["never_fired"][str(folder / "tiers.yaml")] == ["tier/loss"]
+
+
+def test_no_test_files_is_a_usage_error(tmp_path):
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "tiers.yaml").write_text(textwrap.dedent(POLICY), encoding="utf-8")
+    r = kam("test", str(folder))
+    assert r.returncode == 2 and "no test files" in r.stderr

@@ -16,7 +16,7 @@ from . import __version__
 from .errors import InputError, Location, Problem, did_you_mean
 from .evaluate import CONFLICT, EntityResult, evaluate_entity
 from .explain import Trace, decision_counts, output_frame, trace_row
-from .load import load_policy_dir
+from .load import LocatedDoc, load_policy_dir
 from .parse import parse_policy_set
 from .plan import Plan, plan
 from .read import FORMATS, file_sha256, read_facts
@@ -27,8 +27,12 @@ from .write import write_outputs
 
 def compile_policies(policy_dir: Path) -> Plan:
     """load -> validate -> parse -> type-check -> plan. Raises PolicyError with every problem found."""
-    docs = load_policy_dir(policy_dir)
-    policy_set = validate(docs, str(policy_dir))
+    return compile_docs(load_policy_dir(policy_dir), str(policy_dir))
+
+
+def compile_docs(docs: list[LocatedDoc], directory: str) -> Plan:
+    """The stages after loading, for policy texts from anywhere (a folder, a git revision)."""
+    policy_set = validate(docs, directory)
     policy_set = parse_policy_set(policy_set)
     return plan(typecheck(policy_set))
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__, api, report, testing
+from . import __version__, api, diff, report, testing
 from .analyze import analyse
 from .errors import InputError, KamError, Location, Problem
 from .load import policy_files
@@ -188,6 +188,54 @@ def test_command(policy_dir: Path | None, files: tuple[Path, ...], fmt: str, cov
     if low:
         click.echo(f"coverage {cov.percent:.1f}% is below the required {min_coverage:g}%", err=True)
     sys.exit(1 if suite.failed or low else 0)
+
+
+@main.command("diff")
+@click.argument("policy_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--base", required=True, help="The policies to compare with: a git revision (HEAD~1, main) "
+              "or another policy folder.")
+@click.option("--data", type=click.Path(path_type=Path), help="Facts folder [default: examples/].")
+@click.option("--input", "inputs", multiple=True, metavar="ENTITY=FILE", help="Facts file of one entity.")
+@click.option("--facts-format", type=click.Choice(["csv", "parquet", "jsonl"]),
+              help="Format of the facts files (default: by extension).")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
+              show_default=True, help="markdown is ready to post as a pull-request comment.")
+@click.option("--fail-on", multiple=True, metavar="CONDITION",
+              help="Exit 1 when e.g. 'changed > 5%', 'changed >= 100' or 'tier: changed > 2%' holds.")
+def diff_command(policy_dir: Path | None, base: str, data: Path | None, inputs: tuple[str, ...],
+                 facts_format: str | None, fmt: str, fail_on: tuple[str, ...]) -> None:
+    """Compare two versions of the policies on the same facts: who changes, and how much money moves.
+
+    \b
+    Example:
+      kam diff policies/ --base HEAD~1
+      kam diff policies/ --base main --format markdown --fail-on 'changed > 5%'
+      kam diff policies/ --base ../policies-2025 --data /data/2026-11
+    """
+    if data is None and not inputs:
+        data = DEFAULT_DATA
+    try:
+        for rule in fail_on:
+            diff.parse_fail_on(rule)
+        folder = _policy_dir(policy_dir)
+        new = api.compile_policies(folder)
+        old = diff.base_plan(base, folder)
+        files = api.find_inputs(new, data, _parse_inputs(inputs))
+        missing = [e.entity for e in old.entities if e.entity not in files]
+        if missing:
+            files.update(api.find_inputs(old, data, _parse_inputs(inputs)))
+        diffs = diff.compare(old, new, files, facts_format)
+    except KamError as exc:
+        _fail(exc)
+        return
+    fails = diff.failures(diffs, list(fail_on))
+    if fmt == "json":
+        click.echo(diff.render_json(diffs, base, fails), nl=False)
+    else:
+        click.echo(diff.render_text(diffs, markdown=fmt == "markdown"), nl=False)
+    for f in fails:
+        click.echo(f"fail: {f}", err=True)
+    sys.exit(1 if fails else 0)
 
 
 def _summary(console: Console, counts: dict[str, dict[str, dict[str, int]]], rows: dict[str, int]) -> None:

@@ -1,0 +1,94 @@
+"""`kam diff` against a git repository made in the test: two commits of the policies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from .conftest import ROOT, kam
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository whose last commit moves the key-account cutoff from 80% to 70% of profit."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "policies", repo / "policies")
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "policies")
+    seg = repo / "policies" / "segmentation.yaml"
+    seg.write_text(seg.read_text(encoding="utf-8").replace("profit_share <= 80%", "profit_share <= 70%"),
+                   encoding="utf-8")
+    git(repo, "commit", "-qam", "tighter key accounts")
+    return repo
+
+
+def independent_tiers(cutoff: float) -> pd.Series:
+    """The shipped tier rules recomputed with plain pandas from the example facts."""
+    c = pd.read_csv(ROOT / "examples" / "customers.csv", dtype={"customer_id": str})
+    profit = c["profit"]
+    order = profit.sort_values(ascending=False)
+    share_sorted = order.cumsum() / profit.sum()
+    # ties share the share of their whole block: take the largest cumulative sum per value
+    share = profit.map(share_sorted.groupby(order.values).max())
+    score = 0.5 * profit.rank(method="max", pct=True) + 0.3 * c["orders_12m"].rank(method="max", pct=True) \
+        + 0.2 * c["credit_score"].fillna(50) / 100
+    position = score.rank(method="max", pct=True)
+    tier = np.select([(share <= cutoff) & (c["credit_score"] >= 60), position >= 0.5, position >= 0.2],
+                     ["A", "B", "C"], "D")
+    return pd.Series(tier, index=c["customer_id"])
+
+
+def test_transition_matrix_matches_an_independent_count(repo: Path):
+    r = kam("diff", "policies", "--base", "HEAD~1", "--data", str(ROOT / "examples"), "--format", "json", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    tier = next(d for d in doc["decisions"] if d["decision"] == "tier")
+    expected = pd.crosstab(independent_tiers(0.80), independent_tiers(0.70))
+    want = {b: {n: int(v) for n, v in row.items() if v} for b, row in expected.iterrows()}
+    assert tier["transitions"] == want
+    moved = int((independent_tiers(0.80) != independent_tiers(0.70)).sum())
+    assert tier["changed"] == moved > 0
+    profit = pd.read_csv(ROOT / "examples" / "customers.csv", dtype={"customer_id": str}).set_index("customer_id")
+    movers = independent_tiers(0.80) != independent_tiers(0.70)
+    assert tier["money_at_stake"]["revenue"] == pytest.approx(profit.loc[movers[movers].index, "revenue"].sum(),
+                                                              abs=0.01)
+    assert {r["rule"]: r["delta"] for r in tier["rules"]}["key-account"] == -moved
+    assert git(repo, "status", "--porcelain") == ""  # the work tree was not touched
+
+
+def test_markdown_and_fail_on(repo: Path):
+    r = kam("diff", "policies", "--base", "HEAD~1", "--format", "markdown", "--fail-on", "tier: changed > 5%",
+            "--data", str(ROOT / "examples"), cwd=repo)
+    assert r.returncode == 1
+    assert r.stdout.startswith("## kam diff: impact of the policy change")
+    assert "| base \\ new | A | B | C | D |" in r.stdout
+    assert "fail: customer tier:" in r.stderr and "meets --fail-on 'tier: changed > 5%'" in r.stderr
+    r = kam("diff", "policies", "--base", "HEAD~1", "--fail-on", "changed > 50%", "--data", str(ROOT / "examples"),
+            cwd=repo)
+    assert r.returncode == 0 and "customer tier:" in r.stdout
+
+
+def test_base_folder_and_no_change(repo: Path):
+    r = kam("diff", "policies", "--base", "policies", "--data", str(ROOT / "examples"), cwd=repo)
+    assert r.returncode == 0
+    assert "customer tier: no change (2,000 entities)" in r.stdout
+
+
+def test_usage_errors(repo: Path):
+    r = kam("diff", "policies", "--base", "no-such-revision", cwd=repo)
+    assert r.returncode == 2 and "git" in r.stderr
+    r = kam("diff", "policies", "--base", "HEAD~1", "--fail-on", "lots changed", cwd=repo)
+    assert r.returncode == 2 and "--fail-on 'lots changed' is not understood" in r.stderr

@@ -1,0 +1,54 @@
+"""The mistakes a policy editor makes, each caught by the matching command on the shipped policies."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, kam
+
+
+@pytest.fixture
+def policies(tmp_path: Path) -> Path:
+    folder = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", folder)
+    return folder
+
+
+def edit(folder: Path, old: str, new: str) -> None:
+    path = folder / "segmentation.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def test_shipped_policies_pass_every_check():
+    assert kam("check", "--strict", "policies/").returncode == 0
+    assert kam("test", "policies/", "--min-coverage", "100").returncode == 0
+
+
+def test_a_typo_is_caught_by_check(policies: Path):
+    edit(policies, "profit_share <= 80% and credit_score >= 60", "profit_share <= 80% and credit_scor >= 60")
+    r = kam("check", str(policies))
+    assert r.returncode == 1
+    assert "segmentation.yaml:38:39: error[unknown-name]" in r.stderr
+    assert "`credit_scor` is not a fact, feature or decision of customer" in r.stderr
+    assert "did you mean `credit_score`?" in r.stderr
+
+
+def test_a_shadowed_rule_is_caught_by_strict_check(policies: Path):
+    edit(policies, "when: value_position >= 50%", "when: value_position >= 10%")
+    r = kam("check", "--strict", str(policies))
+    assert r.returncode == 1
+    assert "rule `general` of `tier` can never fire: every entity it matches is taken first by" in r.stderr
+    assert kam("check", str(policies)).returncode == 0  # without --strict it is a warning
+
+
+def test_a_moved_cutoff_is_caught_by_the_test_cases(policies: Path):
+    edit(policies, "profit_share <= 80%", "profit_share <= 70%")
+    assert kam("check", "--strict", str(policies)).returncode == 0
+    r = kam("test", str(policies))
+    assert r.returncode == 1
+    assert "FAIL" in r.stdout and "customer 002 tier: expected 'A', got 'B'" in r.stdout

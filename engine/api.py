@@ -14,7 +14,10 @@ import pandas as pd
 
 from . import __version__
 from .errors import InputError, Location, Problem, did_you_mean
-from .evaluate import CONFLICT, EntityResult, evaluate_entity
+from . import calibrate
+from .calibrate import Calibration
+from .durable import DurableBackend
+from .evaluate import CONFLICT, EntityResult, decide, evaluate_entity
 from .explain import Trace, decision_counts, output_frame, trace_row
 from .load import LocatedDoc, load_policy_dir
 from .parse import parse_policy_set
@@ -76,6 +79,7 @@ class RunResult:
     frames_in: dict[str, pd.DataFrame]
     timings: dict[str, float] = field(default_factory=dict)
     _counts: dict[str, dict[str, dict[str, int]]] | None = field(default=None, repr=False)
+    calibration: Calibration | None = None
 
     def outputs(self) -> dict[str, pd.DataFrame]:
         """One output table per entity: key, decided values, rule ids and because texts."""
@@ -137,19 +141,38 @@ def read_inputs(pl: Plan, inputs: dict[str, Path], fmt: str | None = None,
     return {e: r for e, r in read.items() if isinstance(r, pd.DataFrame)}
 
 
-def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], None] | None = None) -> RunResult:
-    """Evaluate every entity (joined entities first)."""
+BACKENDS = ("pandas", "durable")
+
+
+def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], None] | None = None,
+        backend: str = "pandas", calibration: Calibration | None = None,
+        record_calibration: bool = False) -> RunResult:
+    """Evaluate every entity (joined entities first).
+
+    `backend` decides which engine matches rule conditions; `calibration` makes population
+    functions read a saved population; `record_calibration` makes one from this batch.
+    """
     results: dict[str, EntityResult] = {}
     timings: dict[str, float] = {}
     ps = pl.checked.policy_set
+    if calibration is not None:
+        calibration.check(ps.hash, "given")
+    durable = DurableBackend(pl) if backend == "durable" else None
+    records: dict[str, dict[str, Any]] = {}
     for ep in pl.entities:
         t0 = time.perf_counter()
         types = {name: f.type for name, f in ps.facts(ep.entity).items()}
-        results[ep.entity] = evaluate_entity(ep, frames[ep.entity], types, results)
+        cal = calibration.stats.get(ep.entity, {}) if calibration is not None else None
+        record = records.setdefault(ep.entity, {}) if record_calibration else None
+        decider = durable.decider(ep.entity) if durable is not None else decide
+        results[ep.entity] = evaluate_entity(ep, frames[ep.entity], types, results, cal, record, decider)
         timings[f"evaluate_{ep.entity}"] = round(time.perf_counter() - t0, 4)
         if on_entity:
             on_entity(ep.entity)
-    return RunResult(pl, results, frames, timings)
+    out = RunResult(pl, results, frames, timings)
+    if record_calibration:
+        out.calibration = calibrate.build(ps.hash, records)
+    return out
 
 
 def manifest(result: RunResult, inputs: dict[str, Path], timings: dict[str, float]) -> dict[str, Any]:

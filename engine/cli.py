@@ -8,18 +8,20 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__, api, diff, report, testing
+from . import __version__, api, calibrate, diff, report, stream, testing
 from .analyze import analyse
-from .errors import InputError, KamError, Location, Problem
+from .errors import InputError, KamError, Location, Problem, did_you_mean
 from .load import policy_files
+from .read import read_facts
 from .validate import load_schema
 from .write import OUTPUT_FORMATS
 
@@ -238,6 +240,52 @@ def diff_command(policy_dir: Path | None, base: str, data: Path | None, inputs: 
     sys.exit(1 if fails else 0)
 
 
+@main.command("stream")
+@click.argument("events", required=False, type=click.Path(path_type=Path))
+@click.option("--entity", default="customer", show_default=True, help="Which entity the events update.")
+@click.option("--policies", type=click.Path(path_type=Path), help="Policy folder [default: policies/].")
+@click.option("--calibration", type=click.Path(path_type=Path),
+              help="Population statistics from `kam run --save-calibration` (needed for ranks and shares).")
+@click.option("--state", type=click.Path(path_type=Path), help="Keep facts and decisions in this SQLite file, "
+              "so a restart resumes where it stopped.")
+@click.option("--initial", type=click.Path(path_type=Path),
+              help="Start from these facts (e.g. the batch's customers.csv); nothing is printed for them.")
+@click.option("--backend", type=click.Choice(api.BACKENDS), default="durable", show_default=True)
+def stream_command(events: Path | None, entity: str, policies: Path | None, calibration: Path | None,
+                   state: Path | None, initial: Path | None, backend: str) -> None:
+    """Decide again whenever an entity's facts change; print one JSON line per changed decision.
+
+    EVENTS is a JSON Lines file (default: standard input); each line holds the entity's id and the
+    facts that changed, optionally with `event_time`. A bad line is reported on stderr with its
+    number and skipped.
+
+    \b
+    Example:
+      kam run --entity customer --save-calibration out/calibration.json
+      kam stream updates.jsonl --calibration out/calibration.json --initial examples/customers.csv
+      kam stream updates.jsonl --calibration out/calibration.json --state out/stream.sqlite
+      echo '{"customer_id": "000123", "profit": -5000}' | kam stream --calibration out/calibration.json
+    """
+    try:
+        pl = api.compile_policies(_policy_dir(policies))
+        if entity not in {e.entity for e in pl.entities}:
+            raise _usage(f"--entity {entity} is not an entity of the policies",
+                         did_you_mean(entity, [e.entity for e in pl.entities]))
+        cal = calibrate.load(calibration) if calibration else None
+        runner = stream.StreamRunner(pl, entity, cal, backend, stream.Store(state))
+        if initial is not None:
+            runner.seed(read_facts(initial, pl.checked.policy_set.facts(entity)))
+        if events is not None and not events.exists():
+            raise _usage(f"events file {events} does not exist")
+        source = str(events) if events is not None else "stdin"
+        with (events.open(encoding="utf-8") if events is not None else sys.stdin) as lines:
+            applied, rejected = runner.run(lines, source, sys.stdout, sys.stderr)
+    except KamError as exc:
+        _fail(exc)
+        return
+    click.echo(f"{applied} events applied, {rejected} rejected", err=True)
+
+
 def _summary(console: Console, counts: dict[str, dict[str, dict[str, int]]], rows: dict[str, int]) -> None:
     for entity, decisions in counts.items():
         table = Table(title=f"{entity}: {rows[entity]} decided", title_justify="left", show_lines=False)
@@ -254,11 +302,39 @@ def _summary(console: Console, counts: dict[str, dict[str, dict[str, int]]], row
         console.print(table)
 
 
+@dataclass
+class EngineOptions:
+    """What `run` and `explain` share: which entities, which backend, which population."""
+
+    entities: tuple[str, ...] = ()
+    backend: str = "pandas"
+    calibration: Path | None = None
+    save_calibration: Path | None = None
+
+
+def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--entity", "entities", multiple=True,
+                     help="Only this entity (and those it joins with); repeatable.")(f)
+    f = click.option("--backend", type=click.Choice(api.BACKENDS), default="pandas", show_default=True,
+                     help="Which engine matches rule conditions (durable: durable_rules).")(f)
+    f = click.option("--calibration", type=click.Path(path_type=Path),
+                     help="Take population statistics (ranks, shares, means) from this saved calibration.")(f)
+    return f
+
+
 def _compute(policies: Path | None, data: Path | None, inputs: tuple[str, ...], fmt: str | None,
-             progress: Progress | None = None) -> tuple[api.RunResult, dict[str, Path], dict[str, float]]:
+             progress: Progress | None = None, options: EngineOptions = EngineOptions()
+             ) -> tuple[api.RunResult, dict[str, Path], dict[str, float]]:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     pl = api.compile_policies(_policy_dir(policies))
+    if options.entities:
+        unknown = [e for e in options.entities if e not in {x.entity for x in pl.entities}]
+        if unknown:
+            raise _usage(f"--entity {unknown[0]} is not an entity of the policies",
+                         did_you_mean(unknown[0], [x.entity for x in pl.entities]))
+        pl = pl.only(list(options.entities))
+    calibration = calibrate.load(options.calibration) if options.calibration else None
     timings["compile"] = round(time.perf_counter() - t0, 4)
     given = _parse_inputs(inputs)
     if data is not None and not data.is_dir():
@@ -277,7 +353,8 @@ def _compute(policies: Path | None, data: Path | None, inputs: tuple[str, ...], 
     frames = api.read_inputs(pl, files, fmt, tick("read"))
     timings["read"] = round(time.perf_counter() - t0, 4)
     t0 = time.perf_counter()
-    result = api.run(pl, frames, tick("decided"))
+    result = api.run(pl, frames, tick("decided"), backend=options.backend, calibration=calibration,
+                     record_calibration=options.save_calibration is not None)
     timings["evaluate"] = round(time.perf_counter() - t0, 4)
     return result, files, timings
 
@@ -293,8 +370,12 @@ def _compute(policies: Path | None, data: Path | None, inputs: tuple[str, ...], 
               help="Output folder: <entity>_decisions.<ext> and manifest.json.")
 @click.option("--output-format", type=click.Choice(list(OUTPUT_FORMATS)), default="csv", show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No summary table.")
+@click.option("--save-calibration", type=click.Path(path_type=Path),
+              help="Save this batch's population statistics, for `kam stream` and later runs.")
+@_engine_options
 def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], fmt: str | None, out: Path,
-        output_format: str, quiet: bool) -> None:
+        output_format: str, quiet: bool, save_calibration: Path | None, entities: tuple[str, ...],
+        backend: str, calibration: Path | None) -> None:
     """Decide every entity in the facts files and write decisions with explanations.
 
     \b
@@ -302,6 +383,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], fmt: 
       kam run                                   shipped policies on the bundled examples
       kam run --data /data/2026-11 --out out/2026-11 --output-format parquet
       kam run --input customer=crm.parquet --input quote=quotes.jsonl --input prospect=leads.csv
+      kam run --entity customer --backend durable --save-calibration out/calibration.json
     """
     console = Console(highlight=False)
     if data is None and not inputs:
@@ -312,10 +394,13 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], fmt: 
                         disable=not Console(stderr=True).is_terminal or quiet)
     try:
         with progress:
-            result, files, timings = _compute(policies, data, inputs, fmt, progress)
+            options = EngineOptions(entities, backend, calibration, save_calibration)
+            result, files, timings = _compute(policies, data, inputs, fmt, progress, options)
             t0 = time.perf_counter()
             paths = api.write_run(result, files, out, output_format, timings)
             timings["write"] = round(time.perf_counter() - t0, 4)
+            if save_calibration is not None and result.calibration is not None:
+                calibrate.save(result.calibration, save_calibration)
     except KamError as exc:
         _fail(exc)
         return
@@ -341,8 +426,12 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], fmt: 
 @click.option("--data", type=click.Path(path_type=Path), help="Facts folder [default: examples/].")
 @click.option("--input", "inputs", multiple=True, metavar="ENTITY=FILE", help="Facts file of one entity.")
 @click.option("--format", "out_fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--backend", type=click.Choice(api.BACKENDS), default="pandas", show_default=True,
+              help="Which engine matches rule conditions.")
+@click.option("--calibration", type=click.Path(path_type=Path),
+              help="Take population statistics from this saved calibration.")
 def explain(entity_id: str, entity: str | None, policies: Path | None, data: Path | None,
-            inputs: tuple[str, ...], out_fmt: str) -> None:
+            inputs: tuple[str, ...], out_fmt: str, backend: str, calibration: Path | None) -> None:
     """Print the full trace for one entity: facts, features, every rule and why the winner won.
 
     Population functions (ranks, Pareto shares, quotas) need the whole batch, so the whole batch is
@@ -356,7 +445,8 @@ def explain(entity_id: str, entity: str | None, policies: Path | None, data: Pat
     if data is None and not inputs:
         data = DEFAULT_DATA
     try:
-        result, _, _ = _compute(policies, data, inputs, None)
+        options = EngineOptions((entity,) if entity else (), backend, calibration)
+        result, _, _ = _compute(policies, data, inputs, None, options=options)
         trace = api.explain(result, entity_id, entity)
     except KamError as exc:
         _fail(exc)

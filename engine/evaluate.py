@@ -15,8 +15,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .calibrate import evaluate_calibrated
+from .functions import POPULATION_FUNCTIONS
 from .model import Decision, Rule
-from .nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Name, Neg, Node, Not, Num, Str
+from .nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Name, Neg, Node, Not, Num, Str, to_text
 from .plan import DecisionStep, DeriveStep, EntityPlan
 
 
@@ -124,6 +126,10 @@ class Context:
     env: dict[str, Vec]
     n: int
     key: Any  # the key column: a numpy or pandas array of text
+    # population functions: read from a calibration instead of this batch, and/or record their
+    # arguments so that a calibration can be made (see engine.calibrate)
+    calibration: dict[str, dict[Any, Any]] | None = None
+    record: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
     _key_order: np.ndarray | None = None
     _groups: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
 
@@ -135,6 +141,20 @@ class Context:
             order[idx] = np.arange(self.n)
             self._key_order = order
         return self._key_order
+
+    def group_labels(self, name: str | None) -> np.ndarray:
+        """The group value of each row ("" without `by=`; None where the group is missing)."""
+        if name is None:
+            return np.full(self.n, "", dtype=object)
+        col = self.env[name]
+        if isinstance(col, Text):
+            return col.objects()
+        if isinstance(col, Tri):
+            return np.where(col.known, col.value, None).astype(object)
+        return np.where(np.isnan(col), None, col).astype(object)
+
+    def key_objects(self) -> np.ndarray:
+        return np.asarray(pd.Series(self.key).astype(object).to_numpy(), dtype=object)
 
     def groups(self, name: str | None) -> tuple[np.ndarray, int]:
         """Group codes (-1 for a missing group value) and the number of groups."""
@@ -390,11 +410,20 @@ def _call(node: Call, ctx: Context, ev: Callable[[Node], Vec]) -> Vec:
         for a in args[1:]:
             out = _where(is_missing(out), a, out)
         return out
+    xs = [a for a in args if not isinstance(a, (Tri, Text))]
+    x = xs[0] if xs else np.zeros(ctx.n)
     if f == "count":
         x = np.zeros(ctx.n) if not args else np.where(is_missing(args[0]), np.nan, 0.0)
+    if f in POPULATION_FUNCTIONS and (ctx.record is not None or ctx.calibration is not None):
+        call = to_text(node)
+        if ctx.record is not None:
+            ctx.record[call] = (np.asarray(x, dtype=float).copy(), ctx.group_labels(by), ctx.key_objects())
+        if ctx.calibration is not None:
+            q = float(node.args[1].value) if f == "quantile" else 0.5  # type: ignore[union-attr]
+            return evaluate_calibrated(ctx.calibration.get(call, {}), f, np.asarray(x, dtype=float),
+                                       ctx.group_labels(by), ctx.key_objects(), q)
+    if f == "count":
         return pop_stat("count", x, ctx, by)
-    xs = [a for a in args if not isinstance(a, Tri)]
-    x = xs[0] if xs else np.zeros(ctx.n)
     with np.errstate(invalid="ignore", divide="ignore"):
         if f == "min":
             return np.minimum.reduce(xs)
@@ -531,18 +560,28 @@ def _first_set(stack: np.ndarray) -> np.ndarray:
     return np.where(stack.any(axis=1), first, -1)
 
 
-def decide(d: Decision, ctx: Context) -> DecisionResult:
-    """Apply a decision's rules to every row under its hit policy."""
-    rules = _rule_table(d)
-    n = ctx.n
-    matches: list[Tri] = []
+def condition_matches(d: Decision, ctx: Context) -> list[Tri]:
+    """Where each rule's condition is true (a rule without `when` matches everywhere)."""
+    out: list[Tri] = []
     for r in d.rules:
         if r.when is None:
-            matches.append(Tri(np.ones(n, bool), np.ones(n, bool)))
+            out.append(Tri(np.ones(ctx.n, bool), np.ones(ctx.n, bool)))
         else:
             t = evaluate_node(r.when.node, ctx)  # type: ignore[arg-type]
             assert isinstance(t, Tri)
-            matches.append(t)
+            out.append(t)
+    return out
+
+
+def decide(d: Decision, ctx: Context, matches: list[Tri] | None = None) -> DecisionResult:
+    """Apply a decision's rules to every row under its hit policy.
+
+    `matches` (where each rule's condition is true) is computed here unless a backend that matches
+    conditions itself, such as durable_rules, passes it in; the hit policy is the same for all.
+    """
+    rules = _rule_table(d)
+    n = ctx.n
+    matches = list(matches) if matches is not None else condition_matches(d, ctx)
     result_index = np.full(n, NO_RULE, dtype=np.int64)
     result = DecisionResult(d, rules, result_index, matches)
     default = next((i for i, r in enumerate(d.rules) if r.is_default), None)
@@ -729,13 +768,21 @@ def _positions(ref: Vec, other_key: Any) -> np.ndarray:
     return pc.index_in(values, value_set=keys).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+Decider = Callable[[Decision, Context], DecisionResult]
+
+
 def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame, fact_types: dict[str, str],
-                    joined: dict[str, "EntityResult"]) -> EntityResult:
-    """Evaluate every derived feature and decision of one entity over the whole table."""
+                    joined: dict[str, "EntityResult"], calibration: dict[str, Any] | None = None,
+                    record: dict[str, Any] | None = None, decider: Decider = decide) -> EntityResult:
+    """Evaluate every derived feature and decision of one entity over the whole table.
+
+    `calibration` makes population functions read a saved population; `record` collects their
+    arguments for a new calibration; `decider` decides each decision (pandas by default).
+    """
     n = len(frame)
     env = FactEnv(frame, fact_types)
     key = frame[ep.key].reset_index(drop=True) if ep.key else pd.Series(np.arange(n).astype(str))
-    ctx = Context(env, n, key)
+    ctx = Context(env, n, key, calibration=calibration, record=record)
     unknown: dict[str, pd.DataFrame] = {}
     for j in ep.joins:
         other = joined[j.entity]
@@ -755,7 +802,7 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame, fact_types: dict[str, s
         if isinstance(step, DeriveStep):
             env[step.name] = evaluate_node(step.derive.expr.node, ctx)  # type: ignore[arg-type]
         elif isinstance(step, DecisionStep):
-            res = decide(step.decision, ctx)
+            res = decider(step.decision, ctx)
             results[step.name] = res
             env.update(decision_vectors(res))
     return EntityResult(ep.entity, ep, ctx, results, unknown)

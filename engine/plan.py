@@ -54,6 +54,14 @@ class Plan:
     checked: Checked
     entities: tuple[EntityPlan, ...]
 
+    def only(self, names: list[str]) -> "Plan":
+        """The plan for some entities and those they join with."""
+        wanted = set(names)
+        for ep in reversed(self.entities):
+            if ep.entity in wanted:
+                wanted |= {j.entity for j in ep.joins}
+        return Plan(self.checked, tuple(ep for ep in self.entities if ep.entity in wanted))
+
     def entity(self, name: str) -> EntityPlan:
         for e in self.entities:
             if e.entity == name:

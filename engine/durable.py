@@ -1,0 +1,274 @@
+"""The durable_rules backend: the same plan, with rule conditions matched by durable_rules.
+
+Each decision becomes one durable_rules ruleset (named after the policy-set hash, so two policy
+versions can live in one process); each rule becomes a `when_all` condition whose action records
+that the rule matched. Only comparisons of a field with a constant or another field, and `&`/`|`,
+are given to durable_rules; `not` is pushed down to the comparisons (De Morgan, with the same
+three-valued logic as the pandas backend, since a missing field never matches a comparison).
+Everything else in a condition — functions, arithmetic, population functions, text ordering — is
+computed before the fact is posted by the shared evaluator (`engine.evaluate`), and posted as an
+extra field. Derived features, hit policies and `because` texts are the shared code too, so the
+two backends can only differ in how durable_rules matches conditions; the differential tests
+check that they do not.
+
+What this backend cannot do is refused at plan time: quotas rank a whole batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import PolicyError, Problem
+from .evaluate import Context, DecisionResult, Text, Tri, Vec, decide, evaluate_node, is_missing
+from .model import Decision
+from .nodes import Bool, Call, Compare, In, Logic, Name, Node, Not, Num, Str
+from .plan import EntityPlan, Plan
+
+_NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
+_LOCK = threading.Lock()
+_counter = itertools.count()
+
+
+def _field(name: str) -> str:
+    # a prefix keeps user names clear of durable_rules' own message fields (id, sid, ...)
+    return f"f_{name}"
+
+
+@dataclass
+class CompiledRule:
+    index: int
+    condition: Any  # a durable_rules expression, or None for "always"
+
+
+@dataclass
+class CompiledDecision:
+    decision: Decision
+    ruleset: str
+    precomputed: dict[str, Node]  # extra field -> expression computed before posting
+    fields: list[str]  # every field the conditions read
+    rules: list[CompiledRule]
+    matched: dict[str, set[int]] = field(default_factory=dict)
+
+
+class _Compiler:
+    """Condition AST -> durable_rules expression for the TRUE region (and the FALSE region, for `not`)."""
+
+    def __init__(self, m: Any, types: dict[str, str]):
+        self.m = m
+        self.types = types  # name -> number | string | boolean
+        self.precomputed: dict[str, Node] = {}
+        self.fields: set[str] = set()
+
+    def ref(self, name: str) -> Any:
+        self.fields.add(name)
+        return getattr(self.m, _field(name))
+
+    def pre(self, node: Node) -> str:
+        """Name of a field holding `node`, computed before posting."""
+        for name, existing in self.precomputed.items():
+            if existing == node:
+                return name
+        name = f"kam_pre_{len(self.precomputed)}"
+        self.precomputed[name] = node
+        self.types[name] = "boolean" if _is_condition(node) else "value"
+        return name
+
+    def operand(self, node: Node) -> tuple[str, Any]:
+        """("field", name) or ("const", value)."""
+        if isinstance(node, Name):
+            return "field", node.name
+        if isinstance(node, (Num, Str, Bool)):
+            return "const", node.value
+        return "field", self.pre(node)
+
+    def atom(self, op: str, left: Node, right: Node) -> Any:
+        lk, lv = self.operand(left)
+        rk, rv = self.operand(right)
+        if lk == "const" and rk == "const":
+            return self.constant(_py_compare(op, lv, rv))
+        if lk == "const":
+            lk, lv, rk, rv = rk, rv, lk, lv
+            op = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}[op]
+        text = isinstance(rv, str) or self.types.get(lv) == "string"
+        if text and op not in ("==", "!="):
+            # text ordering is computed before posting, so the collation cannot differ
+            return self.boolean_field(self.pre(Compare((op,), (left, right))), True)
+        field_ = self.ref(lv)
+        # a comparison never holds when a field is missing: durable_rules agrees for constants,
+        # but compares a present field with an absent one, so presence is required explicitly
+        expr = _OPS[op](field_, rv if rk == "const" else self.ref(rv))
+        if rk == "field":
+            expr = expr & +self.ref(lv) & +self.ref(rv)
+        return expr
+
+    def boolean_field(self, name: str, value: bool) -> Any:
+        return self.ref(name) == value
+
+    def constant(self, value: bool | None) -> Any:
+        return +self.m.kam_id if value else (self.m.kam_id == "\0never")
+
+    def true(self, node: Node) -> Any:
+        return self.region(node, True)
+
+    def region(self, node: Node, want: bool) -> Any:
+        if isinstance(node, Bool):
+            return self.constant(node.value == want)
+        if isinstance(node, Not):
+            return self.region(node.operand, not want)
+        if isinstance(node, Logic):
+            parts = [self.region(i, want) for i in node.items]
+            conj = (node.op == "and") == want
+            out = parts[0]
+            for p in parts[1:]:
+                out = (out & p) if conj else (out | p)
+            return out
+        if isinstance(node, Compare):
+            atoms = []
+            for i, op in enumerate(node.ops):
+                atoms.append(self.atom(op if want else _NEGATE[op], node.operands[i], node.operands[i + 1]))
+            out = atoms[0]
+            for a in atoms[1:]:
+                out = (out & a) if want else (out | a)
+            return out
+        if isinstance(node, In) and all(isinstance(i, (Num, Str, Bool)) for i in node.items):
+            positive = want != node.negate
+            if not node.items:
+                return self.boolean_field(self.pre(node), want)
+            atoms = [self.atom("==" if positive else "!=", node.operand, item) for item in node.items]
+            out = atoms[0]
+            for a in atoms[1:]:
+                out = (out | a) if positive else (out & a)
+            return out
+        if isinstance(node, Name) and self.types.get(node.name) == "boolean":
+            return self.boolean_field(node.name, want)
+        # anything else that yields yes/no: computed before posting
+        return self.boolean_field(self.pre(node), want)
+
+
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+}
+
+
+def _py_compare(op: str, a: Any, b: Any) -> bool:
+    return bool(_OPS[op](a, b))
+
+
+def _is_condition(node: Node) -> bool:
+    return isinstance(node, (Compare, Logic, Not, In, Bool)) or (isinstance(node, Call) and node.func == "is_missing")
+
+
+def refuse_unsupported(plan: Plan, entities: list[str] | None = None) -> None:
+    """What durable_rules cannot do is refused here, naming the policy line."""
+    problems = []
+    for ep in plan.entities:
+        if entities is not None and ep.entity not in entities:
+            continue
+        for d in ep.decisions:
+            for r in d.rules:
+                if r.quota is not None:
+                    problems.append(Problem(
+                        "backend", f"the durable backend cannot run the quota of rule `{r.id}` in `{d.name}`: "
+                        "a quota ranks a whole batch, and durable_rules decides one entity at a time",
+                        r.quota.loc, "use --backend pandas, or leave this entity out with --entity"))
+    if problems:
+        raise PolicyError(problems)
+
+
+class DurableBackend:
+    """Compiles the decisions of a plan into durable_rules rulesets, once per process and version."""
+
+    def __init__(self, plan: Plan, entities: list[str] | None = None):
+        refuse_unsupported(plan, entities)
+        self.plan = plan
+        self.compiled: dict[tuple[str, str], CompiledDecision] = {}
+        self.version = plan.checked.policy_set.hash[:12]
+        self.instance = next(_counter)
+        for ep in plan.entities:
+            if entities is None or ep.entity in entities:
+                for d in ep.decisions:
+                    self.compiled[(ep.entity, d.name)] = self._compile(ep, d)
+
+    def _compile(self, ep: EntityPlan, d: Decision) -> CompiledDecision:
+        from durable.lang import m, ruleset, when_all
+
+        ns = self.plan.checked.namespaces[ep.entity]
+        types = {name: sym.type.kind for name, sym in ns.symbols.items()}
+        compiler = _Compiler(m, types)
+        rules = []
+        for i, r in enumerate(d.rules):
+            cond = compiler.true(r.when.node) if r.when is not None and r.when.node is not None else None
+            rules.append(CompiledRule(i, cond))
+        name = f"kam_{self.version}_{self.instance}_{ep.entity}_{d.name}"
+        compiled = CompiledDecision(d, name, compiler.precomputed, sorted(compiler.fields), rules)
+        with ruleset(name):
+            for rule in rules:
+                if rule.condition is None:
+                    continue
+                when_all(rule.condition)(_recorder(compiled, rule.index))
+            # matches every fact, so that durable_rules never reports an unhandled message
+            when_all(+m.kam_id)(_recorder(compiled, -1))
+        return compiled
+
+    def decider(self, entity: str) -> Callable[[Decision, Context], DecisionResult]:
+        """A decider for `evaluate_entity`: durable_rules matches, the shared hit policy decides."""
+
+        def decide_with_durable(d: Decision, ctx: Context) -> DecisionResult:
+            compiled = self.compiled[(entity, d.name)]
+            return decide(d, ctx, matches=self.matches(compiled, ctx))
+
+        return decide_with_durable
+
+    def matches(self, compiled: CompiledDecision, ctx: Context) -> list[Tri]:
+        from durable.lang import assert_fact, retract_fact
+
+        pre = {name: evaluate_node(node, ctx) for name, node in compiled.precomputed.items()}
+        columns = {name: pre[name] if name in pre else ctx.env[name] for name in compiled.fields}
+        n = ctx.n
+        hit = np.zeros((n, len(compiled.rules)), dtype=bool)
+        for row in range(n):
+            message: dict[str, Any] = {"kam_id": f"{compiled.ruleset}:{row}"}
+            for name, vec in columns.items():
+                value = _plain(vec, row)
+                if value is not None:
+                    message[_field(name)] = value
+            with _LOCK:  # durable_rules keeps per-ruleset state; one fact at a time
+                compiled.matched.pop(message["kam_id"], None)
+                assert_fact(compiled.ruleset, message)
+                retract_fact(compiled.ruleset, message)
+                found = compiled.matched.pop(message["kam_id"], set())
+            for i in found:
+                if i >= 0:
+                    hit[row, i] = True
+        out = []
+        for rule in compiled.rules:
+            value = np.ones(n, bool) if rule.condition is None else hit[:, rule.index]
+            out.append(Tri(value, np.ones(n, bool)))
+        return out
+
+
+def _recorder(compiled: CompiledDecision, index: int) -> Callable[[Any], None]:
+    def action(c: Any) -> None:
+        compiled.matched.setdefault(c.m.kam_id, set()).add(index)
+
+    action.__name__ = f"rule_{index}" if index >= 0 else "any_fact"
+    return action
+
+
+def _plain(vec: Vec, row: int) -> Any:
+    """A posted value: None for missing (the field is then left out of the message)."""
+    if isinstance(vec, Tri):
+        return bool(vec.value[row]) if vec.known[row] else None
+    if isinstance(vec, Text):
+        code = vec.codes[row]
+        return None if code < 0 else str(vec.categories[code])
+    if is_missing(vec[row:row + 1])[0]:
+        return None
+    x = float(vec[row])
+    return int(x) if x.is_integer() and abs(x) < 2**53 else x

@@ -1,0 +1,345 @@
+"""`kam stream`: decisions that follow facts as they change, one entity at a time.
+
+Each input line is a JSON object: the key of one entity plus the facts that changed (a full or
+partial update), optionally with `event_time`. The entity's facts are merged, its decisions are
+made again (durable_rules by default; population functions from a calibration), and one JSON line
+is written per decision whose result changed.
+
+With `--state FILE` the facts, decisions and the number of lines read per input are kept in SQLite.
+Each event is committed together with the lines it produces (an outbox) before they are printed;
+after a crash the pending lines are printed first and the input resumes after the last committed
+event, so nothing is lost. A line may be printed twice only if the process dies between printing
+and clearing the outbox; every line carries `seq`, so a reader can drop such a repeat.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, TextIO
+
+import numpy as np
+import pandas as pd
+
+from .calibrate import Calibration
+from .durable import DurableBackend
+from .errors import InputError, Location, Problem, did_you_mean
+from .evaluate import decide, evaluate_entity
+from .explain import output_frame
+from .functions import POPULATION_FUNCTIONS
+from .model import Fact
+from .nodes import Call, walk
+from .plan import Plan
+from .read import FALSE_WORDS, TRUE_WORDS
+
+
+class EventError(Exception):
+    """A line that cannot be applied: reported with its line number, then skipped."""
+
+
+@dataclass
+class Change:
+    entity: str
+    key: str
+    decision: str
+    old: Any
+    new: Any
+    rule: str | None
+    because: str | None
+    event_time: Any
+
+    def to_dict(self, seq: int) -> dict[str, Any]:
+        return {"seq": seq, "entity": self.entity, "id": self.key, "decision": self.decision, "old": self.old,
+                "new": self.new, "rule": self.rule, "because": self.because, "event_time": self.event_time}
+
+
+def uses_population(plan: Plan, entity: str) -> bool:
+    ep = plan.entity(entity)
+    nodes = [s.derive.expr.node for s in ep.steps if hasattr(s, "derive")]
+    nodes += [r.when.node for d in ep.decisions for r in d.rules if r.when is not None]
+    return any(isinstance(n, Call) and n.func in POPULATION_FUNCTIONS for root in nodes if root for n in walk(root))
+
+
+def coerce(fact: Fact, value: Any) -> Any:
+    """One fact value from an event, checked against its declaration (None = missing)."""
+    if value is None or value == "":
+        if fact.required:
+            raise EventError(f"`{fact.name}` must not be empty")
+        return None
+    if fact.type in ("number", "integer"):
+        if isinstance(value, bool):
+            raise EventError(f"`{fact.name}` must be a number, not {json.dumps(value)}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise EventError(f"`{fact.name}` must be a number, not {json.dumps(value, ensure_ascii=False)}") from None
+        if not np.isfinite(number):
+            raise EventError(f"`{fact.name}` must be a finite number")
+        if fact.type == "integer" and not number.is_integer():
+            raise EventError(f"`{fact.name}` must be a whole number, not {value}")
+        if fact.min is not None and number < fact.min:
+            raise EventError(f"`{fact.name}` = {value} is below the minimum {fact.min:g}")
+        if fact.max is not None and number > fact.max:
+            raise EventError(f"`{fact.name}` = {value} is above the maximum {fact.max:g}")
+        return number
+    if fact.type == "boolean":
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise EventError(f"`{fact.name}` must be yes/no, not {json.dumps(value, ensure_ascii=False)}")
+    if isinstance(value, (dict, list)):
+        raise EventError(f"`{fact.name}` must be text")
+    text = str(value)
+    if fact.values is not None and text not in {str(v) for v in fact.values}:
+        raise EventError(f"`{fact.name}` = {text!r} is not one of {', '.join(map(str, fact.values))}")
+    return text
+
+
+class Store:
+    """Entity state: in memory, or in SQLite with one transaction per event."""
+
+    def __init__(self, path: Path | None):
+        self.db = sqlite3.connect(str(path)) if path else None
+        self.memory: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self.seq = 0  # last line number written, when kept in memory
+        if self.db is not None:
+            # WAL with NORMAL sync: every event is its own transaction and survives a crash of
+            # the process; only a power cut may lose the last few
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            with self.db:
+                self.db.execute("CREATE TABLE IF NOT EXISTS entities (key TEXT PRIMARY KEY, facts TEXT, decisions TEXT)")
+                self.db.execute("CREATE TABLE IF NOT EXISTS sources (name TEXT PRIMARY KEY, lines INTEGER)")
+                self.db.execute("CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, line TEXT)")
+                self.db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
+
+    def check_policy(self, policy_hash: str, entity: str) -> None:
+        if self.db is None:
+            return
+        row = self.db.execute("SELECT value FROM meta WHERE name = 'policy'").fetchone()
+        mark = f"{policy_hash}:{entity}"
+        if row is None:
+            with self.db:
+                self.db.execute("INSERT INTO meta VALUES ('policy', ?)", (mark,))
+        elif row[0] != mark:
+            raise InputError(Problem("state-mismatch", "the state file was written for other policies or another "
+                                     "entity", Location("--state"), "use a new state file for these policies"))
+
+    def get(self, key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self.db is None:
+            return self.memory.get(key, ({}, {}))
+        row = self.db.execute("SELECT facts, decisions FROM entities WHERE key = ?", (key,)).fetchone()
+        return (json.loads(row[0]), json.loads(row[1])) if row else ({}, {})
+
+    def count(self) -> int:
+        if self.db is None:
+            return len(self.memory)
+        return int(self.db.execute("SELECT COUNT(*) FROM entities").fetchone()[0])
+
+    def put_many(self, entries: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+        if self.db is None:
+            self.memory.update({k: (f, d) for k, f, d in entries})
+            return
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO entities VALUES (?, ?, ?)",
+                                [(k, json.dumps(f, ensure_ascii=False), json.dumps(d, ensure_ascii=False))
+                                 for k, f, d in entries])
+
+    def lines_done(self, source: str) -> int:
+        if self.db is None:
+            return 0
+        row = self.db.execute("SELECT lines FROM sources WHERE name = ?", (source,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def next_seq(self) -> int:
+        if self.db is None:
+            return self.seq + 1
+        row = self.db.execute("SELECT value FROM meta WHERE name = 'seq'").fetchone()
+        return int(row[0]) + 1 if row else 1
+
+    def commit(self, source: str, line_no: int, key: str | None, facts: dict[str, Any] | None,
+               decisions: dict[str, Any] | None, lines: list[str], last_seq: int) -> None:
+        if self.db is None:
+            if key is not None:
+                self.memory[key] = (facts or {}, decisions or {})
+            self.seq = last_seq
+            return
+        with self.db:  # one transaction: state, input position and output lines together
+            if key is not None:
+                self.db.execute("INSERT OR REPLACE INTO entities VALUES (?, ?, ?)",
+                                (key, json.dumps(facts, ensure_ascii=False), json.dumps(decisions, ensure_ascii=False)))
+            self.db.execute("INSERT OR REPLACE INTO sources VALUES (?, ?)", (source, line_no))
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('seq', ?)", (str(last_seq),))
+            self.db.executemany("INSERT INTO outbox VALUES (?, ?)",
+                                [(last_seq - len(lines) + 1 + i, line) for i, line in enumerate(lines)])
+
+    def pending(self) -> list[str]:
+        if self.db is None:
+            return []
+        return [r[0] for r in self.db.execute("SELECT line FROM outbox ORDER BY seq")]
+
+    def clear_outbox(self) -> None:
+        if self.db is not None:
+            with self.db:
+                self.db.execute("DELETE FROM outbox")
+
+
+@dataclass
+class StreamRunner:
+    plan: Plan
+    entity: str
+    calibration: Calibration | None
+    backend: str = "durable"
+    store: Store = field(default_factory=lambda: Store(None))
+
+    def __post_init__(self) -> None:
+        self.plan = self.plan.only([self.entity])
+        if len(self.plan.entities) > 1:
+            others = [e.entity for e in self.plan.entities if e.entity != self.entity]
+            raise InputError(Problem("usage", f"`{self.entity}` joins {', '.join(others)}; kam stream decides one "
+                                     "entity without joins", Location("command line")))
+        ps = self.plan.checked.policy_set
+        if self.calibration is not None:
+            self.calibration.check(ps.hash, "given with --calibration")
+        elif uses_population(self.plan, self.entity):
+            raise InputError(Problem("calibration-needed", f"the {self.entity} policies use population functions "
+                                     "(ranks, shares, means), which need the population of a batch",
+                                     Location("command line"),
+                                     "make one with `kam run --save-calibration FILE`, then pass --calibration FILE"))
+        self.facts = ps.facts(self.entity)
+        self.ep = self.plan.entity(self.entity)
+        self.types = {name: f.type for name, f in self.facts.items()}
+        self.decider = DurableBackend(self.plan, [self.entity]).decider(self.entity) \
+            if self.backend == "durable" else decide
+        self.store.check_policy(ps.hash, self.entity)
+
+    def seed(self, frame: pd.DataFrame) -> int:
+        """Start from a whole facts table (already checked): decide all of it, print nothing.
+
+        Skipped when the state already holds entities (a restart)."""
+        if self.store.count():
+            return 0
+        decided = self._decide_frame(frame)
+        entries = []
+        for i in range(len(frame)):
+            facts = {name: _jsonable(frame[name].iloc[i]) for name in self.types}
+            entries.append((str(facts[self.ep.key]), facts, decided[i]))
+        self.store.put_many(entries)
+        return len(entries)
+
+    def _decide_frame(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
+        cal = self.calibration.stats.get(self.entity, {}) if self.calibration is not None else None
+        result = evaluate_entity(self.ep, frame.reset_index(drop=True), self.types, {}, cal, None, self.decider)
+        table = output_frame(result)
+        rows = []
+        for i in range(len(table)):
+            row = table.iloc[i]
+            out = {}
+            for d in self.ep.decisions:
+                if d.single:
+                    value = _jsonable(row[d.name])
+                else:
+                    value = {o.name: _jsonable(row[o.name]) for o in d.outputs}
+                out[d.name] = {"value": value, "rule": _jsonable(row[f"{d.name}_rule"]),
+                               "because": _jsonable(row[f"{d.name}_because"])}
+            rows.append(out)
+        return rows
+
+    def decide(self, facts: dict[str, Any]) -> dict[str, Any]:
+        """Every decision for one entity's facts: {decision: {value, rule, because}}."""
+        columns = {}
+        for name, kind in self.types.items():
+            v = facts.get(name)
+            if kind in ("number", "integer"):
+                columns[name] = pd.Series([np.nan if v is None else float(v)], dtype=float)
+            elif kind == "boolean":
+                columns[name] = pd.Series([v], dtype="boolean")
+            else:
+                columns[name] = pd.Series([v], dtype=object)
+        return self._decide_frame(pd.DataFrame(columns, copy=False))[0]
+
+    def apply(self, event: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any], list[Change]]:
+        key_name = self.ep.key
+        if not isinstance(event, dict):
+            raise EventError("a line must be a JSON object")
+        if event.get(key_name) in (None, ""):
+            raise EventError(f"the event has no `{key_name}`")
+        key = str(event[key_name])
+        event_time = event.get("event_time")
+        old_facts, old_decisions = self.store.get(key)
+        facts = dict(old_facts)
+        for name, value in event.items():
+            if name in ("event_time", key_name):
+                continue
+            fact = self.facts.get(name)
+            if fact is None:
+                raise EventError(f"`{name}` is not a fact of {self.entity}"
+                                 + (f" ({did_you_mean(name, self.facts)})" if did_you_mean(name, self.facts) else ""))
+            facts[name] = coerce(fact, value)
+        facts[key_name] = key
+        lacking = [f.name for f in self.facts.values() if f.required and facts.get(f.name) is None]
+        if lacking:
+            raise EventError(f"{self.entity} {key} lacks the required fact{'s' if len(lacking) > 1 else ''} "
+                             f"{', '.join(lacking)} (a first event must carry them)")
+        decisions = self.decide(facts)
+        changes = [Change(self.entity, key, name, old_decisions.get(name, {}).get("value"), now["value"],
+                          now["rule"], now["because"], event_time)
+                   for name, now in decisions.items()
+                   if name not in old_decisions or old_decisions[name]["value"] != now["value"]]
+        return key, facts, decisions, changes
+
+    def run(self, lines: Iterable[str], source: str, out: TextIO, err: TextIO) -> tuple[int, int]:
+        """Process lines; returns (events applied, lines rejected)."""
+        for pending in self.store.pending():  # from a run that stopped between commit and print
+            out.write(pending + "\n")
+        out.flush()
+        self.store.clear_outbox()
+        skip = self.store.lines_done(source)
+        applied = rejected = 0
+        seq = self.store.next_seq() - 1
+        for line_no, text in enumerate(lines, start=1):
+            if line_no <= skip or not text.strip():
+                continue
+            try:
+                try:
+                    event = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise EventError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+                key, facts, decisions, changes = self.apply(event)
+            except EventError as exc:
+                err.write(f"{source}:{line_no}: error: {exc}; line skipped\n")
+                err.flush()
+                rejected += 1
+                self.store.commit(source, line_no, None, None, None, [], seq)
+                continue
+            rendered = []
+            for c in changes:
+                seq += 1
+                rendered.append(json.dumps(c.to_dict(seq), ensure_ascii=False))
+            self.store.commit(source, line_no, key, facts, decisions, rendered, seq)
+            for line in rendered:
+                out.write(line + "\n")
+            out.flush()
+            self.store.clear_outbox()
+            applied += 1
+        return applied, rejected
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return [_jsonable(x) for x in v.tolist()]
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return None
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v

@@ -42,7 +42,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _raw_frame(path: Path, fmt: str, text_columns: list[str], wanted: list[str]) -> pd.DataFrame:
+def _raw_frame(path: Path, fmt: str, wanted: list[str]) -> pd.DataFrame:
     if fmt == "csv":
         # everything as text first: numbers are converted and checked column by column below
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
@@ -52,7 +52,8 @@ def _raw_frame(path: Path, fmt: str, text_columns: list[str], wanted: list[str])
         table = pq.read_table(path, columns=[c for c in wanted if c in present] or None)
         return table.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get)
     if fmt == "jsonl":
-        return pd.read_json(path, lines=True, dtype={c: str for c in text_columns}, convert_dates=False)
+        # no type guessing: a yes/no column with gaps would otherwise come back as 0.0 / NaN
+        return pd.read_json(path, lines=True, dtype=False, convert_dates=False)
     raise InputError(Problem("input-format", f"unknown format {fmt!r}", Location(str(path)),
                              "use csv, parquet or jsonl"))
 
@@ -169,9 +170,8 @@ def read_facts(path: Path, facts: dict[str, Fact], fmt: str | None = None) -> pd
         raise InputError(Problem("input-empty-file", f"facts file {path} is empty (zero bytes)", loc,
                                  "a file with only the header line is fine and gives empty outputs"))
     fmt = detect_format(path, fmt)
-    text_columns = [f.name for f in facts.values() if f.type == "string"]
     try:
-        raw = _raw_frame(path, fmt, text_columns, list(facts))
+        raw = _raw_frame(path, fmt, list(facts))
     except InputError:
         raise
     except Exception as exc:  # a parser's own message is the most precise we have

@@ -301,6 +301,10 @@ class _Checker:
                     self.error("unknown-value", f"table key {key!r} is not a possible value of the lookup key",
                                base.shifted(value.pos), did_you_mean(key, map(str, key_t.values)))
         value_nodes = [v for _, v in table.items] + list(node.args[2:])
+        if not value_nodes:
+            self.error("type", "the table of `lookup` is empty", base.shifted(table.pos),
+                       "write entries like {A: 0.2, B: 0.1}, or give a default as third argument")
+            return None
         for v in value_nodes:
             if not isinstance(v, (Num, Str, Bool)):
                 self.error("type", "table values and the default of `lookup` must be fixed values",

@@ -1,0 +1,141 @@
+"""Differential: random policies and fact tables, decided by the pandas and the durable_rules backends.
+
+Both must give identical decisions, rule ids and explanations. A bounded number of random cases
+runs in CI; `KAM_DIFF_EXAMPLES=2000 python -m pytest tests/test_differential.py` (or `-m slow`
+for the long test) searches longer. Every durable_rules call runs under a deadline, so a hang is
+a failure, not a stuck CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from engine import api
+from engine.errors import PolicyError
+from engine.explain import output_frame
+from engine.nodes import to_text
+
+from .test_properties import TEXTS, bool_expr, num_expr
+
+HITS = ["first", "unique", "priority", "collect", "any"]
+VALUES = ["x", "y", "z"]
+
+
+@contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    def fail(*_: object) -> None:
+        raise TimeoutError(f"durable_rules did not answer within {seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@st.composite
+def policies(draw) -> str:
+    feature = draw(num_expr(2))
+    decisions = []
+    for d in range(draw(st.integers(1, 2))):
+        hit = draw(st.sampled_from(HITS))
+        rules = []
+        for i in range(draw(st.integers(1, 4))):
+            cond = draw(bool_expr(2))
+            if d == 1 and draw(st.booleans()):  # the second decision may read the first
+                cond_text = f"d0 == '{draw(st.sampled_from(VALUES))}' or ({to_text(cond)})"
+            else:
+                cond_text = to_text(cond)
+            value = draw(st.sampled_from(VALUES))
+            because = draw(st.sampled_from(["", "a={a:.1f} s={s} g={g:,.2f}", "{f} {b:.0%}", "规则 {s}"]))
+            rule = f"      - id: r{i}\n        when: {json.dumps(cond_text, ensure_ascii=False)}\n        then: {value}\n"
+            if because:
+                rule += f"        because: {json.dumps(because, ensure_ascii=False)}\n"
+            rules.append(rule)
+        if draw(st.booleans()):
+            rules.append(f"      - id: default\n        then: {draw(st.sampled_from(VALUES))}\n        because: fallback\n")
+        decisions.append(f"  d{d}:\n    hit: {hit}\n    values: [x, y, z]\n    rules:\n" + "".join(rules))
+    return (
+        "policy: random\nentity: customer\nfacts:\n  id: {type: string, key: true}\n"
+        "  a: {type: number}\n  b: {type: number}\n  s: {type: string}\n  f: {type: boolean}\n"
+        f"derive:\n  g: {json.dumps(to_text(feature), ensure_ascii=False)}\n"
+        "decisions:\n" + "".join(decisions)
+    )
+
+
+@st.composite
+def tables(draw) -> pd.DataFrame:
+    n = draw(st.integers(1, 8))
+    number = st.one_of(st.none(), st.integers(-20, 20), st.floats(-50, 50, allow_nan=False).map(lambda v: round(v, 2)))
+    return pd.DataFrame({
+        "id": draw(st.lists(st.text("0123456789ab", min_size=1, max_size=4), min_size=n, max_size=n, unique=True)),
+        "a": draw(st.lists(number, min_size=n, max_size=n)),
+        "b": draw(st.lists(number, min_size=n, max_size=n)),
+        "s": draw(st.lists(st.one_of(st.none(), st.sampled_from(TEXTS[:4])), min_size=n, max_size=n)),
+        "f": draw(st.lists(st.one_of(st.none(), st.booleans()), min_size=n, max_size=n)),
+    })
+
+
+def both_backends(tmp: Path, policy: str, table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    folder = tmp / "p"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "random.yaml").write_text(policy, encoding="utf-8")
+    table.to_json(tmp / "customers.jsonl", orient="records", lines=True, force_ascii=False)
+    try:
+        pl = api.compile_policies(folder)
+    except PolicyError:
+        assume(False)  # e.g. an empty lookup table: refused by both, nothing to compare
+    frames = api.read_inputs(pl, {"customer": tmp / "customers.jsonl"})
+    pandas_out = output_frame(api.run(pl, frames).results["customer"])
+    with deadline(60):
+        durable_out = output_frame(api.run(pl, frames, backend="durable").results["customer"])
+    return pandas_out, durable_out
+
+
+def assert_same(policy: str, a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert list(a.columns) == list(b.columns)
+    for column in a.columns:
+        left = [str(v) for v in a[column].tolist()]
+        right = [str(v) for v in b[column].tolist()]
+        assert left == right, f"{column} differs for policy:\n{policy}"
+
+
+EXAMPLES = int(os.environ.get("KAM_DIFF_EXAMPLES", "150"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(policies(), tables())
+def test_backends_agree_on_random_policies(tmp_path_factory, policy, table):
+    tmp = tmp_path_factory.mktemp("diff")
+    assert_same(policy, *both_backends(tmp, policy, table))
+
+
+@pytest.mark.slow
+@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(policies(), tables())
+def test_backends_agree_long_run(tmp_path_factory, policy, table):
+    tmp = tmp_path_factory.mktemp("diff")
+    assert_same(policy, *both_backends(tmp, policy, table))
+
+
+def test_backends_agree_on_the_shipped_policies(tmp_path):
+    pl = api.compile_policies(Path(__file__).resolve().parent.parent / "policies").only(["customer", "quote"])
+    files = api.find_inputs(pl, Path(__file__).resolve().parent.parent / "examples", {})
+    frames = api.read_inputs(pl, files)
+    with deadline(120):
+        durable = api.run(pl, frames, backend="durable")
+    pandas_run = api.run(pl, frames)
+    for entity in ("customer", "quote"):
+        assert_same("shipped", output_frame(pandas_run.results[entity]), output_frame(durable.results[entity]))

@@ -1,0 +1,162 @@
+"""`kam stream` and calibrations, end to end on the example customers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from .conftest import ROOT, kam
+
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cal")
+    r = kam("run", "--entity", "customer", "--save-calibration", str(folder / "cal.json"), "--out",
+            str(folder / "out"), "-q")
+    assert r.returncode == 0, r.stderr
+    return folder / "cal.json"
+
+
+def updates(n_customers: int = 40, seed: int = 3) -> list[dict]:
+    customers = pd.read_csv(EXAMPLES / "customers.csv", dtype={"customer_id": str})
+    rng = np.random.default_rng(seed)
+    picked = customers.sample(n_customers, random_state=seed)
+    events = []
+    for i, (_, c) in enumerate(picked.iterrows()):
+        event = {"customer_id": c["customer_id"], "event_time": f"2026-11-28T10:{i:02d}:00Z"}
+        kind = i % 4
+        if kind == 0:  # a loss-making year
+            event.update(profit=-float(rng.integers(1000, 20000)), profit_prev_year=-float(rng.integers(100, 5000)),
+                         cost_to_serve=float(c["gross_margin"]) + 5000)
+        elif kind == 1:  # a big order
+            event.update(revenue=float(c["revenue"]) * 3, orders_12m=int(c["orders_12m"]) + 40)
+        elif kind == 2:  # years go by
+            event.update(tenure_years=float(c["tenure_years"]) + 4)
+        else:  # the credit check comes back, or goes missing
+            event.update(credit_score=None if i % 8 == 3 else 95)
+        events.append(event)
+    # the same customers again: later events see the earlier ones
+    for event in events[:10]:
+        events.append({"customer_id": event["customer_id"], "strategic_account": True, "tenure_years": 1})
+    return events
+
+
+def write_events(path: Path, events: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events), encoding="utf-8")
+    return path
+
+
+def test_stream_agrees_with_a_batch_run_on_the_updated_facts(tmp_path: Path, calibration: Path):
+    events = updates()
+    r = kam("stream", str(write_events(tmp_path / "updates.jsonl", events)), "--calibration", str(calibration),
+            "--initial", str(EXAMPLES / "customers.csv"))
+    assert r.returncode == 0, r.stderr
+    changes = [json.loads(line) for line in r.stdout.splitlines()]
+    assert changes and [c["seq"] for c in changes] == list(range(1, len(changes) + 1))
+    assert "50 events applied, 0 rejected" in r.stderr
+
+    # the decisions the stream ends with: the batch's, then every change in order
+    start = pd.read_csv(calibration.parent / "out" / "customer_decisions.csv", dtype=str).set_index("customer_id")
+    final = {(cid, "tier"): v for cid, v in start["tier"].items()}
+    final.update({(cid, "retention"): v for cid, v in start["retention"].items()})
+    for c in changes:
+        if c["decision"] in ("tier", "retention"):
+            assert final[(c["id"], c["decision"])] == c["old"]
+            final[(c["id"], c["decision"])] = c["new"]
+
+    # the same updates applied to the facts file, decided by a batch run with the same calibration
+    facts = pd.read_csv(EXAMPLES / "customers.csv", dtype=str).set_index("customer_id")
+    for e in events:
+        for k, v in e.items():
+            if k not in ("customer_id", "event_time"):
+                facts.loc[e["customer_id"], k] = "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+    data = tmp_path / "data"
+    data.mkdir()
+    facts.reset_index().to_csv(data / "customers.csv", index=False)
+    out = tmp_path / "batch"
+    r = kam("run", "--entity", "customer", "--calibration", str(calibration), "--data", str(data), "--out", str(out),
+            "-q")
+    assert r.returncode == 0, r.stderr
+    batch = pd.read_csv(out / "customer_decisions.csv", dtype=str).set_index("customer_id")
+    for (cid, decision), value in final.items():
+        assert batch.loc[cid, decision] == value, (cid, decision)
+    moved = {c["id"] for c in changes if c["decision"] == "tier"}
+    assert len(moved) >= 5  # the updates really moved customers
+
+
+def test_bad_lines_are_reported_and_skipped(tmp_path: Path, calibration: Path):
+    lines = ['{"customer_id": "005945", "profit": "lots"}', "not json", '{"profit": 1}',
+             '{"customer_id": "005945", "proft": 1}', '{"customer_id": "005945", "credit_score": 500}',
+             '{"customer_id": "005945", "tenure_years": 20, "profit_prev_year": 100}']
+    (tmp_path / "e.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    r = kam("stream", str(tmp_path / "e.jsonl"), "--calibration", str(calibration), "--initial",
+            str(EXAMPLES / "customers.csv"))
+    assert r.returncode == 0
+    err = r.stderr
+    assert 'e.jsonl:1: error: `profit` must be a number, not "lots"; line skipped' in err
+    assert "e.jsonl:2: error: not valid JSON" in err
+    assert "e.jsonl:3: error: the event has no `customer_id`" in err
+    assert "e.jsonl:4: error: `proft` is not a fact of customer (did you mean `profit`?)" in err
+    assert "e.jsonl:5: error: `credit_score` = 500 is above the maximum 100" in err
+    assert "1 events applied, 5 rejected" in err
+    assert any(json.loads(line)["decision"] == "protected_by" for line in r.stdout.splitlines())
+
+
+def test_state_resumes_without_losing_or_repeating(tmp_path: Path, calibration: Path):
+    events = updates(20, seed=5)
+    whole = kam("stream", str(write_events(tmp_path / "all.jsonl", events)), "--calibration", str(calibration),
+                "--initial", str(EXAMPLES / "customers.csv"))
+    state = tmp_path / "state.sqlite"
+    path = write_events(tmp_path / "feed.jsonl", events[:12])
+    first = kam("stream", str(path), "--calibration", str(calibration), "--initial", str(EXAMPLES / "customers.csv"),
+                "--state", str(state))
+    write_events(path, events)  # more events arrive in the same feed
+    second = kam("stream", str(path), "--calibration", str(calibration), "--initial",
+                 str(EXAMPLES / "customers.csv"), "--state", str(state))
+    assert first.returncode == second.returncode == 0
+    assert "12 events applied" in first.stderr and f"{len(events) - 12} events applied" in second.stderr
+    assert first.stdout + second.stdout == whole.stdout
+
+
+def test_calibration_of_other_policies_is_refused(tmp_path: Path, calibration: Path):
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    seg = policies / "segmentation.yaml"
+    seg.write_text(seg.read_text(encoding="utf-8").replace("<= 80%", "<= 75%"), encoding="utf-8")
+    r = kam("stream", "--policies", str(policies), "--calibration", str(calibration))
+    assert r.returncode == 2 and "was made for another version of the policies" in r.stderr
+    r = kam("run", "--policies", str(policies), "--entity", "customer", "--calibration", str(calibration),
+            "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "another version of the policies" in r.stderr
+
+
+def test_population_functions_need_a_calibration():
+    r = kam("stream")
+    assert r.returncode == 2 and "need the population of a batch" in r.stderr
+    assert "kam run --save-calibration FILE" in r.stderr
+
+
+def test_durable_backend_refuses_quotas_at_plan_time(tmp_path: Path):
+    r = kam("run", "--backend", "durable", "--out", str(tmp_path / "o"))
+    assert r.returncode == 1
+    assert "prospects.yaml:48:11: error[backend]: the durable backend cannot run the quota of rule `top-two-of-ten`" \
+        in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_and_explain_with_the_durable_backend(tmp_path: Path, calibration: Path):
+    pandas_out, durable_out = tmp_path / "p", tmp_path / "d"
+    assert kam("run", "--entity", "quote", "--out", str(pandas_out), "-q").returncode == 0
+    r = kam("run", "--entity", "quote", "--backend", "durable", "--out", str(durable_out), "-q")
+    assert r.returncode == 0, r.stderr
+    for name in ("customer_decisions.csv", "quote_decisions.csv"):
+        assert (pandas_out / name).read_bytes() == (durable_out / name).read_bytes()
+    r = kam("explain", "005945", "--entity", "customer", "--backend", "durable", "--calibration", str(calibration))
+    assert r.returncode == 0 and "decision retention (hit policy first): exit" in r.stdout

@@ -8,7 +8,7 @@ value). A rule matches only where its condition is true; unknown is not true.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Callable, Mapping, Union
 
 import numpy as np
 import pandas as pd
@@ -678,7 +678,7 @@ def column_to_vec(series: pd.Series, kind: str) -> Vec:
 class FactEnv(dict):
     """Names to vectors; a fact column is converted the first time an expression reads it."""
 
-    def __init__(self, frame: pd.DataFrame, fact_types: dict[str, str]):
+    def __init__(self, frame: pd.DataFrame | Mapping[str, pd.Series], fact_types: dict[str, str]):
         super().__init__()
         self.frame = frame
         self.fact_types = fact_types
@@ -771,15 +771,17 @@ def _positions(ref: Vec, other_key: Any) -> np.ndarray:
 Decider = Callable[[Decision, Context], DecisionResult]
 
 
-def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame, fact_types: dict[str, str],
+def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series], fact_types: dict[str, str],
                     joined: dict[str, "EntityResult"], calibration: dict[str, Any] | None = None,
-                    record: dict[str, Any] | None = None, decider: Decider = decide) -> EntityResult:
+                    record: dict[str, Any] | None = None, decider: Decider = decide,
+                    n: int | None = None) -> EntityResult:
     """Evaluate every derived feature and decision of one entity over the whole table.
 
-    `calibration` makes population functions read a saved population; `record` collects their
-    arguments for a new calibration; `decider` decides each decision (pandas by default).
+    `frame` is a DataFrame, or a mapping of columns with `n` rows; `calibration` makes population
+    functions read a saved population; `record` collects their arguments for a new calibration;
+    `decider` decides each decision (pandas by default).
     """
-    n = len(frame)
+    n = len(frame) if n is None else n
     env = FactEnv(frame, fact_types)
     key = frame[ep.key].reset_index(drop=True) if ep.key else pd.Series(np.arange(n).astype(str))
     ctx = Context(env, n, key, calibration=calibration, record=record)

@@ -27,7 +27,7 @@ from .calibrate import Calibration
 from .durable import DurableBackend
 from .errors import InputError, Location, Problem, did_you_mean
 from .evaluate import decide, evaluate_entity
-from .explain import output_frame
+from .explain import because_column, rule_column, value_columns
 from .functions import POPULATION_FUNCTIONS
 from .model import Fact
 from .nodes import Call, walk
@@ -233,22 +233,19 @@ class StreamRunner:
         self.store.put_many(entries)
         return len(entries)
 
-    def _decide_frame(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    def _decide_frame(self, frame: Any, n: int | None = None) -> list[dict[str, Any]]:
+        """Decisions per row, read straight from the decided columns (no output table is built)."""
         cal = self.calibration.stats.get(self.entity, {}) if self.calibration is not None else None
-        result = evaluate_entity(self.ep, frame.reset_index(drop=True), self.types, {}, cal, None, self.decider)
-        table = output_frame(result)
-        rows = []
-        for i in range(len(table)):
-            row = table.iloc[i]
-            out = {}
-            for d in self.ep.decisions:
-                if d.single:
-                    value = _jsonable(row[d.name])
-                else:
-                    value = {o.name: _jsonable(row[o.name]) for o in d.outputs}
-                out[d.name] = {"value": value, "rule": _jsonable(row[f"{d.name}_rule"]),
-                               "because": _jsonable(row[f"{d.name}_because"])}
-            rows.append(out)
+        result = evaluate_entity(self.ep, frame, self.types, {}, cal, None, self.decider, n=n)
+        rows: list[dict[str, Any]] = [{} for _ in range(result.ctx.n)]
+        for d in self.ep.decisions:
+            res = result.decisions[d.name]
+            values = {name: [_jsonable(v) for v in col] for name, col in value_columns(res).items()}
+            rules = [_jsonable(v) for v in rule_column(res)]
+            texts = because_column(res, result.ctx.env).to_pylist()
+            for i, row in enumerate(rows):
+                value = values[d.name][i] if d.single else {o.name: values[o.name][i] for o in d.outputs}
+                row[d.name] = {"value": value, "rule": rules[i], "because": texts[i]}
         return rows
 
     def decide(self, facts: dict[str, Any]) -> dict[str, Any]:
@@ -262,7 +259,8 @@ class StreamRunner:
                 columns[name] = pd.Series([v], dtype="boolean")
             else:
                 columns[name] = pd.Series([v], dtype=object)
-        return self._decide_frame(pd.DataFrame(columns, copy=False))[0]
+        # a plain mapping of one-row columns: a DataFrame would cost more than the decisions
+        return self._decide_frame(columns, n=1)[0]
 
     def apply(self, event: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any], list[Change]]:
         key_name = self.ep.key

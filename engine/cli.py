@@ -55,6 +55,12 @@ def _policy_dir(path: Path | None) -> Path:
     return path
 
 
+def _check_entity(pl: api.Plan, entity: str) -> None:
+    names = [e.entity for e in pl.entities]
+    if entity not in names:
+        raise _usage(f"--entity {entity} is not an entity of the policies", did_you_mean(entity, names))
+
+
 def _parse_inputs(values: tuple[str, ...]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for v in values:
@@ -268,9 +274,7 @@ def stream_command(events: Path | None, entity: str, policies: Path | None, cali
     """
     try:
         pl = api.compile_policies(_policy_dir(policies))
-        if entity not in {e.entity for e in pl.entities}:
-            raise _usage(f"--entity {entity} is not an entity of the policies",
-                         did_you_mean(entity, [e.entity for e in pl.entities]))
+        _check_entity(pl, entity)
         cal = calibrate.load(calibration) if calibration else None
         runner = stream.StreamRunner(pl, entity, cal, backend, stream.Store(state))
         if initial is not None:
@@ -329,10 +333,8 @@ def _compute(policies: Path | None, data: Path | None, inputs: tuple[str, ...], 
     t0 = time.perf_counter()
     pl = api.compile_policies(_policy_dir(policies))
     if options.entities:
-        unknown = [e for e in options.entities if e not in {x.entity for x in pl.entities}]
-        if unknown:
-            raise _usage(f"--entity {unknown[0]} is not an entity of the policies",
-                         did_you_mean(unknown[0], [x.entity for x in pl.entities]))
+        for entity in options.entities:
+            _check_entity(pl, entity)
         pl = pl.only(list(options.entities))
     calibration = calibrate.load(options.calibration) if options.calibration else None
     timings["compile"] = round(time.perf_counter() - t0, 4)

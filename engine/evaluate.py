@@ -187,12 +187,15 @@ def pop_rank(x: np.ndarray, ctx: Context, by: str | None, descending: bool = Tru
         return out
     xv = x[idx] if not descending else -x[idx]
     order = np.lexsort((ctx.key_order()[idx], xv, codes[idx]))
-    sorted_codes = codes[idx][order]
-    pos = np.arange(idx.size)
-    starts = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
-    start_pos = np.maximum.accumulate(np.where(starts, pos, 0))
-    out[idx[order]] = pos - start_pos + 1
+    out[idx[order]] = position_in_group(codes[idx][order])
     return out
+
+
+def position_in_group(sorted_codes: np.ndarray) -> np.ndarray:
+    """1, 2, 3, ... within each run of equal group codes of an array sorted by group."""
+    pos = np.arange(sorted_codes.size)
+    starts = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
+    return pos - np.maximum.accumulate(np.where(starts, pos, 0)) + 1
 
 
 def pop_pct_rank(x: np.ndarray, ctx: Context, by: str | None) -> np.ndarray:
@@ -536,16 +539,13 @@ def _quota_select(rule: Rule, eligible: np.ndarray, ctx: Context) -> tuple[np.nd
         cidx = codes[idx]
         order = np.lexsort([ctx.key_order()[idx]] + keys + [cidx])
         sorted_codes = cidx[order]
-        pos = np.arange(idx.size)
-        starts = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
-        start_pos = np.maximum.accumulate(np.where(starts, pos, 0))
         group_size = np.bincount(cidx, minlength=ngroups)
         if q.top_n is not None:
             group_limit = np.minimum(group_size, q.top_n)
         else:
             group_limit = np.floor(group_size * (q.top_share or 0.0) + 1e-9).astype(np.int64)
         rows = idx[order]
-        rank[rows] = pos - start_pos + 1
+        rank[rows] = position_in_group(sorted_codes)
         size[rows] = group_size[sorted_codes]
         limit[rows] = group_limit[sorted_codes]
     selected = eligible & (rank <= limit)

@@ -53,7 +53,9 @@ def _raw_frame(path: Path, fmt: str, wanted: list[str]) -> pd.DataFrame:
         return table.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get)
     if fmt == "jsonl":
         # no type guessing: a yes/no column with gaps would otherwise come back as 0.0 / NaN
-        return pd.read_json(path, lines=True, dtype=False, convert_dates=False)
+        # (pandas 3 converts no dates once dtype=False; older versions need telling)
+        older = {"convert_dates": False} if int(pd.__version__.split(".")[0]) < 3 else {}
+        return pd.read_json(path, lines=True, dtype=False, **older)
     raise InputError(Problem("input-format", f"unknown format {fmt!r}", Location(str(path)),
                              "use csv, parquet or jsonl"))
 

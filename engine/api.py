@@ -12,10 +12,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .errors import InputError, Location, Problem, did_you_mean
-from . import calibrate
+from . import __version__, calibrate
 from .calibrate import Calibration
+from .errors import InputError, Location, Problem, did_you_mean
 from .durable import DurableBackend
 from .evaluate import CONFLICT, EntityResult, decide, evaluate_entity
 from .explain import Trace, decision_counts, output_frame, trace_row
@@ -223,4 +222,4 @@ def explain(result: RunResult, key: str, entity: str | None = None) -> Trace:
     e, row = found[0]
     r = result.results[e]
     facts = list(result.plan.checked.policy_set.facts(e))
-    return trace_row(r, row, facts, result.frames_in[e])
+    return trace_row(r, row, facts)

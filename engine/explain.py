@@ -411,7 +411,7 @@ def _conditions(node: Node, result: EntityResult, row: int) -> list[dict[str, An
     return out
 
 
-def trace_row(result: EntityResult, row: int, fact_names: list[str], frame: pd.DataFrame) -> Trace:
+def trace_row(result: EntityResult, row: int, fact_names: list[str]) -> Trace:
     """The full trace of one entity: facts, features, every rule of every decision."""
     env = result.ctx.env
     trace = Trace(result.entity, str(result.ctx.key[row]))

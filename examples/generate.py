@@ -12,6 +12,7 @@ ids are six-digit texts with leading zeros, and quotes name customers by id (a f
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,26 @@ def quotes(n: int, customer_ids: np.ndarray, rng: np.random.Generator) -> pd.Dat
     })
 
 
+def updates(cust: pd.DataFrame, n: int, rng: np.random.Generator) -> list[dict]:
+    """Events for `kam stream`: partial updates of existing customers, as a CRM would send them."""
+    events = []
+    for i in range(n):
+        c = cust.iloc[int(rng.integers(len(cust)))]
+        event: dict = {"customer_id": c["customer_id"], "event_time": f"2026-12-01T09:{i // 60:02d}:{i % 60:02d}Z"}
+        kind = i % 4
+        if kind == 0:  # the year closes with a loss
+            event.update(profit=round(-float(rng.uniform(500, 15000)), 2),
+                         profit_prev_year=round(-float(rng.uniform(100, 5000)), 2))
+        elif kind == 1:  # a large new contract
+            event.update(revenue=round(float(c["revenue"]) * 4, 2), orders_12m=int(c["orders_12m"]) + 60)
+        elif kind == 2:  # the credit review
+            event.update(credit_score=int(rng.integers(20, 100)))
+        else:  # management flags the account as strategic
+            event.update(strategic_account=True)
+        events.append(event)
+    return events
+
+
 def write(frame: pd.DataFrame, path: Path, fmt: str) -> None:
     if fmt == "csv":
         frame.to_csv(path, index=False, lineterminator="\n")
@@ -104,6 +125,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--prospects", type=int, default=500)
     parser.add_argument("--quotes", type=int, default=3000)
+    parser.add_argument("--updates", type=int, default=200, help="events for `kam stream` (0: none)")
     parser.add_argument("--seed", type=int, default=20261128)
     parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
@@ -115,6 +137,9 @@ def main() -> None:
     write(cust, args.out / f"customers.{ext}", args.format)
     write(prospects(args.prospects, rng), args.out / f"prospects.{ext}", args.format)
     write(quotes(args.quotes, cust["customer_id"].to_numpy(), rng), args.out / f"quotes.{ext}", args.format)
+    if args.updates:
+        lines = [json.dumps(e) + "\n" for e in updates(cust, args.updates, rng)]
+        (args.out / "customer_updates.jsonl").write_text("".join(lines), encoding="utf-8")
 
 
 if __name__ == "__main__":

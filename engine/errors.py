@@ -6,7 +6,7 @@ Stages raise or collect `Problem`s; the CLI is the only place that prints them.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
 
 
@@ -80,27 +80,6 @@ class InputError(KamError):
     """The facts or the command line are wrong. Exit code 2."""
 
     exit_code = 2
-
-
-@dataclass
-class ProblemList:
-    """Collects problems of a stage so that all of them are reported at once."""
-
-    items: list[Problem] = field(default_factory=list)
-
-    def add(self, code: str, message: str, loc: Location, hint: str = "", severity: str = "error") -> None:
-        self.items.append(Problem(code, message, loc, hint, severity))
-
-    def extend(self, problems: Iterable[Problem]) -> None:
-        self.items.extend(problems)
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.items if p.severity == "error"]
-
-    def raise_if_errors(self, kind: type[KamError] = PolicyError) -> None:
-        if self.errors:
-            raise kind(self.items)
 
 
 def sort_problems(problems: Iterable[Problem]) -> list[Problem]:

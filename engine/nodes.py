@@ -109,7 +109,6 @@ class Call:
 
 
 Node = Union[Num, Str, Bool, Name, Neg, Arith, Compare, Logic, Not, In, ListLit, MapLit, Call]
-NODE_TYPES: tuple[type, ...] = (Num, Str, Bool, Name, Neg, Arith, Compare, Logic, Not, In, ListLit, MapLit, Call)
 
 
 def children(node: Node) -> Iterator[Node]:

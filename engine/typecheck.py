@@ -57,9 +57,6 @@ class Checked:
     policy_set: PolicySet
     namespaces: dict[str, Namespace]
 
-    def symbol(self, entity: str, name: str) -> Symbol:
-        return self.namespaces[entity].symbols[name]
-
 
 def _fact_type(f: Fact) -> Type:
     kind = "number" if f.type in ("number", "integer") else f.type

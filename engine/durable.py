@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import PolicyError, Problem
-from .evaluate import Context, DecisionResult, Text, Tri, Vec, decide, evaluate_node, is_missing
+from .evaluate import Context, DecisionResult, Tri, Vec, decide, evaluate_node, scalar_at
 from .model import Decision
 from .nodes import Bool, Call, Compare, In, Logic, Name, Node, Not, Num, Str
 from .plan import EntityPlan, Plan
@@ -263,12 +263,7 @@ def _recorder(compiled: CompiledDecision, index: int) -> Callable[[Any], None]:
 
 def _plain(vec: Vec, row: int) -> Any:
     """A posted value: None for missing (the field is then left out of the message)."""
-    if isinstance(vec, Tri):
-        return bool(vec.value[row]) if vec.known[row] else None
-    if isinstance(vec, Text):
-        code = vec.codes[row]
-        return None if code < 0 else str(vec.categories[code])
-    if is_missing(vec[row:row + 1])[0]:
-        return None
-    x = float(vec[row])
-    return int(x) if x.is_integer() and abs(x) < 2**53 else x
+    x = scalar_at(vec, row)
+    if isinstance(x, float) and x.is_integer() and abs(x) < 2**53:
+        return int(x)  # durable_rules then compares whole numbers as integers
+    return x

@@ -435,9 +435,9 @@ def _trace_decision(result: EntityResult, res: DecisionResult, row: int) -> dict
     values = value_columns(res)
     because = because_column(res, result.ctx.env)[row].as_py()
     if d.single:
-        value: Any = _plain(values[d.name][row])
+        value: Any = plain_value(values[d.name][row])
     else:
-        value = ", ".join(f"{o.name}={show(_plain(values[o.name][row]))}" for o in d.outputs)
+        value = ", ".join(f"{o.name}={show(plain_value(values[o.name][row]))}" for o in d.outputs)
     rules_out = []
     decided_at = idx if idx >= 0 else None
     for i, rule in enumerate(d.rules):
@@ -478,9 +478,10 @@ def _trace_decision(result: EntityResult, res: DecisionResult, row: int) -> dict
             "why": why, "rules": rules_out}
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, list):
-        return v
+def plain_value(v: Any) -> Any:
+    """One cell of an output column as a plain Python value: lists for `collect`, None when missing."""
+    if isinstance(v, (list, np.ndarray)):
+        return [plain_value(x) for x in v]
     if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
         return None
     return v.item() if hasattr(v, "item") else v

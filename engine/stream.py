@@ -27,7 +27,7 @@ from .calibrate import Calibration
 from .durable import DurableBackend
 from .errors import InputError, Location, Problem, did_you_mean
 from .evaluate import decide, evaluate_entity
-from .explain import because_column, rule_column, value_columns
+from .explain import because_column, plain_value, rule_column, value_columns
 from .functions import POPULATION_FUNCTIONS
 from .model import Fact
 from .nodes import Call, walk
@@ -330,14 +330,8 @@ class StreamRunner:
 
 
 def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return [_jsonable(x) for x in v.tolist()]
+    """A cell as JSON: whole numbers without a trailing `.0`, as the facts were written."""
+    v = plain_value(v)
     if isinstance(v, list):
-        return [_jsonable(x) for x in v]
-    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
-        return None
-    if hasattr(v, "item"):
-        v = v.item()
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    return v
+        return [int(x) if isinstance(x, float) and x.is_integer() else x for x in v]
+    return int(v) if isinstance(v, float) and v.is_integer() else v

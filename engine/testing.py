@@ -31,7 +31,7 @@ import pandas as pd
 from . import api
 from .errors import InputError, Location, PolicyError, Problem, did_you_mean
 from .evaluate import CONFLICT, NO_RULE
-from .explain import output_frame
+from .explain import output_frame, plain_value
 from .load import LocatedDoc, load_text
 from .plan import Plan
 
@@ -156,14 +156,6 @@ def _check_value(got: Any, want: Any) -> bool:
     return str(got) == str(want)
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if v is pd.NA or v is None:
-        return None
-    return v.item() if hasattr(v, "item") else v
-
-
 def _compare(pl: Plan, outputs: dict[str, pd.DataFrame], expect: dict[str, Any]) -> list[str]:
     failures = []
     for entity, per_id in (expect or {}).items():
@@ -188,15 +180,15 @@ def _compare(pl: Plan, outputs: dict[str, pd.DataFrame], expect: dict[str, Any])
                                     f"({did_you_mean(name, list(decisions) + list(outputs_of)) or 'check the name'})")
                     continue
                 spec = want if isinstance(want, dict) and set(want) <= {"value", "rule", "because"} else {"value": want}
-                got_rule = _plain(row[f"{d.name}_rule"])
-                got_because = _plain(row[f"{d.name}_because"])
+                got_rule = plain_value(row[f"{d.name}_rule"])
+                got_because = plain_value(row[f"{d.name}_because"])
                 if "value" in spec:
                     if name == d.name and not d.single:  # all outputs of the decision at once
                         wanted = spec["value"] if isinstance(spec["value"], dict) else {}
-                        got = {o.name: _plain(row[o.name]) for o in d.outputs}
+                        got = {o.name: plain_value(row[o.name]) for o in d.outputs}
                         ok = all(_check_value(got.get(k), v) for k, v in wanted.items())
                     else:  # the column of a single-output decision, or of one output
-                        got = _plain(row[name])
+                        got = plain_value(row[name])
                         ok = _check_value(got, spec["value"])
                     if not ok:
                         failures.append(f"{entity} {key} {name}: expected {spec['value']!r}, got {got!r} "

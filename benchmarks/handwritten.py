@@ -2,7 +2,7 @@
 
 Reads the same Parquet facts and writes the same output columns (values, rule ids, because texts)
 as `kam run --output-format parquet`, so `bench.py` can check that both agree and compare speed.
-Only the number formatter is shared with kam (`engine.explain.format_numbers`), so that both
+Only the number formatter is shared with kam (`engine.numbers.format_numbers`), so that both
 print numbers identically; everything else is plain array code, one policy after another.
 
     python benchmarks/handwritten.py DATA_DIR OUT_DIR
@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from engine.explain import format_numbers
+from engine.numbers import format_numbers
 
 
 def pct_rank(x: np.ndarray) -> np.ndarray:
@@ -117,13 +117,14 @@ def customers(df: pd.DataFrame) -> pd.DataFrame:
          lambda r: text("among the customers who together bring 80% of profit (cumulative share ",
                         at("profit_share", ".1%")(r), "), credit ", at("credit_score", ".0f")(r))),
         (value_position >= 0.5, "important", "B",
-         lambda r: text("value score ", at("value_score", ".2f")(r), " is in the top half of all customers (",
-                        at("value_position", ".0%")(r), ")")),
+         lambda r: text("value score ", at("value_score", ".2f")(r), " is at ", at("value_position", ".0%")(r),
+                        " of all customers, in the top 50%")),
         (value_position >= 0.2, "general", "C",
-         lambda r: text("value score ", at("value_score", ".2f")(r), ", above the bottom 20% of customers (",
-                        at("value_position", ".0%")(r), ")")),
+         lambda r: text("value score ", at("value_score", ".2f")(r), " is at ", at("value_position", ".0%")(r),
+                        " of all customers, above the bottom 20%")),
         (np.ones(n, bool), "maintenance", "D",
-         lambda r: text("value score ", at("value_score", ".2f")(r), " is in the bottom 20% of customers")),
+         lambda r: text("value score ", at("value_score", ".2f")(r), " is at ", at("value_position", ".0%")(r),
+                        " of all customers, in the bottom 20%")),
     ])
 
     # protected_by: every matching trait, "none" when there is none
@@ -144,8 +145,11 @@ def customers(df: pd.DataFrame) -> pd.DataFrame:
     for i, bits in enumerate(labels):
         lists[i] = [nm for nm, b in zip(names, bits) if b]
     protected_list = lists[codes]
-    protected_rule = np.array([",".join(x for x, b in zip(ids, bits) if b) for bits in labels], dtype=object)[codes]
-    first_trait = np.array([next(nm for nm, b in zip(names, bits) if b) for bits in labels], dtype=object)[codes]
+    rule_lists = np.empty(len(uniq), dtype=object)
+    for i, bits in enumerate(labels):
+        rule_lists[i] = [x for x, b in zip(ids, bits) if b]
+    protected_rule = rule_lists[codes]
+    trait_text = np.array([", ".join(nm for nm, b in zip(names, bits) if b) for bits in labels], dtype=object)[codes]
     makers = [t[3] for t in traits] + [const("none of the four protective traits")]
     cols = []
     for i, make in enumerate(makers):
@@ -159,10 +163,9 @@ def customers(df: pd.DataFrame) -> pd.DataFrame:
     protected_because = pc.utf8_slice_codeunits(pc.binary_join_element_wise(*cols, ""), start=2)
 
     is_protected = loyal | big | potential | strategic_new
-    first_trait_arr = first_trait
     retention, retention_rule, retention_because, _ = choose(n, [
         (is_protected, "protected", "keep",
-         lambda r: text("protected (", pa.array(first_trait_arr[r], pa.string()),
+         lambda r: text("protected (", pa.array(trait_text[r], pa.string()),
                         "): a customer with one of the four protective traits is never downgraded or let go")),
         (chicken & (tier == "D"), "chicken-rib-exit", "exit",
          lambda r: text("鸡肋客户 (chicken-rib): profit ", at("profit", ",.0f")(r), " this year and ",
@@ -203,7 +206,7 @@ def customers(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "customer_id": df["customer_id"].astype("string").to_numpy(),
         "protected_by": protected_list,
-        "protected_by_rule": cat(protected_rule, list(dict.fromkeys(protected_rule))),
+        "protected_by_rule": protected_rule,
         "protected_by_because": protected_because,
         "tier": cat(tier, ["A", "B", "C", "D"]),
         "tier_rule": cat(tier_rule, ["key-account", "important", "general", "maintenance"]),
@@ -299,6 +302,14 @@ def prospects(df: pd.DataFrame) -> pd.DataFrame:
     rank[rows] = np.arange(rows.size) - start_pos + 1
     qsize[rows] = size[rc]
     limit[rows] = np.floor(size[rc] * 0.35 + 1e-9)
+    # entities with the same ranking values in the same region: the texts say how the tie was settled
+    sorted_vals = [rc, sv[rows], fit[rows], g["expected_revenue"][rows]]
+    new_block = np.r_[True, np.any([v[1:] != v[:-1] for v in sorted_vals], axis=0)]
+    block = np.cumsum(new_block) - 1
+    tied = np.zeros(n, dtype=np.int64)
+    tied[rows] = np.bincount(block)[block] - 1
+    tie_text = np.array([""] + [f" (tied with {k} other{'s' if k > 1 else ''} on the ranking; ties go to the "
+                                "smaller prospect_id)" for k in range(1, int(tied.max(initial=0)) + 1)], dtype=object)
     pursue = eligible & (rank <= limit)
     outside = eligible & ~pursue
     reg = lambda r: pa.array(region[r], pa.string())  # noqa: E731
@@ -309,10 +320,12 @@ def prospects(df: pd.DataFrame) -> pd.DataFrame:
          lambda r: text("does not fit our quality standards or way of working (fit ", num(fit[r], ".0f"), " of 10)")),
         (pursue, "top-two-of-ten", "pursue",
          lambda r: text("ranked ", num(rank[r], ".0f"), " of ", num(qsize[r], ".0f"), " qualified prospects in ",
-                        reg(r), " (strategic value ", num(sv[r], ".1f"), ")")),
+                        reg(r), pa.array(tie_text[tied[r]], pa.string()), " (strategic value ",
+                        num(sv[r], ".1f"), ")")),
         (outside, "outside-quota", "decline",
          lambda r: text("qualified, but ranked ", num(rank[r], ".0f"), " of ", num(qsize[r], ".0f"), " in ", reg(r),
-                        "; only the top ", num(limit[r], ".0f"), " are pursued")),
+                        pa.array(tie_text[tied[r]], pa.string()), "; only the top ", num(limit[r], ".0f"),
+                        " are pursued")),
     ])
     return pd.DataFrame({
         "prospect_id": df["prospect_id"].astype("string").to_numpy(),

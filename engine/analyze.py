@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 from typing import Iterable, Union
 
 from .errors import Location, Problem
+from .numbers import number_text
 from .model import Decision, Rule
-from .nodes import Bool, Call, Compare, In, Logic, Name, Node, Not, Num, Str, names
+from .nodes import Bool, Call, Compare, In, Logic, Member, Name, Node, Not, Num, Str, names, to_text
 from .plan import Plan, decision_reads
 from .typecheck import Checked, Symbol
 
@@ -46,6 +47,13 @@ class ValSet:
 
     values: frozenset | None
     excluded: frozenset = frozenset()
+    missing: bool = False
+
+
+@dataclass(frozen=True)
+class ListSet:
+    """A collected list: conditions only ask whether it holds a value (a yes/no field per value)."""
+
     missing: bool = False
 
 
@@ -248,6 +256,16 @@ class Space:
             inside = intersect(inside, replace(dom, missing=False))
             t, f = _box(field, inside), _box(field, outside)
             return (f, t) if node.negate else (t, f)
+        if isinstance(node, Member) and isinstance(node.collection, Name) and \
+                isinstance(node.item, (Num, Str, Bool)):
+            # whether a collected list holds a value is a yes/no field of its own
+            lst = self.field(node.collection.name)
+            if not isinstance(lst, ListSet):
+                raise NotAnalysed("`in` on a value that is not a list")
+            field = to_text(Member(node.item, node.collection))
+            self.domains.setdefault(field, ValSet(frozenset({True, False}), frozenset(), lst.missing))
+            held, absent = [{field: ValSet(frozenset({True}))}], [{field: ValSet(frozenset({False}))}]
+            return (absent, held) if node.negate else (held, absent)
         if isinstance(node, Call) and node.func == "is_missing" and isinstance(node.args[0], Name):
             field = node.args[0].name
             dom = self.field(field)
@@ -296,19 +314,32 @@ def _describe(node: Node) -> str:
     return "a computed value"
 
 
+def _value_text(v: object) -> str:
+    """A value as a policy would write it: 'text' quoted, true/false, numbers plain."""
+    if v is None:
+        return "missing"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return number_text(float(v))
+    return repr(v)
+
+
 def example(space: Space, box: Box) -> str:
     """A concrete entity from a box: the constrained fields and a value for each."""
     parts = []
     for f in sorted(box):
         v = sample(intersect(box[f], space.domains[f]))
-        parts.append(f"{f} = {'missing' if v is None else repr(v)}")
+        parts.append(f"{f} = {_value_text(v)}")
     return ", ".join(parts) or "any entity"
 
 
 # -- the analysis --------------------------------------------------------------------------------
 
-def _domain(sym: Symbol, checked: Checked, entity: str) -> FieldSet:
+def _domain(sym: Symbol, checked: Checked, entity: str) -> FieldSet | ListSet:
     ps = checked.policy_set
+    if sym.type.kind == "list":
+        return ListSet(missing=sym.kind == "join")
     fact = ps.facts(entity).get(sym.name) if sym.kind == "fact" else None
     if sym.type.kind == "number":
         lo = fact.min if fact and fact.min is not None else -INF
@@ -392,7 +423,7 @@ def analyse_decision(space: Space, d: Decision) -> tuple[list[Problem], set[str]
                                      "make the conditions exclusive, or use hit policy first"))
     has_default = any(r.is_default for r in d.rules) or any(r.quota is not None and r.when is None for r in d.rules)
     analysable = all(regions[i] is not None for i in range(len(d.rules)))
-    if analysable and not has_default:
+    if analysable and not has_default and d.hit != "collect":  # collecting nothing is an empty list
         rest = space.minus_all([{}], [b for reg in regions for b in reg])  # type: ignore[union-attr]
         if rest:
             out.append(_warn("gap", f"decision `{d.name}` has no default and some entities match no rule, "
@@ -426,6 +457,10 @@ def _unused(checked: Checked, plan: Plan) -> list[Problem]:
                     read |= set(j.take)
         key = ps.key(entity)
         for p in ps.of_entity(entity):
+            for prm in p.params:
+                if prm.name not in read:
+                    out.append(_warn("unused", f"parameter `{prm.name}` is declared but no rule, feature or text "
+                                     "uses it", prm.loc, "remove it, or use it by its name"))
             for f in p.facts:
                 if f.name not in read and not f.key and not f.measure and not (key and f.name == key.name):
                     out.append(_warn("unused", f"fact `{f.name}` is declared but no rule or feature reads it",
@@ -443,7 +478,7 @@ def _unused(checked: Checked, plan: Plan) -> list[Problem]:
 
 def _unproducible(d: Decision, dead: set[str]) -> list[Problem]:
     out = []
-    rules = list(d.rules) + [r.quota.else_rule for r in d.rules if r.quota]
+    rules = d.all_rules
     for o in d.outputs:
         if not o.values:
             continue
@@ -462,7 +497,7 @@ def analyse(plan: Plan) -> list[Problem]:
     for ep in plan.entities:
         ns = checked.namespaces[ep.entity]
         space = Space({name: _domain(sym, checked, ep.entity) for name, sym in ns.symbols.items()
-                       if sym.type.kind in ("number", "string", "boolean")})
+                       if sym.type.kind in ("number", "string", "boolean", "list")})
         for d in ep.decisions:
             found, dead = analyse_decision(space, d)
             out += found + _unproducible(d, dead)

@@ -18,25 +18,10 @@ from .errors import InputError, Location, Problem, did_you_mean
 from .durable import DurableBackend
 from .evaluate import CONFLICT, EntityResult, decide, evaluate_entity
 from .explain import Trace, decision_counts, output_frame, trace_row
-from .load import LocatedDoc, load_policy_dir
-from .parse import parse_policy_set
-from .plan import Plan, plan
-from .read import FORMATS, file_sha256, read_facts
-from .typecheck import typecheck
-from .validate import validate
-from .write import write_outputs
-
-
-def compile_policies(policy_dir: Path) -> Plan:
-    """load -> validate -> parse -> type-check -> plan. Raises PolicyError with every problem found."""
-    return compile_docs(load_policy_dir(policy_dir), str(policy_dir))
-
-
-def compile_docs(docs: list[LocatedDoc], directory: str) -> Plan:
-    """The stages after loading, for policy texts from anywhere (a folder, a git revision)."""
-    policy_set = validate(docs, directory)
-    policy_set = parse_policy_set(policy_set)
-    return plan(typecheck(policy_set))
+from .compiler import compile_docs, compile_policies  # noqa: F401  (part of the facade)
+from .plan import Plan
+from .read import FORMATS, FactsOptions, file_sha256, read_facts
+from .write import OutputTarget
 
 
 def find_inputs(pl: Plan, data_dir: Path | None, given: dict[str, Path]) -> dict[str, Path]:
@@ -72,6 +57,48 @@ def find_inputs(pl: Plan, data_dir: Path | None, given: dict[str, Path]) -> dict
 
 
 @dataclass
+class JoinReport:
+    """References of one join that name no entity of the other side."""
+
+    SAMPLE = 5
+    MOSTLY = 0.5  # above this share of unmatched references, a data mistake is almost certain
+
+    entity: str
+    other: str
+    on: str
+    total: int  # references given (not missing)
+    unmatched: pd.DataFrame  # key and reference of each row that found no partner
+    other_keys: list[str]
+
+    @property
+    def share(self) -> float:
+        return len(self.unmatched) / self.total if self.total else 0.0
+
+    @property
+    def mostly_unmatched(self) -> bool:
+        return self.share > self.MOSTLY
+
+    def text(self) -> str:
+        rows = self.unmatched
+        sample = ", ".join(f"{k} ({v})" for k, v in rows.head(self.SAMPLE).itertuples(index=False))
+        more = f" and {len(rows) - self.SAMPLE} more" if len(rows) > self.SAMPLE else ""
+        return (f"{len(rows)} {self.entity}(s) name a {self.other} that is not in the {self.other} facts: "
+                f"{sample}{more}")
+
+    def alarm(self) -> str:
+        """The message when most references find no partner: almost always ids written differently."""
+        refs = [str(v) for v in self.unmatched.iloc[: self.SAMPLE, 1]]
+        text = (f"{len(self.unmatched):,} of {self.total:,} {self.entity}s ({self.share:.0%}) name a {self.other} "
+                f"that is not in the {self.other} facts, so their decisions were made without it. "
+                f"Their `{self.on}` values look like {', '.join(repr(r) for r in refs)}; "
+                f"{self.other} ids look like {', '.join(repr(k) for k in self.other_keys)}.")
+        if any(r.isdigit() for r in refs) and any(k.isdigit() and k.startswith("0") for k in self.other_keys):
+            text += (" The ids may have lost their leading zeros (a spreadsheet or a number column): "
+                     "keep ids as text in both files.")
+        return text
+
+
+@dataclass
 class RunResult:
     plan: Plan
     results: dict[str, EntityResult]
@@ -91,17 +118,24 @@ class RunResult:
             self._counts = {e: decision_counts(r) for e, r in self.results.items()}
         return self._counts
 
-    def warnings(self) -> list[str]:
-        """Unknown references in joins (reported, not dropped)."""
+    def joins(self) -> list[JoinReport]:
+        """Per join, how many references found no partner (reported, never dropped)."""
         out = []
         for e, r in self.results.items():
-            for join_name, rows in r.unknown_refs.items():
-                j = next(j for j in r.plan.joins if j.name == join_name)
-                sample = ", ".join(f"{k} ({v})" for k, v in rows.head(5).itertuples(index=False))
-                more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
-                out.append(f"{len(rows)} {e}(s) name a {j.entity} that is not in the {j.entity} facts: "
-                           f"{sample}{more}")
+            for j in r.plan.joins:
+                rows = r.unknown_refs.get(j.name)
+                if rows is None or not len(rows):
+                    continue
+                ref = self.frames_in[e][j.on]
+                total = int(ref.notna().sum())
+                other = self.results[j.entity].ctx.key
+                out.append(JoinReport(e, j.entity, j.on, total, rows,
+                                      [str(k) for k in other[: JoinReport.SAMPLE]]))
         return out
+
+    def warnings(self) -> list[str]:
+        """Unknown references in joins, in words."""
+        return [j.text() for j in self.joins()]
 
     def conflicts(self) -> list[str]:
         """Rows where hit policy unique/any found several matching rules."""
@@ -117,14 +151,20 @@ class RunResult:
         return out
 
 
-def read_inputs(pl: Plan, inputs: dict[str, Path], fmt: str | None = None,
+def identifier_facts(pl: Plan, entity: str) -> set[str]:
+    """The facts of an entity that hold ids: its key and the columns that name another entity."""
+    ep = pl.entity(entity)
+    return {ep.key} | {j.on for j in ep.joins}
+
+
+def read_inputs(pl: Plan, inputs: dict[str, Path], options: FactsOptions | str | None = None,
                 on_read: Callable[[str], None] | None = None) -> dict[str, pd.DataFrame]:
     """Read and check the facts of every entity; all problems of all files together."""
     ps = pl.checked.policy_set
 
     def read_one(entity: str) -> pd.DataFrame | InputError:
         try:
-            return read_facts(inputs[entity], ps.facts(entity), fmt)
+            return read_facts(inputs[entity], ps.facts(entity), options, identifier_facts(pl, entity))
         except InputError as exc:
             return exc
         finally:
@@ -191,13 +231,36 @@ def manifest(result: RunResult, inputs: dict[str, Path], timings: dict[str, floa
     }
 
 
-def write_run(result: RunResult, inputs: dict[str, Path], out_dir: Path, fmt: str,
-              timings: dict[str, float]) -> dict[str, Path]:
-    """Render outputs and write them with the manifest, atomically."""
+def write_run(result: RunResult, inputs: dict[str, Path], target: OutputTarget, fmt: str,
+              timings: dict[str, float], extra_files: dict[str, bytes] | None = None,
+              on_step: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Render the outputs and replace the output folder with them and the manifest, as one set.
+
+    `timings` gets `explain` (rendering the texts) and `write` (writing the files; the manifest
+    itself is written after it, so its own few milliseconds are not in it)."""
     t0 = time.perf_counter()
     frames = result.outputs()
-    timings = {**timings, "explain": round(time.perf_counter() - t0, 4)}
-    return write_outputs(out_dir, frames, fmt, manifest(result, inputs, timings))
+    timings["explain"] = round(time.perf_counter() - t0, 4)
+    if on_step:
+        on_step("explained")
+    t0 = time.perf_counter()
+
+    def on_file(entity: str) -> None:
+        timings["write"] = round(time.perf_counter() - t0, 4)
+        if on_step:
+            on_step(f"wrote {entity}")
+
+    return target.commit(frames, fmt, lambda: manifest(result, inputs, timings), extra_files, on_file)
+
+
+def suggest_id(key: str, keys: list[str]) -> str:
+    """A hint for an id that does not exist: the same id with its leading zeros (ids typed as numbers
+    lose them), with other capitals or spaces, else the closest id."""
+    wanted = key.strip().lstrip("0").casefold()
+    same = [k for k in keys if k.strip().lstrip("0").casefold() == wanted]
+    if same:
+        return f"did you mean `{same[0]}`?" + (f" (or {', '.join(f'`{k}`' for k in same[1:3])})" if len(same) > 1 else "")
+    return did_you_mean(key, keys[:100000])
 
 
 def explain(result: RunResult, key: str, entity: str | None = None) -> Trace:
@@ -213,9 +276,9 @@ def explain(result: RunResult, key: str, entity: str | None = None) -> Trace:
         if rows.size:
             found.append((e, int(rows[0])))
     if not found:
-        keys = [str(k) for e in candidates for k in result.results[e].ctx.key[:100000]]
+        keys = [str(k) for e in candidates for k in result.results[e].ctx.key]
         raise InputError(Problem("unknown-id", f"no {' or '.join(candidates)} has the id `{key}`",
-                                 Location("command line"), did_you_mean(key, keys)))
+                                 Location("command line"), suggest_id(key, keys)))
     if len(found) > 1:
         raise InputError(Problem("ambiguous-id", f"`{key}` is the id of a {' and a '.join(e for e, _ in found)}",
                                  Location("command line"), "pass --entity to choose"))

@@ -74,7 +74,7 @@ class Calibration:
 
 
 def evaluate_calibrated(stats: dict[Any, GroupStats], func: str, x: np.ndarray, groups: np.ndarray,
-                        keys: np.ndarray, q: float = 0.5) -> np.ndarray:
+                        keys: np.ndarray, q: float = 0.5, ties: str = "key") -> np.ndarray:
     """A population function over rows whose population is the calibration's (vectorized per group)."""
     out = np.full(x.size, np.nan)
     for g in np.unique(groups.astype(object)) if groups.size else []:
@@ -101,7 +101,8 @@ def evaluate_calibrated(stats: dict[Any, GroupStats], func: str, x: np.ndarray, 
             lo = np.searchsorted(st.values, xs[present], side="left")
             hi = np.searchsorted(st.values, xs[present], side="right")
             tie_before = np.zeros(lo.size)
-            for i in np.flatnonzero(hi > lo):  # only rows whose value ties calibration values
+            tied_rows = np.flatnonzero(hi > lo) if ties == "key" else []  # together: ties share the best rank
+            for i in tied_rows:  # only rows whose value ties calibration values
                 tie_keys = st.keys[lo[i]:hi[i]] if st.keys is not None else np.array([])
                 tie_before[i] = int(np.sum(tie_keys < keys[rows][present][i]))
             res[present] = 1 + above + tie_before
@@ -133,8 +134,8 @@ def build(policy_hash: str, records: dict[str, dict[str, tuple[np.ndarray, np.nd
     return cal
 
 
-def save(cal: Calibration, path: Path) -> None:
-    """As JSON (safe to load); written to a temporary file first."""
+def dumps(cal: Calibration) -> bytes:
+    """The calibration as JSON text (safe to load)."""
     doc = {
         "format": FORMAT_VERSION, "kam_version": __version__, "policy_set_sha256": cal.policy_hash,
         "created": cal.created,
@@ -145,8 +146,13 @@ def save(cal: Calibration, path: Path) -> None:
             for entity, calls in cal.stats.items()
         },
     }
+    return json.dumps(doc, ensure_ascii=False).encode("utf-8")
+
+
+def save(cal: Calibration, path: Path) -> None:
+    """As JSON, written to a temporary file first and renamed into place."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    tmp.write_bytes(dumps(cal))
     tmp.replace(path)
 
 

@@ -1,6 +1,8 @@
 """The `kam` command line: a thin shell over `engine.api`. Errors are printed here, once.
 
-Exit codes: 0 ok, 1 policy errors or failed checks, 2 usage or input errors.
+Exit codes: 0 ok, 1 policy errors or failed checks, 2 usage or input errors. Results go to stdout;
+diagnostics (warnings, progress, the `wrote ...` line) go to stderr, never wrapped when piped.
+The data libraries are imported by the commands that need them, so `kam check` starts quickly.
 """
 
 from __future__ import annotations
@@ -10,36 +12,47 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from . import __version__, api, calibrate, diff, report, stream, testing
-from .analyze import analyse
+from . import __version__, report
+from .compiler import compile_policies
 from .errors import InputError, KamError, Location, Problem, did_you_mean
-from .load import policy_files
-from .read import read_facts
-from .validate import load_schema
-from .write import OUTPUT_FORMATS
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from . import api
+    from .plan import Plan
+    from .read import FactsOptions
+    from .write import OutputTarget
 
 DEFAULT_POLICIES = Path("policies")
 DEFAULT_DATA = Path("examples")
 DEFAULT_OUT = Path("out")
+BACKENDS = ("pandas", "durable")
+FACTS_FORMATS = ("csv", "parquet", "jsonl")
+OUTPUT_FORMATS = ("csv", "parquet", "jsonl")
+
+
+def _stderr() -> "Console":
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fail(exc: KamError, fmt: str = "text") -> None:
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
     if fmt == "json":
         click.echo(json.dumps({"ok": False, "problems": [p.to_dict() for p in exc.problems]}, indent=2,
                               ensure_ascii=False))
     else:
+        err = click.get_text_stream("stderr")
         for p in exc.problems:
-            err.print(p.render(), markup=False)
+            err.write(p.render() + "\n")
         n = len([p for p in exc.problems if p.severity == "error"])
-        err.print(f"{n} error{'s' if n != 1 else ''}", markup=False)
+        err.write(f"{n} error{'s' if n != 1 else ''}\n")
     sys.exit(exc.exit_code)
 
 
@@ -47,15 +60,15 @@ def _usage(message: str, hint: str = "") -> InputError:
     return InputError(Problem("usage", message, Location("command line"), hint))
 
 
-def _policy_dir(path: Path | None) -> Path:
+def _policy_dir(path: Path | None, how: str = "--policies DIR") -> Path:
     path = path or DEFAULT_POLICIES
     if not path.is_dir():
         raise _usage(f"policy folder {path} does not exist",
-                     "run inside the kam project, or pass the folder: --policies DIR")
+                     f"run inside the folder that holds policies/, or name the folder: {how}")
     return path
 
 
-def _check_entity(pl: api.Plan, entity: str) -> None:
+def _check_entity(pl: "Plan", entity: str) -> None:
     names = [e.entity for e in pl.entities]
     if entity not in names:
         raise _usage(f"--entity {entity} is not an entity of the policies", did_you_mean(entity, names))
@@ -69,6 +82,33 @@ def _parse_inputs(values: tuple[str, ...]) -> dict[str, Path]:
         entity, _, file = v.partition("=")
         out[entity.strip()] = Path(file.strip())
     return out
+
+
+_DELIMITERS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+def _facts_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--facts-format, --encoding and --delimiter: how the facts files are read (run, explain, diff)."""
+    f = click.option("--delimiter", default=",", show_default=True, metavar="CHAR",
+                     help="Field separator of CSV facts: ',', ';', 'tab' or '|'.")(f)
+    f = click.option("--encoding", default="utf-8", show_default=True,
+                     help="Text encoding of CSV and JSON Lines facts, e.g. gb18030, utf-16, cp1252.")(f)
+    f = click.option("--facts-format", type=click.Choice(FACTS_FORMATS),
+                     help="Format of the facts files (default: by extension).")(f)
+    return f
+
+
+def _read_options(facts_format: str | None, encoding: str, delimiter: str) -> "FactsOptions":
+    from .read import FactsOptions
+
+    delimiter = _DELIMITERS.get(delimiter, delimiter)
+    if len(delimiter) != 1:
+        raise _usage(f"--delimiter {delimiter!r} must be one character", "e.g. --delimiter ';' or --delimiter tab")
+    try:
+        "".encode(encoding)
+    except LookupError:
+        raise _usage(f"unknown encoding {encoding!r}", "e.g. --encoding utf-8, gb18030, utf-16, cp1252") from None
+    return FactsOptions(facts_format, encoding, delimiter)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -103,11 +143,14 @@ def check(policy_dir: Path | None, fmt: str, strict: bool) -> None:
       kam check policies/
       kam check policies/ --strict --format github
     """
+    from .analyze import analyse
+    from .load import policy_files
+
     folder = policy_dir or DEFAULT_POLICIES
     exit_code = 0
     pl = None
     try:
-        pl = api.compile_policies(_policy_dir(policy_dir))
+        pl = compile_policies(_policy_dir(policy_dir, "kam check POLICY_DIR"))
         problems = analyse(pl)
     except KamError as exc:
         problems, exit_code = exc.problems, exc.exit_code
@@ -120,7 +163,7 @@ def check(policy_dir: Path | None, fmt: str, strict: bool) -> None:
         err.write(report.render(problems, "text"))
         if pl is not None and not exit_code:
             ps = pl.checked.policy_set
-            rules = sum(len(d.rules) for p in ps.policies for d in p.decisions)
+            rules = sum(len(d.all_rules) for p in ps.policies for d in p.decisions)
             decisions = sum(len(p.decisions) for p in ps.policies)
             click.echo(f"ok: {len(ps.policies)} policies, {decisions} decisions, {rules} rules "
                        f"for {', '.join(e.entity for e in pl.entities)} ({ps.directory})"
@@ -150,9 +193,11 @@ def test_command(policy_dir: Path | None, files: tuple[Path, ...], fmt: str, cov
       kam test policies/ --coverage --min-coverage 100
       kam test --format junit > kam-tests.xml
     """
-    folder = _policy_dir(policy_dir) if policy_dir or not files else (policy_dir or DEFAULT_POLICIES)
+    from . import testing
+
     try:
-        pl = api.compile_policies(folder)
+        folder = _policy_dir(policy_dir, "kam test POLICY_DIR")
+        pl = compile_policies(folder)
         paths = list(files) or testing.find_test_files(folder)
         if not paths:
             raise _usage(f"no test files in {folder / testing.TEST_DIR}",
@@ -204,14 +249,14 @@ def test_command(policy_dir: Path | None, files: tuple[Path, ...], fmt: str, cov
               "or another policy folder.")
 @click.option("--data", type=click.Path(path_type=Path), help="Facts folder [default: examples/].")
 @click.option("--input", "inputs", multiple=True, metavar="ENTITY=FILE", help="Facts file of one entity.")
-@click.option("--facts-format", type=click.Choice(["csv", "parquet", "jsonl"]),
-              help="Format of the facts files (default: by extension).")
+@_facts_options
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
               show_default=True, help="markdown is ready to post as a pull-request comment.")
 @click.option("--fail-on", multiple=True, metavar="CONDITION",
               help="Exit 1 when e.g. 'changed > 5%', 'changed >= 100' or 'tier: changed > 2%' holds.")
 def diff_command(policy_dir: Path | None, base: str, data: Path | None, inputs: tuple[str, ...],
-                 facts_format: str | None, fmt: str, fail_on: tuple[str, ...]) -> None:
+                 facts_format: str | None, encoding: str, delimiter: str, fmt: str,
+                 fail_on: tuple[str, ...]) -> None:
     """Compare two versions of the policies on the same facts: who changes, and how much money moves.
 
     \b
@@ -220,19 +265,22 @@ def diff_command(policy_dir: Path | None, base: str, data: Path | None, inputs: 
       kam diff policies/ --base main --format markdown --fail-on 'changed > 5%'
       kam diff policies/ --base ../policies-2025 --data /data/2026-11
     """
+    from . import api, diff
+
     if data is None and not inputs:
         data = DEFAULT_DATA
     try:
         for rule in fail_on:
             diff.parse_fail_on(rule)
-        folder = _policy_dir(policy_dir)
-        new = api.compile_policies(folder)
+        options = _read_options(facts_format, encoding, delimiter)
+        folder = _policy_dir(policy_dir, "kam diff POLICY_DIR")
+        new = compile_policies(folder)
         old = diff.base_plan(base, folder)
         files = api.find_inputs(new, data, _parse_inputs(inputs))
         missing = [e.entity for e in old.entities if e.entity not in files]
         if missing:
             files.update(api.find_inputs(old, data, _parse_inputs(inputs)))
-        diffs = diff.compare(old, new, files, facts_format)
+        diffs = diff.compare(old, new, files, options)
     except KamError as exc:
         _fail(exc)
         return
@@ -256,31 +304,40 @@ def diff_command(policy_dir: Path | None, base: str, data: Path | None, inputs: 
               "so a restart resumes where it stopped.")
 @click.option("--initial", type=click.Path(path_type=Path),
               help="Start from these facts (e.g. the batch's customers.csv); nothing is printed for them.")
-@click.option("--backend", type=click.Choice(api.BACKENDS), default="durable", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="durable", show_default=True)
+@_facts_options
 def stream_command(events: Path | None, entity: str, policies: Path | None, calibration: Path | None,
-                   state: Path | None, initial: Path | None, backend: str) -> None:
+                   state: Path | None, initial: Path | None, backend: str, facts_format: str | None,
+                   encoding: str, delimiter: str) -> None:
     """Decide again whenever an entity's facts change; print one JSON line per changed decision.
 
     EVENTS is a JSON Lines file (default: standard input); each line holds the entity's id and the
     facts that changed, optionally with `event_time`. A bad line is reported on stderr with its
-    number and skipped.
+    number and skipped. Exit code 2 when there were events and none of them could be applied.
+    The --facts-format, --encoding and --delimiter options are for the --initial file.
 
     \b
     Example:
       kam run --entity customer --save-calibration out/calibration.json
       kam stream updates.jsonl --calibration out/calibration.json --initial examples/customers.csv
-      kam stream updates.jsonl --calibration out/calibration.json --state out/stream.sqlite
+      kam stream updates.jsonl --calibration out/calibration.json --state stream.sqlite
       echo '{"customer_id": "000123", "profit": -5000}' | kam stream --calibration out/calibration.json
     """
+    from . import calibrate, stream
+    from .read import read_facts
+
     try:
-        pl = api.compile_policies(_policy_dir(policies))
+        options = _read_options(facts_format, encoding, delimiter)
+        pl = compile_policies(_policy_dir(policies))
         _check_entity(pl, entity)
         cal = calibrate.load(calibration) if calibration else None
-        runner = stream.StreamRunner(pl, entity, cal, backend, stream.Store(state))
-        if initial is not None:
-            runner.seed(read_facts(initial, pl.checked.policy_set.facts(entity)))
         if events is not None and not events.exists():
             raise _usage(f"events file {events} does not exist")
+        runner = stream.StreamRunner(pl, entity, cal, backend, stream.Store(state))
+        if initial is not None:
+            ep = pl.entity(entity)
+            runner.seed(read_facts(initial, pl.checked.policy_set.facts(entity), options,
+                                   {ep.key} | {j.on for j in ep.joins}))
         source = str(events) if events is not None else "stdin"
         with (events.open(encoding="utf-8") if events is not None else sys.stdin) as lines:
             applied, rejected = runner.run(lines, source, sys.stdout, sys.stderr)
@@ -288,11 +345,18 @@ def stream_command(events: Path | None, entity: str, policies: Path | None, cali
         _fail(exc)
         return
     click.echo(f"{applied} events applied, {rejected} rejected", err=True)
+    if rejected and not applied:
+        click.echo("no event could be applied", err=True)
+        sys.exit(2)
 
 
-def _summary(console: Console, counts: dict[str, dict[str, dict[str, int]]], rows: dict[str, int]) -> None:
+def _summary(counts: dict[str, dict[str, dict[str, int]]], rows: dict[str, int]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
     for entity, decisions in counts.items():
-        table = Table(title=f"{entity}: {rows[entity]} decided", title_justify="left", show_lines=False)
+        table = Table(title=f"{entity}: {rows[entity]:,} decided", title_justify="left", show_lines=False)
         table.add_column("decision")
         table.add_column("value")
         table.add_column("count", justify="right")
@@ -301,64 +365,82 @@ def _summary(console: Console, counts: dict[str, dict[str, dict[str, int]]], row
             first = True
             for value, n in values.items():
                 share = f"{n / rows[entity]:.1%}" if rows[entity] else "-"
-                table.add_row(name if first else "", value, str(n), share)
+                table.add_row(name if first else "", value, f"{n:,}", share)
                 first = False
         console.print(table)
 
 
 @dataclass
 class EngineOptions:
-    """What `run` and `explain` share: which entities, which backend, which population."""
+    """What `run` and `explain` share: which entities, which backend, which population, how to read."""
 
     entities: tuple[str, ...] = ()
     backend: str = "pandas"
     calibration: Path | None = None
     save_calibration: Path | None = None
+    facts: "FactsOptions | None" = None
 
 
 def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--entity", "entities", multiple=True,
                      help="Only this entity (and those it joins with); repeatable.")(f)
-    f = click.option("--backend", type=click.Choice(api.BACKENDS), default="pandas", show_default=True,
+    f = click.option("--backend", type=click.Choice(BACKENDS), default="pandas", show_default=True,
                      help="Which engine matches rule conditions (durable: durable_rules).")(f)
     f = click.option("--calibration", type=click.Path(path_type=Path),
                      help="Take population statistics (ranks, shares, means) from this saved calibration.")(f)
-    return f
+    return _facts_options(f)
 
 
-def _compute(policies: Path | None, data: Path | None, inputs: tuple[str, ...], fmt: str | None,
-             progress: Progress | None = None, options: EngineOptions = EngineOptions()
-             ) -> tuple[api.RunResult, dict[str, Path], dict[str, float]]:
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    pl = api.compile_policies(_policy_dir(policies))
+class _Steps:
+    """The progress bar of a run (on a terminal only): reading, deciding, explaining and writing."""
+
+    def __init__(self, progress: "Progress | None", total: int):
+        self.progress = progress
+        self.task = progress.add_task("reading facts", total=total) if progress is not None else None
+
+    def tick(self, what: str) -> Callable[[str], None]:
+        def _tick(entity: str) -> None:
+            if self.progress is not None and self.task is not None:
+                self.progress.update(self.task, advance=1, description=f"{what} {entity}".strip())
+        return _tick
+
+
+def _compile_for_run(policies: Path | None, options: EngineOptions) -> "Plan":
+    pl = compile_policies(_policy_dir(policies))
     if options.entities:
         for entity in options.entities:
             _check_entity(pl, entity)
         pl = pl.only(list(options.entities))
+    return pl
+
+
+def _compute(pl: "Plan", data: Path | None, inputs: tuple[str, ...], timings: dict[str, float],
+             steps: _Steps | None = None, options: EngineOptions = EngineOptions()
+             ) -> tuple["api.RunResult", dict[str, Path]]:
+    from . import api, calibrate
+
+    t0 = time.perf_counter()
     calibration = calibrate.load(options.calibration) if options.calibration else None
-    timings["compile"] = round(time.perf_counter() - t0, 4)
     given = _parse_inputs(inputs)
     if data is not None and not data.is_dir():
         raise _usage(f"data folder {data} does not exist", "pass --data DIR or --input ENTITY=FILE")
     files = api.find_inputs(pl, data, given)
-    steps = 2 * len(pl.entities)
-    task = progress.add_task("reading facts", total=steps) if progress else None
-
-    def tick(what: str) -> Any:
-        def _tick(entity: str) -> None:
-            if progress is not None and task is not None:
-                progress.update(task, advance=1, description=f"{what} {entity}")
-        return _tick
-
+    timings["compile"] = round(timings.get("compile", 0.0) + time.perf_counter() - t0, 4)
     t0 = time.perf_counter()
-    frames = api.read_inputs(pl, files, fmt, tick("read"))
+    frames = api.read_inputs(pl, files, options.facts, steps.tick("read") if steps else None)
     timings["read"] = round(time.perf_counter() - t0, 4)
     t0 = time.perf_counter()
-    result = api.run(pl, frames, tick("decided"), backend=options.backend, calibration=calibration,
-                     record_calibration=options.save_calibration is not None)
+    result = api.run(pl, frames, steps.tick("decided") if steps else None, backend=options.backend,
+                     calibration=calibration, record_calibration=options.save_calibration is not None)
     timings["evaluate"] = round(time.perf_counter() - t0, 4)
-    return result, files, timings
+    return result, files
+
+
+def _calibration_in(target: "OutputTarget", path: Path | None) -> bool:
+    """Whether a calibration is to be saved inside the output folder (it is then part of the set)."""
+    import os
+
+    return path is not None and Path(os.path.abspath(path)).parent in (target.real, Path(os.path.abspath(target.out)))
 
 
 @main.command()
@@ -366,56 +448,88 @@ def _compute(policies: Path | None, data: Path | None, inputs: tuple[str, ...], 
 @click.option("--data", type=click.Path(path_type=Path),
               help="Folder with one facts file per entity (customers.csv, quotes.parquet, ...) [default: examples/].")
 @click.option("--input", "inputs", multiple=True, metavar="ENTITY=FILE", help="Facts file of one entity.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl"]),
-              help="Format of the facts files (default: by extension).")
+@click.option("--format", "old_format", type=click.Choice(FACTS_FORMATS), hidden=True,
+              help="Deprecated spelling of --facts-format.")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
-              help="Output folder: <entity>_decisions.<ext> and manifest.json.")
-@click.option("--output-format", type=click.Choice(list(OUTPUT_FORMATS)), default="csv", show_default=True)
-@click.option("--quiet", "-q", is_flag=True, help="No summary table.")
+              help="Output folder, replaced as a whole: <entity>_decisions.<ext> and manifest.json.")
+@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default="csv", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No summary table, no progress and no warnings (errors still "
+              "show, and so does a join where most rows find no partner).")
 @click.option("--save-calibration", type=click.Path(path_type=Path),
               help="Save this batch's population statistics, for `kam stream` and later runs.")
 @_engine_options
-def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], fmt: str | None, out: Path,
+def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_format: str | None, out: Path,
         output_format: str, quiet: bool, save_calibration: Path | None, entities: tuple[str, ...],
-        backend: str, calibration: Path | None) -> None:
+        backend: str, calibration: Path | None, facts_format: str | None, encoding: str, delimiter: str) -> None:
     """Decide every entity in the facts files and write decisions with explanations.
+
+    The output folder always holds one complete set: the new files are written next to it and
+    swapped in at the end, so a failed or killed run leaves the previous set as it was.
 
     \b
     Examples:
       kam run                                   shipped policies on the bundled examples
       kam run --data /data/2026-11 --out out/2026-11 --output-format parquet
       kam run --input customer=crm.parquet --input quote=quotes.jsonl --input prospect=leads.csv
+      kam run --data exports/ --delimiter ';' --encoding gb18030
       kam run --entity customer --backend durable --save-calibration out/calibration.json
     """
-    console = Console(highlight=False)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import api, calibrate
+    from .write import OutputTarget
+
+    err = _stderr()
+    if old_format is not None:
+        err.print("note: `kam run --format` is now `--facts-format` (the old spelling still works)", markup=False)
+        facts_format = facts_format or old_format
     if data is None and not inputs:
         data = DEFAULT_DATA
     t_start = time.perf_counter()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                        console=Console(stderr=True), transient=True,
-                        disable=not Console(stderr=True).is_terminal or quiet)
+    timings: dict[str, float] = {}
+    target = None
     try:
+        options = EngineOptions(entities, backend, calibration, save_calibration,
+                                _read_options(facts_format, encoding, delimiter))
+        pl = _compile_for_run(policies, options)
+        target = OutputTarget(out).prepare()  # before any fact is read: a bad --out fails at once
+        timings["compile"] = round(time.perf_counter() - t_start, 4)
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                            console=err, transient=True, disable=not err.is_terminal or quiet)
         with progress:
-            options = EngineOptions(entities, backend, calibration, save_calibration)
-            result, files, timings = _compute(policies, data, inputs, fmt, progress, options)
-            t0 = time.perf_counter()
-            paths = api.write_run(result, files, out, output_format, timings)
-            timings["write"] = round(time.perf_counter() - t0, 4)
-            if save_calibration is not None and result.calibration is not None:
+            # read and decide each entity, render the texts, write each file
+            steps = _Steps(progress, 3 * len(pl.entities) + 1)
+            result, files = _compute(pl, data, inputs, timings, steps, options)
+            extra = {}
+            inside = _calibration_in(target, save_calibration)
+            if inside and result.calibration is not None and save_calibration is not None:
+                extra[save_calibration.name] = calibrate.dumps(result.calibration)
+            paths = api.write_run(result, files, target, output_format, timings, extra, steps.tick(""))
+            if save_calibration is not None and not inside and result.calibration is not None:
                 calibrate.save(result.calibration, save_calibration)
     except KamError as exc:
+        if target is not None:
+            target.abandon()
         _fail(exc)
         return
+    except BaseException:
+        if target is not None:
+            target.abandon()
+        raise
     rows = {e: len(f) for e, f in result.frames_in.items()}
     if not quiet:
-        _summary(console, result.counts(), rows)
-    for w in result.warnings():
-        console.print(f"warning: {w}", markup=False)
+        _summary(result.counts(), rows)
+    for join in result.joins():
+        if join.mostly_unmatched:
+            err.print(f"\nwarning: {join.alarm()}\n", markup=False, style="bold")
+        elif not quiet:
+            err.print(f"warning: {join.text()}", markup=False)
     conflicts = result.conflicts()
     for c in conflicts:
-        console.print(f"error: {c}", markup=False)
-    written = ", ".join(str(p) for p in paths.values())
-    console.print(f"wrote {written} and {out / 'manifest.json'} in {time.perf_counter() - t_start:.2f}s",
+        err.print(f"error: {c}", markup=False)
+    if not quiet:
+        written = ", ".join(str(p) for p in paths.values())
+        err.print(f"wrote {written} and {out / 'manifest.json'} in {time.perf_counter() - t_start:.2f}s",
                   markup=False)
     if conflicts:
         sys.exit(1)
@@ -428,12 +542,14 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], fmt: 
 @click.option("--data", type=click.Path(path_type=Path), help="Facts folder [default: examples/].")
 @click.option("--input", "inputs", multiple=True, metavar="ENTITY=FILE", help="Facts file of one entity.")
 @click.option("--format", "out_fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--backend", type=click.Choice(api.BACKENDS), default="pandas", show_default=True,
+@click.option("--backend", type=click.Choice(BACKENDS), default="pandas", show_default=True,
               help="Which engine matches rule conditions.")
 @click.option("--calibration", type=click.Path(path_type=Path),
               help="Take population statistics from this saved calibration.")
+@_facts_options
 def explain(entity_id: str, entity: str | None, policies: Path | None, data: Path | None,
-            inputs: tuple[str, ...], out_fmt: str, backend: str, calibration: Path | None) -> None:
+            inputs: tuple[str, ...], out_fmt: str, backend: str, calibration: Path | None,
+            facts_format: str | None, encoding: str, delimiter: str) -> None:
     """Print the full trace for one entity: facts, features, every rule and why the winner won.
 
     Population functions (ranks, Pareto shares, quotas) need the whole batch, so the whole batch is
@@ -444,11 +560,15 @@ def explain(entity_id: str, entity: str | None, policies: Path | None, data: Pat
       kam explain 000123
       kam explain Q-00042 --entity quote --format json
     """
+    from . import api
+
     if data is None and not inputs:
         data = DEFAULT_DATA
     try:
-        options = EngineOptions((entity,) if entity else (), backend, calibration)
-        result, _, _ = _compute(policies, data, inputs, None, options=options)
+        options = EngineOptions((entity,) if entity else (), backend, calibration, None,
+                                _read_options(facts_format, encoding, delimiter))
+        pl = _compile_for_run(policies, options)
+        result, _ = _compute(pl, data, inputs, {}, None, options)
         trace = api.explain(result, entity_id, entity)
     except KamError as exc:
         _fail(exc)
@@ -470,6 +590,8 @@ def schema(output: Path | None) -> None:
     and at the top of a policy file:
       # yaml-language-server: $schema=../schemas/policy.schema.json
     """
+    from .validate import load_schema
+
     text = json.dumps(load_schema(), indent=2) + "\n"
     if output:
         output.write_text(text, encoding="utf-8")

@@ -19,9 +19,12 @@ import numpy as np
 import pandas as pd
 
 from . import api
+from .compiler import compile_docs, compile_policies
 from .errors import InputError, Location, PolicyError, Problem
 from .load import LocatedDoc, load_text
+from .numbers import list_text
 from .plan import Plan
+from .read import FactsOptions
 
 NONE = "(none)"
 
@@ -43,7 +46,7 @@ def base_plan(base: str, policy_dir: Path) -> Plan:
     The revision is read with `git show`, so the work tree is never touched.
     """
     if Path(base).is_dir():
-        return api.compile_policies(Path(base))
+        return compile_policies(Path(base))
     folder = policy_dir.resolve()
     top = Path(_git(["rev-parse", "--show-toplevel"], folder).strip())
     rel = folder.relative_to(top).as_posix()
@@ -62,7 +65,7 @@ def base_plan(base: str, policy_dir: Path) -> Plan:
             problems.extend(exc.problems)
     if problems:
         raise PolicyError(problems)
-    return api.compile_docs(docs, f"{base}:{rel}")
+    return compile_docs(docs, f"{base}:{rel}")
 
 
 @dataclass
@@ -74,7 +77,7 @@ class DecisionDiff:
     matrix: pd.DataFrame  # base values (rows) x new values (columns)
     money: dict[str, float] = field(default_factory=dict)
     rules: list[tuple[str, int, int]] = field(default_factory=list)  # rule id, base count, new count
-    status: str = "changed"  # or "added", "removed"
+    status: str = "changed"  # or "unchanged", "added", "removed"
 
     @property
     def share(self) -> float:
@@ -96,7 +99,7 @@ def _labels(frame: pd.DataFrame, plan: Plan, entity: str, decision: str) -> pd.S
     if d.single:
         col = frame[d.name]
         if col.dtype == object and len(col) and isinstance(col.iloc[0], list):
-            return col.map(lambda v: ", ".join(map(str, v)) or NONE)
+            return col.map(lambda v: list_text(v) if v else NONE)
         return col.astype(object).where(col.notna(), NONE).astype(str)
     parts = [frame[o.name].astype(object).where(frame[o.name].notna(), NONE).astype(str) for o in d.outputs]
     out = parts[0]
@@ -109,10 +112,11 @@ def _measures(plan: Plan, entity: str) -> list[str]:
     return [f.name for f in plan.checked.policy_set.facts(entity).values() if f.measure]
 
 
-def compare(base: Plan, new: Plan, inputs: dict[str, Path], fmt: str | None = None) -> list[DecisionDiff]:
+def compare(base: Plan, new: Plan, inputs: dict[str, Path], options: FactsOptions | str | None = None
+            ) -> list[DecisionDiff]:
     """Run both policy sets on the same facts and compare every decision."""
-    base_run = api.run(base, api.read_inputs(base, {e.entity: inputs[e.entity] for e in base.entities}, fmt))
-    new_run = api.run(new, api.read_inputs(new, {e.entity: inputs[e.entity] for e in new.entities}, fmt))
+    base_run = api.run(base, api.read_inputs(base, {e.entity: inputs[e.entity] for e in base.entities}, options))
+    new_run = api.run(new, api.read_inputs(new, {e.entity: inputs[e.entity] for e in new.entities}, options))
     base_out, new_out = base_run.outputs(), new_run.outputs()
     diffs: list[DecisionDiff] = []
     for ep in new.entities:
@@ -131,13 +135,23 @@ def compare(base: Plan, new: Plan, inputs: dict[str, Path], fmt: str | None = No
             moved = (before.to_numpy() != after.to_numpy())
             matrix = pd.crosstab(before.rename("base"), after.rename("new"))
             money = {m: float(np.nansum(facts[m].to_numpy(dtype=float)[moved])) for m in _measures(new, entity)}
-            rb = base_out[entity][f"{name}_rule"].astype(object).value_counts()
-            rn = new_out[entity][f"{name}_rule"].astype(object).value_counts()
+            rb = _rule_counts(base_out[entity][f"{name}_rule"])
+            rn = _rule_counts(new_out[entity][f"{name}_rule"])
             rules = sorted({*rb.index, *rn.index})
             rule_rows = [(str(r), int(rb.get(r, 0)), int(rn.get(r, 0))) for r in rules
                          if int(rb.get(r, 0)) != int(rn.get(r, 0))]
-            diffs.append(DecisionDiff(entity, name, total, int(moved.sum()), matrix, money, rule_rows))
+            changed = int(moved.sum())
+            diffs.append(DecisionDiff(entity, name, total, changed, matrix, money, rule_rows,
+                                      "changed" if changed else "unchanged"))
     return diffs
+
+
+def _rule_counts(column: pd.Series) -> pd.Series:
+    """How many entities each rule decided (for `collect`, each rule in an entity's list counts)."""
+    values = column.astype(object)
+    if len(values) and isinstance(values.iloc[0], list):
+        values = values.explode().dropna()
+    return values.value_counts()
 
 
 _FAIL_ON = re.compile(r"^\s*(?:(?P<decision>[a-z][a-z0-9_]*)\s*:\s*)?changed\s*(?P<op>>=|>|<=|<)\s*"
@@ -182,11 +196,11 @@ def render_text(diffs: list[DecisionDiff], markdown: bool = False) -> str:
                   "| entity | decision | changed | share | money at stake (changed entities) |",
                   "| --- | --- | ---: | ---: | --- |"]
         for d in diffs:
-            money = d.status if d.status != "changed" else (_money_text(d.money) if d.changed else "-")
+            money = d.status if d.status in ("added", "removed") else (_money_text(d.money) if d.changed else "-")
             lines.append(f"| {d.entity} | {d.decision} | {d.changed:,} of {d.total:,} | {d.share:.1%} | {money} |")
         lines.append("")
     for d in diffs:
-        if d.status != "changed":
+        if d.status in ("added", "removed"):
             lines += [f"{head}{d.entity} {d.decision}: decision {d.status}", ""]
             continue
         if not d.changed:

@@ -24,9 +24,9 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import PolicyError, Problem
-from .evaluate import Context, DecisionResult, Tri, Vec, decide, evaluate_node, scalar_at
+from .evaluate import Context, DecisionResult, Tri, Vec, decide, evaluate_node, fixed_value, scalar_at
 from .model import Decision
-from .nodes import Bool, Call, Compare, In, Logic, Name, Node, Not, Num, Str
+from .nodes import Bool, Call, Compare, In, Logic, Member, Name, Node, Not, Num, Str
 from .plan import EntityPlan, Plan
 
 _NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
@@ -34,9 +34,20 @@ _LOCK = threading.Lock()
 _counter = itertools.count()
 
 
+# Message fields: `f_<name>` for the entity's names (the prefix keeps them clear of durable_rules'
+# own fields such as id and sid), `n_<name>` for the length of a list, and `p_<i>` for values
+# computed before posting. Policy names start with a letter, so `p_0` can never be `f_` of one.
+PRE_PREFIX = "kam.pre."
+
+
 def _field(name: str) -> str:
-    # a prefix keeps user names clear of durable_rules' own message fields (id, sid, ...)
+    if name.startswith(PRE_PREFIX):
+        return f"p_{name[len(PRE_PREFIX):]}"
     return f"f_{name}"
+
+
+def _length_field(name: str) -> str:
+    return f"n_{name}"
 
 
 @dataclass
@@ -68,12 +79,17 @@ class _Compiler:
         self.fields.add(name)
         return getattr(self.m, _field(name))
 
+    def length(self, name: str) -> Any:
+        """The posted length of a list field (present whenever the list is)."""
+        self.fields.add(name)
+        return getattr(self.m, _length_field(name))
+
     def pre(self, node: Node) -> str:
         """Name of a field holding `node`, computed before posting."""
         for name, existing in self.precomputed.items():
             if existing == node:
                 return name
-        name = f"kam_pre_{len(self.precomputed)}"
+        name = f"{PRE_PREFIX}{len(self.precomputed)}"
         self.precomputed[name] = node
         self.types[name] = "boolean" if _is_condition(node) else "value"
         return name
@@ -91,13 +107,12 @@ class _Compiler:
         rk, rv = self.operand(right)
         if lk == "const" and rk == "const":
             return self.constant(_py_compare(op, lv, rv))
-        if lk == "const":
-            lk, lv, rk, rv = rk, rv, lk, lv
-            op = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}[op]
-        text = isinstance(rv, str) or self.types.get(lv) == "string"
-        if text and op not in ("==", "!="):
-            # text ordering is computed before posting, so the collation cannot differ
+        if op not in ("==", "!=") and (self.is_text(left) or self.is_text(right)):
+            # text ordering is computed before posting, as written, so the collation cannot differ
             return self.boolean_field(self.pre(Compare((op,), (left, right))), True)
+        if lk == "const":  # durable_rules wants the field on the left: `5 < x` is `x > 5`
+            lk, lv, rk, rv = rk, rv, lk, lv
+            op = _FLIPPED[op]
         field_ = self.ref(lv)
         # a comparison never holds when a field is missing: durable_rules agrees for constants,
         # but compares a present field with an absent one, so presence is required explicitly
@@ -105,6 +120,19 @@ class _Compiler:
         if rk == "field":
             expr = expr & +self.ref(lv) & +self.ref(rv)
         return expr
+
+    def is_text(self, node: Node) -> bool:
+        """Whether an operand is text (its ordering is then never left to durable_rules)."""
+        if isinstance(node, Str):
+            return True
+        if isinstance(node, Name):
+            return self.types.get(node.name) == "string"
+        if isinstance(node, Call) and node.func == "lookup":
+            return any(isinstance(v, Str) for _, v in node.args[1].items) or \
+                any(isinstance(a, Str) for a in node.args[2:])  # type: ignore[union-attr]
+        if isinstance(node, Call) and node.func in ("if", "coalesce"):
+            return any(self.is_text(a) for a in node.args[1 if node.func == "if" else 0:])
+        return False
 
     def boolean_field(self, name: str, value: bool) -> Any:
         return self.ref(name) == value
@@ -144,6 +172,17 @@ class _Compiler:
             for a in atoms[1:]:
                 out = (out | a) if positive else (out & a)
             return out
+        if isinstance(node, Member) and isinstance(node.collection, Name):
+            # a list holds the value: some item equals it; it does not: the list is there (its length
+            # is posted, since durable_rules finds no item of an empty list "all different") and
+            # every item differs
+            from durable.lang import item
+
+            value = _posted(fixed_value(node.item))
+            name = node.collection.name
+            if want != node.negate:
+                return self.ref(name).anyItem(item == value)
+            return (self.length(name) == 0) | self.ref(name).allItems(item != value)
         if isinstance(node, Name) and self.types.get(node.name) == "boolean":
             return self.boolean_field(node.name, want)
         # anything else that yields yes/no: computed before posting
@@ -156,12 +195,16 @@ _OPS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
 def _py_compare(op: str, a: Any, b: Any) -> bool:
     return bool(_OPS[op](a, b))
 
 
 def _is_condition(node: Node) -> bool:
-    return isinstance(node, (Compare, Logic, Not, In, Bool)) or (isinstance(node, Call) and node.func == "is_missing")
+    return isinstance(node, (Compare, Logic, Not, In, Member, Bool)) or \
+        (isinstance(node, Call) and node.func == "is_missing")
 
 
 def refuse_unsupported(plan: Plan, entities: list[str] | None = None) -> None:
@@ -236,6 +279,10 @@ class DurableBackend:
             message: dict[str, Any] = {"kam_id": f"{compiled.ruleset}:{row}"}
             for name, vec in columns.items():
                 value = _plain(vec, row)
+                if isinstance(value, list):
+                    message[_length_field(name)] = len(value)
+                    if not value:
+                        continue
                 if value is not None:
                     message[_field(name)] = value
             with _LOCK:  # durable_rules keeps per-ruleset state; one fact at a time
@@ -264,6 +311,12 @@ def _recorder(compiled: CompiledDecision, index: int) -> Callable[[Any], None]:
 def _plain(vec: Vec, row: int) -> Any:
     """A posted value: None for missing (the field is then left out of the message)."""
     x = scalar_at(vec, row)
+    if isinstance(x, list):
+        return [_posted(v) for v in x]
+    return _posted(x)
+
+
+def _posted(x: Any) -> Any:
     if isinstance(x, float) and x.is_integer() and abs(x) < 2**53:
         return int(x)  # durable_rules then compares whole numbers as integers
     return x

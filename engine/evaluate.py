@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 from .calibrate import evaluate_calibrated
 from .functions import POPULATION_FUNCTIONS
 from .model import Decision, Rule
-from .nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Name, Neg, Node, Not, Num, Str, to_text
+from .numbers import round_half_away
+from .nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str, to_text
 from .plan import DecisionStep, DeriveStep, EntityPlan
 
 
@@ -82,14 +83,50 @@ class Text:
         return Text(np.zeros(n, dtype=np.int64), np.array([value], dtype=object))
 
 
-Vec = Union[np.ndarray, Tri, Text]
+@dataclass(frozen=True)
+class ListVec:
+    """Per row, the list of values a `collect` decision gathered (rule order), as codes into the
+    distinct lists (-1 = missing: a joined entity that was not found). An empty list is not missing."""
+
+    codes: np.ndarray
+    lists: tuple[tuple[Any, ...], ...]
+
+    def __len__(self) -> int:
+        return self.codes.size
+
+    def take(self, rows: np.ndarray) -> "ListVec":
+        return ListVec(self.codes[rows], self.lists)
+
+    def contains(self, value: Any) -> Tri:
+        """Whether each row's list holds `value` (unknown where the list is missing)."""
+        want = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        per_list = np.array([any(_same_item(x, want) for x in lst) for lst in self.lists] + [False], dtype=bool)
+        known = self.codes >= 0
+        return Tri.of(per_list[np.where(known, self.codes, len(self.lists))], known)
+
+    def objects(self) -> np.ndarray:
+        """The lists as an object array of Python lists, None where missing."""
+        table = np.empty(len(self.lists) + 1, dtype=object)
+        for i, lst in enumerate(self.lists):
+            table[i] = list(lst)
+        table[-1] = None
+        return table[np.where(self.codes >= 0, self.codes, len(self.lists))]
+
+
+def _same_item(x: Any, want: Any) -> bool:
+    if isinstance(want, float):
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and float(x) == want
+    return type(x) is type(want) and x == want
+
+
+Vec = Union[np.ndarray, Tri, Text, ListVec]
 
 
 def is_missing(v: Vec) -> np.ndarray:
     """Where a vector's value is missing."""
     if isinstance(v, Tri):
         return ~v.known
-    if isinstance(v, Text):
+    if isinstance(v, (Text, ListVec)):
         return v.codes < 0
     if v.dtype == object:
         return pd.isna(v)
@@ -100,7 +137,7 @@ def take(v: Vec, rows: np.ndarray) -> Vec:
     """Some rows of a vector."""
     if isinstance(v, Tri):
         return Tri(v.value[rows], v.known[rows])
-    if isinstance(v, Text):
+    if isinstance(v, (Text, ListVec)):
         return v.take(rows)
     return v[rows]
 
@@ -111,6 +148,8 @@ def scalar_at(v: Vec, i: int) -> Any:
         return bool(v.value[i]) if v.known[i] else None
     if isinstance(v, Text):
         return None if v.codes[i] < 0 else str(v.categories[v.codes[i]])
+    if isinstance(v, ListVec):
+        return None if v.codes[i] < 0 else list(v.lists[v.codes[i]])
     x = v[i]
     if v.dtype == object:
         return None if x is None or x is pd.NA or (isinstance(x, float) and np.isnan(x)) else x
@@ -130,6 +169,7 @@ class Context:
     # arguments so that a calibration can be made (see engine.calibrate)
     calibration: dict[str, dict[Any, Any]] | None = None
     record: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+    key_name: str = "key"
     _key_order: np.ndarray | None = None
     _groups: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
 
@@ -177,8 +217,10 @@ def _grouped(values: np.ndarray, codes: np.ndarray) -> "pd.core.groupby.SeriesGr
     return pd.Series(values).groupby(codes)
 
 
-def pop_rank(x: np.ndarray, ctx: Context, by: str | None, descending: bool = True) -> np.ndarray:
-    """Ordinal rank within the group: 1 = best; ties go to the smaller key; missing stays missing."""
+def pop_rank(x: np.ndarray, ctx: Context, by: str | None, descending: bool = True,
+             ties: str = "key") -> np.ndarray:
+    """Rank within the group, 1 = best; missing stays missing. Equal values are ordered by key
+    (`ties="key"`: 1, 2, 3) or share the best rank of their tie group (`ties="together"`: 1, 2, 2, 4)."""
     codes, _ = ctx.groups(by)
     valid = ~np.isnan(x) & (codes >= 0)
     idx = np.flatnonzero(valid)
@@ -187,7 +229,11 @@ def pop_rank(x: np.ndarray, ctx: Context, by: str | None, descending: bool = Tru
         return out
     xv = x[idx] if not descending else -x[idx]
     order = np.lexsort((ctx.key_order()[idx], xv, codes[idx]))
-    out[idx[order]] = position_in_group(codes[idx][order])
+    sorted_codes = codes[idx][order]
+    positions = position_in_group(sorted_codes)
+    if ties == "together":
+        positions = tie_block_ranks(positions, sorted_codes, [xv[order]])
+    out[idx[order]] = positions
     return out
 
 
@@ -196,6 +242,28 @@ def position_in_group(sorted_codes: np.ndarray) -> np.ndarray:
     pos = np.arange(sorted_codes.size)
     starts = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
     return pos - np.maximum.accumulate(np.where(starts, pos, 0)) + 1
+
+
+def tie_blocks(sorted_codes: np.ndarray, sorted_keys: list[np.ndarray]) -> np.ndarray:
+    """Where a new tie block starts in rows sorted by group then ranking values (equal on all keys)."""
+    starts = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
+    for k in sorted_keys:
+        starts |= np.r_[True, k[1:] != k[:-1]]
+    return starts
+
+
+def tie_block_ranks(positions: np.ndarray, sorted_codes: np.ndarray, sorted_keys: list[np.ndarray]) -> np.ndarray:
+    """Each row's position replaced by the position of the first row of its tie block."""
+    starts = tie_blocks(sorted_codes, sorted_keys)
+    pos = np.arange(positions.size)
+    return positions[np.maximum.accumulate(np.where(starts, pos, 0))]
+
+
+def tie_sizes(sorted_codes: np.ndarray, sorted_keys: list[np.ndarray]) -> np.ndarray:
+    """The size of each row's tie block, for rows sorted by group then ranking values."""
+    starts = tie_blocks(sorted_codes, sorted_keys)
+    block = np.cumsum(starts) - 1
+    return np.bincount(block)[block]
 
 
 def pop_pct_rank(x: np.ndarray, ctx: Context, by: str | None) -> np.ndarray:
@@ -281,12 +349,6 @@ def _full(ctx: Context, value: Any) -> Vec:
     if isinstance(value, str):
         return Text.full(ctx.n, value)
     return np.full(ctx.n, float(value))
-
-
-def round_half_away(x: np.ndarray, digits: int = 0) -> np.ndarray:
-    """Round halves away from zero (as people do), not to even."""
-    f = 10.0 ** digits
-    return np.sign(x) * np.floor(np.abs(x) * f + 0.5) / f
 
 
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
@@ -424,7 +486,7 @@ def _call(node: Call, ctx: Context, ev: Callable[[Node], Vec]) -> Vec:
         if ctx.calibration is not None:
             q = float(node.args[1].value) if f == "quantile" else 0.5  # type: ignore[union-attr]
             return evaluate_calibrated(ctx.calibration.get(call, {}), f, np.asarray(x, dtype=float),
-                                       ctx.group_labels(by), ctx.key_objects(), q)
+                                       ctx.group_labels(by), ctx.key_objects(), q, _ties(node))
     if f == "count":
         return pop_stat("count", x, ctx, by)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -435,12 +497,12 @@ def _call(node: Call, ctx: Context, ev: Callable[[Node], Vec]) -> Vec:
         if f == "abs":
             return np.abs(x)
         if f == "round":
-            digits = int(node.args[1].value) if len(node.args) > 1 else 0  # type: ignore[union-attr]
+            digits = int(fixed_value(node.args[1])) if len(node.args) > 1 else 0
             return round_half_away(x, digits)
         if f == "log":
             return np.where(x > 0, np.log(np.where(x > 0, x, 1.0)), np.nan)
     if f == "rank":
-        return pop_rank(x, ctx, by)
+        return pop_rank(x, ctx, by, ties=_ties(node))
     if f == "pct_rank":
         return pop_pct_rank(x, ctx, by)
     if f == "cumshare":
@@ -450,6 +512,20 @@ def _call(node: Call, ctx: Context, ev: Callable[[Node], Vec]) -> Vec:
     if f in ("mean", "sum", "zscore"):
         return pop_stat(f, x, ctx, by)
     raise NotImplementedError(f"function {f} has no pandas implementation")
+
+
+def _ties(node: Call) -> str:
+    ties = node.kwarg("ties")
+    return str(fixed_value(ties)) if ties is not None else "key"
+
+
+def fixed_value(node: Node) -> Any:
+    """The value of a literal (or a negated number), as the type checker allows in fixed places."""
+    if isinstance(node, Neg):
+        return -fixed_value(node.operand)
+    if isinstance(node, (Num, Str, Bool)):
+        return node.value
+    raise TypeError(f"not a fixed value: {to_text(node)}")
 
 
 def evaluate_node(node: Node, ctx: Context) -> Vec:
@@ -485,6 +561,11 @@ def evaluate_node(node: Node, ctx: Context) -> Vec:
         t = ev(node.operand)
         assert isinstance(t, Tri)
         return Tri(~t.value & t.known, t.known)
+    if isinstance(node, Member):
+        collection = ev(node.collection)
+        assert isinstance(collection, ListVec)
+        found = collection.contains(fixed_value(node.item))
+        return Tri(~found.value & found.known, found.known) if node.negate else found
     if isinstance(node, In):
         x = ev(node.operand)
         hits = [_compare("==", x, ev(item)) for item in node.items]
@@ -514,12 +595,6 @@ class DecisionResult:
     quota_vars: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
-def _rule_table(d: Decision) -> list[Rule]:
-    rules = list(d.rules)
-    rules += [r.quota.else_rule for r in d.rules if r.quota is not None]
-    return rules
-
-
 def _quota_select(rule: Rule, eligible: np.ndarray, ctx: Context) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Among `eligible` rows, those within the quota; plus rank/size/limit for the texts."""
     q = rule.quota
@@ -530,6 +605,7 @@ def _quota_select(rule: Rule, eligible: np.ndarray, ctx: Context) -> tuple[np.nd
     rank = np.full(n, np.nan)
     size = np.full(n, np.nan)
     limit = np.full(n, np.nan)
+    tied = np.zeros(n, dtype=np.int64)
     if idx.size:
         keys = []
         for k in reversed(q.rank_by):
@@ -539,17 +615,32 @@ def _quota_select(rule: Rule, eligible: np.ndarray, ctx: Context) -> tuple[np.nd
         cidx = codes[idx]
         order = np.lexsort([ctx.key_order()[idx]] + keys + [cidx])
         sorted_codes = cidx[order]
+        sorted_keys = [k[order] for k in keys]
         group_size = np.bincount(cidx, minlength=ngroups)
         if q.top_n is not None:
             group_limit = np.minimum(group_size, q.top_n)
         else:
             group_limit = np.floor(group_size * (q.top_share or 0.0) + 1e-9).astype(np.int64)
         rows = idx[order]
-        rank[rows] = position_in_group(sorted_codes)
+        positions = position_in_group(sorted_codes)
+        if q.ties == "together":
+            positions = tie_block_ranks(positions, sorted_codes, sorted_keys)
+        rank[rows] = positions
         size[rows] = group_size[sorted_codes]
         limit[rows] = group_limit[sorted_codes]
+        tied[rows] = tie_sizes(sorted_codes, sorted_keys) - 1
     selected = eligible & (rank <= limit)
-    return selected, {"quota_rank": rank, "quota_size": size, "quota_limit": limit}
+    return selected, {"quota_rank": rank, "quota_size": size, "quota_limit": limit,
+                      "quota_tie": _tie_texts(tied, q.ties, ctx.key_name)}
+
+
+def _tie_texts(tied: np.ndarray, ties: str, key_name: str) -> Text:
+    """`{quota_tie}`: empty without a tie, else who shares the ranking values and how the tie was settled."""
+    counts = np.unique(tied[tied > 0])
+    settle = f"ties go to the smaller {key_name}" if ties == "key" else "all share the best rank of the tie"
+    texts = [f" (tied with {k} other{'s' if k > 1 else ''} on the ranking; {settle})" for k in counts]
+    codes = np.where(tied > 0, np.searchsorted(counts, tied) + 1, 0)
+    return Text(codes.astype(np.int64), np.array([""] + texts, dtype=object))
 
 
 def _first_set(stack: np.ndarray) -> np.ndarray:
@@ -579,7 +670,7 @@ def decide(d: Decision, ctx: Context, matches: list[Tri] | None = None) -> Decis
     `matches` (where each rule's condition is true) is computed here unless a backend that matches
     conditions itself, such as durable_rules, passes it in; the hit policy is the same for all.
     """
-    rules = _rule_table(d)
+    rules = d.all_rules
     n = ctx.n
     matches = list(matches) if matches is not None else condition_matches(d, ctx)
     result_index = np.full(n, NO_RULE, dtype=np.int64)
@@ -676,17 +767,23 @@ def column_to_vec(series: pd.Series, kind: str) -> Vec:
 
 
 class FactEnv(dict):
-    """Names to vectors; a fact column is converted the first time an expression reads it."""
+    """Names to vectors; a fact column (or a parameter, for texts) is made the first time it is read."""
 
-    def __init__(self, frame: pd.DataFrame | Mapping[str, pd.Series], fact_types: dict[str, str]):
+    def __init__(self, frame: pd.DataFrame | Mapping[str, pd.Series], fact_types: dict[str, str],
+                 n: int = 0, params: Mapping[str, Any] | None = None):
         super().__init__()
         self.frame = frame
         self.fact_types = fact_types
+        self.n = n
+        self.params = dict(params or {})
 
     def __missing__(self, name: str) -> Vec:
-        if name not in self.fact_types:
+        if name in self.params:
+            vec = _full(Context({}, self.n, None), self.params[name])
+        elif name in self.fact_types:
+            vec = column_to_vec(self.frame[name], self.fact_types[name])
+        else:
             raise KeyError(name)
-        vec = column_to_vec(self.frame[name], self.fact_types[name])
         self[name] = vec
         return vec
 
@@ -696,12 +793,29 @@ def _output_text(res: DecisionResult, name: str, categories: list[Any]) -> Text:
     cats = list(dict.fromkeys(categories))
     per_rule = [cats.index(dict(r.then)[name]) if name in dict(r.then) else -1 for r in res.rules]
     table = np.array(per_rule + [-1, -1], dtype=np.int64)  # NO_RULE and CONFLICT slots
-    if res.collected is not None:
-        first = _first_set(res.collected)
-        codes = np.where(first >= 0, table[np.maximum(first, 0)], -1)
-    else:
-        codes = table[res.rule_index]  # -1 and -2 index the two trailing slots
+    codes = table[res.rule_index]  # -1 and -2 index the two trailing slots
     return Text(codes, np.array(cats, dtype=object))
+
+
+def mask_codes(mask: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Rows of a bool matrix as codes of their distinct patterns (packed into one integer per row)."""
+    if mask.shape[1] > 62:
+        uniq, inverse = np.unique(mask, axis=0, return_inverse=True)
+        return inverse.reshape(-1), list(uniq)
+    packed = mask.astype(np.int64) @ (np.int64(1) << np.arange(mask.shape[1], dtype=np.int64))
+    codes, uniques = pd.factorize(packed)
+    patterns = [((int(u) >> np.arange(mask.shape[1])) & 1).astype(bool) for u in uniques]
+    return codes.astype(np.int64), patterns
+
+
+def collected(res: DecisionResult, name: str, values: bool = True) -> ListVec:
+    """What a `collect` decision gathered per row: the values of output `name` (or the rule ids) of
+    every matching rule, in rule order."""
+    assert res.collected is not None
+    codes, patterns = mask_codes(res.collected)
+    lists = tuple(tuple((dict(r.then)[name] if values else r.id) for r, hit in zip(res.rules, pattern) if hit)
+                  for pattern in patterns)
+    return ListVec(codes, lists)
 
 
 def decision_vectors(res: DecisionResult) -> dict[str, Vec]:
@@ -710,14 +824,19 @@ def decision_vectors(res: DecisionResult) -> dict[str, Vec]:
     out: dict[str, Vec] = {}
     idx = res.rule_index
     for o in d.outputs:
-        if d.hit == "collect" and d.aggregate != "list":
+        if d.hit == "collect" and d.aggregate == "list":
+            out[o.name] = collected(res, o.name)
+            continue
+        if d.hit == "collect":
             assert res.collected is not None
-            vals = np.array([float(dict(r.then).get(o.name, np.nan)) for r in res.rules])
             m = res.collected
+            if d.aggregate == "count":
+                # counts the rules that matched, whatever the type of their values
+                out[o.name] = m.sum(axis=1).astype(float)
+                continue
+            vals = np.array([float(dict(r.then).get(o.name, np.nan)) for r in res.rules])
             with np.errstate(invalid="ignore"):
-                if d.aggregate == "count":
-                    out[o.name] = m.sum(axis=1).astype(float)
-                elif d.aggregate == "sum":
+                if d.aggregate == "sum":
                     out[o.name] = np.where(m.any(axis=1), (m * np.nan_to_num(vals)).sum(axis=1), np.nan)
                 elif d.aggregate == "min":
                     out[o.name] = np.where(m.any(axis=1), np.where(m, vals, np.inf).min(axis=1), np.nan)
@@ -741,6 +860,8 @@ def _missing_like(col: Vec, n: int) -> Vec:
         return Tri(np.zeros(n, bool), np.zeros(n, bool))
     if isinstance(col, Text):
         return Text(np.full(n, -1, dtype=np.int64), col.categories)
+    if isinstance(col, ListVec):
+        return ListVec(np.full(n, -1, dtype=np.int64), col.lists)
     return np.full(n, np.nan)
 
 
@@ -754,6 +875,8 @@ def _joined(col: Vec, pos: np.ndarray) -> Vec:
         return Tri(at.value & found, at.known & found)
     if isinstance(at, Text):
         return Text(np.where(found, at.codes, -1), at.categories)
+    if isinstance(at, ListVec):
+        return ListVec(np.where(found, at.codes, -1), at.lists)
     return np.where(found, at, np.nan)
 
 
@@ -782,9 +905,9 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series
     `decider` decides each decision (pandas by default).
     """
     n = len(frame) if n is None else n
-    env = FactEnv(frame, fact_types)
+    env = FactEnv(frame, fact_types, n, {p.name: p.value for p in ep.params})
     key = frame[ep.key].reset_index(drop=True) if ep.key else pd.Series(np.arange(n).astype(str))
-    ctx = Context(env, n, key, calibration=calibration, record=record)
+    ctx = Context(env, n, key, calibration=calibration, record=record, key_name=ep.key or "key")
     unknown: dict[str, pd.DataFrame] = {}
     for j in ep.joins:
         other = joined[j.entity]

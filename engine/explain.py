@@ -17,67 +17,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, Text, Tri, Vec, decision_vectors, \
-    evaluate_node, scalar_at, take
+from .evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, ListVec, Text, Tri, Vec, collected, \
+    decision_vectors, evaluate_node, mask_codes, scalar_at, take
 from .model import Rule
-from .nodes import Bool, ListLit, Logic, MapLit, Node, Not, Num, Str, children, to_text
+from .nodes import Bool, Call, ListLit, Logic, MapLit, Name, Node, Not, Num, Str, children, to_text, walk
+from .numbers import MISSING_TEXT, format_numbers, list_text, number_text
 from .plan import DecisionStep, DeriveStep
-from .typecheck import FORMAT_SPEC
-
-MISSING_TEXT = "missing"
 
 
 # -- value formatting (shared by every backend, so texts cannot drift) ------------------------------
 
-def _group_thousands(digits: pa.Array) -> pa.Array:
-    """'1234567' -> '1,234,567' for non-negative integer strings, column-wise."""
-    if len(digits) == 0:
-        return digits
-    width = max(pc.max(pc.utf8_length(digits)).as_py() or 1, 1)
-    width = -(-width // 3) * 3
-    padded = pc.utf8_lpad(digits, width=width, padding=" ")
-    chunks = [pc.utf8_slice_codeunits(padded, start=i, stop=i + 3) for i in range(0, width, 3)]
-    joined = pc.binary_join_element_wise(*chunks, ",")
-    return pc.utf8_ltrim(joined, characters=" ,")
-
-
-def format_numbers(x: np.ndarray, spec: str) -> pa.Array:
-    """Format a float column by a spec of the form [,][.N](f|%|d); '' shows up to 2 decimals."""
-    m = FORMAT_SPEC.match(spec)
-    if m is None:
-        raise ValueError(f"unsupported format {spec!r}")
-    comma, prec, kind = bool(m.group("comma")), m.group("prec"), m.group("kind")
-    missing = np.isnan(x)
-    v = np.where(missing, 0.0, x)
-    suffix = ""
-    if kind == "%":
-        v = v * 100
-        suffix = "%"
-    digits = int(prec) if prec is not None else (0 if kind == "d" else 2)
-    if kind == "d":
-        digits = 0
-    scale = 10 ** digits
-    scaled = np.floor(np.abs(v) * scale + 0.5)
-    scaled = np.minimum(scaled, 9e18).astype(np.int64)
-    int_part = pa.array(scaled // scale).cast(pa.string())
-    if comma:
-        int_part = _group_thousands(int_part)
-    if digits:
-        frac = pc.utf8_lpad(pa.array(scaled % scale).cast(pa.string()), width=digits, padding="0")
-        text = pc.binary_join_element_wise(int_part, frac, ".")
-        if prec is None and kind is None:
-            text = pc.replace_substring_regex(text, r"\.?0+$", "")
-    else:
-        text = int_part
-    negative = pa.array((v < 0) & (scaled > 0))
-    text = pc.if_else(negative, pc.binary_join_element_wise("-", text, ""), text)
-    if suffix:
-        text = pc.binary_join_element_wise(text, suffix, "")
-    return pc.if_else(pa.array(missing), MISSING_TEXT, text)
-
-
 def format_vector(v: Vec, spec: str) -> pa.Array:
-    """Any vector as text for a `because` placeholder."""
+    """Any vector as text for a `because` placeholder (see engine.numbers for numbers)."""
     if isinstance(v, Tri):
         text = np.where(v.value, "true", "false").astype(object)
         text[~v.known] = MISSING_TEXT
@@ -86,6 +37,9 @@ def format_vector(v: Vec, spec: str) -> pa.Array:
         codes = pa.array(v.codes.astype(np.int32), mask=v.codes < 0)
         labels = pa.DictionaryArray.from_arrays(codes, pa.array(v.categories, type=pa.string()))
         return pc.fill_null(labels.cast(pa.string()), MISSING_TEXT)
+    if isinstance(v, ListVec):
+        texts = pa.array([list_text(lst) for lst in v.lists] + [MISSING_TEXT], pa.string())
+        return texts.take(pa.array(np.where(v.codes >= 0, v.codes, len(v.lists))))
     return format_numbers(v.astype(float), spec)
 
 
@@ -203,34 +157,15 @@ def _collect_because(res: DecisionResult, env: dict[str, Vec]) -> pa.Array:
     return pc.if_else(pa.array(res.collected.any(axis=1)), joined, "no rule matched")
 
 
-def rule_column(res: DecisionResult) -> pd.Categorical | pa.Array:
-    """The id of the deciding rule per row (for `collect`: all collected ids, comma separated)."""
+def rule_column(res: DecisionResult) -> pd.Categorical | np.ndarray:
+    """The id of the deciding rule per row (for `collect`: the list of every matching rule's id)."""
     if res.collected is not None:
-        codes, uniques = _mask_codes(res.collected)
-        labels = [",".join(r.id for r, hit in zip(res.rules, u) if hit) or None for u in uniques]
-        return _categorical(codes, labels)
+        return collected(res, "", values=False).objects()
     ids = [r.id for r in res.rules]
     codes = res.rule_index.copy()
     codes[codes < 0] = -1
     return pd.Categorical.from_codes(codes, categories=pd.Index(ids, dtype=object).unique()
                                      if len(set(ids)) == len(ids) else ids)
-
-
-def _mask_codes(mask: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Rows of a bool matrix as codes of their distinct patterns (packed into one integer per row)."""
-    if mask.shape[1] > 62:
-        uniq, inverse = np.unique(mask, axis=0, return_inverse=True)
-        return inverse.reshape(-1), list(uniq)
-    packed = mask.astype(np.int64) @ (np.int64(1) << np.arange(mask.shape[1], dtype=np.int64))
-    codes, uniques = pd.factorize(packed)
-    patterns = [((int(u) >> np.arange(mask.shape[1])) & 1).astype(bool) for u in uniques]
-    return codes.astype(np.int64), patterns
-
-
-def _categorical(codes: np.ndarray, labels: list[Any]) -> pd.Categorical:
-    cats = list(dict.fromkeys(x for x in labels if x is not None))
-    mapping = np.array([cats.index(x) if x is not None else -1 for x in labels] + [-1], dtype=np.int64)
-    return pd.Categorical.from_codes(mapping[codes] if len(codes) else codes.astype(np.int64), categories=cats)
 
 
 def value_columns(res: DecisionResult) -> dict[str, Any]:
@@ -239,23 +174,17 @@ def value_columns(res: DecisionResult) -> dict[str, Any]:
     out: dict[str, Any] = {}
     vectors = decision_vectors(res)
     for o in d.outputs:
-        if d.hit == "collect" and d.aggregate == "list":
-            assert res.collected is not None
-            codes, uniques = _mask_codes(res.collected)
-            lists = [[dict(r.then)[o.name] for r, hit in zip(res.rules, u) if hit] for u in uniques]
-            objs = np.empty(len(lists) + 1, dtype=object)
-            for i, lst in enumerate(lists):
-                objs[i] = lst
-            objs[-1] = []
-            out[o.name] = objs[codes] if len(codes) else np.empty(0, dtype=object)
-            continue
         v = vectors[o.name]
+        if isinstance(v, ListVec):
+            out[o.name] = v.objects()
+            continue
         if isinstance(v, Tri):
             out[o.name] = pd.array(np.where(v.known, v.value, False), dtype="boolean")
             out[o.name][~v.known] = pd.NA
         elif isinstance(v, Text):
             out[o.name] = pd.Categorical.from_codes(v.codes, categories=pd.Index(v.categories, dtype=object))
-        elif all(float(dict(r.then)[o.name]).is_integer() for r in res.rules if o.name in dict(r.then)):
+        elif (d.hit == "collect" and d.aggregate == "count") or \
+                all(float(dict(r.then)[o.name]).is_integer() for r in res.rules if o.name in dict(r.then)):
             # whole-number outputs (hours, days) are written as whole numbers
             out[o.name] = pd.array(np.where(np.isnan(v), 0, v).astype(np.int64), dtype="Int64")
             out[o.name][np.isnan(v)] = pd.NA
@@ -292,23 +221,22 @@ def decision_counts(result: EntityResult) -> dict[str, dict[str, int]]:
         counts: dict[str, int] = {}
         idx = res.rule_index
         if d.hit == "collect" and d.aggregate == "list":
-            assert res.collected is not None
-            codes, patterns = _mask_codes(res.collected)
-            for pattern, k in zip(patterns, np.bincount(codes, minlength=len(patterns))):
-                label = ", ".join(str(dict(r.then)[d.main.name]) for r, hit in zip(res.rules, pattern) if hit)
-                counts[label or "(no rule matched)"] = int(k)
+            lists = collected(res, d.main.name)
+            for lst, k in zip(lists.lists, np.bincount(lists.codes, minlength=len(lists.lists))):
+                label = list_text(lst) or "(no rule matched)"
+                counts[label] = counts.get(label, 0) + int(k)
         elif d.hit == "collect":
             v = decision_vectors(res)[d.main.name]
             assert isinstance(v, np.ndarray)
             values, k = np.unique(v[~np.isnan(v)], return_counts=True)
-            counts = {show(float(x)): int(c) for x, c in zip(values, k)}
+            counts = {number_text(float(x)): int(c) for x, c in zip(values, k)}
             if np.isnan(v).any():
                 counts["(no rule matched)"] = int(np.isnan(v).sum())
         else:
             for i, r in enumerate(res.rules):
                 hits = int((idx == i).sum())
                 if hits:
-                    label = str(dict(r.then).get(d.main.name)) if d.single else _then_text(r)
+                    label = value_text(dict(r.then).get(d.main.name)) if d.single else _then_text(r)
                     counts[label] = counts.get(label, 0) + hits
         for code, label in ((NO_RULE, "(no rule matched)"), (CONFLICT, "(conflict)")):
             k = int((idx == code).sum())
@@ -319,7 +247,7 @@ def decision_counts(result: EntityResult) -> dict[str, dict[str, int]]:
 
 
 def _then_text(rule: Rule) -> str:
-    return ", ".join(f"{k}={v}" for k, v in rule.then)
+    return ", ".join(f"{k}={value_text(v)}" for k, v in rule.then)
 
 
 # -- traces for one entity ----------------------------------------------------------------------
@@ -334,6 +262,7 @@ class Trace:
     joined: list[tuple[str, str, Any]] = field(default_factory=list)
     features: list[tuple[str, str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # feature -> e.g. how a tie in its rank was settled
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -341,7 +270,8 @@ class Trace:
             "key": self.key,
             "facts": {k: v for k, v in self.facts},
             "joined": [{"name": n, "from": e, "value": v} for n, e, v in self.joined],
-            "features": [{"name": n, "expression": e, "value": v} for n, e, v in self.features],
+            "features": [{"name": n, "expression": e, "value": v, **({"note": self.notes[n]} if n in self.notes else {})}
+                         for n, e, v in self.features],
             "decisions": self.decisions,
         }
 
@@ -353,10 +283,11 @@ class Trace:
             lines += [f"  {n} = {show(v)}   (from {e})" for n, e, v in self.joined]
         if self.features:
             lines += ["", "derived features:"]
-            lines += [f"  {n} = {show(v)}   <- {e}" for n, e, v in self.features]
+            lines += [f"  {n} = {show(v)}   <- {e}" + (f"   ({self.notes[n]})" if n in self.notes else "")
+                      for n, e, v in self.features]
         for d in self.decisions:
             lines += ["", f"decision {d['decision']} (hit policy {d['hit']}): {show(d['value'])}"]
-            lines.append(f"  rule: {d['rule'] or '-'}")
+            lines.append(f"  rule: {show(d['rule']) if d['rule'] else '-'}")
             lines.append(f"  because: {d['because']}")
             lines.append(f"  why: {d['why']}")
             for r in d["rules"]:
@@ -373,16 +304,38 @@ class Trace:
 
 
 def show(v: Any) -> str:
-    """A value as shown in traces."""
+    """A value as shown in traces: numbers as everywhere else (engine.numbers), lists as in texts."""
+    if isinstance(v, list):
+        return list_text(v)
+    return value_text(v)
+
+
+def value_text(v: Any) -> str:
+    """One plain value as text: `missing`, true/false, numbers by `number_text`, text as it is."""
     if v is None:
         return MISSING_TEXT
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, float):
-        return f"{v:.6g}" if not v.is_integer() or abs(v) >= 1e15 else str(int(v))
-    if isinstance(v, list):
-        return "[" + ", ".join(show(x) for x in v) + "]"
+    if isinstance(v, (int, float)):
+        return number_text(float(v))
     return str(v)
+
+
+def _rank_tie_note(node: Node | None, result: EntityResult, row: int) -> str:
+    """For a feature computed with `rank`, whether this entity's value ties others and how it was settled."""
+    for call in (n for n in walk(node) if isinstance(n, Call) and n.func == "rank") if node is not None else ():
+        x = evaluate_node(call.args[0], result.ctx)
+        assert isinstance(x, np.ndarray)
+        if np.isnan(x[row]):
+            continue
+        by = call.kwarg("by")
+        codes, _ = result.ctx.groups(by.name if isinstance(by, Name) else None)
+        others = int(np.count_nonzero((x == x[row]) & (codes == codes[row]))) - 1
+        if others:
+            together = isinstance(call.kwarg("ties"), Str) and call.kwarg("ties").value == "together"  # type: ignore[union-attr]
+            settled = "all share the best rank" if together else f"the smaller {result.ctx.key_name} ranks first"
+            return f"tied with {others} other{'s' if others > 1 else ''}; {settled}"
+    return ""
 
 
 def _tri_word(v: Any) -> str:
@@ -422,6 +375,9 @@ def trace_row(result: EntityResult, row: int, fact_names: list[str]) -> Trace:
     for step in result.plan.steps:
         if isinstance(step, DeriveStep):
             trace.features.append((step.name, step.derive.expr.source, scalar_at(env[step.name], row)))
+            note = _rank_tie_note(step.derive.expr.node, result, row)
+            if note:
+                trace.notes[step.name] = note
         elif isinstance(step, DecisionStep):
             trace.decisions.append(_trace_decision(result, result.decisions[step.name], row))
     return trace
@@ -442,7 +398,7 @@ def _trace_decision(result: EntityResult, res: DecisionResult, row: int) -> dict
     decided_at = idx if idx >= 0 else None
     for i, rule in enumerate(d.rules):
         entry: dict[str, Any] = {"id": rule.id, "then": _then_text(rule) if not d.single else
-                                 str(dict(rule.then)[d.name]), "conditions": []}
+                                 value_text(dict(rule.then)[d.name]), "conditions": []}
         if rule.when is not None and rule.when.node is not None:
             m = res.matches[i]
             matched = scalar_at(m, row)
@@ -461,13 +417,14 @@ def _trace_decision(result: EntityResult, res: DecisionResult, row: int) -> dict
                 group = f" in its `{rule.quota.per}` group" if rule.quota.per else ""
                 entry["quota"] = (f"ranked {show(rank)} of {show(scalar_at(q['quota_size'], row))} eligible{group}; "
                                   f"quota keeps the top {rule.quota.describe_top()} "
-                                  f"({show(scalar_at(q['quota_limit'], row))})")
+                                  f"({show(scalar_at(q['quota_limit'], row))})"
+                                  f"{scalar_at(q['quota_tie'], row) or ''}")
         rules_out.append(entry)
     rule_id = res.rules[idx].id if idx >= 0 else None
     if res.collected is not None:
         ids = [r.id for r, hit in zip(res.rules, res.collected[row]) if hit]
-        rule_id = ",".join(ids) or None
-        why = f"hit policy collect gathers every matching rule: {', '.join(ids) or 'none matched'}"
+        rule_id = ids  # type: ignore[assignment]
+        why = f"hit policy collect gathers every matching rule: {list_text(ids) or 'none matched'}"
     elif idx == CONFLICT:
         why = because
     elif idx == NO_RULE:

@@ -104,11 +104,63 @@ def _convert(loader: _Loader, file: str, node: yaml.Node, path: Path_, doc: Loca
     return loader.construct_object(node)
 
 
+# What one policy file may expand to. Aliases let a few kilobytes stand for billions of nodes ("billion
+# laughs"), and deep nesting exhausts the parser's recursion; real policies are far below both.
+MAX_NODES = 100_000
+MAX_DEPTH = 100
+
+
+def _check_nesting(text: str, file: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before the (recursive) composer sees the document."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise PolicyError(Problem("yaml-too-large", f"the YAML is nested more than {MAX_DEPTH} levels deep",
+                                          Location(file, mark.line + 1, mark.column + 1),
+                                          "a policy file is a few levels deep; check the brackets"))
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def _check_size(root: yaml.Node, file: str) -> None:
+    """Refuse a document whose aliases expand to more than MAX_NODES nodes (counted without expanding)."""
+    sizes: dict[int, int] = {}
+    # children before parents, each node once: an alias is the same node object used again
+    order: list[yaml.Node] = []
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if done:
+            children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else \
+                node.value if isinstance(node, yaml.SequenceNode) else []
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > MAX_NODES:
+                mark = node.start_mark
+                raise PolicyError(Problem(
+                    "yaml-too-large", f"the YAML expands to more than {MAX_NODES:,} values (through `*` aliases)",
+                    Location(file, mark.line + 1, mark.column + 1),
+                    "write the settings out instead of repeating anchors (&name / *name)"))
+            continue
+        stack.append((node, True))
+        if isinstance(node, yaml.MappingNode):
+            stack.extend((c, False) for pair in node.value for c in pair if id(c) not in sizes)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((c, False) for c in node.value if id(c) not in sizes)
+
+
 def load_text(text: str, file: str) -> LocatedDoc:
     """Parse one YAML document held in `text`; raise PolicyError with a location on bad YAML."""
     loader = _Loader(text)
     try:
+        _check_nesting(text, file)
         node = loader.get_single_node()
+        if node is not None:
+            _check_size(node, file)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
@@ -133,8 +185,10 @@ def load_text(text: str, file: str) -> LocatedDoc:
 
 
 def policy_files(policy_dir: Path) -> list[Path]:
-    """The policy files of a policy set: `*.yaml` / `*.yml` directly in the folder, sorted."""
-    return sorted(p for p in policy_dir.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
+    """The policy files of a policy set: `*.yaml` / `*.yml` directly in the folder, sorted. Hidden
+    files (`.pre-commit-config.yaml` in a repository that keeps its policies at the top) are not."""
+    return sorted(p for p in policy_dir.iterdir()
+                  if p.is_file() and p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
 
 
 def load_policy_dir(policy_dir: Path) -> list[LocatedDoc]:

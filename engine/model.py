@@ -32,6 +32,16 @@ class Fact:
     values: tuple[Scalar, ...] | None = None
     measure: bool = False
     policy: str = ""
+    decimals: int | None = None  # numbers are rounded to this many decimals when read
+
+
+@dataclass(frozen=True)
+class Param:
+    """A named fixed value (`params:`): a cutoff or a rate that rules and texts refer to by name."""
+
+    name: str
+    value: Scalar
+    loc: Location
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,7 @@ class Quota:
     top_share: float | None = None
     per: str | None = None
     per_loc: Location | None = None
+    ties: str = "key"  # key: ties go to the smaller key; together: a tie group is kept or left out whole
 
     def describe_top(self) -> str:
         return f"{self.top_n}" if self.top_n is not None else f"{(self.top_share or 0) * 100:g}%"
@@ -124,6 +135,11 @@ class Decision:
         return self.outputs[0]
 
     @property
+    def all_rules(self) -> list[Rule]:
+        """Every rule that can decide an entity: the written rules, then the `else` rules of their quotas."""
+        return list(self.rules) + [r.quota.else_rule for r in self.rules if r.quota is not None]
+
+    @property
     def columns(self) -> list[str]:
         """The output columns this decision adds, in order."""
         return [o.name for o in self.outputs] + [f"{self.name}_rule", f"{self.name}_because"]
@@ -136,6 +152,7 @@ class Policy:
     file: str
     loc: Location
     facts: tuple[Fact, ...] = ()
+    params: tuple[Param, ...] = ()
     joins: tuple[Join, ...] = ()
     derives: tuple[Derive, ...] = ()
     decisions: tuple[Decision, ...] = ()

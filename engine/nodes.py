@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Union
 
 
@@ -81,6 +81,16 @@ class In:
 
 
 @dataclass(frozen=True)
+class Member:
+    """`'loyal' in protected_by`: whether a list (the values a `collect` decision gathered) holds a fixed value."""
+
+    item: "Node"
+    collection: "Node"
+    negate: bool = False
+    pos: int = 0
+
+
+@dataclass(frozen=True)
 class ListLit:
     items: tuple["Node", ...]
     pos: int = 0
@@ -108,7 +118,7 @@ class Call:
         return None
 
 
-Node = Union[Num, Str, Bool, Name, Neg, Arith, Compare, Logic, Not, In, ListLit, MapLit, Call]
+Node = Union[Num, Str, Bool, Name, Neg, Arith, Compare, Logic, Not, In, Member, ListLit, MapLit, Call]
 
 
 def children(node: Node) -> Iterator[Node]:
@@ -125,6 +135,9 @@ def children(node: Node) -> Iterator[Node]:
     elif isinstance(node, In):
         yield node.operand
         yield from node.items
+    elif isinstance(node, Member):
+        yield node.item
+        yield node.collection
     elif isinstance(node, ListLit):
         yield from node.items
     elif isinstance(node, MapLit):
@@ -134,6 +147,37 @@ def children(node: Node) -> Iterator[Node]:
         yield from node.args
         for _, value in node.kwargs:
             yield value
+
+
+def substitute(node: Node, values: "dict[str, Node]") -> Node:
+    """The same tree with the names in `values` replaced by their nodes (used to inline parameters)."""
+    def sub(n: Node) -> Node:
+        return substitute(n, values)
+
+    if isinstance(node, Name):
+        found = values.get(node.name)
+        return replace(found, pos=node.pos) if found is not None else node
+    if isinstance(node, (Neg, Not)):
+        return replace(node, operand=sub(node.operand))
+    if isinstance(node, Arith):
+        return replace(node, left=sub(node.left), right=sub(node.right))
+    if isinstance(node, Compare):
+        return replace(node, operands=tuple(map(sub, node.operands)))
+    if isinstance(node, Logic):
+        return replace(node, items=tuple(map(sub, node.items)))
+    if isinstance(node, In):
+        return replace(node, operand=sub(node.operand), items=tuple(map(sub, node.items)))
+    if isinstance(node, Member):
+        return replace(node, item=sub(node.item), collection=sub(node.collection))
+    if isinstance(node, ListLit):
+        return replace(node, items=tuple(map(sub, node.items)))
+    if isinstance(node, MapLit):
+        return replace(node, items=tuple((k, sub(v)) for k, v in node.items))
+    if isinstance(node, Call):
+        # `by=` names a column to group by, never a value
+        return replace(node, args=tuple(map(sub, node.args)),
+                       kwargs=tuple((k, v if k == "by" else sub(v)) for k, v in node.kwargs))
+    return node
 
 
 def walk(node: Node) -> Iterator[Node]:
@@ -156,6 +200,12 @@ def _key_text(key: str) -> str:
     return key if plain else repr(key)
 
 
+def _operand_text(node: Node) -> str:
+    """An operand of a comparison, in parentheses where it is a condition itself."""
+    text = to_text(node)
+    return f"({text})" if isinstance(node, (Compare, In, Member, Not)) else text
+
+
 def to_text(node: Node) -> str:
     """A canonical source text for a node (used in traces)."""
     if isinstance(node, Num):
@@ -172,9 +222,9 @@ def to_text(node: Node) -> str:
     if isinstance(node, Arith):
         return f"({to_text(node.left)} {node.op} {to_text(node.right)})"
     if isinstance(node, Compare):
-        parts = [to_text(node.operands[0])]
+        parts = [_operand_text(node.operands[0])]
         for op, operand in zip(node.ops, node.operands[1:]):
-            parts += [op, to_text(operand)]
+            parts += [op, _operand_text(operand)]
         return " ".join(parts)
     if isinstance(node, Logic):
         return "(" + f" {node.op} ".join(to_text(i) for i in node.items) + ")"
@@ -182,7 +232,9 @@ def to_text(node: Node) -> str:
         return f"not {to_text(node.operand)}"
     if isinstance(node, In):
         items = ", ".join(to_text(i) for i in node.items)
-        return f"{to_text(node.operand)} {'not in' if node.negate else 'in'} [{items}]"
+        return f"{_operand_text(node.operand)} {'not in' if node.negate else 'in'} [{items}]"
+    if isinstance(node, Member):
+        return f"{_operand_text(node.item)} {'not in' if node.negate else 'in'} {_operand_text(node.collection)}"
     if isinstance(node, ListLit):
         return "[" + ", ".join(to_text(i) for i in node.items) + "]"
     if isinstance(node, MapLit):

@@ -7,7 +7,7 @@ indexing and no way to name Python objects, so user text can never reach Python 
     or       := and ('or' and)*
     and      := not ('and' not)*
     not      := 'not' not | compare
-    compare  := sum (CMP sum)*  |  sum ['not'] 'in' list
+    compare  := sum (CMP sum)*  |  sum ['not'] 'in' (list | sum)
     sum      := product (('+'|'-') product)*
     product  := unary (('*'|'/') unary)*
     unary    := '-' unary | atom
@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from .errors import PolicyError, Problem
 from .model import Expr, PolicySet, Rule
 
-from .nodes import Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Name, Neg, Node, Not, Num, Str
+from .nodes import Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 40
@@ -210,11 +210,15 @@ class _Parser:
             negate = self.advance().text == "not"
             if negate:
                 self.advance()
-            if not self.at("op", "["):
-                raise ExprSyntaxError("`in` needs a list, as in `region in ['north', 'east']`", self.tok.pos)
-            lst = self.atom()
-            assert isinstance(lst, ListLit)
-            return self.node(In(first, lst.items, negate, pos))
+            if self.at("op", "["):
+                lst = self.atom()
+                assert isinstance(lst, ListLit)
+                return self.node(In(first, lst.items, negate, pos))
+            if self.tok.kind == "end":
+                raise ExprSyntaxError("`in` needs a list, as in `region in ['north', 'east']`, or the name of a "
+                                      "decision that collects values, as in `'loyal' in protected_by`", self.tok.pos)
+            # membership in a collected list: `'loyal' in protected_by`
+            return self.node(Member(first, self.sum_(), negate, pos))
         ops: list[str] = []
         operands = [first]
         while self.tok.kind == "op" and self.tok.text in COMPARE_OPS:

@@ -7,13 +7,13 @@ is an error that names the whole cycle.
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
-from typing import Union
+from dataclasses import dataclass, replace
+from typing import Callable, Union
 
 from .errors import Location, PolicyError, Problem
-from .model import Decision, Derive, Join, Template
-from .nodes import names
-from .typecheck import QUOTA_VARIABLES, Checked
+from .model import Decision, Derive, Expr, Join, Param, Rule, Template
+from .nodes import Node, names, substitute
+from .typecheck import QUOTA_VARIABLES, Checked, literal_node
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,14 @@ Step = Union[DeriveStep, DecisionStep]
 
 @dataclass(frozen=True)
 class EntityPlan:
+    """The work for one entity. Parameters are already written into the expressions as fixed values
+    (so every backend and the rule analysis see constants); `params` keeps them for the texts."""
+
     entity: str
     key: str
     joins: tuple[Join, ...]
     steps: tuple[Step, ...]
+    params: tuple[Param, ...] = ()
 
     @property
     def decisions(self) -> list[Decision]:
@@ -122,6 +126,32 @@ def _toposort(nodes: dict[str, list[str]], locs: dict[str, Location], label: str
     return order
 
 
+def _inliner(params: tuple[Param, ...]) -> Callable[[Step], Step]:
+    """Replaces parameter names by their values in a step's expressions."""
+    values: dict[str, Node] = {p.name: literal_node(p.value) for p in params}
+
+    def expr(e: Expr | None) -> Expr | None:
+        if e is None or e.node is None or not values:
+            return e
+        return replace(e, node=substitute(e.node, values))
+
+    def rule(r: Rule) -> Rule:
+        quota = r.quota
+        if quota is not None:
+            keys = tuple(replace(k, expr=expr(k.expr)) for k in quota.rank_by)
+            quota = replace(quota, rank_by=keys)
+        return replace(r, when=expr(r.when), quota=quota)
+
+    def step(s: Step) -> Step:
+        if not values:
+            return s
+        if isinstance(s, DeriveStep):
+            return DeriveStep(replace(s.derive, expr=expr(s.derive.expr)))
+        return DecisionStep(replace(s.decision, rules=tuple(rule(r) for r in s.decision.rules)))
+
+    return step
+
+
 def plan(checked: Checked) -> Plan:
     """Order the work: entities so that joined entities come first, and steps within each entity."""
     ps = checked.policy_set
@@ -166,7 +196,10 @@ def plan(checked: Checked) -> Plan:
             continue
         key = ps.key(entity)
         joins = tuple(j for p in ps.of_entity(entity) for j in p.joins)
-        plans.append(EntityPlan(entity, key.name if key else "", joins, tuple(items[n] for n in order)))
+        params = tuple(prm for p in ps.of_entity(entity) for prm in p.params)
+        inline = _inliner(params)
+        steps = tuple(inline(items[n]) for n in order)
+        plans.append(EntityPlan(entity, key.name if key else "", joins, steps, params))
     if problems:
         raise PolicyError(problems)
     return Plan(checked, tuple(plans))

@@ -1,26 +1,49 @@
 """Facts in: read a CSV / Parquet / JSON Lines file and check it against the declared facts.
 
-Every problem names the file, the column and the first offending rows; nothing is evaluated
-until the whole table is sound. Identifiers stay text, so leading zeros survive.
+Every problem names the file, the column and the first offending lines (as an editor counts them,
+also after a quoted value that spans lines), and nothing is evaluated until the whole table is
+sound. Identifiers stay text, so leading zeros survive: a key or join column stored as numbers is
+refused rather than silently turned into `5193.0`. Numbers declared with `decimals:` are rounded
+as they are read, so equal amounts compare equal.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
+import io
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pv
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from .errors import InputError, Location, Problem
 from .model import Fact
+from .numbers import number_text, round_half_away
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 TRUE_WORDS = {"true", "yes", "1", "y", "t"}
 FALSE_WORDS = {"false", "no", "0", "n", "f"}
 SHOW_ROWS = 5
+SHOW_CHARS = 60
+
+
+@dataclass(frozen=True)
+class FactsOptions:
+    """How facts files are read: `format` (default: by extension), text encoding, CSV delimiter."""
+
+    format: str | None = None
+    encoding: str = "utf-8"
+    delimiter: str = ","
 
 
 def detect_format(path: Path, given: str | None = None) -> str:
@@ -30,7 +53,7 @@ def detect_format(path: Path, given: str | None = None) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InputError(Problem("input-format", f"cannot tell the format of {path.name} from its extension",
-                                 Location(str(path)), "use .csv, .parquet or .jsonl, or pass --format"))
+                                 Location(str(path)), "use .csv, .parquet or .jsonl, or pass --facts-format"))
     return fmt
 
 
@@ -42,75 +65,321 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _raw_frame(path: Path, fmt: str, wanted: list[str]) -> pd.DataFrame:
-    if fmt == "csv":
-        # everything as text first: numbers are converted and checked column by column below
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
-    if fmt == "parquet":
-        # only the declared columns: a wide export may carry many the policies never read
-        present = set(pq.read_schema(path).names)
-        table = pq.read_table(path, columns=[c for c in wanted if c in present] or None)
-        return table.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get)
-    if fmt == "jsonl":
-        # no type guessing: a yes/no column with gaps would otherwise come back as 0.0 / NaN
-        # (pandas 3 converts no dates once dtype=False; older versions need telling)
-        older = {"convert_dates": False} if int(pd.__version__.split(".")[0]) < 3 else {}
-        return pd.read_json(path, lines=True, dtype=False, **older)
-    raise InputError(Problem("input-format", f"unknown format {fmt!r}", Location(str(path)),
-                             "use csv, parquet or jsonl"))
-
-
-def _row_label(fmt: str, positions: np.ndarray) -> str:
-    # CSV: line numbers as an editor shows them (the header is line 1)
-    if fmt == "csv":
-        shown = ", ".join(str(int(p) + 2) for p in positions[:SHOW_ROWS])
-        word = "line" if len(positions) == 1 else "lines"
+def shown(value: Any) -> str:
+    """An offending value as it reads in the file: text quoted, numbers plain, JSON true as true,
+    anything long cut short."""
+    if isinstance(value, (bool, np.bool_)):
+        text = "true" if value else "false"
+    elif isinstance(value, (int, float, np.integer, np.floating)):
+        text = number_text(float(value))
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, ensure_ascii=False)
     else:
-        shown = ", ".join(str(int(p) + 1) for p in positions[:SHOW_ROWS])
-        word = "row" if len(positions) == 1 else "rows"
-    more = f" and {len(positions) - SHOW_ROWS} more" if len(positions) > SHOW_ROWS else ""
-    return f"{word} {shown}{more}"
+        text = repr(str(value))
+    if len(text) > SHOW_CHARS:
+        text = f"{text[:SHOW_CHARS - 1]}… ({len(text):,} characters)"
+    return text
 
+
+# -- where a row is in the file ----------------------------------------------------------------------
+
+class Lines:
+    """Maps data rows (0-based) to the line numbers an editor shows (CSV) or JSON Lines line numbers."""
+
+    def __init__(self, fmt: str, mapper: Callable[[], list[int]] | None = None):
+        self.fmt = fmt
+        self._mapper = mapper
+        self._lines: list[int] | None = None
+
+    def of(self, row: int) -> int:
+        if self.fmt == "parquet":
+            return row + 1
+        if self._mapper is not None:
+            if self._lines is None:
+                self._lines = self._mapper()
+            if row < len(self._lines):
+                return self._lines[row]
+        return row + 2 if self.fmt == "csv" else row + 1
+
+    def label(self, positions: np.ndarray) -> str:
+        """`line 7` / `lines 5, 12 and 3 more` (`row` for Parquet, which has no lines)."""
+        shown_ = ", ".join(str(self.of(int(p))) for p in positions[:SHOW_ROWS])
+        word = "row" if self.fmt == "parquet" else "line"
+        word += "" if len(positions) == 1 else "s"
+        more = f" and {len(positions) - SHOW_ROWS} more" if len(positions) > SHOW_ROWS else ""
+        return f"{word} {shown_}{more}"
+
+
+def _verb(positions: np.ndarray, one: str, many: str) -> str:
+    return one if len(positions) == 1 else many
+
+
+def _csv_records(path: Path, options: FactsOptions) -> list[tuple[int, list[str]]]:
+    """Every record of a CSV file with the line it starts on (slow; only for error messages)."""
+    out = []
+    with path.open(encoding=options.encoding, newline="") as fh:
+        reader = csv.reader(fh, delimiter=options.delimiter)
+        start = 1
+        for fields in reader:
+            out.append((start, fields))
+            start = reader.line_num + 1
+    return out
+
+
+# -- reading ------------------------------------------------------------------------------------------
+
+def _decode_problem(path: Path, options: FactsOptions, exc: Exception) -> InputError:
+    head = path.read_bytes()[:4096]
+    hint = f"pass --encoding with the file's encoding, or save it as UTF-8"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        hint = "it is UTF-16 (Excel's \"Unicode text\"): pass --encoding utf-16, or save it as CSV UTF-8"
+    elif options.encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        try:
+            head.decode("gb18030")
+            hint = ("it may be GBK/GB18030 (Chinese Windows): pass --encoding gb18030, or save it as CSV UTF-8; "
+                    "for Western European Windows files, --encoding cp1252")
+        except UnicodeDecodeError:
+            pass
+    return InputError(Problem("input-encoding", f"{path.name} is not {options.encoding} text: {exc}",
+                              Location(str(path)), hint))
+
+
+def _read_csv(path: Path, options: FactsOptions, loc: Location) -> tuple[pd.DataFrame, Lines]:
+    try:
+        with path.open(encoding=options.encoding, newline="") as fh:
+            first = fh.readline()
+            while first and not first.strip():
+                first = fh.readline()
+    except UnicodeDecodeError as exc:
+        raise _decode_problem(path, options, exc) from None
+    except LookupError:
+        raise InputError(Problem("usage", f"unknown encoding {options.encoding!r}", Location("command line"),
+                                 "e.g. --encoding utf-8, gb18030, utf-16, cp1252")) from None
+    header = next(csv.reader(io.StringIO(first.lstrip("\ufeff")), delimiter=options.delimiter), [])
+    header = [h.strip() for h in header]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        if name in seen:
+            raise InputError(Problem("input-duplicate-column",
+                                     f"{path.name} has the column `{name}` twice in its header (columns "
+                                     f"{seen[name]} and {i})", loc, "rename or remove one of them"))
+        seen[name] = i
+    invalid: list[Any] = []
+
+    def on_invalid(row: Any) -> str:
+        invalid.append(row)
+        return "skip"
+
+    try:
+        table = pv.read_csv(
+            path,
+            read_options=pv.ReadOptions(encoding=options.encoding),
+            parse_options=pv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True,
+                                          invalid_row_handler=on_invalid),
+            convert_options=pv.ConvertOptions(column_types={name: pa.string() for name in header},
+                                              strings_can_be_null=True, null_values=[""],
+                                              quoted_strings_can_be_null=True),
+        )
+    except UnicodeDecodeError as exc:
+        raise _decode_problem(path, options, exc) from None
+    except (pa.ArrowInvalid, ValueError) as exc:
+        if "UTF8" in str(exc) or "utf8" in str(exc).lower():
+            raise _decode_problem(path, options, exc) from None
+        raise
+    table = table.rename_columns([str(c).strip() for c in table.column_names])
+    if invalid:
+        records = _csv_records(path, options)
+        width = len(header)
+        wrong = [(line, len(fields)) for line, fields in records[1:] if fields and len(fields) != width]
+        shown_ = ", ".join(f"line {line} has {n}" for line, n in wrong[:SHOW_ROWS])
+        more = f" and {len(wrong) - SHOW_ROWS} more" if len(wrong) > SHOW_ROWS else ""
+        raise InputError(Problem("input-row-length",
+                                 f"{path.name}: the header has {width} fields, but {shown_}{more}", loc,
+                                 "every line needs a value (or an empty place) for every column; "
+                                 "a value containing the delimiter must be in quotes"))
+
+    def lines() -> list[int]:
+        return [line for line, fields in _csv_records(path, options)[1:] if fields]
+
+    multiline = any(c.null_count < len(c) and pc.any(pc.match_substring(c, "\n")).as_py() for c in table.columns)
+    frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype()}.get)
+    return frame, Lines("csv", lines if multiline else None)
+
+
+def _read_jsonl(path: Path, options: FactsOptions, loc: Location) -> tuple[pd.DataFrame, Lines]:
+    if options.encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        try:
+            # the fast reader; anything unusual (a bad line, a column of mixed types, another encoding)
+            # is read line by line below, which also names the line of a problem
+            table = pj.read_json(path)
+            frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype()}.get)
+            return frame, Lines("jsonl", lambda: _nonblank_lines(path))
+        except (pa.ArrowInvalid, ValueError, TypeError):
+            pass
+    return _read_jsonl_lines(path, options)
+
+
+def _nonblank_lines(path: Path) -> list[int]:
+    with path.open(encoding="utf-8") as fh:
+        return [i for i, line in enumerate(fh, start=1) if line.strip()]
+
+
+def _read_jsonl_lines(path: Path, options: FactsOptions) -> tuple[pd.DataFrame, Lines]:
+    try:
+        text = path.read_text(encoding=options.encoding)
+    except UnicodeDecodeError as exc:
+        raise _decode_problem(path, options, exc) from None
+    except LookupError:
+        raise InputError(Problem("usage", f"unknown encoding {options.encoding!r}", Location("command line"),
+                                 "e.g. --encoding utf-8, gb18030, utf-16")) from None
+    records: list[Any] = []
+    line_of: list[int] = []
+    decoder = json.JSONDecoder()
+    for number, line in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = decoder.decode(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(Problem("input-unreadable", f"{path.name} line {number} is not valid JSON: "
+                                     f"{exc.msg} (column {exc.colno})", Location(str(path), number, exc.colno),
+                                     "each line must hold one JSON object, like {\"customer_id\": \"000123\", ...}"))
+        if not isinstance(record, dict):
+            raise InputError(Problem("input-unreadable", f"{path.name} line {number} holds a JSON "
+                                     f"{type(record).__name__}, not an object", Location(str(path), number, 1),
+                                     "each line must hold one JSON object, like {\"customer_id\": \"000123\", ...}"))
+        records.append(record)
+        line_of.append(number)
+    columns: dict[str, list[Any]] = {}
+    for i, record in enumerate(records):
+        for name in record:
+            if name not in columns:
+                columns[name] = [None] * i
+        for name, values in columns.items():
+            values.append(record.get(name))
+    frame = pd.DataFrame({name: pd.Series(values, dtype=object) for name, values in columns.items()})
+    return frame, Lines("jsonl", lambda: line_of)
+
+
+def _read_parquet(path: Path, wanted: list[str]) -> tuple[pd.DataFrame, Lines]:
+    # only the declared columns: a wide export may carry many the policies never read
+    present = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in wanted if c in present] or None)
+    frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get)
+    return frame, Lines("parquet")
+
+
+# -- checking -----------------------------------------------------------------------------------------
 
 def _as_text(col: pd.Series) -> pd.Series:
     return col.astype("string").str.strip().replace("", pd.NA)
 
 
 def _examples(values: pd.Series, positions: np.ndarray) -> str:
-    shown = [repr(v) for v in values.iloc[positions[:3]].tolist()]
-    return ", ".join(shown)
+    return ", ".join(shown(v) for v in values.iloc[positions[:3]].tolist())
 
 
-def check_column(fact: Fact, col: pd.Series, fmt: str, loc: Location, problems: list[Problem]) -> pd.Series:
+def _object_kinds(col: pd.Series) -> np.ndarray:
+    """For a column of JSON values: 's' text, 'n' number, 'b' yes/no, 'o' object or list, '' missing."""
+    def kind(v: Any) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        if isinstance(v, bool):
+            return "b"
+        if isinstance(v, (int, float)):
+            return "n"
+        if isinstance(v, str):
+            return "s"
+        return "o"
+
+    return np.array([kind(v) for v in col.tolist()], dtype=object)
+
+
+def _text_column(fact: Fact, col: pd.Series, identifier: bool, where: str, lines: Lines, loc: Location,
+                 problems: list[Problem]) -> pd.Series | None:
+    """A text fact's column as text, or None after recording why it cannot be (ids must be text)."""
+    what = "an id" if identifier else "text"
+    fix = ("ids must be text: leading zeros may already be lost (000123 became 123), and numbers never "
+           "match the text ids of the other file")
+    if col.dtype == object:
+        kinds = _object_kinds(col)
+        bad_kinds = ("n", "b", "o") if identifier else ("o",)
+        bad = np.flatnonzero(np.isin(kinds, bad_kinds))
+        if bad.size:
+            hint = (f"write the ids in quotes, e.g. \"{fact.name}\": \"000123\"" if identifier
+                    else "a JSON object or list cannot be a fact; give its value as text")
+            problems.append(Problem("input-not-text",
+                                    f"column `{fact.name}` must hold {what}, but {lines.label(bad)} "
+                                    f"{_verb(bad, 'holds', 'hold')} {_examples(col, bad)}"
+                                    + (f"; {fix}" if identifier else ""), loc, hint))
+            return None
+        return col.map(lambda v: v if v is None or isinstance(v, str) else
+                       ("true" if v is True else "false" if v is False else number_text(float(v))))
+    if isinstance(col.dtype, pd.CategoricalDtype) and pd.api.types.is_string_dtype(col.cat.categories.dtype):
+        return col.astype("string")
+    if pd.api.types.is_string_dtype(col.dtype):
+        return col
+    kind = "numbers" if pd.api.types.is_numeric_dtype(col.dtype) else str(col.dtype)
+    if identifier or pd.api.types.is_float_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
+        problems.append(Problem(
+            "input-not-text", f"column `{fact.name}` is stored as {kind} ({col.dtype}) in {where}, but the "
+            f"policies read it as {what}" + (f"; {fix}" if identifier else ""), loc,
+            "store the column as text (string) when the file is made, keeping the leading zeros, e.g. "
+            f"frame['{fact.name}'] = frame['{fact.name}'].astype(str).str.zfill(6) before to_parquet"))
+        return None
+    return col.astype("Int64").astype("string")  # whole numbers as codes of a text fact: lossless
+
+
+def check_column(fact: Fact, col: pd.Series, lines: Lines, loc: Location, problems: list[Problem],
+                 identifier: bool = False, where: str = "") -> pd.Series:
     """Convert one column to its declared type, recording every problem found."""
     name = fact.name
     if fact.type in ("number", "integer"):
-        if pd.api.types.is_bool_dtype(col):
+        if col.dtype == object:
+            kinds = _object_kinds(col)
+            bad = np.flatnonzero(np.isin(kinds, ("b", "o")))
+            values = pd.Series(np.nan, index=col.index)
+            ok = np.flatnonzero(kinds == "n")
+            values.iloc[ok] = col.iloc[ok].astype(float)
+            text_rows = np.flatnonzero(kinds == "s")
+            if text_rows.size:
+                text = _as_text(col.iloc[text_rows])
+                parsed = pd.to_numeric(text, errors="coerce")
+                values.iloc[text_rows] = parsed.to_numpy(dtype=float, na_value=np.nan)
+                bad = np.union1d(bad, text_rows[(parsed.isna() & text.notna()).to_numpy()])
+            if bad.size:
+                problems.append(Problem("input-not-number", f"column `{name}` must hold numbers, but "
+                                        f"{lines.label(bad)} {_verb(bad, 'holds', 'hold')} {_examples(col, bad)}",
+                                        loc, "remove units and thousands separators; leave it empty if unknown"))
+        elif pd.api.types.is_bool_dtype(col):
             values = pd.Series(np.nan, index=col.index)
             bad = np.flatnonzero(col.notna().to_numpy())
+            problems.append(Problem("input-not-number", f"column `{name}` must hold numbers, but it holds yes/no "
+                                    f"values ({lines.label(bad)})", loc))
         elif pd.api.types.is_numeric_dtype(col):
             values = col.astype("float64")
-            bad = np.array([], dtype=np.int64)
         else:
             text = _as_text(col)
             values = pd.to_numeric(text, errors="coerce").astype("float64")
             bad = np.flatnonzero((values.isna() & text.notna()).to_numpy())
             if bad.size:
                 problems.append(Problem("input-not-number",
-                                        f"column `{name}` must hold numbers, but {_row_label(fmt, bad)} "
-                                        f"hold {_examples(text, bad)}",
-                                        loc, "remove units and thousands separators; leave a cell empty if unknown"))
+                                        f"column `{name}` must hold numbers, but {lines.label(bad)} "
+                                        f"{_verb(bad, 'holds', 'hold')} {_examples(text, bad)}",
+                                        loc, "remove units and thousands separators; leave it empty if unknown"))
         arr = values.to_numpy(dtype=float, na_value=np.nan)
         inf = np.flatnonzero(np.isinf(arr))
         if inf.size:
-            problems.append(Problem("input-range", f"column `{name}` holds an infinite value at {_row_label(fmt, inf)}",
+            problems.append(Problem("input-range", f"column `{name}` holds an infinite value at {lines.label(inf)}",
                                     loc))
+        if fact.decimals is not None:
+            arr = round_half_away(arr, fact.decimals)
         if fact.type == "integer":
             frac = np.flatnonzero(~np.isnan(arr) & np.isfinite(arr) & (arr != np.round(arr)))
             if frac.size:
                 problems.append(Problem("input-not-integer",
-                                        f"column `{name}` must hold whole numbers, but {_row_label(fmt, frac)} "
-                                        f"hold {_examples(values, frac)}", loc))
+                                        f"column `{name}` must hold whole numbers, but {lines.label(frac)} "
+                                        f"{_verb(frac, 'holds', 'hold')} {_examples(pd.Series(arr), frac)}", loc))
         for bound, op, word in ((fact.min, np.less, "below the minimum"), (fact.max, np.greater, "above the maximum")):
             if bound is None:
                 continue
@@ -118,62 +387,95 @@ def check_column(fact: Fact, col: pd.Series, fmt: str, loc: Location, problems: 
                 out = np.flatnonzero(op(arr, bound))
             if out.size:
                 problems.append(Problem("input-range",
-                                        f"column `{name}` has values {word} {bound:g} at {_row_label(fmt, out)}: "
-                                        f"{_examples(values, out)}", loc,
-                                        f"the policy of `{name}` (at {fact.loc}) allows "
-                                        f"{'at least' if op is np.less else 'at most'} {bound:g}"))
+                                        f"column `{name}` has {_verb(out, 'a value', 'values')} {word} "
+                                        f"{number_text(bound)} at {lines.label(out)}: {_examples(pd.Series(arr), out)}",
+                                        loc, f"the policy of `{name}` (at {fact.loc}) allows "
+                                        f"{'at least' if op is np.less else 'at most'} {number_text(bound)}"))
         result = pd.Series(arr, index=col.index, name=name)
     elif fact.type == "boolean":
         if pd.api.types.is_bool_dtype(col):
             result = col.astype("boolean")
         else:
-            text = _as_text(col).str.lower()
+            raw = col
+            if col.dtype == object:
+                kinds = _object_kinds(col)
+                raw = col.map(lambda v: ("true" if v else "false") if isinstance(v, bool) else
+                              (number_text(float(v)) if isinstance(v, (int, float)) else v))
+                objects = np.flatnonzero(kinds == "o")
+                raw.iloc[objects] = "\0object"
+            text = _as_text(raw).str.lower()
             true = text.isin(TRUE_WORDS).to_numpy(dtype=bool, na_value=False)
             false = text.isin(FALSE_WORDS).to_numpy(dtype=bool, na_value=False)
             bad = np.flatnonzero(~true & ~false & text.notna().to_numpy())
             if bad.size:
                 problems.append(Problem("input-not-boolean",
-                                        f"column `{name}` must hold yes/no values, but {_row_label(fmt, bad)} "
-                                        f"hold {_examples(text, bad)}", loc, "use true/false, yes/no or 1/0"))
+                                        f"column `{name}` must hold yes/no values, but {lines.label(bad)} "
+                                        f"{_verb(bad, 'holds', 'hold')} {_examples(col, bad)}", loc,
+                                        "use true/false, yes/no or 1/0"))
             result = pd.Series(pd.array(np.where(true, True, False), dtype="boolean"), index=col.index)
             result[~true & ~false] = pd.NA
     else:
-        result = _as_text(col)
+        text_col = _text_column(fact, col, identifier, where, lines, loc, problems)
+        if text_col is None:
+            return pd.Series(pd.array([pd.NA] * len(col), dtype="string"), index=col.index, name=name)
+        result = _as_text(text_col)
         if fact.values is not None:
             allowed = {str(v) for v in fact.values}
             bad = np.flatnonzero((~result.isin(allowed) & result.notna()).to_numpy(dtype=bool))
             if bad.size:
                 problems.append(Problem("input-value",
-                                        f"column `{name}` holds values outside its declared set at "
-                                        f"{_row_label(fmt, bad)}: {_examples(result, bad)}", loc,
+                                        f"column `{name}` holds {_verb(bad, 'a value', 'values')} outside its "
+                                        f"declared set at {lines.label(bad)}: {_examples(result, bad)}", loc,
                                         f"allowed: {', '.join(sorted(allowed))}"))
     if fact.required:
         missing = np.flatnonzero(result.isna().to_numpy())
         if missing.size:
             problems.append(Problem("input-missing-value",
-                                    f"column `{name}` must not be empty, but it is at {_row_label(fmt, missing)}",
+                                    f"column `{name}` must not be empty, but it is at {lines.label(missing)}",
                                     loc))
     if fact.key:
         dup = result.duplicated(keep=False) & result.notna()
         pos = np.flatnonzero(dup.to_numpy())
         if pos.size:
             problems.append(Problem("input-duplicate-key",
-                                    f"key column `{name}` repeats a value at {_row_label(fmt, pos)}: "
+                                    f"key column `{name}` repeats a value at {lines.label(pos)}: "
                                     f"{_examples(result, pos)}", loc, "each entity must appear once"))
     return result.rename(name)
 
 
-def read_facts(path: Path, facts: dict[str, Fact], fmt: str | None = None) -> pd.DataFrame:
-    """Read and check one facts file; raise InputError naming file, column and rows on any problem."""
+def _semicolon_hint(path: Path, columns: list[str], options: FactsOptions) -> str:
+    if options.delimiter != ";" and len(columns) == 1 and ";" in columns[0]:
+        return "the header is one column with `;` in it: the file uses `;` between fields, so pass --delimiter ';'"
+    if options.delimiter != "\t" and len(columns) == 1 and "\t" in columns[0]:
+        return "the file uses tabs between fields: pass --delimiter tab"
+    return ""
+
+
+def read_facts(path: Path, facts: dict[str, Fact], options: FactsOptions | str | None = None,
+               identifiers: set[str] | None = None) -> pd.DataFrame:
+    """Read and check one facts file; raise InputError naming file, column and lines on any problem.
+
+    `identifiers` are the text facts that hold ids (the key, and columns that name another entity):
+    they must be text in the file itself."""
+    if not isinstance(options, FactsOptions):
+        options = FactsOptions(format=options)
     loc = Location(str(path))
     if not path.exists():
         raise InputError(Problem("input-missing-file", f"facts file {path} does not exist", loc))
     if path.stat().st_size == 0:
         raise InputError(Problem("input-empty-file", f"facts file {path} is empty (zero bytes)", loc,
                                  "a file with only the header line is fine and gives empty outputs"))
-    fmt = detect_format(path, fmt)
+    fmt = detect_format(path, options.format)
+    identifiers = set(identifiers or ()) | {f.name for f in facts.values() if f.key}
     try:
-        raw = _raw_frame(path, fmt, list(facts))
+        if fmt == "csv":
+            raw, lines = _read_csv(path, options, loc)
+        elif fmt == "jsonl":
+            raw, lines = _read_jsonl(path, options, loc)
+        elif fmt == "parquet":
+            raw, lines = _read_parquet(path, list(facts))
+        else:
+            raise InputError(Problem("input-format", f"unknown format {fmt!r}", loc, "use csv, parquet or jsonl"))
     except InputError:
         raise
     except Exception as exc:  # a parser's own message is the most precise we have
@@ -181,12 +483,14 @@ def read_facts(path: Path, facts: dict[str, Fact], fmt: str | None = None) -> pd
     raw.columns = [str(c).strip() for c in raw.columns]
     missing = [name for name in facts if name not in raw.columns]
     if missing:
-        hint = f"the file has: {', '.join(map(str, raw.columns[:20]))}"
+        hint = _semicolon_hint(path, list(raw.columns), options) or \
+            f"the file has: {', '.join(map(str, raw.columns[:20]))}"
         raise InputError(Problem("input-missing-column",
                                  f"{path.name} lacks the column{'s' if len(missing) > 1 else ''} "
                                  f"{', '.join('`' + m + '`' for m in missing)} that the policies read", loc, hint))
     problems: list[Problem] = []
-    columns = {name: check_column(f, raw[name].reset_index(drop=True), fmt, loc, problems)
+    columns = {name: check_column(f, raw[name].reset_index(drop=True), lines, loc, problems,
+                                  identifier=name in identifiers, where=path.name)
                for name, f in facts.items()}
     if problems:
         raise InputError(problems)

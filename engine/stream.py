@@ -32,6 +32,7 @@ from .functions import POPULATION_FUNCTIONS
 from .model import Fact
 from .nodes import Call, walk
 from .plan import Plan
+from .numbers import round_half_away
 from .read import FALSE_WORDS, TRUE_WORDS
 
 
@@ -77,6 +78,8 @@ def coerce(fact: Fact, value: Any) -> Any:
             raise EventError(f"`{fact.name}` must be a number, not {json.dumps(value, ensure_ascii=False)}") from None
         if not np.isfinite(number):
             raise EventError(f"`{fact.name}` must be a finite number")
+        if fact.decimals is not None:
+            number = float(round_half_away(np.array([number]), fact.decimals)[0])
         if fact.type == "integer" and not number.is_integer():
             raise EventError(f"`{fact.name}` must be a whole number, not {value}")
         if fact.min is not None and number < fact.min:
@@ -225,18 +228,21 @@ class StreamRunner:
         Skipped when the state already holds entities (a restart)."""
         if self.store.count():
             return 0
-        decided = self._decide_frame(frame)
-        entries = []
-        for i in range(len(frame)):
-            facts = {name: _jsonable(frame[name].iloc[i]) for name in self.types}
-            entries.append((str(facts[self.ep.key]), facts, decided[i]))
+        # The starting state is one batch: decided column-wise by the shared evaluator, which the
+        # differential tests hold to the same decisions as durable_rules; events then go through the
+        # chosen backend one at a time.
+        decided = self._decide_frame(frame, decider=decide)
+        columns = {name: [_jsonable(v) for v in frame[name].tolist()] for name in self.types}
+        keys = columns[self.ep.key]
+        entries = [(str(keys[i]), {name: columns[name][i] for name in self.types}, decided[i])
+                   for i in range(len(frame))]
         self.store.put_many(entries)
         return len(entries)
 
-    def _decide_frame(self, frame: Any, n: int | None = None) -> list[dict[str, Any]]:
+    def _decide_frame(self, frame: Any, n: int | None = None, decider: Any = None) -> list[dict[str, Any]]:
         """Decisions per row, read straight from the decided columns (no output table is built)."""
         cal = self.calibration.stats.get(self.entity, {}) if self.calibration is not None else None
-        result = evaluate_entity(self.ep, frame, self.types, {}, cal, None, self.decider, n=n)
+        result = evaluate_entity(self.ep, frame, self.types, {}, cal, None, decider or self.decider, n=n)
         rows: list[dict[str, Any]] = [{} for _ in range(result.ctx.n)]
         for d in self.ep.decisions:
             res = result.decisions[d.name]
@@ -268,7 +274,10 @@ class StreamRunner:
             raise EventError("a line must be a JSON object")
         if event.get(key_name) in (None, ""):
             raise EventError(f"the event has no `{key_name}`")
-        key = str(event[key_name])
+        if not isinstance(event[key_name], str):
+            raise EventError(f"`{key_name}` must be text (in quotes), not {json.dumps(event[key_name])}: "
+                             "ids keep their leading zeros only as text")
+        key = event[key_name]
         event_time = event.get("event_time")
         old_facts, old_decisions = self.store.get(key)
         facts = dict(old_facts)

@@ -31,7 +31,8 @@ import pandas as pd
 from . import api
 from .errors import InputError, Location, PolicyError, Problem, did_you_mean
 from .evaluate import CONFLICT, NO_RULE
-from .explain import output_frame, plain_value
+from .explain import output_frame, plain_value, value_text
+from .numbers import list_text
 from .load import LocatedDoc, load_text
 from .plan import Plan
 
@@ -95,13 +96,7 @@ def find_test_files(policy_dir: Path) -> list[Path]:
 def _coverage_table(pl: Plan) -> Coverage:
     cov = Coverage()
     for p in pl.checked.policy_set.policies:
-        ids = []
-        for d in p.decisions:
-            for r in d.rules:
-                ids.append(f"{d.name}/{r.id}")
-                if r.quota is not None:
-                    ids.append(f"{d.name}/{r.quota.else_rule.id}")
-        cov.rules[p.file] = ids
+        cov.rules[p.file] = [f"{d.name}/{r.id}" for d in p.decisions for r in d.all_rules]
     return cov
 
 
@@ -144,8 +139,7 @@ def _check_value(got: Any, want: Any) -> bool:
     if got is None or (isinstance(got, float) and np.isnan(got)):
         return want is None
     if isinstance(got, (list, np.ndarray)):
-        want_list = want if isinstance(want, list) else [want]
-        return [str(x) for x in got] == [str(x) for x in want_list]
+        return [value_text(x) for x in got] == _as_list(want)
     if isinstance(want, bool) or isinstance(got, (bool, np.bool_)):
         return bool(got) == want
     if isinstance(want, (int, float)) and not isinstance(want, bool):
@@ -154,6 +148,18 @@ def _check_value(got: Any, want: Any) -> bool:
         except (TypeError, ValueError):
             return False
     return str(got) == str(want)
+
+
+def _as_list(want: Any) -> list[str]:
+    """An expected list: a YAML list, or one text with the items separated by commas."""
+    if isinstance(want, list):
+        return [value_text(x) for x in want]
+    text = value_text(want)
+    return [part.strip() for part in text.split(",")] if text.strip() else []
+
+
+def _shown(v: Any) -> str:
+    return list_text(v) if isinstance(v, list) else value_text(v)
 
 
 def _compare(pl: Plan, outputs: dict[str, pd.DataFrame], expect: dict[str, Any]) -> list[str]:
@@ -192,10 +198,10 @@ def _compare(pl: Plan, outputs: dict[str, pd.DataFrame], expect: dict[str, Any])
                         ok = _check_value(got, spec["value"])
                     if not ok:
                         failures.append(f"{entity} {key} {name}: expected {spec['value']!r}, got {got!r} "
-                                        f"(rule `{got_rule}`: {got_because})")
-                if "rule" in spec and str(got_rule) != str(spec["rule"]):
-                    failures.append(f"{entity} {key} {d.name}: expected rule `{spec['rule']}`, got `{got_rule}` "
-                                    f"({got_because})")
+                                        f"(rule `{_shown(got_rule)}`: {got_because})")
+                if "rule" in spec and not _check_value(got_rule, spec["rule"]):
+                    failures.append(f"{entity} {key} {d.name}: expected rule `{_shown(spec['rule'])}`, "
+                                    f"got `{_shown(got_rule)}` ({got_because})")
                 if "because" in spec and str(spec["because"]) not in str(got_because):
                     failures.append(f"{entity} {key} {d.name}: expected the explanation to contain "
                                     f"{spec['because']!r}, got {got_because!r}")

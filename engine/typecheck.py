@@ -12,25 +12,57 @@ from dataclasses import dataclass, field
 
 from .errors import Location, PolicyError, Problem, did_you_mean
 from .functions import FUNCTIONS
-from .model import Decision, Expr, Fact, Policy, PolicySet, Rule, Scalar, Template
-from .nodes import Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Name, Neg, Node, Not, Num, Str, walk
-
-QUOTA_VARIABLES = ("quota_rank", "quota_size", "quota_limit")
-FORMAT_SPEC = re.compile(r"^(?P<comma>,)?(?:\.(?P<prec>\d{1,2}))?(?P<kind>[f%d])?$")
+from .model import Decision, Derive, Expr, Fact, Policy, PolicySet, Rule, Scalar, Template
+from .nodes import Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str, \
+    to_text, walk
 
 
 @dataclass(frozen=True)
 class Type:
-    """`kind` is number, string, boolean, list or map; `values` is the closed set of a text column, if any."""
+    """`kind` is number, string, boolean or list; `values` is the closed set of a text column (or of a
+    list's items), if any; `item` is the kind of a list's items.
+
+    A list is what a `collect` decision gathers: every value of the rules that matched, in rule order.
+    Expressions can only ask whether it holds a value (`'loyal' in protected_by`); texts show it whole.
+    Two more kinds never reach users: `pending` (a feature whose type is not known yet) and `unknown`
+    (a name whose own declaration is wrong, already reported: nothing that reads it is reported again).
+    """
 
     kind: str
     values: frozenset | None = None
+    item: str = ""
 
     def __str__(self) -> str:
+        if self.kind == "list":
+            return "a list of values (from hit policy collect)"
         return {"number": "a number", "string": "text", "boolean": "a yes/no value"}.get(self.kind, self.kind)
 
 
-NUMBER, STRING, BOOLEAN = Type("number"), Type("string"), Type("boolean")
+NUMBER, STRING, BOOLEAN, UNKNOWN = Type("number"), Type("string"), Type("boolean"), Type("unknown")
+LIST_HINT = "a collected list can only be searched: write e.g. `'loyal' in protected_by` or `'none' not in protected_by`"
+
+# what a quota's texts can show besides the entity's names: its rank, the size of its group, how many
+# the quota keeps, and (text) whether a tie was broken by key
+QUOTA_VARIABLES = {"quota_rank": Type("number"), "quota_size": Type("number"), "quota_limit": Type("number"),
+                   "quota_tie": Type("string")}
+FORMAT_SPEC = re.compile(r"^(?P<comma>,)?(?:\.(?P<prec>\d{1,2}))?(?P<kind>[f%d])?$")
+TIES = ("key", "together")
+LIST_SEPARATOR = ", "  # between the items of a collected list wherever it is written as one text
+ROUND_DIGITS = 15
+
+
+def format_spec_problem(spec: str) -> tuple[str, str] | None:
+    """Why a number format is not accepted (message, hint), or None: `[,][.N](f|%|d)` as in Python."""
+    m = FORMAT_SPEC.match(spec)
+    hint = "use `.2f` (2 decimals), `,.0f` (thousands separators), `.1%` (percent) or `d` (whole number)"
+    if m is None:
+        return f"format `{spec}` is not supported", hint
+    if m.group("prec") is not None and m.group("kind") is None:
+        return (f"format `{spec}` has no letter: in Python it means {m.group('prec')} significant digits",
+                f"write `{spec}f` for {m.group('prec')} decimals")
+    if m.group("prec") is not None and m.group("kind") == "d":
+        return f"format `{spec}`: a whole number (`d`) has no decimals", "write `d`, or `.0f`"
+    return None
 
 
 @dataclass(frozen=True)
@@ -38,7 +70,7 @@ class Symbol:
     """A name visible to expressions of one entity: where it comes from and its type."""
 
     name: str
-    kind: str  # fact | join | derive | decision
+    kind: str  # fact | param | join | derive | decision
     type: Type
     loc: Location
     owner: str = ""  # the decision name for outputs; the other entity for joins
@@ -67,11 +99,29 @@ def _output_type(kind: str, values: tuple | None) -> Type:
     return Type(kind, frozenset(values) if values and kind == "string" else None)
 
 
+def decision_type(d: Decision, kind: str, values: tuple | None) -> Type:
+    """What expressions see of a decision's output: a list for `collect`, a number for its aggregates."""
+    if d.hit == "collect":
+        if d.aggregate == "list":
+            return Type("list", frozenset(values) if values else None, kind)
+        return NUMBER
+    return _output_type(kind, values)
+
+
+def param_type(value: Scalar) -> Type:
+    if isinstance(value, bool):
+        return BOOLEAN
+    if isinstance(value, (int, float)):
+        return NUMBER
+    return Type("string", frozenset({value}))
+
+
 class _Checker:
     def __init__(self, policy_set: PolicySet):
         self.ps = policy_set
         self.problems: list[Problem] = []
         self.namespaces: dict[str, Namespace] = {}
+        self.params = {(p.entity, prm.name): prm.value for p in policy_set.policies for prm in p.params}
 
     def error(self, code: str, message: str, loc: Location, hint: str = "") -> None:
         self.problems.append(Problem(code, message, loc, hint))
@@ -83,10 +133,12 @@ class _Checker:
             ns.symbols[sym.name] = sym
             return
         if prev.kind == "fact" and sym.kind == "fact":
-            if prev.type.kind != sym.type.kind:
+            if prev.type.kind not in (sym.type.kind, "unknown"):
                 self.error("fact-type-conflict",
                            f"fact `{sym.name}` is declared as {sym.type} here but as {prev.type} at {prev.loc}",
                            sym.loc, "declare the fact with the same type in every policy")
+                # which of the two is meant is unknown: nothing that reads the fact is reported again
+                ns.symbols[sym.name] = Symbol(prev.name, "fact", UNKNOWN, prev.loc)
             return
         self.error("duplicate-name", f"`{sym.name}` is already declared as a {prev.kind} at {prev.loc}",
                    sym.loc, "every fact, feature and decision output of an entity needs its own name")
@@ -96,9 +148,15 @@ class _Checker:
             ns = Namespace(entity)
             self.namespaces[entity] = ns
             keys = []
+            first: dict[str, Fact] = {}
             for p in self.ps.of_entity(entity):
                 for f in p.facts:
                     self.declare(ns, Symbol(f.name, "fact", _fact_type(f), f.loc))
+                    seen = first.setdefault(f.name, f)
+                    if seen.decimals != f.decimals and seen.type == f.type:
+                        self.error("fact-type-conflict", f"fact `{f.name}` is rounded to {f.decimals} decimals here "
+                                   f"but to {seen.decimals} at {seen.loc}", f.loc,
+                                   "declare `decimals` the same way in every policy that reads the fact")
                     if f.key and f.name not in keys:
                         keys.append(f.name)
             if not keys:
@@ -109,9 +167,11 @@ class _Checker:
                 self.error("several-keys", f"entity `{entity}` has more than one key fact: {', '.join(keys)}",
                            self.ps.of_entity(entity)[0].loc, "keep `key: true` on one fact only")
             for p in self.ps.of_entity(entity):
+                for prm in p.params:
+                    self.declare(ns, Symbol(prm.name, "param", param_type(prm.value), prm.loc))
                 for d in p.decisions:
                     for o in d.outputs:
-                        self.declare(ns, Symbol(o.name, "decision", _output_type(o.type, o.values), d.loc, d.name))
+                        self.declare(ns, Symbol(o.name, "decision", decision_type(d, o.type, o.values), d.loc, d.name))
                 for dv in p.derives:
                     # the type is filled in once its expression is checked
                     self.declare(ns, Symbol(dv.name, "derive", Type("pending"), dv.loc))
@@ -160,7 +220,7 @@ class _Checker:
                     f"declare it under `facts:` or `derive:` of a {ns.entity} policy")
                 self.error("unknown-name", f"`{node.name}` is not a fact, feature or decision of {ns.entity}", at, hint)
                 return None
-            if sym.type.kind == "pending":
+            if sym.type.kind in ("pending", "unknown"):
                 return None  # its own problem is reported where it is declared
             return sym.type
         if isinstance(node, Neg):
@@ -184,8 +244,14 @@ class _Checker:
         if isinstance(node, Not):
             self.need_boolean(self.infer(node.operand, ns, base, extra), node.operand, base, "`not`")
             return BOOLEAN
+        if isinstance(node, Member):
+            return self.infer_member(node, ns, base, extra)
         if isinstance(node, In):
             t = self.infer(node.operand, ns, base, extra)
+            if t is not None and t.kind == "list":
+                self.error("type", f"`{to_text(node.operand)}` is {t}; `in [...]` needs one value on its left",
+                           base.shifted(node.operand.pos), LIST_HINT)
+                return BOOLEAN
             for item in node.items:
                 if not isinstance(item, (Num, Str, Bool)):
                     self.error("type", "the list after `in` may hold only fixed values", base.shifted(item.pos))
@@ -199,11 +265,51 @@ class _Checker:
             return self.infer_call(node, ns, base, extra)
         raise TypeError(node)
 
+    def infer_member(self, node: Member, ns: Namespace, base: Location, extra: dict[str, Type] | None) -> Type:
+        """`'loyal' in protected_by`: a fixed value looked for in a collected list."""
+        lt = self.infer(node.collection, ns, base, extra)
+        item = self.fixed(node.item, ns)
+        if item is None:
+            self.infer(node.item, ns, base, extra)
+            self.error("type", "the value looked for in a list must be a fixed value, like 'loyal' or 3",
+                       base.shifted(node.item.pos), "to test a value against several fixed ones, write `x in ['a', 'b']`")
+            return BOOLEAN
+        if lt is None:
+            return BOOLEAN
+        if lt.kind != "list":
+            self.error("type", f"`in` needs a list after it, but `{to_text(node.collection)}` is {lt}",
+                       base.shifted(node.collection.pos),
+                       "write the fixed values in brackets, as in `region in ['north', 'east']`")
+            return BOOLEAN
+        it = _literal_type(item)
+        if it.kind != lt.item:
+            self.error("type", f"cannot look for {it} in a list of {Type(lt.item)} values", base.shifted(node.item.pos),
+                       "quote text values and leave numbers unquoted" if "string" in (it.kind, lt.item) else "")
+        elif lt.values is not None and isinstance(item.value, str) and item.value not in lt.values:
+            allowed = ", ".join(sorted(map(str, lt.values)))
+            self.error("unknown-value", f"{item.value!r} is not a possible value here (possible: {allowed})",
+                       base.shifted(node.item.pos), did_you_mean(item.value, map(str, lt.values)))
+        return BOOLEAN
+
+    def fixed(self, node: Node, ns: Namespace) -> Num | Str | Bool | None:
+        """The literal a node stands for: a literal itself, a negated number or a named parameter."""
+        if isinstance(node, (Num, Str, Bool)):
+            return node
+        if isinstance(node, Neg):
+            inner = self.fixed(node.operand, ns)
+            return Num(-inner.value, node.pos) if isinstance(inner, Num) else None
+        if isinstance(node, Name):
+            sym = ns.symbols.get(node.name)
+            if sym is not None and sym.kind == "param":
+                return literal_node(self.params[(ns.entity, node.name)], node.pos)
+        return None
+
     def need_number(self, t: Type | None, node: Node, base: Location, what: str) -> Type | None:
         if t is None:
             return None
         if t.kind != "number":
-            hint = "a yes/no value cannot be used as a number; use if(cond, 1, 0)" if t.kind == "boolean" else ""
+            hint = {"boolean": "a yes/no value cannot be used as a number; use if(cond, 1, 0)",
+                    "list": LIST_HINT}.get(t.kind, "")
             self.error("type", f"{what} needs a number, but this is {t}", base.shifted(node.pos), hint)
             return None
         return NUMBER
@@ -211,12 +317,17 @@ class _Checker:
     def need_boolean(self, t: Type | None, node: Node, base: Location, what: str) -> None:
         if t is not None and t.kind != "boolean":
             self.error("type", f"{what} needs a condition (yes/no), but this is {t}", base.shifted(node.pos),
-                       "compare it, e.g. `x > 0`")
+                       LIST_HINT if t.kind == "list" else "compare it, e.g. `x > 0`")
 
     def check_compare(self, op: str, ln: Node, lt: Type | None, rn: Node, rt: Type | None, base: Location) -> None:
         if lt is None or rt is None:
             return
         at = base.shifted(ln.pos)
+        if "list" in (lt.kind, rt.kind):
+            name = to_text(ln if lt.kind == "list" else rn)
+            self.error("type", f"`{name}` is {lt if lt.kind == 'list' else rt}, so `{op}` cannot compare it "
+                       "with one value", at, LIST_HINT)
+            return
         if lt.kind != rt.kind:
             self.error("type", f"cannot compare {lt} with {rt}", at,
                        "quote text values and leave numbers unquoted" if "string" in (lt.kind, rt.kind) else "")
@@ -241,7 +352,11 @@ class _Checker:
         if n < spec.min_args or (spec.max_args is not None and n > spec.max_args):
             self.error("arity", f"`{node.func}` takes {spec.arity_text()}, got {n}", at, spec.summary)
             return None
+        seen_kwargs: set[str] = set()
         for key, value in node.kwargs:
+            if key in seen_kwargs:
+                self.error("arity", f"`{key}=` is given twice", base.shifted(value.pos))
+            seen_kwargs.add(key)
             if key not in spec.kwargs:
                 allowed = f"it accepts {', '.join(k + '=' for k in spec.kwargs)}" if spec.kwargs else "it takes none"
                 self.error("arity", f"`{node.func}` has no named argument `{key}`", base.shifted(value.pos), allowed)
@@ -249,7 +364,14 @@ class _Checker:
                 if not isinstance(value, Name):
                     self.error("type", "`by=` needs the name of a column to group by", base.shifted(value.pos))
                 else:
-                    self.infer(value, ns, base, extra)
+                    t = self.infer(value, ns, base, extra)
+                    if t is not None and t.kind == "list":
+                        self.error("type", f"cannot group by `{value.name}`: it is {t}", base.shifted(value.pos))
+            elif key == "ties":
+                fixed = self.fixed(value, ns)
+                if not isinstance(fixed, Str) or fixed.value not in TIES:
+                    self.error("type", "`ties=` must be 'key' (ties go to the smaller key) or 'together' (tied "
+                               "entities share the best rank)", base.shifted(value.pos), "e.g. rank(revenue, ties='together')")
         if node.func == "lookup":
             return self.infer_lookup(node, ns, base, extra)
         types = [self.infer(a, ns, base, extra) for a in node.args]
@@ -261,21 +383,30 @@ class _Checker:
         if node.func == "coalesce":
             return self.same_type(types, node.args, base, "`coalesce`")
         if node.func == "quantile":
-            q = node.args[1]
+            q = self.fixed(node.args[1], ns)
             if not isinstance(q, Num) or not 0 <= q.value <= 1:
                 self.error("type", "the second argument of `quantile` must be a fixed number between 0 and 1",
-                           base.shifted(q.pos), "e.g. quantile(revenue, 0.8)")
+                           base.shifted(node.args[1].pos), "e.g. quantile(revenue, 0.8)")
         if node.func == "count":
             return NUMBER  # counts entities where its argument is present, whatever its type
         ok = all([self.need_number(t, a, base, f"`{node.func}`") for t, a in zip(types, node.args)])
-        if node.func == "round" and len(node.args) == 2 and not isinstance(node.args[1], Num):
-            self.error("type", "the digits of `round` must be a fixed whole number", base.shifted(node.args[1].pos))
+        if node.func == "round" and len(node.args) == 2:
+            digits = self.fixed(node.args[1], ns)
+            if not isinstance(digits, Num) or not float(digits.value).is_integer() \
+                    or not -ROUND_DIGITS <= digits.value <= ROUND_DIGITS:
+                self.error("type", f"the digits of `round` must be a fixed whole number from -{ROUND_DIGITS} to "
+                           f"{ROUND_DIGITS}", base.shifted(node.args[1].pos),
+                           "e.g. round(x, 2) for cents, round(x, -3) for thousands")
         return NUMBER if ok else None
 
     def same_type(self, types: list[Type | None], args: tuple[Node, ...], base: Location, what: str) -> Type | None:
         known = [t for t in types if t is not None]
         if len(known) < len(types):
             return None
+        for t, a in zip(known, args):
+            if t.kind == "list":
+                self.error("type", f"{what} cannot choose between lists", base.shifted(a.pos), LIST_HINT)
+                return None
         first = known[0]
         for t, a in zip(known[1:], args[1:]):
             if t.kind != first.kind:
@@ -307,8 +438,9 @@ class _Checker:
                 self.error("type", "table values and the default of `lookup` must be fixed values",
                            base.shifted(v.pos))
                 return None
-        if key_t is not None and key_t.kind == "boolean":
-            self.error("type", "the key of `lookup` must be text or a number", base.shifted(node.args[0].pos))
+        if key_t is not None and key_t.kind in ("boolean", "list"):
+            self.error("type", "the key of `lookup` must be text or a number", base.shifted(node.args[0].pos),
+                       LIST_HINT if key_t.kind == "list" else "")
         types = [self.infer(v, ns, base, extra) for v in value_nodes]
         return self.same_type(types, tuple(value_nodes), base, "the lookup table")
 
@@ -319,29 +451,52 @@ class _Checker:
         return self.infer(expr.node, ns, expr.loc, extra)
 
     def check_derives(self) -> None:
-        # features may read each other in any order; resolve types in rounds (cycles are reported by plan)
+        # features may read each other in any order; resolve types in rounds
         pending = [(p, d) for p in self.ps.policies for d in p.derives]
-        for _ in range(len(pending) + 1):
+        while pending:
             progress = False
             still = []
             for p, d in pending:
                 ns = self.namespaces[p.entity]
-                reads = [ns.symbols.get(n.name) for n in _names(d.expr.node)]
-                if any(s is not None and s.kind == "derive" and s.type.kind == "pending" and s.name != d.name
-                       for s in reads):
+                if self.waits_for(d, ns):
                     still.append((p, d))
                     continue
-                t = self.check_expr(d.expr, ns)
-                sym = ns.symbols[d.name]
-                if sym.kind == "derive" and sym.loc == d.loc:
-                    ns.symbols[d.name] = Symbol(d.name, "derive", t or Type("unknown"), d.loc)
+                self.settle(d, ns, self.check_expr(d.expr, ns))
                 progress = True
             pending = still
-            if not pending or not progress:
+            if not progress:
                 break
-        for p, d in pending:  # part of a cycle: still check the names it reads
-            ns = self.namespaces[p.entity]
-            ns.symbols[d.name] = Symbol(d.name, "derive", Type("unknown"), d.loc)
+        if not pending:
+            return
+        # what is left reads itself, directly or through others: report each cycle once, then check the
+        # rest of those expressions with the features of the cycle as unknown (so nothing follows from it)
+        self.report_cycles(pending)
+        for p, d in pending:
+            self.settle(d, self.namespaces[p.entity], None)
+        for p, d in pending:
+            self.check_expr(d.expr, self.namespaces[p.entity])
+
+    def waits_for(self, d: Derive, ns: Namespace) -> bool:
+        """Whether a feature reads a feature whose type is not known yet (itself included)."""
+        reads = [ns.symbols.get(n.name) for n in _names(d.expr.node)]
+        return any(s is not None and s.kind == "derive" and s.type.kind == "pending" for s in reads)
+
+    def settle(self, d: Derive, ns: Namespace, t: Type | None) -> None:
+        sym = ns.symbols[d.name]
+        if sym.kind == "derive" and sym.loc == d.loc:
+            ns.symbols[d.name] = Symbol(d.name, "derive", t or UNKNOWN, d.loc)
+
+    def report_cycles(self, pending: list[tuple[Policy, Derive]]) -> None:
+        graph = {(p.entity, d.name): [(p.entity, n.name) for n in _names(d.expr.node)] for p, d in pending}
+        locs = {(p.entity, d.name): d.loc for p, d in pending}
+        reported: set[frozenset] = set()
+        for start in graph:
+            cycle = _cycle_from(start, graph)
+            if cycle and frozenset(cycle) not in reported:
+                reported.add(frozenset(cycle))
+                names = [n for _, n in cycle] + [cycle[0][1]]
+                self.error("cycle", f"features depend on each other in a cycle: {' -> '.join(names)}",
+                           locs[cycle[0]], "break the cycle: one of them must not read the other")
 
     def check_template(self, tpl: Template | None, ns: Namespace, extra: dict[str, Type]) -> None:
         if tpl is None:
@@ -355,8 +510,13 @@ class _Checker:
         for _, name, spec, conversion in fields:
             if name is None:
                 continue
-            if conversion or not re.fullmatch(r"[a-z][a-z0-9_]*", name or ""):
-                self.error("template", f"`{{{name}}}` in the `because` text must be a plain name", tpl.loc,
+            written = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            if conversion:
+                self.error("template", f"`{written}` in the `because` text: `!{conversion}` is not supported",
+                           tpl.loc, f"write {{{name}}}" + (f" or {{{name}:{spec}}}" if spec else ""))
+                continue
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name or ""):
+                self.error("template", f"`{written}` in the `because` text must be a plain name", tpl.loc,
                            "write {profit} or {profit_share:.0%}")
                 continue
             t = extra.get(name) or (ns.symbols[name].type if name in ns.symbols else None)
@@ -365,10 +525,10 @@ class _Checker:
                            did_you_mean(name, list(ns.symbols) + list(extra)))
                 continue
             if spec:
-                if not FORMAT_SPEC.match(spec):
-                    self.error("template", f"format `{spec}` is not supported", tpl.loc,
-                               "use `.2f` (decimals), `,.0f` (thousands), `.0%` (percent) or `d`")
-                elif t.kind != "number":
+                problem = format_spec_problem(spec)
+                if problem:
+                    self.error("template", f"`{written}`: {problem[0]}", tpl.loc, problem[1])
+                elif t.kind not in ("number", "unknown"):
                     self.error("template", f"format `{spec}` needs a number, but `{name}` is {t}", tpl.loc)
 
     def check_then(self, d: Decision, rule: Rule) -> None:
@@ -407,6 +567,13 @@ class _Checker:
             self.error("hit", f"hit policy {d.hit} needs a decision with a single output", d.loc)
         if d.aggregate != "list" and d.hit != "collect":
             self.error("hit", "`aggregate` only applies to hit policy collect", d.loc)
+        if d.hit == "collect" and d.aggregate == "list":
+            for v in list(d.main.values or ()) + [dict(r.then).get(d.main.name) for r in d.rules]:
+                if isinstance(v, str) and LIST_SEPARATOR in v:
+                    self.error("unknown-value", f"{v!r} contains `{LIST_SEPARATOR}`, which separates the values "
+                               f"of a collected list in texts and CSV files", d.loc,
+                               "write it without the comma, e.g. with a hyphen")
+                    break
         ids: dict[str, Location] = {}
         defaults = 0
         for rule in d.rules:
@@ -438,7 +605,9 @@ class _Checker:
                 if q.per is not None and q.per not in ns.symbols:
                     self.error("unknown-name", f"`per: {q.per}` is not a fact, feature or decision of {p.entity}",
                                q.per_loc or q.loc, did_you_mean(q.per, ns.symbols))
-                extra = {v: NUMBER for v in QUOTA_VARIABLES}
+                if q.per is not None and q.per in ns.symbols and ns.symbols[q.per].type.kind == "list":
+                    self.error("type", f"`per: {q.per}` cannot group by a list", q.per_loc or q.loc)
+                extra = dict(QUOTA_VARIABLES)
                 self.check_template(q.else_rule.because, ns, extra)
             self.check_template(rule.because, ns, extra)
 
@@ -452,6 +621,41 @@ class _Checker:
         if self.problems:
             raise PolicyError(self.problems)
         return Checked(self.ps, self.namespaces)
+
+
+def _cycle_from(start: tuple[str, str], graph: dict[tuple[str, str], list[tuple[str, str]]]
+                ) -> list[tuple[str, str]] | None:
+    """The cycle `start` lies on (in reading order from `start`), or None when it only leads into one."""
+    path = [start]
+    seen = {start}
+
+    def walk_from(node: tuple[str, str]) -> list[tuple[str, str]] | None:
+        for nxt in graph.get(node, []):
+            if nxt == start:
+                return list(path)
+            if nxt in graph and nxt not in seen:
+                seen.add(nxt)
+                path.append(nxt)
+                found = walk_from(nxt)
+                if found:
+                    return found
+                path.pop()
+        return None
+
+    return walk_from(start)
+
+
+def literal_node(value: Scalar, pos: int = 0) -> Num | Str | Bool:
+    """The expression node of a fixed value (a parameter written into an expression)."""
+    if isinstance(value, bool):
+        return Bool(value, pos)
+    if isinstance(value, (int, float)):
+        return Num(float(value), pos)
+    return Str(str(value), pos)
+
+
+def _literal_type(node: Num | Str | Bool) -> Type:
+    return NUMBER if isinstance(node, Num) else STRING if isinstance(node, Str) else BOOLEAN
 
 
 def _names(node: Node | None) -> list[Name]:

@@ -8,6 +8,7 @@ Semantic checks that need names and types live in `typecheck`.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +19,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from .errors import Location, PolicyError, Problem, did_you_mean
 from .load import LocatedDoc, policy_set_hash
-from .model import Decision, Derive, Expr, Fact, Join, Output, Policy, PolicySet, Quota, RankKey, Rule, Template
+from .model import Decision, Derive, Expr, Fact, Join, Output, Param, Policy, PolicySet, Quota, RankKey, Rule, Template
 
 SCHEMA_NAME = "policy.schema.json"
 
@@ -157,7 +158,7 @@ def _rule(doc: LocatedDoc, r: dict[str, Any], path: tuple[Any, ...], single_name
         )
         quota = Quota(
             rank_by=tuple(keys), loc=doc.loc(qp), else_rule=else_rule, top_n=top_n, top_share=top_share,
-            per=q.get("per"), per_loc=doc.loc(qp + ("per",)) if "per" in q else None,
+            per=q.get("per"), per_loc=doc.loc(qp + ("per",)) if "per" in q else None, ties=q.get("ties", "key"),
         )
     return Rule(
         id=str(r["id"]),
@@ -205,6 +206,29 @@ def _values_type(values: list[Any]) -> str:
     return "string"
 
 
+_PERCENT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def param_value(value: Any) -> Any:
+    """A parameter as written: numbers, yes/no and text; "80%" is the number 0.8, as in expressions."""
+    if isinstance(value, str):
+        m = _PERCENT.match(value)
+        if m:
+            return float(m.group(1)) / 100
+    return value
+
+
+def _semantic_problems(doc: LocatedDoc) -> list[Problem]:
+    """What the schema cannot say: settings that only make sense for some fact types."""
+    problems = []
+    for f_name, f in (doc.data.get("facts") or {}).items():
+        if isinstance(f, dict) and "decimals" in f and f.get("type") != "number":
+            problems.append(Problem("schema", f"`decimals` applies to facts of type number, not {f.get('type')}",
+                                    doc.key_loc(("facts", f_name, "decimals")),
+                                    "remove it; whole numbers (integer) are never rounded"))
+    return problems
+
+
 def build_policy(doc: LocatedDoc) -> Policy:
     """The model of one schema-valid document."""
     data = doc.data
@@ -214,10 +238,12 @@ def build_policy(doc: LocatedDoc) -> Policy:
             name=f_name, type=f["type"], loc=doc.key_loc(("facts", f_name)), key=bool(f.get("key", False)),
             required=bool(f.get("required", False)) or bool(f.get("key", False)),
             min=f.get("min"), max=f.get("max"), values=_scalars(f.get("values")),
-            measure=bool(f.get("measure", False)), policy=name,
+            measure=bool(f.get("measure", False)), policy=name, decimals=f.get("decimals"),
         )
         for f_name, f in (data.get("facts") or {}).items()
     )
+    params = tuple(Param(p_name, param_value(value), doc.key_loc(("params", p_name)))
+                   for p_name, value in (data.get("params") or {}).items())
     joins = tuple(
         Join(
             name=j_name, entity=j.get("entity", j_name), on=j["on"], take=tuple(j["take"]),
@@ -231,7 +257,7 @@ def build_policy(doc: LocatedDoc) -> Policy:
         for d_name, src in (data.get("derive") or {}).items()
     )
     decisions = tuple(_decision(doc, d_name, d, name, entity) for d_name, d in data["decisions"].items())
-    return Policy(name, entity, doc.file, doc.loc(()), facts, joins, derives, decisions)
+    return Policy(name, entity, doc.file, doc.loc(()), facts, params, joins, derives, decisions)
 
 
 def validate(docs: list[LocatedDoc], directory: str = "") -> PolicySet:
@@ -242,7 +268,8 @@ def validate(docs: list[LocatedDoc], directory: str = "") -> PolicySet:
             problems.append(Problem("empty", "the policy file is empty", Location(doc.file, 1, 1),
                                     "a policy needs at least `policy:`, `entity:` and `decisions:`"))
             continue
-        problems.extend(schema_problems(doc))
+        found = schema_problems(doc)
+        problems.extend(found or _semantic_problems(doc))
     if problems:
         raise PolicyError(problems)
     policies = tuple(build_policy(doc) for doc in docs)

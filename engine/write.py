@@ -1,89 +1,316 @@
-"""Stage 8, write: outputs and manifest, atomically.
+"""Stage 8, write: the output set (one file per entity, the manifest, optionally a calibration),
+replaced as a whole.
 
-Every file is written to a temporary name in the target folder and renamed into place only after
-all of them were written, so a failure never leaves a half-written output behind.
+An output folder only ever holds one complete set. A run writes its set into a new folder next to
+the output folder (`.<name>.kam-<token>`), flushes it to disk, then swaps the two folders in one
+step (Linux `renameat2(RENAME_EXCHANGE)`), and only then deletes the previous set. A reader of the
+output folder therefore finds either the complete previous set or the complete new one, with the
+manifest that describes the files beside it, whenever the writer is stopped, even by `kill -9`.
+A lock file held while a run works marks its folders as alive; the next run deletes what a killed
+run left (and, where the swap had to be done in two renames, puts a previous set back in place).
+
+Files follow the umask like any other file, and the folder keeps the permissions it had.
+
+Formats carry the same values: numbers in CSV and JSON Lines exactly as `engine.numbers` writes
+them (shortest round-trip form, whole numbers without `.0`), lists of a `collect` decision as lists
+in Parquet and JSON Lines and as `a, b` in CSV.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import json
 import os
-import tempfile
+import secrets
+import shutil
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .errors import InputError, Location, Problem
+from .numbers import list_text, number_texts
 from .read import file_sha256
 
 OUTPUT_FORMATS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
+MANIFEST = "manifest.json"
+SHOW_FOREIGN = 5
+
+# Tests stop the writer at these points (`KAM_KILL_AT=name[:count]` kills the process with SIGKILL
+# the count-th time the point is reached) to check that the output folder is never torn.
+KILL_ENV = "KAM_KILL_AT"
 
 
-def _plain_lists(frame: pd.DataFrame, sep: str | None) -> pd.DataFrame:
-    """`collect` list columns: joined text for CSV (sep), kept as lists otherwise."""
-    out = frame.copy(deep=False)
-    for name in frame.columns:
-        col = frame[name]
-        if col.dtype == object and len(col) and isinstance(col.iloc[0], list):
-            out[name] = [sep.join(map(str, v)) for v in col] if sep is not None else col
-    return out
+def fault_point(name: str) -> None:
+    """A place where a test may kill the writer; does nothing unless KAM_KILL_AT names it."""
+    target = os.environ.get(KILL_ENV)
+    if not target:
+        return
+    point, _, count = target.partition(":")
+    if point != name:
+        return
+    _HITS[name] = _HITS.get(name, 0) + 1
+    if _HITS[name] >= int(count or 1):
+        os.kill(os.getpid(), 9)
 
 
-def _write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:
-    if fmt == "csv":
-        _plain_lists(frame, "|").to_csv(path, index=False, encoding="utf-8", lineterminator="\n")
-    elif fmt == "parquet":
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        # pandas metadata embeds library versions; leave it out so identical runs are identical bytes
-        table = table.replace_schema_metadata(None)
-        pq.write_table(table, path, compression="zstd")
-    elif fmt == "jsonl":
-        records = _plain_lists(frame, None)
-        text = records.to_json(orient="records", lines=True, force_ascii=False)
-        path.write_text(text if text.endswith("\n") or not text else text + "\n", encoding="utf-8")
-    else:
-        raise ValueError(fmt)
+_HITS: dict[str, int] = {}
 
 
-def write_outputs(out_dir: Path, frames: dict[str, pd.DataFrame], fmt: str,
-                  manifest: dict[str, Any]) -> dict[str, Path]:
-    """Write one file per entity plus `manifest.json`; all or nothing."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ext = OUTPUT_FORMATS[fmt]
-    staged: list[tuple[Path, Path]] = []
+# -- the output folder -------------------------------------------------------------------------------
+
+def _is_kam_output(name: str, listed: set[str]) -> bool:
+    """Files kam itself puts in an output folder (now or in earlier versions)."""
+    if name == MANIFEST or name in listed:
+        return True
+    stem, dot, ext = name.rpartition(".")
+    if dot and f".{ext}" in OUTPUT_FORMATS.values() and stem.endswith("_decisions"):
+        return True
+    return name.startswith(".") and name.endswith(".tmp")  # an older kam's temporary files
+
+
+def _listed(folder: Path) -> set[str]:
     try:
-        for entity in frames:
-            final = out_dir / f"{entity}_decisions{ext}"
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=out_dir)
-            os.close(fd)
-            staged.append((Path(tmp_name), final))
+        doc = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        return {str(o["path"]) for o in doc.get("outputs", []) + doc.get("extra_files", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
+
+
+def _usage(message: str, hint: str, where: Path) -> InputError:
+    return InputError(Problem("output-folder", message, Location(str(where)), hint))
+
+
+@dataclass
+class OutputTarget:
+    """The output folder of one run, checked and reserved before any fact is read.
+
+    `prepare` checks that the folder can be replaced (it is a folder or absent, kam wrote what is in
+    it, the folder around it is writable), takes a lock and makes the empty staging folder;
+    `commit` writes the set there and swaps it in; `abandon` removes the staging folder.
+    """
+
+    out: Path
+    real: Path = field(init=False)
+    token: str = field(init=False, default="")
+    staging: Path | None = field(init=False, default=None)
+    lock_path: Path | None = field(init=False, default=None)
+    _lock_fd: int | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.real = Path(os.path.abspath(self.out))
+        if self.real.is_symlink() or (self.real.exists() and self.real.resolve() != self.real):
+            self.real = self.real.resolve()
+
+    @property
+    def prefix(self) -> str:
+        return f".{self.real.name}.kam-"
+
+    def prepare(self) -> "OutputTarget":
+        out, real = self.out, self.real
+        if real.exists() and not real.is_dir():
+            raise _usage(f"--out {out} is a file, not a folder", "give a folder for the decisions, e.g. --out out/",
+                         out)
+        if real.parent == real:
+            raise _usage(f"--out {out} is the root of the file system", "give a folder of its own", out)
+        if real.is_dir():
+            listed = _listed(real)
+            foreign = sorted(p.name for p in real.iterdir() if not _is_kam_output(p.name, listed))
+            if foreign:
+                more = f" and {len(foreign) - SHOW_FOREIGN} more" if len(foreign) > SHOW_FOREIGN else ""
+                raise _usage(f"--out {out} holds files kam did not write: {', '.join(foreign[:SHOW_FOREIGN])}{more}",
+                             "kam replaces the whole output folder at every run (so it never holds a mix of two "
+                             "runs); give it a folder of its own, e.g. --out out/", out)
+        try:
+            real.parent.mkdir(parents=True, exist_ok=True)
+            self.token = f"{os.getpid()}-{secrets.token_hex(4)}"
+            # the lock is taken under another name and then renamed, so that no other run ever sees
+            # this run's lock file unlocked (and takes the run for a dead one)
+            locking = real.parent / f"{self.prefix}{self.token}.locking"
+            self._lock_fd = os.open(locking, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.lock_path = real.parent / f"{self.prefix}{self.token}.lock"
+            os.rename(locking, self.lock_path)
+            self.staging = real.parent / f"{self.prefix}{self.token}"
+            os.mkdir(self.staging)
+        except OSError as exc:
+            self.abandon()
+            raise _usage(f"cannot write the output folder {out}: {exc.strerror or exc}",
+                         f"kam builds the new set next to it and swaps it in, so {real.parent} must be writable; "
+                         "choose --out inside a folder you can write to", out) from None
+        if real.is_dir() and not os.access(real, os.W_OK | os.X_OK):
+            self.abandon()
+            raise _usage(f"cannot replace the output folder {out}: its files cannot be removed",
+                         "make it writable, or choose another --out", out)
+        clean_leftovers(real)
+        return self
+
+    def commit(self, frames: dict[str, pd.DataFrame], fmt: str,
+               manifest: dict[str, Any] | Callable[[], dict[str, Any]],
+               extra_files: dict[str, bytes] | None = None,
+               on_file: Callable[[str], None] | None = None) -> dict[str, Path]:
+        """Write every file into the staging folder, then swap it in for the output folder.
+
+        `manifest` (or a function making it once the files are written) gets the list of outputs."""
+        assert self.staging is not None, "prepare() first"
+        staging, real = self.staging, self.real
+        ext = OUTPUT_FORMATS[fmt]
+        names = {entity: f"{entity}_decisions{ext}" for entity in frames}
+
+        def write_one(entity: str) -> None:
+            write_frame(frames[entity], staging / names[entity], fmt)
+            fault_point("staged-file")
+            if on_file:
+                on_file(entity)
+
         # the files are independent; writers release the GIL while encoding and compressing
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            list(pool.map(lambda job: _write_frame(job[0], job[1], fmt),
-                          [(frame, tmp) for frame, (tmp, _) in zip(frames.values(), staged)]))
-        final_paths = {entity: final for (_, final), entity in zip(staged, frames)}
-        manifest = dict(manifest)
-        manifest["outputs"] = [
-            {"entity": e, "path": p.name, "rows": int(len(frames[e])), "sha256": file_sha256(t)}
-            for (t, p), e in zip(staged, frames)
-        ]
-        fd, tmp_name = tempfile.mkstemp(prefix=".manifest.json.", suffix=".tmp", dir=out_dir)
+            list(pool.map(write_one, frames))
+        for name, data in (extra_files or {}).items():
+            (staging / name).write_bytes(data)
+        manifest = dict(manifest() if callable(manifest) else manifest)
+        manifest["outputs"] = [{"entity": e, "path": names[e], "rows": int(len(frames[e])),
+                                "sha256": file_sha256(staging / names[e])} for e in frames]
+        if extra_files:
+            manifest["extra_files"] = [{"path": name, "sha256": file_sha256(staging / name)} for name in extra_files]
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=_json_default)
+                                        + "\n", encoding="utf-8")
+        fault_point("staged-manifest")
+        for p in staging.iterdir():
+            _fsync(p)
+        if real.is_dir():
+            _keep_mode(real, staging)
+        _fsync(staging)
+        swap_in(staging, real)
+        _fsync(real.parent)
+        fault_point("swapped")
+        # the staging path now holds the previous set (or nothing, on a first run)
+        _remove_tree(staging)
+        self.staging = None
+        self._unlock()
+        return {e: self.out / names[e] for e in frames}
+
+    def abandon(self) -> None:
+        """Remove what this run staged (after an error); the output folder is untouched."""
+        if self.staging is not None:
+            _remove_tree(self.staging)
+            self.staging = None
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self.lock_path is not None:
+            self.lock_path.unlink(missing_ok=True)
+            self.lock_path = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def clean_leftovers(real: Path) -> None:
+    """Remove the folders of runs that were killed (their lock is free), restoring a previous set
+    that a two-step swap had moved aside when the output folder is missing."""
+    prefix = f".{real.name}.kam-"
+    for locking in sorted(real.parent.glob(f"{prefix}*.locking")):  # killed while taking its lock
+        fd = os.open(locking, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locking.unlink(missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    for lock in sorted(real.parent.glob(f"{prefix}*.lock")):
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a run still working
+            base = lock.name[: -len(".lock")]
+            aside = real.parent / f"{base}-previous"
+            if aside.is_dir() and not real.exists():
+                os.rename(aside, real)
+            for leftover in (real.parent / base, aside):
+                if leftover.exists():
+                    _remove_tree(leftover)
+            lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2); False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def swap_in(staging: Path, real: Path) -> None:
+    """Make `staging` the output folder; the previous set ends up at the staging path."""
+    if not real.exists():
+        os.rename(staging, real)  # atomic: nothing was there
+        staging.mkdir()
+        return
+    if _exchange(staging, real):
+        return
+    # no atomic exchange on this system: move the previous set aside first; a run killed between
+    # the two renames leaves no output folder, and the next run puts the previous set back
+    aside = staging.with_name(staging.name + "-previous")
+    os.rename(real, aside)
+    fault_point("moved-aside")
+    os.rename(staging, real)
+    os.rename(aside, staging)
+
+
+def _remove_tree(path: Path) -> None:
+    for child in sorted(path.iterdir()) if path.is_dir() else []:
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+        fault_point("removing-previous")
+    if path.is_dir():
+        path.rmdir()
+
+
+def _keep_mode(old: Path, new: Path) -> None:
+    """The new folder gets the permissions and group the output folder had."""
+    st = old.stat()
+    os.chmod(new, st.st_mode & 0o7777)
+    try:
+        os.chown(new, -1, st.st_gid)
+    except OSError:
+        pass
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
         os.close(fd)
-        tmp = Path(tmp_name)
-        staged.append((tmp, out_dir / "manifest.json"))
-        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=_json_default) + "\n",
-                       encoding="utf-8")
-        for tmp_path, final in staged:
-            os.replace(tmp_path, final)
-        return final_paths
-    except BaseException:
-        for tmp_path, _ in staged:
-            tmp_path.unlink(missing_ok=True)
-        raise
 
 
 def _json_default(o: Any) -> Any:
@@ -94,3 +321,142 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(type(o))
+
+
+# -- the formats -------------------------------------------------------------------------------------
+
+def _is_list_column(col: pd.Series) -> bool:
+    return col.dtype == object and len(col) > 0 and isinstance(col.iloc[0], list)
+
+
+def _list_codes(col: pd.Series) -> tuple[np.ndarray, list[Any]]:
+    """A column of lists (shared list objects per distinct value) as codes into the distinct lists."""
+    ids = np.fromiter((id(v) for v in col), dtype=np.int64, count=len(col))
+    codes, uniques = pd.factorize(ids)
+    firsts = np.zeros(len(uniques), dtype=np.int64)
+    firsts[codes[::-1]] = np.arange(len(col))[::-1]
+    objects = col.to_numpy()
+    return codes.astype(np.int64), [objects[i] for i in firsts]
+
+
+def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every value as CSV text the way kam shows it everywhere (numbers, true/false, `a, b` lists)."""
+    out = {}
+    for name in frame.columns:
+        col = frame[name]
+        if _is_list_column(col):
+            codes, lists = _list_codes(col)
+            texts = np.array([None if v is None else list_text(v) for v in lists] + [None], dtype=object)
+            out[name] = texts[codes]
+        elif pd.api.types.is_bool_dtype(col.dtype):
+            out[name] = col.astype(object).map({True: "true", False: "false"})
+        elif pd.api.types.is_float_dtype(col.dtype):
+            out[name] = pd.arrays.ArrowStringArray(number_texts(col.to_numpy(dtype=float), missing=None))
+        else:
+            out[name] = col
+    return pd.DataFrame(out, copy=False)
+
+
+def _arrow_column(col: pd.Series) -> pa.Array:
+    if _is_list_column(col):
+        codes, lists = _list_codes(col)
+        sample = next((x for v in lists if v for x in v), "")
+        item = pa.bool_() if isinstance(sample, bool) else pa.float64() \
+            if isinstance(sample, (int, float)) else pa.string()
+        distinct = pa.array([None if v is None else list(v) for v in lists], type=pa.list_(item))
+        return distinct.take(pa.array(codes))
+    return pa.Array.from_pandas(col)
+
+
+def _arrow_table(frame: pd.DataFrame) -> pa.Table:
+    return pa.table({name: _arrow_column(frame[name]) for name in frame.columns})
+
+
+def _json_strings(values: pa.Array) -> pa.Array:
+    """Text as JSON strings (quoted and escaped; null where missing), column-wise."""
+    s = values.cast(pa.string())
+    s = pc.replace_substring(pc.replace_substring(s, "\\", "\\\\"), '"', '\\"')
+    if len(s) and pc.any(pc.match_substring_regex(s, "[\\x00-\\x1f]")).as_py():
+        for code in range(32):
+            s = pc.replace_substring(s, chr(code), json.dumps(chr(code))[1:-1])
+    quoted = pc.binary_join_element_wise('"', s, '"', "")
+    return pc.fill_null(quoted, "null")
+
+
+def _json_fragments(col: pd.Series) -> pa.Array:
+    """One column as JSON values, one text per row."""
+    if _is_list_column(col):
+        codes, lists = _list_codes(col)
+        texts = [("null" if v is None else "[" + ",".join(_json_scalar(x) for x in v) + "]") for v in lists]
+        return pa.array(texts, pa.string()).take(pa.array(codes))
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cats = _json_strings(pa.array(col.cat.categories.astype(str).tolist(), pa.string()))
+        codes = col.cat.codes.to_numpy()
+        table = pa.concat_arrays([cats, pa.array(["null"], pa.string())])
+        return table.take(pa.array(np.where(codes >= 0, codes, len(cats))))
+    if pd.api.types.is_bool_dtype(col.dtype):
+        arr = pa.Array.from_pandas(col)
+        return pc.fill_null(pc.if_else(arr, "true", "false"), "null")
+    if pd.api.types.is_integer_dtype(col.dtype):
+        return pc.fill_null(pa.Array.from_pandas(col).cast(pa.string()), "null")
+    if pd.api.types.is_float_dtype(col.dtype):
+        x = col.to_numpy(dtype=float)
+        return number_texts(np.where(np.isfinite(x), x, np.nan), missing="null")  # JSON has no infinity
+    return _json_strings(pa.Array.from_pandas(col.astype("string")))
+
+
+def _json_scalar(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return number_texts(np.array([float(v)]), missing="null")[0].as_py()
+    return json.dumps(str(v), ensure_ascii=False)
+
+
+JSONL_CHUNK = 250_000  # rows rendered at a time, so the text of a large output never sits in memory whole
+
+
+def _write_jsonl(frame: pd.DataFrame, path: Path) -> None:
+    with path.open("wb") as fh:
+        if len(frame.columns) == 0:
+            return
+        names = [("{" if i == 0 else ",") + json.dumps(str(name), ensure_ascii=False) + ":"
+                 for i, name in enumerate(frame.columns)]
+        for start in range(0, len(frame), JSONL_CHUNK):
+            chunk = frame.iloc[start:start + JSONL_CHUNK]
+            parts: list[Any] = []
+            for name, prefix in zip(frame.columns, names):
+                parts.append(pa.scalar(prefix, pa.large_string()))
+                parts.append(_json_fragments(chunk[name]).cast(pa.large_string()))
+            parts.append(pa.scalar("}\n", pa.large_string()))
+            lines = pc.binary_join_element_wise(*parts, pa.scalar("", pa.large_string()))
+            # the value buffer of a string array is every row's text one after the other: the file itself
+            offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
+            begin, end = int(offsets[lines.offset]), int(offsets[lines.offset + len(lines)])
+            fh.write(memoryview(lines.buffers()[2])[begin:end])
+
+
+def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:
+    """One output table in one format."""
+    if fmt == "csv":
+        _csv_frame(frame).to_csv(path, index=False, encoding="utf-8", lineterminator="\n")
+    elif fmt == "parquet":
+        # no pandas metadata: it embeds library versions, and identical runs must be identical bytes
+        pq.write_table(_arrow_table(frame), path, compression="zstd")
+    elif fmt == "jsonl":
+        _write_jsonl(frame, path)
+    else:
+        raise ValueError(fmt)
+
+
+def write_outputs(out_dir: Path, frames: dict[str, pd.DataFrame], fmt: str, manifest: dict[str, Any],
+                  extra_files: dict[str, bytes] | None = None) -> dict[str, Path]:
+    """Replace the output folder with one file per entity plus `manifest.json`: all or nothing."""
+    target = OutputTarget(out_dir).prepare()
+    try:
+        return target.commit(frames, fmt, manifest, extra_files)
+    except BaseException:
+        target.abandon()
+        raise

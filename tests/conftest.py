@@ -15,11 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 KAM = Path(sys.executable).parent / "kam"
 
 
-def kam(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def kam(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed `kam` entry point, as a user would."""
-    env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1"}
+    env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1", **(env or {})}
     return subprocess.run([str(KAM), *args], cwd=cwd or ROOT, capture_output=True, text=True, env=env,
-                          timeout=120)
+                          timeout=120, input=stdin)
 
 
 def write_policy(folder: Path, name: str, text: str) -> Path:

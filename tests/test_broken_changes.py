@@ -30,16 +30,16 @@ def test_shipped_policies_pass_every_check():
 
 
 def test_a_typo_is_caught_by_check(policies: Path):
-    edit(policies, "profit_share <= 80% and credit_score >= 60", "profit_share <= 80% and credit_scor >= 60")
+    edit(policies, "credit_score >= key_min_credit", "credit_scor >= key_min_credit")
     r = kam("check", str(policies))
     assert r.returncode == 1
-    assert "segmentation.yaml:38:39: error[unknown-name]" in r.stderr
+    assert "segmentation.yaml:48:45: error[unknown-name]" in r.stderr
     assert "`credit_scor` is not a fact, feature or decision of customer" in r.stderr
     assert "did you mean `credit_score`?" in r.stderr
 
 
 def test_a_shadowed_rule_is_caught_by_strict_check(policies: Path):
-    edit(policies, "when: value_position >= 50%", "when: value_position >= 10%")
+    edit(policies, "important_from: 50%", "important_from: 10%")
     r = kam("check", "--strict", str(policies))
     assert r.returncode == 1
     assert "rule `general` of `tier` can never fire: every entity it matches is taken first by" in r.stderr
@@ -47,7 +47,7 @@ def test_a_shadowed_rule_is_caught_by_strict_check(policies: Path):
 
 
 def test_a_moved_cutoff_is_caught_by_the_test_cases(policies: Path):
-    edit(policies, "profit_share <= 80%", "profit_share <= 70%")
+    edit(policies, "key_share: 80%", "key_share: 70%")
     assert kam("check", "--strict", str(policies)).returncode == 0
     r = kam("test", str(policies))
     assert r.returncode == 1

@@ -84,7 +84,7 @@ def test_run_decides_everything(tmp_path: Path, data: Path):
     r = run_kam(data, out)
     assert r.returncode == 0, r.stderr
     assert "tier" in r.stdout and "approval" in r.stdout and "pursue" in r.stdout
-    assert "quote(s) name a customer that is not in the customer facts" in r.stdout
+    assert "quote(s) name a customer that is not in the customer facts" in r.stderr
     customers = pd.read_csv(out / "customer_decisions.csv", dtype=str)
     assert len(customers) == 2000
     for d in ("tier", "retention", "protected_by", "service", "offer"):
@@ -167,7 +167,7 @@ def _spoil(data: Path, column: str, rows: dict[int, str]) -> None:
         (lambda d: _spoil(d, "revenue", {3: "12k", 10: "n/a"}),
          ["column `revenue` must hold numbers", "lines 5, 12", "'12k'"]),
         (lambda d: _spoil(d, "credit_score", {7: "140"}),
-         ["column `credit_score` has values above the maximum 100 at line 9"]),
+         ["column `credit_score` has a value above the maximum 100 at line 9: 140"]),
         (lambda d: _spoil(d, "customer_id", {4: "005193"}),
          ["key column `customer_id` repeats a value", "'005193'"]),
         (lambda d: _spoil(d, "orders_12m", {0: "2.5"}), ["must hold whole numbers", "line 2"]),
@@ -222,7 +222,7 @@ def test_unique_conflict_exits_1_with_both_rules(tmp_path: Path):
     (tmp_path / "customers.csv").write_text("customer_id,x\n01,1\n02,9\n", encoding="utf-8")
     r = kam("run", "--policies", str(policies), "--data", str(tmp_path), "--out", str(tmp_path / "o"), "-q")
     assert r.returncode == 1
-    assert "decision `d`: 1 customer(s) match more than one rule (e.g. `small` and `big`): 02" in r.stdout
+    assert "decision `d`: 1 customer(s) match more than one rule (e.g. `small` and `big`): 02" in r.stderr
 
 
 # -- kam explain ----------------------------------------------------------------------------------
@@ -266,3 +266,62 @@ def test_schema_prints_the_policy_schema(tmp_path: Path):
 def test_every_command_has_help_with_an_example(command: str):
     r = kam(command, "--help")
     assert r.returncode == 0 and "Example" in r.stdout
+
+
+# -- diagnostics, options and messages ------------------------------------------------------------
+
+def test_diagnostics_go_to_stderr_unwrapped_and_quiet_silences_them(tmp_path: Path, data: Path):
+    long_out = tmp_path / ("a-rather-long-folder-name-" * 3) / "out"
+    r = run_kam(data, long_out)
+    assert r.returncode == 0, r.stderr
+    assert "warning:" not in r.stdout and "wrote" not in r.stdout  # stdout holds the summary only
+    wrote = next(line for line in r.stderr.splitlines() if line.startswith("wrote "))
+    assert str(long_out / "manifest.json") in wrote  # one line, not wrapped at 80 columns
+    warning = next(line for line in r.stderr.splitlines() if line.startswith("warning:"))
+    assert warning.endswith("and 8 more")
+    r = run_kam(data, long_out, "-q")
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+
+
+def test_the_manifest_times_every_stage(tmp_path: Path, data: Path):
+    assert run_kam(data, tmp_path / "out", "-q").returncode == 0
+    timings = json.loads((tmp_path / "out" / "manifest.json").read_text(encoding="utf-8"))["timings_seconds"]
+    assert {"compile", "read", "evaluate", "explain", "write"} <= set(timings)
+
+
+def test_facts_format_has_one_name_and_the_old_one_still_works(tmp_path: Path, data: Path):
+    (data / "customers.csv").rename(data / "customers.txt")
+    r = kam("run", "--input", f"customer={data / 'customers.txt'}", "--entity", "customer", "--facts-format", "csv",
+            "--out", str(tmp_path / "a"), "-q")
+    assert r.returncode == 0, r.stderr
+    r = kam("run", "--input", f"customer={data / 'customers.txt'}", "--entity", "customer", "--format", "csv",
+            "--out", str(tmp_path / "b"), "-q")
+    assert r.returncode == 0 and "is now `--facts-format`" in r.stderr
+    for command in ("run", "explain", "diff"):
+        assert "--facts-format" in kam(command, "--help").stdout
+
+
+def test_explain_shows_values_that_make_the_comparison_visibly_true_or_false(tmp_path: Path):
+    policies = tmp_path / "p"
+    policies.mkdir()
+    (policies / "a.yaml").write_text(
+        "policy: a\nentity: customer\nfacts:\n  customer_id: {type: string, key: true}\n  x: {type: number}\n"
+        "decisions:\n  d:\n    values: [hi, lo]\n    rules:\n      - {id: hi, when: x >= 60, then: hi}\n"
+        "      - {id: lo, then: lo}\n", encoding="utf-8")
+    (tmp_path / "customers.csv").write_text("customer_id,x\n001,59.9999999\n", encoding="utf-8")
+    r = kam("explain", "001", "--policies", str(policies), "--data", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "x >= 60: false   (x = 59.9999999)" in r.stdout
+
+
+def test_explain_suggests_the_id_with_its_leading_zeros():
+    r = kam("explain", "5945")
+    assert r.returncode == 2 and "did you mean `005945`?" in r.stderr
+
+
+def test_a_yaml_bomb_is_refused_quickly(tmp_path: Path):
+    lines = ["policy: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"k{i}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 10) + "]" for i in range(9)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    r = kam("check", str(tmp_path))
+    assert r.returncode == 1 and "error[yaml-too-large]" in r.stderr

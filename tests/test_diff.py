@@ -29,8 +29,7 @@ def repo(tmp_path: Path) -> Path:
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "policies")
     seg = repo / "policies" / "segmentation.yaml"
-    seg.write_text(seg.read_text(encoding="utf-8").replace("profit_share <= 80%", "profit_share <= 70%"),
-                   encoding="utf-8")
+    seg.write_text(seg.read_text(encoding="utf-8").replace("key_share: 80%", "key_share: 70%"), encoding="utf-8")
     git(repo, "commit", "-qam", "tighter key accounts")
     return repo
 
@@ -85,6 +84,12 @@ def test_base_folder_and_no_change(repo: Path):
     r = kam("diff", "policies", "--base", "policies", "--data", str(ROOT / "examples"), cwd=repo)
     assert r.returncode == 0
     assert "customer tier: no change (2,000 entities)" in r.stdout
+
+
+def test_json_status_says_unchanged_when_nothing_changed(repo: Path):
+    r = kam("diff", "policies", "--base", "HEAD~1", "--data", str(ROOT / "examples"), "--format", "json", cwd=repo)
+    statuses = {d["decision"]: d["status"] for d in json.loads(r.stdout)["decisions"]}
+    assert statuses["tier"] == "changed" and statuses["offer"] == "unchanged" and statuses["pursue"] == "unchanged"
 
 
 def test_usage_errors(repo: Path):

@@ -128,7 +128,7 @@ decisions:
       - {id: p2, when: x > 10, then: 5}
 """, frame([20, 5, -1]))
     assert out["tags"].tolist() == [["pos", "big"], ["pos"], ["none"]]
-    assert out["tags_rule"].tolist() == ["p,b", "p", "n"]
+    assert out["tags_rule"].tolist() == [["p", "b"], ["p"], ["n"]]
     assert out["tags_because"].tolist() == ["positive; big", "positive", "rule n"]
     assert out["points"].tolist()[:2] == [6, 1] and pd.isna(out["points"][2])
 

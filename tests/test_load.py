@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,37 @@ def test_empty_folder_is_an_error(tmp_path: Path):
     with pytest.raises(PolicyError) as exc:
         load_policy_dir(tmp_path)
     assert exc.value.problems[0].code == "no-policies"
+
+
+def billion_laughs(levels: int = 9) -> str:
+    lines = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i in range(1, levels + 1):
+        name, prev = chr(97 + i), chr(96 + i)
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_expansion_is_bounded_and_located():
+    start = time.perf_counter()
+    with pytest.raises(PolicyError) as exc:
+        load_text(billion_laughs(), "bomb.yaml")
+    assert time.perf_counter() - start < 1
+    (p,) = exc.value.problems
+    assert p.code == "yaml-too-large" and "aliases" in p.message and p.loc.line == 5  # the first too large
+    merges = "a0: &a0 {x: 1, y: 2}\n" + "".join(f"a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}]}}\n" for i in range(1, 40))
+    with pytest.raises(PolicyError):
+        load_text(merges, "merge.yaml")
+
+
+def test_nesting_is_bounded_without_a_recursion_error():
+    start = time.perf_counter()
+    for text in ("x: " + "[" * 10000 + "]" * 10000 + "\n", "".join("  " * i + f"k{i}:\n" for i in range(200))):
+        with pytest.raises(PolicyError) as exc:
+            load_text(text, "deep.yaml")
+        assert exc.value.problems[0].code == "yaml-too-large" and "nested more than 100" in exc.value.problems[0].message
+    assert time.perf_counter() - start < 2
+
+
+def test_a_few_aliases_are_still_fine():
+    doc = load_text("base: &b {type: number}\nfacts: {x: *b, y: *b}\n", "ok.yaml")
+    assert doc.data["facts"] == {"x": {"type": "number"}, "y": {"type": "number"}}

@@ -68,8 +68,11 @@ def bool_expr(depth: int) -> st.SearchStrategy[Node]:
     ops = st.sampled_from(["<", "<=", ">", ">=", "==", "!="])
     base = st.one_of(
         st.tuples(ops, num, num).map(lambda t: Compare((t[0],), (t[1], t[2]))),
+        st.tuples(ops, lit_num, num).map(lambda t: Compare((t[0],), (t[1], t[2]))),  # a constant first
         st.tuples(ops, ops, num, num, num).map(lambda t: Compare((t[0], t[1]), (t[2], t[3], t[4]))),
-        st.tuples(st.sampled_from(["==", "!=", "<"]), lit_text).map(lambda t: Compare((t[0],), (Name("s"), t[1]))),
+        # text, with every operator, the constant on either side
+        st.tuples(ops, lit_text).map(lambda t: Compare((t[0],), (Name("s"), t[1]))),
+        st.tuples(ops, lit_text).map(lambda t: Compare((t[0],), (t[1], Name("s")))),
         st.tuples(st.lists(lit_text, min_size=1, max_size=3), st.booleans())
         .map(lambda t: In(Name("s"), tuple(t[0]), t[1])),
         st.sampled_from([Name("f"), Bool(True), Bool(False)]),

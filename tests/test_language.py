@@ -1,0 +1,234 @@
+"""The language's newer parts on both backends: collected lists, parameters, ties kept together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from engine import api
+from engine.errors import PolicyError
+from engine.explain import output_frame
+
+from .conftest import ROOT, kam
+from .helpers import compile_text
+from .test_differential import deadline
+
+HEAD = """
+policy: t
+entity: customer
+facts:
+  customer_id: {type: string, key: true}
+  x: {type: number}
+  s: {type: string}
+"""
+
+TRAITS = HEAD + """
+params:
+  big_from: 10
+  cut: 50%
+decisions:
+  traits:
+    hit: collect
+    values: [big, small, odd, none]
+    rules:
+      - {id: big, when: x > big_from, then: big, because: "x {x} above {big_from}"}
+      - {id: huge, when: x > 20, then: big}
+      - {id: small, when: x < 5, then: small}
+      - {id: odd, when: x == 7, then: odd}
+  n_traits:
+    hit: collect
+    aggregate: count
+    values: [big, small, odd]
+    rules:
+      - {id: big, when: x > 10, then: big}
+      - {id: small, when: x < 5, then: small}
+  verdict:
+    values: [yes, no, maybe]
+    rules:
+      - id: y
+        when: "'big' in traits and 'odd' not in traits and n_traits >= 1 and x > cut"
+        then: "yes"
+        because: "traits {traits}, {n_traits} counted, cut {cut:.0%}"
+      - {id: n, when: "'big' not in traits", then: "no", because: "traits: {traits}"}
+      - {id: m, then: maybe}
+"""
+
+
+def both(tmp: Path, policy: str, frame: pd.DataFrame, *more: str, entity: str = "customer",
+         files: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """The output of the pandas and the durable backends, after checking that they are identical."""
+    pl = compile_text(tmp, policy, *more)
+    paths = {entity: tmp / f"{entity}.csv"}
+    frame.to_csv(paths[entity], index=False)
+    for other, f in (files or {}).items():
+        paths[other] = tmp / f"{other}.csv"
+        f.to_csv(paths[other], index=False)
+    frames = api.read_inputs(pl, paths)
+    pandas_run = api.run(pl, frames)
+    with deadline(60):
+        durable_run = api.run(pl, frames, backend="durable")
+    a, b = output_frame(pandas_run.results[entity]), output_frame(durable_run.results[entity])
+    for column in a.columns:
+        assert [str(v) for v in a[column]] == [str(v) for v in b[column]], column
+    return a
+
+
+def customers(xs: list, ss: list | None = None) -> pd.DataFrame:
+    return pd.DataFrame({"customer_id": [f"{i:03d}" for i in range(len(xs))], "x": xs,
+                         "s": ss if ss is not None else ["a"] * len(xs)})
+
+
+def test_a_decision_reads_every_value_a_collect_decision_gathered(tmp_path):
+    out = both(tmp_path, TRAITS, customers([25, 7, 3, None, 12]))
+    assert out["traits"].tolist() == [["big", "big"], ["odd"], ["small"], [], ["big"]]
+    assert out["n_traits"].tolist() == [1, 0, 1, 0, 1]
+    assert out["verdict"].tolist() == ["yes", "no", "no", "no", "yes"]
+    assert out["verdict_because"][0] == "traits big, big, 1 counted, cut 50%"
+    assert out["verdict_because"][1] == "traits: odd"
+    assert out["traits_because"][4] == "x 12 above 10"
+
+
+def test_the_shipped_retention_reason_lists_every_trait(tmp_path):
+    r = kam("run", "--entity", "customer", "--out", str(tmp_path / "out"), "-q")
+    assert r.returncode == 0, r.stderr
+    c = pd.read_csv(tmp_path / "out" / "customer_decisions.csv", dtype=str, keep_default_na=False)
+    both_traits = c["protected_by"] == "loyal, big-profitable"
+    assert both_traits.sum() > 50
+    assert c.loc[both_traits, "retention_because"].str.startswith("protected (loyal, big-profitable)").all()
+    assert c.loc[both_traits, "protected_by_rule"].eq("trait-loyal, trait-big").all()
+
+
+def test_collected_lists_travel_through_joins(tmp_path):
+    quotes = """
+policy: q
+entity: quote
+facts:
+  quote_id: {type: string, key: true}
+  customer_id: {type: string}
+joins:
+  customer: {on: customer_id, take: [traits]}
+decisions:
+  flag:
+    values: [small, other]
+    rules:
+      - {id: small, when: "'small' in traits", then: small, because: "{traits}"}
+      - {id: other, then: other, because: "{traits}"}
+"""
+    q = pd.DataFrame({"quote_id": ["q1", "q2", "q3"], "customer_id": ["002", "000", "999"]})
+    out = both(tmp_path, quotes, q, TRAITS, entity="quote", files={"customer": customers([25, 7, 3])})
+    assert out["flag"].tolist() == ["small", "other", "other"]
+    assert out["flag_because"].tolist() == ["small", "big, big", "missing"]
+
+
+@pytest.mark.parametrize("when, words", [
+    ("traits == 'big'", "so `==` cannot compare it with one value"),
+    ("traits in ['big']", "`in [...]` needs one value on its left"),
+    ("'bigg' in traits", "'bigg' is not a possible value here"),
+    ("s in traits", "must be a fixed value"),
+    ("'big' in s", "`in` needs a list after it"),
+    ("traits", "`when` must be a condition"),
+    ("n_traits == 'big'", "cannot compare a number with text"),
+])
+def test_a_list_is_only_searched(tmp_path, when, words):
+    text = TRAITS.replace("'big' not in traits", when)
+    with pytest.raises(PolicyError) as exc:
+        compile_text(tmp_path, text)
+    rendered = "\n".join(p.render() for p in exc.value.problems)
+    assert words in rendered, rendered
+    if "==" in words or "[...]" in words:
+        assert "'loyal' in protected_by" in rendered  # the hint shows how
+
+
+def test_sum_min_max_need_numbers_but_count_counts_anything(tmp_path):
+    for aggregate in ("sum", "min", "max"):
+        with pytest.raises(PolicyError) as exc:
+            compile_text(tmp_path / aggregate, TRAITS.replace("aggregate: count", f"aggregate: {aggregate}"))
+        assert any("needs a number output" in p.message for p in exc.value.problems)
+
+
+def test_a_collected_value_with_the_list_separator_is_refused(tmp_path):
+    with pytest.raises(PolicyError) as exc:
+        compile_text(tmp_path, TRAITS.replace("values: [big, small, odd, none]", "values: ['big, bold', small, odd, none]")
+                     .replace("then: big, because", "then: 'big, bold', because"))
+    assert any("contains `, `" in p.message for p in exc.value.problems)
+
+
+RANKED = HEAD + """
+params:
+  winners: 2
+derive:
+  r_key: rank(x)
+  r_together: rank(x, ties='together')
+decisions:
+  pick:
+    values: [in, out]
+    rules:
+      - id: top
+        quota:
+          rank_by: x
+          top: 2
+          ties: TIES
+          else: {id: over, then: out, because: "ranked {quota_rank:.0f}{quota_tie}"}
+        then: in
+        because: "ranked {quota_rank:.0f}{quota_tie}"
+"""
+
+
+def test_ties_go_to_the_smaller_key_or_stay_together(tmp_path):
+    xs = [9, 5, 5, 5, 1]
+    pl = compile_text(tmp_path / "k", RANKED.replace("TIES", "key"))
+    frame = customers(xs)
+    frame.to_csv(tmp_path / "c.csv", index=False)
+    result = api.run(pl, api.read_inputs(pl, {"customer": tmp_path / "c.csv"}))
+    out = output_frame(result.results["customer"])
+    env = result.results["customer"].ctx.env
+    assert env["r_key"].tolist() == [1, 2, 3, 4, 5]
+    assert env["r_together"].tolist() == [1, 2, 2, 2, 5]
+    assert out["pick"].tolist() == ["in", "in", "out", "out", "out"]
+    assert out["pick_because"][1] == "ranked 2 (tied with 2 others on the ranking; ties go to the smaller customer_id)"
+    assert out["pick_because"][0] == "ranked 1"
+    pl = compile_text(tmp_path / "t", RANKED.replace("TIES", "together"))
+    result = api.run(pl, api.read_inputs(pl, {"customer": tmp_path / "c.csv"}))
+    out = output_frame(result.results["customer"])
+    assert out["pick"].tolist() == ["in", "in", "in", "in", "out"]  # the tie group is kept whole
+    assert out["pick_because"][3] == "ranked 2 (tied with 2 others on the ranking; all share the best rank of the tie)"
+
+
+def test_explain_says_when_a_tie_was_broken_by_key(tmp_path):
+    r = kam("explain", "P00003")
+    assert r.returncode == 0, r.stderr
+    policies = tmp_path / "p"
+    policies.mkdir()
+    (policies / "t.yaml").write_text(RANKED.replace("TIES", "key"), encoding="utf-8")
+    customers([9, 5, 5, 5, 1]).to_csv(tmp_path / "customers.csv", index=False)
+    r = kam("explain", "002", "--policies", str(policies), "--data", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "ranked 3 of 5 eligible; quota keeps the top 2 (2) (tied with 2 others on the ranking; ties go to the " \
+           "smaller customer_id)" in r.stdout
+    assert "r_key = 3   <- rank(x)   (tied with 2 others; the smaller customer_id ranks first)" in r.stdout
+
+
+def test_parameters_are_fixed_values_rules_and_texts_share(tmp_path):
+    out = both(tmp_path, TRAITS, customers([11, 9]))
+    assert out["traits"].tolist() == [["big"], []]
+    pl = compile_text(tmp_path / "again", TRAITS)
+    rule = next(d for d in pl.entity("customer").decisions if d.name == "traits").rules[0]
+    assert rule.when.node.operands[1].value == 10.0  # written into the rule: the analysis sees a constant
+    with pytest.raises(PolicyError) as exc:
+        compile_text(tmp_path / "bad", TRAITS.replace("big_from: 10", "big_from: 'ten'"))
+    assert any("cannot compare a number with text" in p.message for p in exc.value.problems)
+
+
+def test_the_shipped_key_account_reason_shows_its_cutoff(tmp_path):
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    for f in (ROOT / "policies").glob("*.yaml"):
+        text = f.read_text(encoding="utf-8")
+        (policies / f.name).write_text(text.replace("key_share: 80%", "key_share: 75%"), encoding="utf-8")
+    r = kam("run", "--policies", str(policies), "--entity", "customer", "--out", str(tmp_path / "out"), "-q")
+    assert r.returncode == 0, r.stderr
+    c = pd.read_csv(tmp_path / "out" / "customer_decisions.csv", dtype=str)
+    texts = c.loc[c["tier_rule"] == "key-account", "tier_because"]
+    assert len(texts) and texts.str.contains("together bring 75% of profit").all()

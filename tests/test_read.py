@@ -1,0 +1,129 @@
+"""Facts in: ids stay text, every malformed file is refused with the line where the problem is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.errors import InputError
+from engine.model import Fact
+from engine.errors import Location
+from engine.read import FactsOptions, read_facts
+
+from .conftest import ROOT, kam
+
+
+def fact(name: str, type_: str = "string", **kw) -> Fact:
+    return Fact(name, type_, Location("p.yaml", 1, 1), **kw)
+
+
+FACTS = {"customer_id": fact("customer_id", key=True, required=True), "x": fact("x", "number", max=100),
+         "region": fact("region"), "ok": fact("ok", "boolean")}
+
+
+def problem(path: Path, facts=FACTS, options=None, identifiers=None) -> str:
+    with pytest.raises(InputError) as exc:
+        read_facts(path, facts, options, identifiers)
+    return "\n".join(p.render() for p in exc.value.problems)
+
+
+def test_numeric_ids_in_parquet_are_refused(tmp_path):
+    for dtype in ("int64", "float64"):
+        path = tmp_path / f"c_{dtype}.parquet"
+        pd.DataFrame({"customer_id": np.array([5193, 17], dtype=dtype), "x": [1.0, 2.0], "region": ["n", "s"],
+                      "ok": [True, False]}).to_parquet(path)
+        text = problem(path)
+        assert f"column `customer_id` is stored as numbers ({dtype})" in text
+        assert "leading zeros may already be lost" in text and "astype(str)" in text
+
+
+def test_numeric_and_object_ids_in_json_lines_are_refused(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"customer_id": "000001", "x": 1, "region": "n", "ok": true}\n'
+                    '{"customer_id": 5193, "x": 2, "region": "s", "ok": false}\n'
+                    '{"customer_id": {"id": "000003"}, "x": 3, "region": "s", "ok": false}\n', encoding="utf-8")
+    text = problem(path)
+    assert "column `customer_id` must hold an id, but lines 2, 3 hold 5193, {\"id\": \"000003\"}" in text
+    path.write_text('{"customer_id": "1", "x": 1, "region": {"a": 1}, "ok": true}\n', encoding="utf-8")
+    assert "column `region` must hold text, but line 1 holds {\"a\": 1}" in problem(path)
+
+
+def test_join_columns_are_ids_too(tmp_path):
+    path = tmp_path / "q.parquet"
+    pd.DataFrame({"quote_id": ["q1"], "customer_id": [5193]}).to_parquet(path)
+    facts = {"quote_id": fact("quote_id", key=True), "customer_id": fact("customer_id", required=True)}
+    assert "column `customer_id` is stored as numbers" in problem(path, facts, identifiers={"customer_id"})
+
+
+def test_short_rows_and_duplicate_headers_are_refused(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('customer_id,x,region,ok\n1,2,"north\nwest",true\n2,3\n3,4,s,false,extra\n', encoding="utf-8")
+    text = problem(path)
+    # the quoted value spans lines 2-3, so the short row is on line 4
+    assert "the header has 4 fields, but line 4 has 2, line 5 has 5" in text
+    path.write_text("customer_id,x,region,ok,x\n1,2,n,true,3\n", encoding="utf-8")
+    assert "has the column `x` twice in its header (columns 2 and 5)" in problem(path)
+
+
+def test_line_numbers_after_a_value_spanning_lines(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('customer_id,x,region,ok\n1,2,"north\nwest",true\n2,500,s,false\n', encoding="utf-8")
+    assert "above the maximum 100 at line 4: 500" in problem(path)
+
+
+def test_a_bad_json_line_is_named_by_its_number(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"customer_id": "1", "x": 1, "region": "n", "ok": true}\n\n{"customer_id": "2", x: 1}\n',
+                    encoding="utf-8")
+    assert "c.jsonl line 3 is not valid JSON" in problem(path)
+
+
+def test_messages_show_values_as_written_and_cut_long_ones(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"customer_id": "1", "x": True, "region": "n", "ok": True}) + "\n"
+                    + json.dumps({"customer_id": "2", "x": 150, "region": "n", "ok": "x" * 50000}) + "\n",
+                    encoding="utf-8")
+    text = problem(path)
+    assert "line 1 holds true" in text and "'True'" not in text
+    assert "at line 2: 150" in text and "150.0" not in text
+    assert "(50,002 characters)" in text and len(text) < 2000
+
+
+def test_semicolons_and_encodings_get_a_hint_and_an_option(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("customer_id;x;region;ok\n001;2;北;true\n", encoding="utf-8")
+    assert "--delimiter ';'" in problem(path)
+    frame = read_facts(path, FACTS, FactsOptions(delimiter=";"))
+    assert frame["customer_id"].tolist() == ["001"]
+    path.write_bytes("customer_id,x,region,ok\n001,2,华北,true\n".encode("gb18030"))
+    assert "--encoding gb18030" in problem(path)
+    assert read_facts(path, FACTS, FactsOptions(encoding="gb18030"))["region"].tolist() == ["华北"]
+    path.write_text("customer_id,x,region,ok\n001,2,n,true\n", encoding="utf-16")
+    assert "--encoding utf-16" in problem(path)
+
+
+def test_decimals_round_amounts_as_written(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("customer_id,x,region,ok\n1,77.92999999999999,n,true\n2,77.93,n,true\n3,2.675,n,true\n",
+                    encoding="utf-8")
+    facts = {**FACTS, "x": fact("x", "number", decimals=2)}
+    assert read_facts(path, facts)["x"].tolist() == [77.93, 77.93, 2.68]
+
+
+def test_mostly_unmatched_join_is_said_prominently(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("customers", "prospects"):
+        (data / f"{name}.csv").write_bytes((ROOT / "examples" / f"{name}.csv").read_bytes())
+    quotes = pd.read_csv(ROOT / "examples" / "quotes.csv", dtype=str)
+    quotes["customer_id"] = quotes["customer_id"].str.lstrip("0")  # what a spreadsheet does
+    quotes.to_csv(data / "quotes.csv", index=False)
+    r = kam("run", "--data", str(data), "--out", str(tmp_path / "out"), "-q")
+    assert r.returncode == 0, r.stderr
+    assert "quotes (100%) name a customer that is not in the customer facts" in r.stderr
+    assert "lost their leading zeros" in r.stderr
+    assert "\n\n" in r.stderr  # set apart, not one line among others

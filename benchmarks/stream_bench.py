@@ -1,6 +1,6 @@
-"""Latency of real-time decisions: `kam stream` (durable_rules backend) on 100,000 events.
+"""Latency of real-time decisions: `kam stream` (durable_rules backend) on random events.
 
-    python benchmarks/stream_bench.py                 # 100,000 events
+    python benchmarks/stream_bench.py                 # 5,000 events, about a minute
     python benchmarks/stream_bench.py --events 20000
 
 Makes a calibration from a batch run of the example customers, starts the stream from those
@@ -54,7 +54,7 @@ def make_events(ids: list[str], n: int, seed: int = 7) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=5_000)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kam-stream-bench-"))
     cal_path = work / "calibration.json"

@@ -155,8 +155,8 @@ def _read_csv(path: Path, options: FactsOptions, loc: Location) -> tuple[pd.Data
     except LookupError:
         raise InputError(Problem("usage", f"unknown encoding {options.encoding!r}", Location("command line"),
                                  "e.g. --encoding utf-8, gb18030, utf-16, cp1252")) from None
-    header = next(csv.reader(io.StringIO(first.lstrip("\ufeff")), delimiter=options.delimiter), [])
-    header = [h.strip() for h in header]
+    raw_header = next(csv.reader(io.StringIO(first.lstrip("\ufeff")), delimiter=options.delimiter), [])
+    header = [h.strip() for h in raw_header]
     seen: dict[str, int] = {}
     for i, name in enumerate(header, start=1):
         if name in seen:
@@ -176,7 +176,8 @@ def _read_csv(path: Path, options: FactsOptions, loc: Location) -> tuple[pd.Data
             read_options=pv.ReadOptions(encoding=options.encoding),
             parse_options=pv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True,
                                           invalid_row_handler=on_invalid),
-            convert_options=pv.ConvertOptions(column_types={name: pa.string() for name in header},
+            # every column as text: numbers are converted and checked column by column below
+            convert_options=pv.ConvertOptions(column_types={name: pa.string() for name in raw_header},
                                               strings_can_be_null=True, null_values=[""],
                                               quoted_strings_can_be_null=True),
         )

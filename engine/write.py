@@ -67,13 +67,20 @@ _HITS: dict[str, int] = {}
 
 # -- the output folder -------------------------------------------------------------------------------
 
-def _is_kam_output(name: str, listed: set[str]) -> bool:
+def _is_kam_output(folder: Path, name: str, listed: set[str]) -> bool:
     """Files kam itself puts in an output folder (now or in earlier versions)."""
     if name == MANIFEST or name in listed:
         return True
     stem, dot, ext = name.rpartition(".")
     if dot and f".{ext}" in OUTPUT_FORMATS.values() and stem.endswith("_decisions"):
         return True
+    if name.endswith(".json"):  # a calibration an earlier kam saved here without listing it
+        try:
+            with (folder / name).open("rb") as fh:
+                head = fh.read(200)
+            return head.startswith(b'{"format": ') and b'"kam_version"' in head
+        except OSError:
+            return False
     return name.startswith(".") and name.endswith(".tmp")  # an older kam's temporary files
 
 
@@ -123,7 +130,7 @@ class OutputTarget:
             raise _usage(f"--out {out} is the root of the file system", "give a folder of its own", out)
         if real.is_dir():
             listed = _listed(real)
-            foreign = sorted(p.name for p in real.iterdir() if not _is_kam_output(p.name, listed))
+            foreign = sorted(p.name for p in real.iterdir() if not _is_kam_output(real, p.name, listed))
             if foreign:
                 more = f" and {len(foreign) - SHOW_FOREIGN} more" if len(foreign) > SHOW_FOREIGN else ""
                 raise _usage(f"--out {out} holds files kam did not write: {', '.join(foreign[:SHOW_FOREIGN])}{more}",

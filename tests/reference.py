@@ -6,6 +6,7 @@ definitions of the population functions, so the vectorized backend can be checke
 
 from __future__ import annotations
 
+import decimal
 import math
 from typing import Any
 
@@ -78,6 +79,9 @@ def _population(node: Call, t: Table, row: int) -> Any:
     if x is None:
         return None
     if node.func == "rank":
+        ties = node.kwarg("ties")
+        if ties is not None and ties.value == "together":  # type: ignore[union-attr]
+            return float(1 + sum(1 for v in present.values() if v > x))
         return float(1 + sum(1 for i, v in present.items() if v > x or (v == x and t.keys[i] < t.keys[row])))
     if node.func == "pct_rank":
         return sum(1 for v in vals if v <= x) / len(vals)
@@ -159,10 +163,10 @@ def _call(node: Call, t: Table, row: int) -> Any:
     if f == "abs":
         return abs(args[0])
     if f == "round":
+        # the number as written in decimal, halves away from zero
         digits = int(args[1]) if len(args) > 1 else 0
-        scale = 10.0 ** digits
-        x = args[0]
-        return math.copysign(1.0, x) * math.floor(abs(x) * scale + 0.5) / scale if x != 0 else 0.0
+        exact = decimal.Context(prec=800, rounding=decimal.ROUND_HALF_UP)
+        return float(exact.quantize(decimal.Decimal(repr(float(args[0]))), decimal.Decimal(1).scaleb(-digits)))
     if f == "log":
         return math.log(args[0]) if args[0] > 0 else None
     raise NotImplementedError(f)

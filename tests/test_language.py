@@ -232,3 +232,14 @@ def test_the_shipped_key_account_reason_shows_its_cutoff(tmp_path):
     c = pd.read_csv(tmp_path / "out" / "customer_decisions.csv", dtype=str)
     texts = c.loc[c["tier_rule"] == "key-account", "tier_because"]
     assert len(texts) and texts.str.contains("together bring 75% of profit").all()
+
+
+def test_ranks_against_a_saved_population_keep_their_ties(tmp_path):
+    pl = compile_text(tmp_path, RANKED.replace("TIES", "key"))
+    customers([9, 5, 5, 5, 1, None]).to_csv(tmp_path / "c.csv", index=False)
+    frames = api.read_inputs(pl, {"customer": tmp_path / "c.csv"})
+    batch = api.run(pl, frames, record_calibration=True)
+    again = api.run(pl, frames, calibration=batch.calibration)
+    for name in ("r_key", "r_together"):
+        a, b = batch.results["customer"].ctx.env[name], again.results["customer"].ctx.env[name]
+        assert [str(v) for v in a] == [str(v) for v in b], name

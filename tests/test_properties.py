@@ -58,6 +58,7 @@ def num_expr(depth: int) -> st.SearchStrategy[Node]:
                            + ((Num(-1.0),) if t[1] else ()))),
         st.tuples(st.sampled_from(["rank", "pct_rank", "cumshare", "mean", "sum", "count", "zscore"]), col, by)
         .map(lambda t: Call(t[0], (t[1],), t[2])),
+        st.tuples(col, by).map(lambda t: Call("rank", (t[0],), t[1] + (("ties", Str("together")),))),
         st.tuples(col, st.sampled_from([0.0, 0.25, 0.5, 0.9, 1.0]), by)
         .map(lambda t: Call("quantile", (t[0], Num(t[1])), t[2])),
     )

@@ -28,14 +28,19 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def complete_set(out: Path) -> str:
-    """The run tag of the set in `out`, after checking that the manifest describes exactly the files there."""
+def checked_manifest(out: Path) -> dict:
+    """The manifest in `out`, after checking that it describes exactly the files beside it."""
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     listed = {o["path"]: o["sha256"] for o in manifest["outputs"]}
     assert {p.name for p in out.iterdir()} == {"manifest.json"} | set(listed), sorted(p.name for p in out.iterdir())
     for name, digest in listed.items():
         assert sha(out / name) == digest, name
-    return manifest["run"]
+    return manifest
+
+
+def complete_set(out: Path) -> str:
+    """The run tag of the complete set in `out`."""
+    return checked_manifest(out)["run"]
 
 
 def leftovers(out: Path) -> list[str]:
@@ -168,21 +173,13 @@ def test_kam_run_killed_while_writing_keeps_the_previous_set(tmp_path):
     out = tmp_path / "out"
     args = ("run", "--policies", str(ROOT / "policies"), "--data", str(ROOT / "examples"), "--out", str(out), "-q")
     assert kam(*args).returncode == 0
-    before = complete_set_of_run(out)
+    before = checked_manifest(out)
     r = kam(*args, "--output-format", "parquet", env={write.KILL_ENV: "staged-manifest"})
     assert r.returncode == -9
-    assert complete_set_of_run(out) == before
+    assert checked_manifest(out) == before
     assert kam(*args, "--entity", "customer").returncode == 0
     assert sorted(p.name for p in out.iterdir()) == ["customer_decisions.csv", "manifest.json"]
     assert leftovers(out) == []
-
-
-def complete_set_of_run(out: Path) -> dict[str, str]:
-    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    listed = {o["path"]: o["sha256"] for o in manifest["outputs"]}
-    assert {p.name for p in out.iterdir()} == {"manifest.json"} | set(listed)
-    assert all(sha(out / name) == digest for name, digest in listed.items())
-    return listed
 
 
 def test_a_bad_out_is_refused_before_the_facts_are_read(tmp_path):

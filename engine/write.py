@@ -439,10 +439,13 @@ def _write_jsonl(frame: pd.DataFrame, path: Path) -> None:
                 parts.append(_json_fragments(chunk[name]).cast(pa.large_string()))
             parts.append(pa.scalar("}\n", pa.large_string()))
             lines = pc.binary_join_element_wise(*parts, pa.scalar("", pa.large_string()))
-            # the value buffer of a string array is every row's text one after the other: the file itself
-            offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
-            begin, end = int(offsets[lines.offset]), int(offsets[lines.offset + len(lines)])
-            fh.write(memoryview(lines.buffers()[2])[begin:end])
+            for piece in lines.chunks if isinstance(lines, pa.ChunkedArray) else [lines]:
+                if len(piece) == 0:
+                    continue
+                # the value buffer of a string array is every row's text one after the other: the file
+                offsets = np.frombuffer(piece.buffers()[1], dtype=np.int64)
+                begin, end = int(offsets[piece.offset]), int(offsets[piece.offset + len(piece)])
+                fh.write(memoryview(piece.buffers()[2])[begin:end])
 
 
 def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:

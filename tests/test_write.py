@@ -192,3 +192,14 @@ def test_a_bad_out_is_refused_before_the_facts_are_read(tmp_path):
         assert r.returncode == 2, r.stderr
         assert words in r.stderr and "Traceback" not in r.stderr
         assert "no facts file" not in r.stderr  # the output folder was checked first
+
+
+def test_json_lines_from_columns_in_many_pieces(tmp_path):
+    import pyarrow as pa
+
+    # text columns as kam builds them: Arrow arrays in several chunks, as for a million rows
+    chunked = pa.chunked_array([pa.array(["a", "b"]), pa.array(["c\\d", None])])
+    frame = pd.DataFrame({"id": ["1", "2", "3", "4"], "t": pd.arrays.ArrowStringArray(chunked)})
+    write.write_outputs(tmp_path / "out", {"e": frame}, "jsonl", {})
+    rows = [json.loads(line) for line in (tmp_path / "out" / "e_decisions.jsonl").read_text("utf-8").splitlines()]
+    assert [r["t"] for r in rows] == ["a", "b", "c\\d", None]

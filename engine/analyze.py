@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Iterable, Union
+from typing import Any, Iterable, Union
 
 from .errors import Location, Problem
 from .numbers import number_text
@@ -166,7 +166,7 @@ Box = dict[str, FieldSet]
 class Space:
     """The fields an entity's conditions range over, with their full domains."""
 
-    domains: dict[str, FieldSet]
+    domains: dict[str, Any]  # FieldSet per field; ListSet for a collected list
 
     def field(self, name: str) -> FieldSet:
         if name not in self.domains:
@@ -264,8 +264,9 @@ class Space:
                 raise NotAnalysed("`in` on a value that is not a list")
             field = to_text(Member(node.item, node.collection))
             self.domains.setdefault(field, ValSet(frozenset({True, False}), frozenset(), lst.missing))
-            held, absent = [{field: ValSet(frozenset({True}))}], [{field: ValSet(frozenset({False}))}]
-            return (absent, held) if node.negate else (held, absent)
+            held: list[Box] = [{field: ValSet(frozenset({True}))}]
+            lacking: list[Box] = [{field: ValSet(frozenset({False}))}]
+            return (lacking, held) if node.negate else (held, lacking)
         if isinstance(node, Call) and node.func == "is_missing" and isinstance(node.args[0], Name):
             field = node.args[0].name
             dom = self.field(field)

@@ -259,7 +259,8 @@ def suggest_id(key: str, keys: list[str]) -> str:
     wanted = key.strip().lstrip("0").casefold()
     same = [k for k in keys if k.strip().lstrip("0").casefold() == wanted]
     if same:
-        return f"did you mean `{same[0]}`?" + (f" (or {', '.join(f'`{k}`' for k in same[1:3])})" if len(same) > 1 else "")
+        others = f" (or {', '.join(f'`{k}`' for k in same[1:3])})" if len(same) > 1 else ""
+        return f"did you mean `{same[0]}`?{others}"
     return did_you_mean(key, keys[:100000])
 
 

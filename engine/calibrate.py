@@ -101,7 +101,8 @@ def evaluate_calibrated(stats: dict[Any, GroupStats], func: str, x: np.ndarray, 
             lo = np.searchsorted(st.values, xs[present], side="left")
             hi = np.searchsorted(st.values, xs[present], side="right")
             tie_before = np.zeros(lo.size)
-            tied_rows = np.flatnonzero(hi > lo) if ties == "key" else []  # together: ties share the best rank
+            # together: ties share the best rank, nobody is placed after an equal value
+            tied_rows = np.flatnonzero(hi > lo) if ties == "key" else np.array([], dtype=np.int64)
             for i in tied_rows:  # only rows whose value ties calibration values
                 tie_keys = st.keys[lo[i]:hi[i]] if st.keys is not None else np.array([])
                 tie_before[i] = int(np.sum(tie_keys < keys[rows][present][i]))

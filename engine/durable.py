@@ -26,7 +26,7 @@ import numpy as np
 from .errors import PolicyError, Problem
 from .evaluate import Context, DecisionResult, Tri, Vec, decide, evaluate_node, fixed_value, scalar_at
 from .model import Decision
-from .nodes import Bool, Call, Compare, In, Logic, Member, Name, Node, Not, Num, Str
+from .nodes import Bool, Call, Compare, In, Logic, MapLit, Member, Name, Node, Not, Num, Str
 from .plan import EntityPlan, Plan
 
 _NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
@@ -127,9 +127,9 @@ class _Compiler:
             return True
         if isinstance(node, Name):
             return self.types.get(node.name) == "string"
-        if isinstance(node, Call) and node.func == "lookup":
+        if isinstance(node, Call) and node.func == "lookup" and isinstance(node.args[1], MapLit):
             return any(isinstance(v, Str) for _, v in node.args[1].items) or \
-                any(isinstance(a, Str) for a in node.args[2:])  # type: ignore[union-attr]
+                any(isinstance(a, Str) for a in node.args[2:])
         if isinstance(node, Call) and node.func in ("if", "coalesce"):
             return any(self.is_text(a) for a in node.args[1 if node.func == "if" else 0:])
         return False

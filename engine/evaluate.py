@@ -475,7 +475,7 @@ def _call(node: Call, ctx: Context, ev: Callable[[Node], Vec]) -> Vec:
         for a in args[1:]:
             out = _where(is_missing(out), a, out)
         return out
-    xs = [a for a in args if not isinstance(a, (Tri, Text))]
+    xs = [a for a in args if isinstance(a, np.ndarray)]
     x = xs[0] if xs else np.zeros(ctx.n)
     if f == "count":
         x = np.zeros(ctx.n) if not args else np.where(is_missing(args[0]), np.nan, 0.0)
@@ -592,10 +592,10 @@ class DecisionResult:
     matches: list[Tri]  # per rule in `rules` (else-rules: where they applied)
     conflict_with: np.ndarray | None = None  # for CONFLICT rows: (first, second) rule indices
     collected: np.ndarray | None = None  # collect: bool matrix rows x rules
-    quota_vars: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    quota_vars: dict[int, dict[str, Vec]] = field(default_factory=dict)
 
 
-def _quota_select(rule: Rule, eligible: np.ndarray, ctx: Context) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _quota_select(rule: Rule, eligible: np.ndarray, ctx: Context) -> tuple[np.ndarray, dict[str, Vec]]:
     """Among `eligible` rows, those within the quota; plus rank/size/limit for the texts."""
     q = rule.quota
     assert q is not None

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, ListVec, Text, Tri, Vec, collected, \
-    decision_vectors, evaluate_node, mask_codes, scalar_at, take
+    decision_vectors, evaluate_node, scalar_at, take
 from .model import Rule
 from .nodes import Bool, Call, ListLit, Logic, MapLit, Name, Node, Not, Num, Str, children, to_text, walk
 from .numbers import MISSING_TEXT, format_numbers, list_text, number_text
@@ -270,8 +270,8 @@ class Trace:
             "key": self.key,
             "facts": {k: v for k, v in self.facts},
             "joined": [{"name": n, "from": e, "value": v} for n, e, v in self.joined],
-            "features": [{"name": n, "expression": e, "value": v, **({"note": self.notes[n]} if n in self.notes else {})}
-                         for n, e, v in self.features],
+            "features": [{"name": n, "expression": e, "value": v,
+                          **({"note": self.notes[n]} if n in self.notes else {})} for n, e, v in self.features],
             "decisions": self.decisions,
         }
 

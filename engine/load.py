@@ -129,7 +129,6 @@ def _check_size(root: yaml.Node, file: str) -> None:
     """Refuse a document whose aliases expand to more than MAX_NODES nodes (counted without expanding)."""
     sizes: dict[int, int] = {}
     # children before parents, each node once: an alias is the same node object used again
-    order: list[yaml.Node] = []
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, done = stack.pop()

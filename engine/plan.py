@@ -130,17 +130,15 @@ def _inliner(params: tuple[Param, ...]) -> Callable[[Step], Step]:
     """Replaces parameter names by their values in a step's expressions."""
     values: dict[str, Node] = {p.name: literal_node(p.value) for p in params}
 
-    def expr(e: Expr | None) -> Expr | None:
-        if e is None or e.node is None or not values:
-            return e
-        return replace(e, node=substitute(e.node, values))
+    def expr(e: Expr) -> Expr:
+        return replace(e, node=substitute(e.node, values)) if e.node is not None else e
 
     def rule(r: Rule) -> Rule:
         quota = r.quota
         if quota is not None:
             keys = tuple(replace(k, expr=expr(k.expr)) for k in quota.rank_by)
             quota = replace(quota, rank_by=keys)
-        return replace(r, when=expr(r.when), quota=quota)
+        return replace(r, when=expr(r.when) if r.when is not None else None, quota=quota)
 
     def step(s: Step) -> Step:
         if not values:

@@ -130,7 +130,7 @@ def _csv_records(path: Path, options: FactsOptions) -> list[tuple[int, list[str]
 
 def _decode_problem(path: Path, options: FactsOptions, exc: Exception) -> InputError:
     head = path.read_bytes()[:4096]
-    hint = f"pass --encoding with the file's encoding, or save it as UTF-8"
+    hint = "pass --encoding with the file's encoding, or save it as UTF-8"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         hint = "it is UTF-16 (Excel's \"Unicode text\"): pass --encoding utf-16, or save it as CSV UTF-8"
     elif options.encoding.lower().replace("_", "-") in ("utf-8", "utf8"):

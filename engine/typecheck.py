@@ -39,7 +39,8 @@ class Type:
 
 
 NUMBER, STRING, BOOLEAN, UNKNOWN = Type("number"), Type("string"), Type("boolean"), Type("unknown")
-LIST_HINT = "a collected list can only be searched: write e.g. `'loyal' in protected_by` or `'none' not in protected_by`"
+LIST_HINT = ("a collected list can only be searched: write e.g. `'loyal' in protected_by` or "
+             "`'none' not in protected_by`")
 
 # what a quota's texts can show besides the entity's names: its rank, the size of its group, how many
 # the quota keeps, and (text) whether a tie was broken by key
@@ -148,11 +149,11 @@ class _Checker:
             ns = Namespace(entity)
             self.namespaces[entity] = ns
             keys = []
-            first: dict[str, Fact] = {}
+            declared: dict[str, Fact] = {}
             for p in self.ps.of_entity(entity):
                 for f in p.facts:
                     self.declare(ns, Symbol(f.name, "fact", _fact_type(f), f.loc))
-                    seen = first.setdefault(f.name, f)
+                    seen = declared.setdefault(f.name, f)
                     if seen.decimals != f.decimals and seen.type == f.type:
                         self.error("fact-type-conflict", f"fact `{f.name}` is rounded to {f.decimals} decimals here "
                                    f"but to {seen.decimals} at {seen.loc}", f.loc,
@@ -272,7 +273,8 @@ class _Checker:
         if item is None:
             self.infer(node.item, ns, base, extra)
             self.error("type", "the value looked for in a list must be a fixed value, like 'loyal' or 3",
-                       base.shifted(node.item.pos), "to test a value against several fixed ones, write `x in ['a', 'b']`")
+                       base.shifted(node.item.pos),
+                       "to test a value against several fixed ones, write `x in ['a', 'b']`")
             return BOOLEAN
         if lt is None:
             return BOOLEAN
@@ -371,7 +373,8 @@ class _Checker:
                 fixed = self.fixed(value, ns)
                 if not isinstance(fixed, Str) or fixed.value not in TIES:
                     self.error("type", "`ties=` must be 'key' (ties go to the smaller key) or 'together' (tied "
-                               "entities share the best rank)", base.shifted(value.pos), "e.g. rank(revenue, ties='together')")
+                               "entities share the best rank)", base.shifted(value.pos),
+                               "e.g. rank(revenue, ties='together')")
         if node.func == "lookup":
             return self.infer_lookup(node, ns, base, extra)
         types = [self.infer(a, ns, base, extra) for a in node.args]

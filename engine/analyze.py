@@ -245,6 +245,8 @@ class Space:
                 raise NotAnalysed("`in` on a computed value")
             field = node.operand.name
             dom = self.field(field)
+            if not all(isinstance(i, (Num, Str, Bool)) for i in node.items):
+                raise NotAnalysed("`in` with a computed value in its list")
             values = frozenset(i.value for i in node.items)  # type: ignore[union-attr]
             if isinstance(dom, NumSet):
                 pts = [(float(v), True, float(v), True) for v in values]

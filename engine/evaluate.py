@@ -421,8 +421,8 @@ def _lookup(node: Call, key: Vec) -> Vec:
     """`lookup(key, table, default)`: decided once per distinct key, then spread to the rows."""
     table = node.args[1]
     assert isinstance(table, MapLit)
-    default = node.args[2].value if len(node.args) > 2 else None  # type: ignore[union-attr]
-    entries = [(k, v.value) for k, v in table.items]  # type: ignore[union-attr]
+    default = fixed_value(node.args[2]) if len(node.args) > 2 else None
+    entries = [(k, fixed_value(v)) for k, v in table.items]
     sample = entries[0][1] if entries else default
     if isinstance(key, Tri):
         raise TypeError("lookup on a yes/no key")

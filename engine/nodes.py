@@ -157,7 +157,11 @@ def substitute(node: Node, values: "dict[str, Node]") -> Node:
     if isinstance(node, Name):
         found = values.get(node.name)
         return replace(found, pos=node.pos) if found is not None else node
-    if isinstance(node, (Neg, Not)):
+    if isinstance(node, Neg):
+        operand = sub(node.operand)
+        # `-low` with low = 1 is the number -1, as `-1` written out is
+        return Num(-operand.value, node.pos) if isinstance(operand, Num) else replace(node, operand=operand)
+    if isinstance(node, Not):
         return replace(node, operand=sub(node.operand))
     if isinstance(node, Arith):
         return replace(node, left=sub(node.left), right=sub(node.right))

@@ -254,10 +254,12 @@ class _Checker:
                            base.shifted(node.operand.pos), LIST_HINT)
                 return BOOLEAN
             for item in node.items:
-                if not isinstance(item, (Num, Str, Bool)):
-                    self.error("type", "the list after `in` may hold only fixed values", base.shifted(item.pos))
+                fixed = self.fixed(item, ns)
+                if fixed is None:
+                    self.error("type", "the list after `in` may hold only fixed values", base.shifted(item.pos),
+                               "values in quotes, numbers, true/false or parameters")
                     continue
-                self.check_compare("==", node.operand, t, item, self.infer(item, ns, base, extra), base)
+                self.check_compare("==", node.operand, t, fixed, self.infer(fixed, ns, base, extra), base)
             return BOOLEAN
         if isinstance(node, (ListLit, MapLit)):
             self.error("type", "a list or table can only be used with `in` or `lookup`", at)
@@ -436,11 +438,15 @@ class _Checker:
             self.error("type", "the table of `lookup` is empty", base.shifted(table.pos),
                        "write entries like {A: 0.2, B: 0.1}, or give a default as third argument")
             return None
+        fixed_nodes = []
         for v in value_nodes:
-            if not isinstance(v, (Num, Str, Bool)):
+            fixed = self.fixed(v, ns)
+            if fixed is None:
                 self.error("type", "table values and the default of `lookup` must be fixed values",
-                           base.shifted(v.pos))
+                           base.shifted(v.pos), "values in quotes, numbers, true/false or parameters")
                 return None
+            fixed_nodes.append(fixed)
+        value_nodes = fixed_nodes
         if key_t is not None and key_t.kind in ("boolean", "list"):
             self.error("type", "the key of `lookup` must be text or a number", base.shifted(node.args[0].pos),
                        LIST_HINT if key_t.kind == "list" else "")

@@ -243,3 +243,26 @@ def test_ranks_against_a_saved_population_keep_their_ties(tmp_path):
     for name in ("r_key", "r_together"):
         a, b = batch.results["customer"].ctx.env[name], again.results["customer"].ctx.env[name]
         assert [str(v) for v in a] == [str(v) for v in b], name
+
+
+def test_parameters_work_wherever_a_fixed_value_does(tmp_path):
+    policy = HEAD + """
+params:
+  home: a
+  low: -1
+  rate: 5%
+derive:
+  r: "lookup(s, {a: rate, b: -low}, -rate)"
+decisions:
+  d:
+    values: [home, neg, other]
+    rules:
+      - {id: h, when: "s in [home, 'c']", then: home, because: "{home} {r:.1%}"}
+      - {id: n, when: "x in [low, -low]", then: neg, because: "{r:.1%}"}
+      - {id: o, then: other}
+"""
+    out = both(tmp_path, policy, customers([1, -1, 5], ["a", "b", "z"]))
+    assert out["d"].tolist() == ["home", "neg", "other"]
+    assert out["d_because"].tolist() == ["a 5.0%", "100.0%", "rule o"]
+    r = kam("check", "--strict", str(tmp_path / "p"))
+    assert r.returncode == 0 and "not-analysed" not in r.stderr, r.stderr

@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -164,12 +165,18 @@ def _read_csv(path: Path, options: FactsOptions, loc: Location) -> tuple[pd.Data
                                      f"{path.name} has the column `{name}` twice in its header (columns "
                                      f"{seen[name]} and {i})", loc, "rename or remove one of them"))
         seen[name] = i
+    if _odd_quotes(path):
+        records = _csv_records_strict(path, options)
+        raise InputError(Problem("input-unreadable", f"{path.name}: a quoted value that starts on line {records} "
+                                 "is never closed", loc, 'close it with "; a quote inside a value is written ""'))
     invalid: list[Any] = []
 
     def on_invalid(row: Any) -> str:
         invalid.append(row)
         return "skip"
 
+    if not _has_rows(path, options.encoding):  # only a header, maybe without a line end: empty, not an error
+        return pd.DataFrame({name: pd.Series([], dtype="string") for name in header}), Lines("csv")
     try:
         table = pv.read_csv(
             path,
@@ -205,6 +212,44 @@ def _read_csv(path: Path, options: FactsOptions, loc: Location) -> tuple[pd.Data
     multiline = any(c.null_count < len(c) and pc.any(pc.match_substring(c, "\n")).as_py() for c in table.columns)
     frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype()}.get)
     return frame, Lines("csv", lines if multiline else None)
+
+
+def _odd_quotes(path: Path) -> bool:
+    """Whether the file has an odd number of `"`: a quoted value is then never closed (a quote in a
+    value is doubled, so a well-formed file always has an even number)."""
+    if path.stat().st_size == 0:
+        return False
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        count = 0
+        step = 1 << 26
+        for start in range(0, len(mm), step):
+            count += int(np.count_nonzero(np.frombuffer(mm[start:start + step], dtype=np.uint8) == 34))
+    return count % 2 == 1
+
+
+def _csv_records_strict(path: Path, options: FactsOptions) -> int:
+    """The line where the value that is never closed starts (slow; only for the message)."""
+    start = 1
+    with path.open(encoding=options.encoding, newline="") as fh:
+        reader = csv.reader(fh, delimiter=options.delimiter, strict=True)
+        try:
+            for _ in reader:
+                start = reader.line_num + 1
+        except csv.Error:
+            return start
+    return start
+
+
+def _has_rows(path: Path, encoding: str) -> bool:
+    """Whether anything but blank lines follows the header (read lazily, a few lines at most)."""
+    with path.open(encoding=encoding, errors="replace", newline="") as fh:
+        seen_header = False
+        for line in fh:
+            if not seen_header:
+                seen_header = bool(line.strip())
+            elif line.strip():
+                return True
+    return False
 
 
 def _read_jsonl(path: Path, options: FactsOptions, loc: Location) -> tuple[pd.DataFrame, Lines]:

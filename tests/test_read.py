@@ -127,3 +127,11 @@ def test_mostly_unmatched_join_is_said_prominently(tmp_path):
     assert "quotes (100%) name a customer that is not in the customer facts" in r.stderr
     assert "lost their leading zeros" in r.stderr
     assert "\n\n" in r.stderr  # set apart, not one line among others
+
+
+def test_an_unclosed_quote_is_refused_and_a_bare_header_is_an_empty_table(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('customer_id,x,region,ok\n1,2,n,true\n2,"3,s,false\n3,4,s,true\n', encoding="utf-8")
+    assert "a quoted value that starts on line 3 is never closed" in problem(path)
+    path.write_text("customer_id,x,region,ok", encoding="utf-8")  # no line end after the header
+    assert len(read_facts(path, FACTS)) == 0

@@ -454,6 +454,8 @@ def _unused(checked: Checked, plan: Plan) -> list[Problem]:
                 read |= set(decision_reads(d))
             for j in p.joins:
                 read.add(j.on)
+            for inv in p.invariants:
+                read |= set(names(inv.expr.node)) if inv.expr.node else set()
         for p in ps.policies:  # names other entities take through joins
             for j in p.joins:
                 if j.entity == entity:

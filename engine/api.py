@@ -17,8 +17,10 @@ from .calibrate import Calibration
 from .errors import InputError, Location, Problem, did_you_mean
 from .durable import DurableBackend
 from .evaluate import CONFLICT, EntityResult, decide, evaluate_entity
-from .explain import Trace, decision_counts, output_frame, trace_row
+from .explain import Trace, decision_counts, output_frame, plain_value, rule_column, show, trace_row
 from .compiler import compile_docs, compile_policies  # noqa: F401  (part of the facade)
+from .model import Invariant
+from .nodes import names
 from .plan import Plan
 from .read import FORMATS, FactsOptions, file_sha256, read_facts
 from .write import OutputTarget
@@ -98,6 +100,42 @@ class JoinReport:
         return text
 
 
+def deciding_rules(result: EntityResult, inv: Invariant, row: int) -> dict[str, Any]:
+    """For one entity, the rule (or, for `collect`, the rules) that decided each decision an invariant reads."""
+    read = set(names(inv.expr.node)) if inv.expr.node is not None else set()
+    out: dict[str, Any] = {}
+    for name, res in result.decisions.items():
+        if read & {o.name for o in res.decision.outputs}:
+            out[name] = plain_value(rule_column(res)[row])
+    return out
+
+
+@dataclass
+class InvariantReport:
+    """How one invariant fared on a run: how many entities break it, and the first of them."""
+
+    SHOW = 5
+
+    invariant: Invariant
+    entity: str
+    count: int
+    examples: list[tuple[str, dict[str, Any]]]  # id, decision -> deciding rule(s)
+
+    def text(self) -> str:
+        inv = self.invariant
+        shown = "; ".join(f"{key} ({', '.join(f'{d}: {show(r)}' for d, r in rules.items())})" if rules else key
+                          for key, rules in self.examples)
+        more = f" and {self.count - len(self.examples)} more" if self.count > len(self.examples) else ""
+        return (f"invariant `{inv.id}` ({inv.loc}) is broken by {self.count} {self.entity}(s): {shown}{more}"
+                + (f" — {inv.because}" if inv.because else ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        inv = self.invariant
+        return {"id": inv.id, "entity": self.entity, "condition": inv.text, "file": inv.loc.file,
+                "line": inv.loc.line, "violations": self.count,
+                "examples": [{"id": k, "rules": r} for k, r in self.examples]}
+
+
 @dataclass
 class RunResult:
     plan: Plan
@@ -136,6 +174,19 @@ class RunResult:
     def warnings(self) -> list[str]:
         """Unknown references in joins, in words."""
         return [j.text() for j in self.joins()]
+
+    def invariants(self) -> list[InvariantReport]:
+        """Every invariant of the run and the entities that break it (none when it held)."""
+        out = []
+        for e, r in self.results.items():
+            for inv in r.plan.invariants:
+                rows = np.flatnonzero(r.violations.get(inv.id, np.zeros(0, dtype=bool)))
+                examples = [(str(r.ctx.key[i]), deciding_rules(r, inv, int(i))) for i in rows[:InvariantReport.SHOW]]
+                out.append(InvariantReport(inv, e, int(rows.size), examples))
+        return out
+
+    def violations(self) -> list[InvariantReport]:
+        return [i for i in self.invariants() if i.count]
 
     def conflicts(self) -> list[str]:
         """Rows where hit policy unique/any found several matching rules."""
@@ -226,6 +277,7 @@ def manifest(result: RunResult, inputs: dict[str, Path], timings: dict[str, floa
             for e, p in inputs.items()
         ],
         "decision_counts": result.counts(),
+        "invariants": [i.to_dict() for i in result.invariants()],
         "warnings": result.warnings() + result.conflicts(),
         "timings_seconds": timings,
     }

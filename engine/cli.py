@@ -145,13 +145,19 @@ def check(policy_dir: Path | None, fmt: str, strict: bool) -> None:
     """
     from .analyze import analyse
     from .load import policy_files
+    from .prove import invariant_problems, prove
 
     folder = policy_dir or DEFAULT_POLICIES
     exit_code = 0
     pl = None
+    proved = 0
     try:
         pl = compile_policies(_policy_dir(policy_dir, "kam check POLICY_DIR"))
         problems = analyse(pl)
+        if pl.checked.policy_set.invariants():
+            results = prove(pl)
+            proved = sum(r.status == "proved" for r in results)
+            problems += invariant_problems(results)
     except KamError as exc:
         problems, exit_code = exc.problems, exc.exit_code
     problems = report.promote(problems, strict)
@@ -165,7 +171,9 @@ def check(policy_dir: Path | None, fmt: str, strict: bool) -> None:
             ps = pl.checked.policy_set
             rules = sum(len(d.all_rules) for p in ps.policies for d in p.decisions)
             decisions = sum(len(p.decisions) for p in ps.policies)
-            click.echo(f"ok: {len(ps.policies)} policies, {decisions} decisions, {rules} rules "
+            invariants = len(ps.invariants())
+            proofs = f", {proved} of {invariants} invariants proved" if invariants else ""
+            click.echo(f"ok: {len(ps.policies)} policies, {decisions} decisions, {rules} rules{proofs} "
                        f"for {', '.join(e.entity for e in pl.entities)} ({ps.directory})"
                        + (f"; {report.summary(problems)}" if problems else ""))
         else:
@@ -280,15 +288,15 @@ def diff_command(policy_dir: Path | None, base: str, data: Path | None, inputs: 
         missing = [e.entity for e in old.entities if e.entity not in files]
         if missing:
             files.update(api.find_inputs(old, data, _parse_inputs(inputs)))
-        diffs = diff.compare(old, new, files, options)
+        comparison = diff.compare(old, new, files, options)
     except KamError as exc:
         _fail(exc)
         return
-    fails = diff.failures(diffs, list(fail_on))
+    fails = diff.failures(comparison, list(fail_on))
     if fmt == "json":
-        click.echo(diff.render_json(diffs, base, fails), nl=False)
+        click.echo(diff.render_json(comparison, base, fails), nl=False)
     else:
-        click.echo(diff.render_text(diffs, markdown=fmt == "markdown"), nl=False)
+        click.echo(diff.render_text(comparison, markdown=fmt == "markdown"), nl=False)
     for f in fails:
         click.echo(f"fail: {f}", err=True)
     sys.exit(1 if fails else 0)
@@ -457,10 +465,14 @@ def _calibration_in(target: "OutputTarget", path: Path | None) -> bool:
               "show, and so does a join where most rows find no partner).")
 @click.option("--save-calibration", type=click.Path(path_type=Path),
               help="Save this batch's population statistics, for `kam stream` and later runs.")
+@click.option("--allow-violations", is_flag=True,
+              help="Write the decisions even where an invariant is broken (the manifest lists the breaches); "
+              "without it such a run writes nothing and exits 1.")
 @_engine_options
 def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_format: str | None, out: Path,
-        output_format: str, quiet: bool, save_calibration: Path | None, entities: tuple[str, ...],
-        backend: str, calibration: Path | None, facts_format: str | None, encoding: str, delimiter: str) -> None:
+        output_format: str, quiet: bool, save_calibration: Path | None, allow_violations: bool,
+        entities: tuple[str, ...], backend: str, calibration: Path | None, facts_format: str | None,
+        encoding: str, delimiter: str) -> None:
     """Decide every entity in the facts files and write decisions with explanations.
 
     The output folder always holds one complete set: the new files are written next to it and
@@ -500,6 +512,15 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
             # read and decide each entity, render the texts, write each file
             steps = _Steps(progress, 3 * len(pl.entities) + 1)
             result, files = _compute(pl, data, inputs, timings, steps, options)
+            broken = result.violations()
+            if broken and not allow_violations:
+                progress.stop()
+                for report_ in broken:
+                    err.print(f"error: {report_.text()}", markup=False)
+                err.print(f"{len(broken)} invariant{'s' if len(broken) > 1 else ''} broken: nothing was written "
+                          "(see `kam explain ID`; --allow-violations writes the decisions anyway)", markup=False)
+                target.abandon()
+                sys.exit(1)
             extra = {}
             inside = _calibration_in(target, save_calibration)
             if inside and result.calibration is not None and save_calibration is not None:
@@ -527,6 +548,8 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
     conflicts = result.conflicts()
     for c in conflicts:
         err.print(f"error: {c}", markup=False)
+    for report_ in result.violations():  # written anyway: --allow-violations
+        err.print(f"warning: {report_.text()} (written because of --allow-violations)", markup=False)
     if not quiet:
         written = ", ".join(str(p) for p in paths.values())
         err.print(f"wrote {written} and {out / 'manifest.json'} in {time.perf_counter() - t_start:.2f}s",

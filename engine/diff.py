@@ -24,6 +24,7 @@ from .errors import InputError, Location, PolicyError, Problem
 from .load import LocatedDoc, load_text
 from .numbers import list_text
 from .plan import Plan
+from .prove import prove
 from .read import FactsOptions
 
 NONE = "(none)"
@@ -112,9 +113,64 @@ def _measures(plan: Plan, entity: str) -> list[str]:
     return [f.name for f in plan.checked.policy_set.facts(entity).values() if f.measure]
 
 
+@dataclass
+class InvariantDiff:
+    """One invariant in the base and in the new policies: proved or not, broken by how many entities."""
+
+    id: str
+    entity: str
+    base_status: str  # proved | violated | not-analysed | absent
+    new_status: str
+    base_broken: int | None  # entities of these facts that break it (None: not in that version)
+    new_broken: int | None
+    example: str = ""  # how the new rules can break it
+
+    @property
+    def changed(self) -> bool:
+        return self.base_status != self.new_status or self.base_broken != self.new_broken
+
+    def text(self) -> str:
+        status = self.new_status if self.base_status == self.new_status else \
+            f"{self.base_status} -> {self.new_status}"
+        counts = f"broken by {self.new_broken or 0:,} {self.entity}(s) of these facts"
+        if self.base_broken != self.new_broken and self.base_broken is not None:
+            counts += f" (before: {self.base_broken:,})"
+        word = {"violated": "NEWLY BROKEN" if self.base_status != "violated" else "still broken",
+                "proved": "newly proved" if self.base_status not in ("proved",) else "proved"}.get(self.new_status, "")
+        head = f"invariant `{self.id}`: {status}" + (f" ({word})" if word and self.changed else "")
+        return head + f"; {counts}" + (f"; for example {self.example}" if self.example else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "entity": self.entity, "base": self.base_status, "new": self.new_status,
+                "base_broken": self.base_broken, "new_broken": self.new_broken, "changed": self.changed,
+                "example": self.example}
+
+
+def compare_invariants(base: Plan, new: Plan, base_run: api.RunResult, new_run: api.RunResult) -> list[InvariantDiff]:
+    """Whether the change breaks or newly proves an invariant, on the rules and on these facts."""
+    base_status = {r.invariant.id: r for r in prove(base)}
+    new_status = {r.invariant.id: r for r in prove(new)}
+    base_counts = {i.invariant.id: i.count for i in base_run.invariants()}
+    new_counts = {i.invariant.id: i.count for i in new_run.invariants()}
+    out = []
+    for inv_id in list(new_status) + [i for i in base_status if i not in new_status]:
+        b, n = base_status.get(inv_id), new_status.get(inv_id)
+        entity = (n or b).invariant.entity  # type: ignore[union-attr]
+        out.append(InvariantDiff(inv_id, entity, b.status if b else "absent", n.status if n else "absent",
+                                 base_counts.get(inv_id), new_counts.get(inv_id),
+                                 n.reason if n is not None and n.status == "violated" else ""))
+    return out
+
+
+@dataclass
+class Comparison:
+    decisions: list[DecisionDiff]
+    invariants: list[InvariantDiff] = field(default_factory=list)
+
+
 def compare(base: Plan, new: Plan, inputs: dict[str, Path], options: FactsOptions | str | None = None
-            ) -> list[DecisionDiff]:
-    """Run both policy sets on the same facts and compare every decision."""
+            ) -> Comparison:
+    """Run both policy sets on the same facts and compare every decision and every invariant."""
     base_run = api.run(base, api.read_inputs(base, {e.entity: inputs[e.entity] for e in base.entities}, options))
     new_run = api.run(new, api.read_inputs(new, {e.entity: inputs[e.entity] for e in new.entities}, options))
     base_out, new_out = base_run.outputs(), new_run.outputs()
@@ -143,7 +199,7 @@ def compare(base: Plan, new: Plan, inputs: dict[str, Path], options: FactsOption
             changed = int(moved.sum())
             diffs.append(DecisionDiff(entity, name, total, changed, matrix, money, rule_rows,
                                       "changed" if changed else "unchanged"))
-    return diffs
+    return Comparison(diffs, compare_invariants(base, new, base_run, new_run))
 
 
 def _rule_counts(column: pd.Series) -> pd.Series:
@@ -167,13 +223,13 @@ def parse_fail_on(text: str) -> tuple[str | None, str, float, bool]:
     return m.group("decision"), m.group("op"), float(m.group("num")), bool(m.group("pct"))
 
 
-def failures(diffs: list[DecisionDiff], rules: list[str]) -> list[str]:
+def failures(comparison: Comparison, rules: list[str]) -> list[str]:
     """The --fail-on conditions that hold, in words."""
     out = []
     ops = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
     for text in rules:
         decision, op, number, pct = parse_fail_on(text)
-        for d in diffs:
+        for d in comparison.decisions:
             if decision and d.decision != decision:
                 continue
             value = d.share * 100 if pct else d.changed
@@ -187,10 +243,17 @@ def _money_text(money: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:,.0f}" for k, v in money.items()) or "-"
 
 
-def render_text(diffs: list[DecisionDiff], markdown: bool = False) -> str:
+def render_text(comparison: Comparison, markdown: bool = False) -> str:
     """Text (terminal) or Markdown (a pull-request comment)."""
+    diffs = comparison.decisions
     lines: list[str] = []
     head = "### " if markdown else ""
+    invariants: list[str] = []
+    if comparison.invariants:
+        invariants = [f"{head}Invariants" if markdown else "invariants:"] + ([""] if markdown else [])
+        invariants += [f"{'- ' if markdown else '  '}{inv.text()}" for inv in comparison.invariants] + [""]
+    if not markdown:
+        lines += invariants
     if markdown:
         lines += ["## kam diff: impact of the policy change", "",
                   "| entity | decision | changed | share | money at stake (changed entities) |",
@@ -199,6 +262,7 @@ def render_text(diffs: list[DecisionDiff], markdown: bool = False) -> str:
             money = d.status if d.status in ("added", "removed") else (_money_text(d.money) if d.changed else "-")
             lines.append(f"| {d.entity} | {d.decision} | {d.changed:,} of {d.total:,} | {d.share:.1%} | {money} |")
         lines.append("")
+        lines += invariants
     for d in diffs:
         if d.status in ("added", "removed"):
             lines += [f"{head}{d.entity} {d.decision}: decision {d.status}", ""]
@@ -232,6 +296,7 @@ def render_text(diffs: list[DecisionDiff], markdown: bool = False) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render_json(diffs: list[DecisionDiff], base: str, fails: list[str]) -> str:
-    return json.dumps({"base": base, "decisions": [d.to_dict() for d in diffs], "fail_on": fails},
+def render_json(comparison: Comparison, base: str, fails: list[str]) -> str:
+    return json.dumps({"base": base, "decisions": [d.to_dict() for d in comparison.decisions],
+                       "invariants": [i.to_dict() for i in comparison.invariants], "fail_on": fails},
                       indent=2, ensure_ascii=False) + "\n"

@@ -753,6 +753,18 @@ class EntityResult:
     ctx: Context
     decisions: dict[str, DecisionResult]
     unknown_refs: dict[str, pd.DataFrame] = field(default_factory=dict)  # join name -> rows not found
+    violations: dict[str, np.ndarray] = field(default_factory=dict)  # invariant id -> rows that break it
+
+
+def invariant_violations(ep: EntityPlan, ctx: Context) -> dict[str, np.ndarray]:
+    """Per invariant, the rows that break it: where a `never` condition is true, or an `always`
+    condition false. Unknown (a missing value) breaks neither, as a rule with it would not match."""
+    out = {}
+    for inv in ep.invariants:
+        t = evaluate_node(inv.expr.node, ctx)  # type: ignore[arg-type]
+        assert isinstance(t, Tri)
+        out[inv.id] = t.value.copy() if inv.kind == "never" else (t.known & ~t.value)
+    return out
 
 
 def column_to_vec(series: pd.Series, kind: str) -> Vec:
@@ -930,4 +942,4 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series
             res = decider(step.decision, ctx)
             results[step.name] = res
             env.update(decision_vectors(res))
-    return EntityResult(ep.entity, ep, ctx, results, unknown)
+    return EntityResult(ep.entity, ep, ctx, results, unknown, invariant_violations(ep, ctx))

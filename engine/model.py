@@ -146,6 +146,23 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class Invariant:
+    """A business guarantee: `never` a condition, or `always` one (violated where it is definitely false)."""
+
+    id: str
+    kind: str  # never | always
+    expr: Expr
+    loc: Location
+    because: str = ""
+    policy: str = ""
+    entity: str = ""
+
+    @property
+    def text(self) -> str:
+        return f"{self.kind}: {self.expr.source}"
+
+
+@dataclass(frozen=True)
 class Policy:
     name: str
     entity: str
@@ -156,6 +173,7 @@ class Policy:
     joins: tuple[Join, ...] = ()
     derives: tuple[Derive, ...] = ()
     decisions: tuple[Decision, ...] = ()
+    invariants: tuple[Invariant, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -184,3 +202,6 @@ class PolicySet:
 
     def decisions(self, entity: str) -> list[Decision]:
         return [d for p in self.of_entity(entity) for d in p.decisions]
+
+    def invariants(self, entity: str | None = None) -> list[Invariant]:
+        return [i for p in self.policies if entity is None or p.entity == entity for i in p.invariants]

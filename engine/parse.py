@@ -377,7 +377,8 @@ def parse_policy_set(policy_set: PolicySet) -> PolicySet:
         decisions = tuple(
             replace(d, rules=tuple(_parse_rule(r, problems) for r in d.rules)) for d in p.decisions
         )
-        policies.append(replace(p, derives=derives, decisions=decisions))
+        invariants = tuple(replace(i, expr=_parse_expr(i.expr, problems)) for i in p.invariants)
+        policies.append(replace(p, derives=derives, decisions=decisions, invariants=invariants))
     if problems:
         raise PolicyError(problems)
     return replace(policy_set, policies=tuple(policies))

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, replace
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 from .errors import Location, PolicyError, Problem
-from .model import Decision, Derive, Expr, Join, Param, Rule, Template
+from .model import Decision, Derive, Expr, Invariant, Join, Param, Rule, Template
 from .nodes import Node, names, substitute
 from .typecheck import QUOTA_VARIABLES, Checked, literal_node
 
@@ -47,6 +47,7 @@ class EntityPlan:
     joins: tuple[Join, ...]
     steps: tuple[Step, ...]
     params: tuple[Param, ...] = ()
+    invariants: tuple[Invariant, ...] = ()  # checked once every step is done
 
     @property
     def decisions(self) -> list[Decision]:
@@ -126,7 +127,7 @@ def _toposort(nodes: dict[str, list[str]], locs: dict[str, Location], label: str
     return order
 
 
-def _inliner(params: tuple[Param, ...]) -> Callable[[Step], Step]:
+def _inliner(params: tuple[Param, ...]) -> Callable[[Any], Any]:
     """Replaces parameter names by their values in a step's expressions."""
     values: dict[str, Node] = {p.name: literal_node(p.value) for p in params}
 
@@ -140,9 +141,11 @@ def _inliner(params: tuple[Param, ...]) -> Callable[[Step], Step]:
             quota = replace(quota, rank_by=keys)
         return replace(r, when=expr(r.when) if r.when is not None else None, quota=quota)
 
-    def step(s: Step) -> Step:
+    def step(s: Step | Invariant) -> Any:
         if not values:
             return s
+        if isinstance(s, Invariant):
+            return replace(s, expr=expr(s.expr))
         if isinstance(s, DeriveStep):
             return DeriveStep(replace(s.derive, expr=expr(s.derive.expr)))
         return DecisionStep(replace(s.decision, rules=tuple(rule(r) for r in s.decision.rules)))
@@ -197,7 +200,8 @@ def plan(checked: Checked) -> Plan:
         params = tuple(prm for p in ps.of_entity(entity) for prm in p.params)
         inline = _inliner(params)
         steps = tuple(inline(items[n]) for n in order)
-        plans.append(EntityPlan(entity, key.name if key else "", joins, steps, params))
+        invariants = tuple(inline(i) for i in ps.invariants(entity))
+        plans.append(EntityPlan(entity, key.name if key else "", joins, steps, params, invariants))
     if problems:
         raise PolicyError(problems)
     return Plan(checked, tuple(plans))

@@ -253,6 +253,7 @@ def run_tests(pl: Plan, files: list[Path]) -> SuiteResult:
                     continue
             result = api.run(pl, frames)
             coverage.fired |= _fired(result)
+            res.failures += [v.text() for v in result.violations()]
             outputs = {e: output_frame(r) for e, r in result.results.items()}
             res.failures += _compare(pl, outputs, case["expect"])
     return SuiteResult(results, coverage)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .errors import Location, PolicyError, Problem, did_you_mean
 from .functions import FUNCTIONS
-from .model import Decision, Derive, Expr, Fact, Policy, PolicySet, Rule, Scalar, Template
+from .model import Decision, Derive, Expr, Fact, Invariant, Policy, PolicySet, Rule, Scalar, Template
 from .nodes import Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str, \
     to_text, walk
 
@@ -620,6 +620,12 @@ class _Checker:
                 self.check_template(q.else_rule.because, ns, extra)
             self.check_template(rule.because, ns, extra)
 
+    def check_invariant(self, p: Policy, inv: Invariant) -> None:
+        t = self.check_expr(inv.expr, self.namespaces[p.entity])
+        if t is not None and t.kind != "boolean":
+            self.error("type", f"`{inv.kind}` of invariant `{inv.id}` must be a condition (yes/no), but this is {t}",
+                       inv.expr.loc, "compare it, e.g. `retention == 'exit' and tier == 'A'`")
+
     def run(self) -> Checked:
         self.build_namespaces()
         self.add_joins()
@@ -627,6 +633,8 @@ class _Checker:
         for p in self.ps.policies:
             for d in p.decisions:
                 self.check_decision(p, d)
+            for inv in p.invariants:
+                self.check_invariant(p, inv)
         if self.problems:
             raise PolicyError(self.problems)
         return Checked(self.ps, self.namespaces)

@@ -19,7 +19,8 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from .errors import Location, PolicyError, Problem, did_you_mean
 from .load import LocatedDoc, policy_set_hash
-from .model import Decision, Derive, Expr, Fact, Join, Output, Param, Policy, PolicySet, Quota, RankKey, Rule, Template
+from .model import Decision, Derive, Expr, Fact, Invariant, Join, Output, Param, Policy, PolicySet, Quota, RankKey, \
+    Rule, Template
 
 SCHEMA_NAME = "policy.schema.json"
 
@@ -86,6 +87,15 @@ def schema_problems(doc: LocatedDoc) -> list[Problem]:
     validator = jsonschema.Draft202012Validator(load_schema())
     problems = []
     for error in validator.iter_errors(doc.data):
+        path = tuple(error.absolute_path)
+        choice = _required_choice(error)
+        if choice:  # `never` or `always`: exactly one of some settings
+            names = " or ".join(f"`{n}`" for n in choice)
+            present = [n for n in choice if isinstance(error.instance, dict) and n in error.instance]
+            message = (f"{_describe_path(path)} has both {' and '.join(f'`{n}`' for n in present)}; give one"
+                       if present else f"{names} is missing in {_describe_path(path)}")
+            problems.append(Problem("schema", message, doc.loc(path), f"write exactly one of {names}"))
+            continue
         # oneOf/anyOf errors say little; descend to the most relevant cause
         if error.context:
             error = best_match(error.context) or error
@@ -99,6 +109,14 @@ def schema_problems(doc: LocatedDoc) -> list[Problem]:
         message, hint = _plain(error)
         problems.append(Problem("schema", message, loc, hint))
     return problems
+
+
+def _required_choice(error: ValidationError) -> list[str]:
+    """The settings of a `oneOf` that only asks for one of several keys (as an invariant's never/always)."""
+    options = error.schema.get("oneOf") if error.validator == "oneOf" and isinstance(error.schema, dict) else None
+    if not options or not all(isinstance(o, dict) and set(o) == {"required"} for o in options):
+        return []
+    return [name for o in options for name in o["required"]]
 
 
 def _expr_loc(doc: LocatedDoc, path: tuple[Any, ...]) -> Location:
@@ -257,7 +275,13 @@ def build_policy(doc: LocatedDoc) -> Policy:
         for d_name, src in (data.get("derive") or {}).items()
     )
     decisions = tuple(_decision(doc, d_name, d, name, entity) for d_name, d in data["decisions"].items())
-    return Policy(name, entity, doc.file, doc.loc(()), facts, params, joins, derives, decisions)
+    invariants = tuple(
+        Invariant(str(inv["id"]), kind, _expr(doc, inv[kind], ("invariants", i, kind)),
+                  doc.loc(("invariants", i)), str(inv.get("because", "")), name, entity)
+        for i, inv in enumerate(data.get("invariants") or [])
+        for kind in ("never", "always") if kind in inv
+    )
+    return Policy(name, entity, doc.file, doc.loc(()), facts, params, joins, derives, decisions, invariants)
 
 
 def validate(docs: list[LocatedDoc], directory: str = "") -> PolicySet:
@@ -273,6 +297,13 @@ def validate(docs: list[LocatedDoc], directory: str = "") -> PolicySet:
     if problems:
         raise PolicyError(problems)
     policies = tuple(build_policy(doc) for doc in docs)
+    invariant_ids: dict[str, Invariant] = {}
+    for p in policies:
+        for inv in p.invariants:
+            if inv.id in invariant_ids:
+                problems.append(Problem("duplicate-invariant", f"invariant `{inv.id}` is also declared at "
+                                        f"{invariant_ids[inv.id].loc}", inv.loc, "give each invariant its own id"))
+            invariant_ids.setdefault(inv.id, inv)
     seen: dict[str, Policy] = {}
     for p in policies:
         if p.name in seen:

@@ -1,5 +1,6 @@
 """validate + typecheck + plan: every kind of policy mistake, located and in plain words."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -317,7 +318,7 @@ decisions:
 def test_check_counts_rules_as_coverage_does(tmp_path):
     r = kam("check", "policies/")
     t = kam("test", "policies/", "--coverage")
-    checked = int(r.stdout.split(" rules ")[0].rsplit(" ", 1)[1])
+    checked = int(re.search(r"(\d+) rules", r.stdout).group(1))
     covered = t.stdout.split("total: ")[1].split(" rules")[0]
     assert covered == f"{checked}/{checked}"  # the quota's `else` rule counts in both
 

@@ -383,6 +383,11 @@ def analyse_decision(space: Space, d: Decision) -> tuple[list[Problem], set[str]
                              _rule_loc(r), "only comparisons of one field with fixed values are analysed",
                              severity="note"))
     conditional = [i for i, r in enumerate(d.rules) if not r.is_default]
+    for r in d.rules[:-1]:
+        if r.is_default:
+            out.append(_warn("default-not-last", f"rule `{r.id}` of `{d.name}` has no `when` but is not the last rule",
+                             r.loc, "a rule without `when` is the default: write it last; for a rule that always "
+                             "matches where it stands, write `when: true`"))
     for i, r in enumerate(d.rules):
         reg = regions[i]
         if reg is not None and not reg and r.when is not None:
@@ -426,7 +431,7 @@ def analyse_decision(space: Space, d: Decision) -> tuple[list[Problem], set[str]
                                      "make the conditions exclusive, or use hit policy first"))
     has_default = any(r.is_default for r in d.rules) or any(r.quota is not None and r.when is None for r in d.rules)
     analysable = all(regions[i] is not None for i in range(len(d.rules)))
-    if analysable and not has_default and d.hit != "collect":  # collecting nothing is an empty list
+    if analysable and not has_default and not d.gives_list and d.hit != "collect":  # nothing collected: []
         rest = space.minus_all([{}], [b for reg in regions for b in reg])  # type: ignore[union-attr]
         if rest:
             out.append(_warn("gap", f"decision `{d.name}` has no default and some entities match no rule, "

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from .calibrate import evaluate_calibrated
 from .functions import POPULATION_FUNCTIONS
-from .model import Decision, Rule
+from .model import Decision, Expr, Rule
 from .numbers import round_half_away
 from .nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str, to_text
 from .plan import DecisionStep, DeriveStep, EntityPlan
@@ -593,6 +593,7 @@ class DecisionResult:
     conflict_with: np.ndarray | None = None  # for CONFLICT rows: (first, second) rule indices
     collected: np.ndarray | None = None  # collect: bool matrix rows x rules
     quota_vars: dict[int, dict[str, Vec]] = field(default_factory=dict)
+    values: dict[str, Vec] = field(default_factory=dict)  # per output, what was decided
 
 
 def _quota_select(rule: Rule, eligible: np.ndarray, ctx: Context) -> tuple[np.ndarray, dict[str, Vec]]:
@@ -665,11 +666,17 @@ def condition_matches(d: Decision, ctx: Context) -> list[Tri]:
 
 
 def decide(d: Decision, ctx: Context, matches: list[Tri] | None = None) -> DecisionResult:
-    """Apply a decision's rules to every row under its hit policy.
+    """Apply a decision's rules to every row under its hit policy, then compute the decided values.
 
     `matches` (where each rule's condition is true) is computed here unless a backend that matches
     conditions itself, such as durable_rules, passes it in; the hit policy is the same for all.
     """
+    result = _apply_hit_policy(d, ctx, matches)
+    result.values = _decided_values(result, ctx)
+    return result
+
+
+def _apply_hit_policy(d: Decision, ctx: Context, matches: list[Tri] | None) -> DecisionResult:
     rules = d.all_rules
     n = ctx.n
     matches = list(matches) if matches is not None else condition_matches(d, ctx)
@@ -724,12 +731,14 @@ def decide(d: Decision, ctx: Context, matches: list[Tri] | None = None) -> Decis
             result.conflict_with = pairs
             result_index[conflict] = CONFLICT
     elif d.hit == "priority":
-        values = list(d.main.values or ())
-        prio = np.array([values.index(dict(d.rules[i].then)[d.name]) for i in conditional], dtype=np.int64)
+        # rank the rules by their values (first output first), written order among equals
+        keys = [d.priority(d.rules[i]) for i in conditional]
+        rank = {k: r for r, k in enumerate(sorted(set(keys)))}
+        prio = np.array([rank[k] for k in keys], dtype=np.int64)
         score = np.where(stack, prio * (len(conditional) + 1) + np.arange(len(conditional)), np.iinfo(np.int64).max)
         best = np.argmin(score, axis=1) if conditional else np.zeros(n, np.int64)
         result_index[:] = np.where(none, NO_RULE, cond_idx[best] if conditional else NO_RULE)
-    elif d.hit == "collect":
+    elif d.hit in ("collect", "output-order"):
         result_index[:] = first_rule
         full = np.zeros((n, len(rules)), dtype=bool)
         if conditional:
@@ -820,25 +829,52 @@ def mask_codes(mask: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     return codes.astype(np.int64), patterns
 
 
+def list_order(res: DecisionResult) -> list[int]:
+    """The order in which a list decision gathers its rules: written order for `collect`, by the
+    declared values for `output-order` (written order among equal values)."""
+    d = res.decision
+    positions = list(range(len(res.rules)))
+    if d.hit == "output-order":
+        positions.sort(key=lambda i: (d.priority(res.rules[i]), i))
+    return positions
+
+
 def collected(res: DecisionResult, name: str, values: bool = True) -> ListVec:
-    """What a `collect` decision gathered per row: the values of output `name` (or the rule ids) of
-    every matching rule, in rule order."""
+    """What a list decision gathered per row: the values of output `name` (or the rule ids) of every
+    matching rule, in its order."""
     assert res.collected is not None
     codes, patterns = mask_codes(res.collected)
-    lists = tuple(tuple((dict(r.then)[name] if values else r.id) for r, hit in zip(res.rules, pattern) if hit)
+    order = list_order(res)
+    lists = tuple(tuple((dict(res.rules[i].then)[name] if values else res.rules[i].id) for i in order if pattern[i])
                   for pattern in patterns)
     return ListVec(codes, lists)
 
 
 def decision_vectors(res: DecisionResult) -> dict[str, Vec]:
     """The decided values as vectors, so later decisions and joins can read them."""
+    return res.values
+
+
+def _rule_values(res: DecisionResult, output: str, ctx: Context) -> list[Any]:
+    """Per rule, its value of an output: a fixed value, or the vector its expression computes."""
+    out: list[Any] = []
+    for r in res.rules:
+        v = dict(r.then).get(output)
+        out.append(evaluate_node(v.node, ctx) if isinstance(v, Expr) and v.node is not None else v)
+    return out
+
+
+def _decided_values(res: DecisionResult, ctx: Context) -> dict[str, Vec]:
     d = res.decision
     out: dict[str, Vec] = {}
     idx = res.rule_index
+    n = idx.size
     for o in d.outputs:
-        if d.hit == "collect" and d.aggregate == "list":
+        if d.gives_list:
             out[o.name] = collected(res, o.name)
             continue
+        values = _rule_values(res, o.name, ctx)
+        computed = any(isinstance(v, (np.ndarray, Tri)) for v in values)
         if d.hit == "collect":
             assert res.collected is not None
             m = res.collected
@@ -846,25 +882,56 @@ def decision_vectors(res: DecisionResult) -> dict[str, Vec]:
                 # counts the rules that matched, whatever the type of their values
                 out[o.name] = m.sum(axis=1).astype(float)
                 continue
-            vals = np.array([float(dict(r.then).get(o.name, np.nan)) for r in res.rules])
+            grid = np.column_stack([np.broadcast_to(np.asarray(v if v is not None else np.nan, dtype=float), (n,))
+                                    for v in values]) if values else np.zeros((n, 0))
             with np.errstate(invalid="ignore"):
                 if d.aggregate == "sum":
-                    out[o.name] = np.where(m.any(axis=1), (m * np.nan_to_num(vals)).sum(axis=1), np.nan)
+                    vec = np.where(m.any(axis=1), np.where(m, np.nan_to_num(grid), 0.0).sum(axis=1), np.nan)
                 elif d.aggregate == "min":
-                    out[o.name] = np.where(m.any(axis=1), np.where(m, vals, np.inf).min(axis=1), np.nan)
+                    vec = np.where(m.any(axis=1), np.where(m, grid, np.inf).min(axis=1), np.nan)
                 else:
-                    out[o.name] = np.where(m.any(axis=1), np.where(m, vals, -np.inf).max(axis=1), np.nan)
+                    vec = np.where(m.any(axis=1), np.where(m, grid, -np.inf).max(axis=1), np.nan)
+            out[o.name] = _rounded(vec, o.decimals)
             continue
-        table = [dict(r.then).get(o.name) for r in res.rules]
-        if o.type == "boolean":
-            value = np.array([bool(v) for v in table] + [False, False])[idx]
-            known = np.array([True] * len(table) + [False, False])[idx]
+        if computed:
+            out[o.name] = _assemble(o.type, values, idx)
+        elif o.type == "boolean":
+            value = np.array([bool(v) for v in values] + [False, False])[idx]
+            known = np.array([v is not None for v in values] + [False, False])[idx]
             out[o.name] = Tri(value & known, known)
         elif o.type == "number":
-            out[o.name] = np.array([float(v) for v in table] + [np.nan, np.nan])[idx]
+            out[o.name] = np.array([np.nan if v is None else float(v) for v in values] + [np.nan, np.nan])[idx]
         else:
-            out[o.name] = _output_text(res, o.name, list(o.values or ()) + [v for v in table if v is not None])
+            out[o.name] = _output_text(res, o.name, list(o.values or ()) + [v for v in values if v is not None])
+        if o.type == "number" and o.decimals is not None:
+            out[o.name] = _rounded(out[o.name], o.decimals)  # type: ignore[arg-type]
     return out
+
+
+def _assemble(kind: str, values: list[Any], idx: np.ndarray) -> Vec:
+    """Per row, the value of the rule that decided it (computed values taken row by row)."""
+    n = idx.size
+    if kind == "boolean":
+        value, known = np.zeros(n, bool), np.zeros(n, bool)
+        for i, v in enumerate(values):
+            rows = idx == i
+            if isinstance(v, Tri):
+                value[rows], known[rows] = v.value[rows], v.known[rows]
+            elif v is not None:
+                value[rows], known[rows] = bool(v), True
+        return Tri(value & known, known)
+    number = np.full(n, np.nan)
+    for i, v in enumerate(values):
+        rows = idx == i
+        if isinstance(v, np.ndarray):
+            number[rows] = v[rows]
+        elif v is not None:
+            number[rows] = float(v)
+    return number
+
+
+def _rounded(v: np.ndarray, decimals: int | None) -> np.ndarray:
+    return v if decimals is None else round_half_away(v, decimals)
 
 
 def _missing_like(col: Vec, n: int) -> Vec:

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, ListVec, Text, Tri, Vec, collected, \
-    decision_vectors, evaluate_node, scalar_at, take
-from .model import Rule
+    decision_vectors, evaluate_node, list_order, scalar_at, take
+from .model import Expr, Rule
 from .nodes import Bool, Call, ListLit, Logic, MapLit, Name, Node, Not, Num, Str, children, to_text, walk
 from .numbers import MISSING_TEXT, format_numbers, list_text, number_text
 from .plan import DecisionStep, DeriveStep
@@ -140,7 +140,8 @@ def _collect_because(res: DecisionResult, env: dict[str, Vec]) -> pa.Array:
     n = res.rule_index.size
     sep = "; "
     columns = []
-    for i, rule in enumerate(res.rules):
+    for i in list_order(res):
+        rule = res.rules[i]
         mask = res.collected[:, i]
         tpl = CompiledTemplate.of(rule.because.text if rule.because else f"rule {rule.id}")
         rows = np.flatnonzero(mask)
@@ -168,6 +169,12 @@ def rule_column(res: DecisionResult) -> pd.Categorical | np.ndarray:
                                      if len(set(ids)) == len(ids) else ids)
 
 
+def _whole_numbers(res: DecisionResult, output: str) -> bool:
+    """Whether every rule gives a fixed whole number (hours, days): written without decimals."""
+    given = [dict(r.then).get(output) for r in res.rules]
+    return all(isinstance(g, (int, float)) and float(g).is_integer() for g in given if g is not None)
+
+
 def value_columns(res: DecisionResult) -> dict[str, Any]:
     """The decided output values as output columns (categoricals where the set is closed)."""
     d = res.decision
@@ -183,8 +190,7 @@ def value_columns(res: DecisionResult) -> dict[str, Any]:
             out[o.name][~v.known] = pd.NA
         elif isinstance(v, Text):
             out[o.name] = pd.Categorical.from_codes(v.codes, categories=pd.Index(v.categories, dtype=object))
-        elif (d.hit == "collect" and d.aggregate == "count") or \
-                all(float(dict(r.then)[o.name]).is_integer() for r in res.rules if o.name in dict(r.then)):
+        elif (d.hit == "collect" and d.aggregate == "count") or _whole_numbers(res, o.name):
             # whole-number outputs (hours, days) are written as whole numbers
             out[o.name] = pd.array(np.where(np.isnan(v), 0, v).astype(np.int64), dtype="Int64")
             out[o.name][np.isnan(v)] = pd.NA
@@ -220,10 +226,19 @@ def decision_counts(result: EntityResult) -> dict[str, dict[str, int]]:
         res = result.decisions[d.name]
         counts: dict[str, int] = {}
         idx = res.rule_index
-        if d.hit == "collect" and d.aggregate == "list":
-            lists = collected(res, d.main.name)
-            for lst, k in zip(lists.lists, np.bincount(lists.codes, minlength=len(lists.lists))):
-                label = list_text(lst) or "(no rule matched)"
+        if d.gives_list:
+            per_output = [collected(res, o.name) for o in d.outputs]
+            codes = per_output[0].codes  # the same matches for every output
+            for code, k in enumerate(np.bincount(codes, minlength=len(per_output[0].lists))):
+                if not k:
+                    continue
+                if d.single:
+                    label = list_text(per_output[0].lists[code])
+                else:  # one row of outputs per matching rule
+                    label = "; ".join(", ".join(f"{o.name}={value_text(lst.lists[code][j])}"
+                                                for o, lst in zip(d.outputs, per_output))
+                                      for j in range(len(per_output[0].lists[code])))
+                label = label or "(no rule matched)"
                 counts[label] = counts.get(label, 0) + int(k)
         elif d.hit == "collect":
             v = decision_vectors(res)[d.main.name]
@@ -236,18 +251,23 @@ def decision_counts(result: EntityResult) -> dict[str, dict[str, int]]:
             for i, r in enumerate(res.rules):
                 hits = int((idx == i).sum())
                 if hits:
-                    label = value_text(dict(r.then).get(d.main.name)) if d.single else _then_text(r)
+                    label = then_text(dict(r.then).get(d.main.name)) if d.single else _then_text(r)
                     counts[label] = counts.get(label, 0) + hits
         for code, label in ((NO_RULE, "(no rule matched)"), (CONFLICT, "(conflict)")):
             k = int((idx == code).sum())
-            if k and d.hit != "collect":
+            if k and res.collected is None:
                 counts[label] = k
         out[d.name] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     return out
 
 
 def _then_text(rule: Rule) -> str:
-    return ", ".join(f"{k}={value_text(v)}" for k, v in rule.then)
+    return ", ".join(f"{k}={then_text(v)}" for k, v in rule.then)
+
+
+def then_text(v: Any) -> str:
+    """A rule's value as written: a fixed value, or the expression that computes it."""
+    return v.source if isinstance(v, Expr) else value_text(v)
 
 
 # -- traces for one entity ----------------------------------------------------------------------
@@ -398,7 +418,7 @@ def _trace_decision(result: EntityResult, res: DecisionResult, row: int) -> dict
     decided_at = idx if idx >= 0 else None
     for i, rule in enumerate(d.rules):
         entry: dict[str, Any] = {"id": rule.id, "then": _then_text(rule) if not d.single else
-                                 value_text(dict(rule.then)[d.name]), "conditions": []}
+                                 then_text(dict(rule.then)[d.name]), "conditions": []}
         if rule.when is not None and rule.when.node is not None:
             m = res.matches[i]
             matched = scalar_at(m, row)
@@ -422,9 +442,10 @@ def _trace_decision(result: EntityResult, res: DecisionResult, row: int) -> dict
         rules_out.append(entry)
     rule_id = res.rules[idx].id if idx >= 0 else None
     if res.collected is not None:
-        ids = [r.id for r, hit in zip(res.rules, res.collected[row]) if hit]
+        ids = [res.rules[i].id for i in list_order(res) if res.collected[row, i]]
         rule_id = ids  # type: ignore[assignment]
-        why = f"hit policy collect gathers every matching rule: {list_text(ids) or 'none matched'}"
+        order = "in rule order" if d.hit == "collect" else "in the order of the declared values"
+        why = f"hit policy {d.hit} gathers every matching rule, {order}: {list_text(ids) or 'none matched'}"
     elif idx == CONFLICT:
         why = because
     elif idx == NO_RULE:
@@ -459,7 +480,8 @@ def _why(res: DecisionResult, idx: int, row: int) -> str:
     if d.hit == "any":
         return f"`{rule.id}` is the first of the matching rules, which all give the same result"
     if d.hit == "priority":
-        return f"of the matching rules, `{rule.id}` gives the value with the highest priority " \
-               f"(order: {', '.join(map(str, d.main.values or ()))})"
+        order = "; ".join(f"{o.name}: {', '.join(map(value_text, o.values or ()))}" for o in d.outputs) \
+            if not d.single else ", ".join(map(value_text, d.main.values or ()))
+        return f"of the matching rules, `{rule.id}` gives the value with the highest priority (order: {order})"
     return ""
 

@@ -69,6 +69,10 @@ class Output:
     name: str
     type: str  # string | number | boolean
     values: tuple[Scalar, ...] | None = None
+    min: float | None = None  # for computed numbers: checked on every entity, like a fact's
+    max: float | None = None
+    decimals: int | None = None  # numbers are rounded to this many decimals once decided
+    loc: Location | None = None
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,11 @@ class Quota:
 
 @dataclass(frozen=True)
 class Rule:
+    """A rule. Each `then` value is fixed, or (for a number or yes/no output) an expression computed
+    for every entity the rule decides."""
+
     id: str
-    then: tuple[tuple[str, Scalar], ...]
+    then: tuple[tuple[str, "Scalar | Expr"], ...]
     loc: Location
     when: Expr | None = None
     because: Template | None = None
@@ -114,8 +121,12 @@ class Rule:
     def is_default(self) -> bool:
         return self.when is None and self.quota is None
 
-    def output(self, name: str) -> Scalar:
+    def output(self, name: str) -> "Scalar | Expr":
         return dict(self.then)[name]
+
+    @property
+    def computed(self) -> bool:
+        return any(isinstance(v, Expr) for _, v in self.then)
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,18 @@ class Decision:
     @property
     def main(self) -> Output:
         return self.outputs[0]
+
+    @property
+    def gives_list(self) -> bool:
+        """Whether the decision is a list of every matching rule's values (`collect`, `output-order`)."""
+        return self.hit == "output-order" or (self.hit == "collect" and self.aggregate == "list")
+
+    def priority(self, rule: Rule) -> tuple[int, ...]:
+        """A rule's rank by its values, as declared from highest to lowest: the first output first,
+        then the next (for hit policies `priority` and `output-order`)."""
+        given = dict(rule.then)
+        return tuple(list(o.values or ()).index(given[o.name]) if o.values and given.get(o.name) in o.values
+                     else len(o.values or ()) for o in self.outputs)
 
     @property
     def all_rules(self) -> list[Rule]:

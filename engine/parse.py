@@ -359,13 +359,18 @@ def _parse_expr(expr: "Expr", problems: list[Problem]) -> "Expr":
         return expr
 
 
+def _parse_then(rule: Rule, problems: list[Problem]) -> tuple:
+    return tuple((name, _parse_expr(v, problems) if isinstance(v, Expr) else v) for name, v in rule.then)
+
+
 def _parse_rule(rule: Rule, problems: list[Problem]) -> Rule:
     when = _parse_expr(rule.when, problems) if rule.when else None
     quota = rule.quota
     if quota is not None:
         keys = tuple(replace(k, expr=_parse_expr(k.expr, problems)) for k in quota.rank_by)
-        quota = replace(quota, rank_by=keys)
-    return replace(rule, when=when, quota=quota)
+        else_rule = replace(quota.else_rule, then=_parse_then(quota.else_rule, problems))
+        quota = replace(quota, rank_by=keys, else_rule=else_rule)
+    return replace(rule, when=when, quota=quota, then=_parse_then(rule, problems))
 
 
 def parse_policy_set(policy_set: PolicySet) -> PolicySet:

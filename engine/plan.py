@@ -82,19 +82,23 @@ def template_names(tpl: Template | None) -> list[str]:
 
 
 def decision_reads(d: Decision) -> list[str]:
-    """Every name a decision's rules read: conditions, texts, quota ranking and groups."""
+    """Every name a decision's rules read: conditions, texts, quota ranking and groups. Its texts may
+    show its own outputs: they are rendered once the decision is made."""
+    own = {o.name for o in d.outputs}
     out: list[str] = []
     for r in d.rules:
         if r.when is not None and r.when.node is not None:
             out += names(r.when.node)
-        out += template_names(r.because)
+        out += [n for n in template_names(r.because) if n not in own]
+        for rule in [r] + ([r.quota.else_rule] if r.quota is not None else []):
+            out += [n for _, v in rule.then if isinstance(v, Expr) and v.node is not None for n in names(v.node)]
         if r.quota is not None:
             for k in r.quota.rank_by:
                 if k.expr.node is not None:
                     out += names(k.expr.node)
             if r.quota.per:
                 out.append(r.quota.per)
-            out += template_names(r.quota.else_rule.because)
+            out += [n for n in template_names(r.quota.else_rule.because) if n not in own]
     return [n for n in dict.fromkeys(out) if n not in QUOTA_VARIABLES]
 
 
@@ -134,12 +138,15 @@ def _inliner(params: tuple[Param, ...]) -> Callable[[Any], Any]:
     def expr(e: Expr) -> Expr:
         return replace(e, node=substitute(e.node, values)) if e.node is not None else e
 
+    def then(r: Rule) -> tuple:
+        return tuple((name, expr(v) if isinstance(v, Expr) else v) for name, v in r.then)
+
     def rule(r: Rule) -> Rule:
         quota = r.quota
         if quota is not None:
             keys = tuple(replace(k, expr=expr(k.expr)) for k in quota.rank_by)
-            quota = replace(quota, rank_by=keys)
-        return replace(r, when=expr(r.when) if r.when is not None else None, quota=quota)
+            quota = replace(quota, rank_by=keys, else_rule=replace(quota.else_rule, then=then(quota.else_rule)))
+        return replace(r, when=expr(r.when) if r.when is not None else None, quota=quota, then=then(r))
 
     def step(s: Step | Invariant) -> Any:
         if not values:

@@ -147,20 +147,21 @@ class Expanding(Space):
                               if (c := self.box_and(x, y)) is not None])
             return out
         if d.hit == "priority":
-            order = list(d.main.values or ())
-            for v in values:
-                higher = [b for w in values if order.index(w) < order.index(v) for b in by_value[w]]
-                add(v, self.minus_all(by_value[v], higher))
+            # the rule with the highest values wins (written order among equals)
+            key = {i: (d.priority(d.rules[i]), i) for i in conditional}
+            for i in conditional:
+                higher = [b for j in conditional if key[j] < key[i] for b in regions[j]]
+                add(value_of(d.rules[i]), self.minus_all(regions[i], higher))
             return out
         raise NotAnalysed(f"hit policy {d.hit} as a single value")
 
-    def holds(self, d: Decision, value: Any) -> tuple[list[Box], list[Box]]:
+    def holds(self, d: Decision, output: str, value: Any) -> tuple[list[Box], list[Box]]:
         """Where a collected list holds a value, and where it does not."""
         regions = [self._rule_region(r) for r in d.rules]
         conditional = [i for i, r in enumerate(d.rules) if not r.is_default]
         giving = []
         for i, r in enumerate(d.rules):
-            if dict(r.then).get(d.main.name) != value:
+            if dict(r.then).get(output) != value:
                 continue
             if r.is_default:
                 giving += self.minus_all([{}], [b for j in conditional for b in regions[j]])
@@ -179,14 +180,14 @@ class Expanding(Space):
             return self._features[node.name]
         if isinstance(node, Name) and node.name in self.decisions and self._is_constant(node.name):
             d = self.decisions[node.name]
-            if d.hit != "collect":
+            if not d.gives_list:
                 values = self.value_regions(d, node.name)
                 return values.get(True, []), values.get(False, [])
         if isinstance(node, Member) and isinstance(node.collection, Name) and \
                 isinstance(node.item, (Num, Str, Bool)) and node.collection.name in self.decisions:
             d = self.decisions[node.collection.name]
-            if d.hit == "collect" and d.aggregate == "list":
-                true, false = self.holds(d, node.item.value)
+            if d.gives_list:
+                true, false = self.holds(d, node.collection.name, node.item.value)
                 return (false, true) if node.negate else (true, false)
         if isinstance(node, In) and isinstance(node.operand, Name) and node.operand.name in self.decisions \
                 and all(isinstance(i, (Num, Str, Bool)) for i in node.items) and self._is_constant(node.operand.name):
@@ -222,7 +223,7 @@ class Expanding(Space):
         if isinstance(left, (Num, Str, Bool)) and isinstance(right, Name):
             left, right, op = right, left, _FLIP[op]
         if isinstance(left, Name) and isinstance(right, (Num, Str, Bool)) and left.name in self.decisions \
-                and self._is_constant(left.name) and self.decisions[left.name].hit != "collect":
+                and self._is_constant(left.name) and self.decisions[left.name].hit not in ("collect", "output-order"):
             d = self.decisions[left.name]
             dom = self.domains.get(left.name)
             if op in ("==", "!=") and not isinstance(dom, NumSet):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .errors import Location, PolicyError, Problem, did_you_mean
 from .functions import FUNCTIONS
-from .model import Decision, Derive, Expr, Fact, Invariant, Policy, PolicySet, Rule, Scalar, Template
+from .model import Decision, Derive, Expr, Fact, Invariant, Output, Policy, PolicySet, Rule, Scalar, Template
 from .nodes import Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str, \
     to_text, walk
 
@@ -101,10 +101,11 @@ def _output_type(kind: str, values: tuple | None) -> Type:
 
 
 def decision_type(d: Decision, kind: str, values: tuple | None) -> Type:
-    """What expressions see of a decision's output: a list for `collect`, a number for its aggregates."""
+    """What expressions see of a decision's output: a list for `collect` and `output-order`, a number
+    for the aggregates of `collect`."""
+    if d.gives_list:
+        return Type("list", frozenset(values) if values else None, kind)
     if d.hit == "collect":
-        if d.aggregate == "list":
-            return Type("list", frozenset(values) if values else None, kind)
         return NUMBER
     return _output_type(kind, values)
 
@@ -543,11 +544,15 @@ class _Checker:
     def check_then(self, d: Decision, rule: Rule) -> None:
         outputs = {o.name: o for o in d.outputs}
         given = dict(rule.then)
+        ns = self.namespaces[d.entity]
         for (name, value), loc in zip(rule.then, rule.then_locs or [rule.loc] * len(rule.then)):
             out = outputs.get(name)
             if out is None:
                 self.error("unknown-output", f"decision `{d.name}` has no output `{name}`", loc,
                            did_you_mean(name, outputs) or f"its outputs: {', '.join(outputs)}")
+                continue
+            if isinstance(value, Expr):
+                self.check_computed(d, out, value, ns)
                 continue
             self.check_value(d, out.name, out.type, out.values, value, loc)
         if not d.single:
@@ -555,6 +560,20 @@ class _Checker:
             if missing:
                 self.error("missing-output", f"rule `{rule.id}` does not set {', '.join(missing)}", rule.loc,
                            "every rule of a decision with several outputs sets all of them")
+
+    def check_computed(self, d: Decision, out: Output, value: Expr, ns: Namespace) -> None:
+        """An output computed by an expression: of the output's type, in a decision that can hold it."""
+        t = self.check_expr(value, ns)
+        if t is not None and t.kind != out.type:
+            self.error("type", f"`{out.name}` is {Type(out.type)}, but this rule computes {t}", value.loc)
+        if out.values is not None:
+            self.error("computed-values", f"`{out.name}` is computed by a rule, so it cannot declare `values`",
+                       value.loc, "declare `type: number` (with `min`/`max` if it has bounds) instead of values")
+        if d.hit in ("any", "priority") or d.gives_list:
+            how = "a collected list holds fixed values" if d.gives_list else \
+                f"hit policy {d.hit} compares the rules' fixed values"
+            self.error("hit", f"`{out.name}` is computed, but {how}", value.loc,
+                       "give fixed values, or use hit policy first or unique (collect: aggregate sum, min or max)")
 
     def check_value(self, d: Decision, out: str, kind: str, values: tuple | None, value: Scalar, loc: Location) -> None:
         actual = "boolean" if isinstance(value, bool) else ("number" if isinstance(value, (int, float)) else "string")
@@ -567,17 +586,22 @@ class _Checker:
 
     def check_decision(self, p: Policy, d: Decision) -> None:
         ns = self.namespaces[p.entity]
-        if d.hit == "priority" and not d.main.values:
-            self.error("priority-values", f"hit policy priority needs `values:` on decision `{d.name}`", d.loc,
-                       "list the values from highest to lowest priority")
+        if d.hit in ("priority", "output-order"):
+            for o in d.outputs:
+                if not o.values:
+                    where = f"decision `{d.name}`" if d.single else f"output `{o.name}` of `{d.name}`"
+                    self.error("priority-values", f"hit policy {d.hit} needs `values:` on {where}", o.loc or d.loc,
+                               "list the values from highest to lowest priority")
         if d.hit == "collect" and d.aggregate in ("sum", "min", "max") and d.main.type != "number":
             self.error("type", f"`aggregate: {d.aggregate}` needs a number output", d.loc)
-        if d.hit in ("collect", "priority") and not d.single:
-            self.error("hit", f"hit policy {d.hit} needs a decision with a single output", d.loc)
+        if d.hit == "collect" and d.aggregate != "list" and not d.single:
+            self.error("hit", f"`aggregate: {d.aggregate}` totals one output; this decision has several", d.loc,
+                       "collect the rows as lists (no aggregate), or make one decision per total")
         if d.aggregate != "list" and d.hit != "collect":
             self.error("hit", "`aggregate` only applies to hit policy collect", d.loc)
-        if d.hit == "collect" and d.aggregate == "list":
-            for v in list(d.main.values or ()) + [dict(r.then).get(d.main.name) for r in d.rules]:
+        if d.gives_list:
+            for v in [v for o in d.outputs for v in list(o.values or ())] + \
+                    [v for r in d.all_rules for _, v in r.then]:
                 if isinstance(v, str) and LIST_SEPARATOR in v:
                     self.error("unknown-value", f"{v!r} contains `{LIST_SEPARATOR}`, which separates the values "
                                f"of a collected list in texts and CSV files", d.loc,

@@ -19,6 +19,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from .errors import Location, PolicyError, Problem, did_you_mean
 from .load import LocatedDoc, policy_set_hash
+from .numbers import number_text
 from .model import Decision, Derive, Expr, Fact, Invariant, Join, Output, Param, Policy, PolicySet, Quota, RankKey, \
     Rule, Template
 
@@ -138,16 +139,22 @@ def _expr(doc: LocatedDoc, value: Any, path: tuple[Any, ...]) -> Expr:
     return Expr(source, _expr_loc(doc, path))
 
 
-def _then(doc: LocatedDoc, value: Any, path: tuple[Any, ...], single_name: str | None) -> tuple[tuple, tuple]:
-    if isinstance(value, dict):
-        items = tuple(value.items())
-        locs = tuple(doc.loc(path + (k,)) for k, _ in items)
-        return items, locs
-    return ((single_name or "", value),), (doc.loc(path),)
+def _then(doc: LocatedDoc, value: Any, path: tuple[Any, ...], single_name: str | None,
+          types: dict[str, str]) -> tuple[tuple, tuple]:
+    """A rule's outputs; text given for a number or yes/no output is an expression to compute."""
+    items = tuple(value.items()) if isinstance(value, dict) else ((single_name or "", value),)
+    paths = [path + (k,) for k, _ in items] if isinstance(value, dict) else [path]
+    out = []
+    for (name, v), p in zip(items, paths):
+        if isinstance(v, str) and types.get(name) in ("number", "boolean"):
+            v = _expr(doc, v, p)
+        out.append((name, v))
+    return tuple(out), tuple(doc.loc(p) for p in paths)
 
 
-def _rule(doc: LocatedDoc, r: dict[str, Any], path: tuple[Any, ...], single_name: str | None) -> Rule:
-    then, then_locs = _then(doc, r["then"], path + ("then",), single_name)
+def _rule(doc: LocatedDoc, r: dict[str, Any], path: tuple[Any, ...], single_name: str | None,
+          types: dict[str, str]) -> Rule:
+    then, then_locs = _then(doc, r["then"], path + ("then",), single_name, types)
     quota = None
     if "quota" in r:
         q = r["quota"]
@@ -166,7 +173,7 @@ def _rule(doc: LocatedDoc, r: dict[str, Any], path: tuple[Any, ...], single_name
         top = q["top"]
         top_n, top_share = (None, float(str(top)[:-1]) / 100) if isinstance(top, str) else (int(top), None)
         e = q["else"]
-        else_then, else_locs = _then(doc, e["then"], qp + ("else", "then"), single_name)
+        else_then, else_locs = _then(doc, e["then"], qp + ("else", "then"), single_name, types)
         else_rule = Rule(
             id=str(e["id"]),
             then=else_then,
@@ -193,27 +200,43 @@ def _scalars(values: list[Any] | None) -> tuple | None:
     return tuple(values) if values is not None else None
 
 
+def _output(doc: LocatedDoc, name: str, o: dict[str, Any], path: tuple[Any, ...]) -> Output:
+    kind = o.get("type") or (_values_type(o["values"]) if o.get("values") else "string")
+    return Output(name, kind, _scalars(o.get("values")), o.get("min"), o.get("max"), o.get("decimals"),
+                  doc.key_loc(path))
+
+
 def _decision(doc: LocatedDoc, name: str, d: dict[str, Any], policy: str, entity: str) -> Decision:
     path = ("decisions", name)
     if "outputs" in d:
-        outputs = tuple(
-            Output(o_name, o.get("type", "string" if "values" not in o else _values_type(o["values"])),
-                   _scalars(o.get("values")))
-            for o_name, o in d["outputs"].items()
-        )
+        outputs = tuple(_output(doc, o_name, o, path + ("outputs", o_name)) for o_name, o in d["outputs"].items())
         single = False
     else:
-        values = _scalars(d.get("values"))
-        out_type = d.get("type") or (_values_type(d["values"]) if values else "string")
-        outputs = (Output(name, out_type, values),)
+        outputs = (_output(doc, name, d, path),)
         single = True
+    types = {o.name: o.type for o in outputs}
     rules = tuple(
-        _rule(doc, r, path + ("rules", i), name if single else None) for i, r in enumerate(d["rules"])
+        _rule(doc, r, path + ("rules", i), name if single else None, types) for i, r in enumerate(d["rules"])
     )
     return Decision(
         name=name, hit=d.get("hit", "first"), outputs=outputs, rules=rules, loc=doc.key_loc(path),
         policy=policy, entity=entity, aggregate=d.get("aggregate", "list"), single=single,
     )
+
+
+def _range_invariants(decisions: tuple[Decision, ...], policy: str, entity: str) -> tuple[Invariant, ...]:
+    """`min`/`max` of a number output, as the invariant kam checks: on the rules and on every entity."""
+    out = []
+    for d in decisions:
+        for o in d.outputs:
+            bounds = [f"{o.name} >= {number_text(o.min)}" if o.min is not None else "",
+                      f"{o.name} <= {number_text(o.max)}" if o.max is not None else ""]
+            bounds = [b for b in bounds if b]
+            if bounds and o.loc is not None:
+                text = f"is_missing({o.name}) or ({' and '.join(bounds)})"
+                out.append(Invariant(f"{o.name.replace('_', '-')}-in-range", "always", Expr(text, o.loc), o.loc,
+                                     f"`{o.name}` stays within its declared range", policy, entity))
+    return tuple(out)
 
 
 def _values_type(values: list[Any]) -> str:
@@ -237,8 +260,17 @@ def param_value(value: Any) -> Any:
 
 
 def _semantic_problems(doc: LocatedDoc) -> list[Problem]:
-    """What the schema cannot say: settings that only make sense for some fact types."""
+    """What the schema cannot say: settings that only make sense for some fact and output types."""
     problems = []
+    for d_name, d in (doc.data.get("decisions") or {}).items():
+        outputs = d.get("outputs", {d_name: d}) if isinstance(d, dict) else {}
+        for o_name, o in outputs.items():
+            path = ("decisions", d_name) + (("outputs", o_name) if "outputs" in d else ())
+            kind = o.get("type") or (_values_type(o["values"]) if o.get("values") else "string")
+            for key in ("min", "max", "decimals"):
+                if key in o and kind != "number":
+                    problems.append(Problem("schema", f"`{key}` applies to number outputs, and `{o_name}` is {kind}",
+                                            doc.key_loc(path + (key,)), "declare `type: number`, or remove it"))
     for f_name, f in (doc.data.get("facts") or {}).items():
         if isinstance(f, dict) and "decimals" in f and f.get("type") != "number":
             problems.append(Problem("schema", f"`decimals` applies to facts of type number, not {f.get('type')}",
@@ -280,7 +312,7 @@ def build_policy(doc: LocatedDoc) -> Policy:
                   doc.loc(("invariants", i)), str(inv.get("because", "")), name, entity)
         for i, inv in enumerate(data.get("invariants") or [])
         for kind in ("never", "always") if kind in inv
-    )
+    ) + _range_invariants(decisions, name, entity)
     return Policy(name, entity, doc.file, doc.loc(()), facts, params, joins, derives, decisions, invariants)
 
 

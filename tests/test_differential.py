@@ -45,53 +45,86 @@ def deadline(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def reads_first(draw, first_hit: str, first_aggregate: str) -> str:
-    """A condition on the first decision, as its hit policy allows: a value, a collected list, a count."""
+LISTS = ("collect", "output-order")
+
+
+def reads_first(draw, first: dict) -> str:
+    """A condition on the first decision, as its shape allows: a value, a list it gathered, a total."""
     value = draw(st.sampled_from(VALUES))
-    if first_hit != "collect":
-        op = draw(st.sampled_from(["==", "!="]))
-        return f"d0 {op} {value!r}" if draw(st.booleans()) else f"{value!r} {op} d0"
-    if first_aggregate == "count":
+    if first["aggregate"] in ("count", "sum"):
         return f"d0 {draw(st.sampled_from(['>=', '<', '==']))} {draw(st.integers(0, 2))}"
-    return f"{repr(value)} {draw(st.sampled_from(['in', 'not in']))} d0"
+    if first["hit"] in LISTS:
+        return f"{value!r} {draw(st.sampled_from(['in', 'not in']))} d0"
+    if first["multi"] and draw(st.booleans()):
+        return f"n0 {draw(st.sampled_from(['>', '<=']))} {draw(st.integers(0, 3))}"
+    op = draw(st.sampled_from(["==", "!="]))
+    return f"d0 {op} {value!r}" if draw(st.booleans()) else f"{value!r} {op} d0"
 
 
 @st.composite
 def policies(draw) -> str:
+    """Random policies: every hit policy, one or two outputs, fixed or computed values, collected
+    lists and totals, a second decision that reads the first (its value, its list or its total)."""
     feature = draw(num_expr(2))
     decisions = []
-    first_hit = first_aggregate = ""
+    first: dict = {}
     for d in range(draw(st.integers(1, 2))):
-        hit = draw(st.sampled_from(HITS))
-        aggregate = draw(st.sampled_from(["list", "list", "count"])) if hit == "collect" else ""
+        hit = draw(st.sampled_from(HITS + ["output-order"]))
+        aggregate = draw(st.sampled_from(["list", "list", "count", "sum"])) if hit == "collect" else "list"
+        multi = aggregate == "list" and draw(st.booleans())
+        fixed = hit in ("priority", "any") or hit in LISTS  # these compare or list the rules' fixed values
         if d == 0:
-            first_hit, first_aggregate = hit, aggregate
+            first = {"hit": hit, "aggregate": aggregate, "multi": multi}
         rules = []
         for i in range(draw(st.integers(1, 4))):
             cond = draw(bool_expr(2))
             if d == 1 and draw(st.booleans()):  # the second decision may read the first
-                cond_text = f"{reads_first(draw, first_hit, first_aggregate)} or ({to_text(cond)})"
+                cond_text = f"{reads_first(draw, first)} or ({to_text(cond)})"
             else:
                 cond_text = to_text(cond)
-            value = draw(st.sampled_from(VALUES))
-            texts = ["", "a={a:.1f} s={s} g={g:,.2f}", "{f} {b:.0%}", "规则 {s}", "{a} {g:.3f}"]
+            texts = ["", "a={a:.1f} s={s} g={g:,.2f}", "{f} {b:.0%}", "规则 {s}", "{a} {g:.3f}", f"own {{d{d}}}"]
             if d == 1:
                 texts.append("first {d0}")
             because = draw(st.sampled_from(texts))
-            rule = f"      - id: r{i}\n        when: {json.dumps(cond_text, ensure_ascii=False)}\n        then: {value}\n"
+            rule = f"      - id: r{i}\n        when: {json.dumps(cond_text, ensure_ascii=False)}\n" \
+                   f"        then: {then_of(draw, d, aggregate, multi, fixed)}\n"
             if because:
                 rule += f"        because: {json.dumps(because, ensure_ascii=False)}\n"
             rules.append(rule)
         if draw(st.booleans()):
-            rules.append(f"      - id: default\n        then: {draw(st.sampled_from(VALUES))}\n        because: fallback\n")
-        agg = f"    aggregate: {aggregate}\n" if aggregate == "count" else ""
-        decisions.append(f"  d{d}:\n    hit: {hit}\n{agg}    values: [x, y, z]\n    rules:\n" + "".join(rules))
+            rules.append(f"      - id: default\n        then: {then_of(draw, d, aggregate, multi, fixed)}\n"
+                         "        because: fallback\n")
+        head = f"  d{d}:\n    hit: {hit}\n"
+        if aggregate != "list":
+            head += f"    aggregate: {aggregate}\n"
+        if aggregate == "sum":
+            head += "    type: number\n"
+        elif multi:
+            number = "{values: [1, 2, 3]}" if fixed else "{type: number}"
+            head += f"    outputs:\n      d{d}: {{values: [x, y, z]}}\n      n{d}: {number}\n"
+        else:
+            head += "    values: [x, y, z]\n"
+        decisions.append(head + "    rules:\n" + "".join(rules))
     return (
         "policy: random\nentity: customer\nfacts:\n  id: {type: string, key: true}\n"
         "  a: {type: number}\n  b: {type: number}\n  s: {type: string}\n  f: {type: boolean}\n"
         f"derive:\n  g: {json.dumps(to_text(feature), ensure_ascii=False)}\n"
         "decisions:\n" + "".join(decisions)
     )
+
+
+def then_of(draw, d: int, aggregate: str, multi: bool, fixed: bool) -> str:
+    """A rule's `then`: a value, a computed number where the hit policy allows it, or two outputs."""
+    if aggregate == "sum":
+        return json.dumps(to_text(draw(num_expr(1)))) if draw(st.booleans()) else str(draw(st.integers(0, 3)))
+    value = draw(st.sampled_from(VALUES))
+    if not multi:
+        return value
+    if fixed or draw(st.booleans()):
+        number = str(draw(st.integers(1, 3)))
+    else:
+        number = json.dumps(to_text(draw(num_expr(1))))
+    return f"{{d{d}: {value}, n{d}: {number}}}"
 
 
 @st.composite

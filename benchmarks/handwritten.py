@@ -191,6 +191,34 @@ def customers(df: pd.DataFrame) -> pd.DataFrame:
         (np.ones(n, bool), "maintenance-service", ("standard", 48, "pool"),
          lambda r: text("maintenance account (tier ", pa.array(tier[r], pa.string()), "): standard service")),
     ])
+    # value groups: the profitability map against this run's top-quarter profit and median revenue
+    profit, revenue = f["profit"], f["revenue"]
+    value_profit = np.nanquantile(profit, 0.75) if n else np.nan
+    median_revenue = np.nanquantile(revenue, 0.5) if n else np.nan
+    serving_limit = 0.25 * f["gross_margin"]
+    locals_.update(value_profit=np.full(n, value_profit), median_revenue=np.full(n, median_revenue))
+    value_group, value_group_rule, value_group_because, _ = choose(n, [
+        ((profit > 0) & (profit >= value_profit) & (revenue >= median_revenue), "value-customer", "value",
+         lambda r: text("profit ", at("profit", ",.0f")(r), " in the top quarter of our customers (from ",
+                        at("value_profit", ",.0f")(r), "), revenue ", at("revenue", ",.0f")(r),
+                        " above the median (", at("median_revenue", ",.0f")(r), ")")),
+        ((revenue >= median_revenue) & (f["cost_to_serve"] >= serving_limit), "over-served", "over-served",
+         lambda r: text("a large customer (revenue ", at("revenue", ",.0f")(r), ") whose service costs ",
+                        at("cost_to_serve", ",.0f")(r), ", 25% or more of its margin of ",
+                        at("gross_margin", ",.0f")(r))),
+        ((revenue < median_revenue) & (f["revenue_growth"] >= 0.2), "potential", "potential",
+         lambda r: text("small today (revenue ", at("revenue", ",.0f")(r), ") but growing ",
+                        at("revenue_growth", ".0%")(r), " a year")),
+        (np.ones(n, bool), "maintain", "maintain",
+         const("neither a value customer nor growing fast: served at a sensible cost")),
+    ])
+    level = np.array(["self-service", "standard", "platinum", "gold", "silver", "standard"])[which]
+    review, review_rule, review_because, _ = choose(n, [
+        ((value_group == "over-served") & np.isin(level, ["platinum", "gold"]), "over-served-review", "review",
+         lambda r: text("over-served on ", pa.array(level[r], pa.string()), " service: serving it costs ",
+                        at("cost_to_serve", ",.0f")(r), " of a margin of ", at("gross_margin", ",.0f")(r))),
+        (np.ones(n, bool), "no-review", "none", const("no reason to review the service")),
+    ])
     value_type = df["value_type"].to_numpy(dtype=object, na_value=None)
     offer, offer_rule, offer_because, _ = choose(n, [
         (value_type == "price", "price-driven", "volume-pricing", const("price-driven: volume discounts and bundle pricing")),
@@ -221,6 +249,12 @@ def customers(df: pd.DataFrame) -> pd.DataFrame:
                                ["dedicated", "shared", "pool", "none"]),
         "service_rule": service_rule,
         "service_because": service_because,
+        "value_group": cat(value_group, ["value", "over-served", "potential", "maintain"]),
+        "value_group_rule": cat(value_group_rule, ["value-customer", "over-served", "potential", "maintain"]),
+        "value_group_because": value_group_because,
+        "service_review": cat(review, ["review", "none"]),
+        "service_review_rule": cat(review_rule, ["over-served-review", "no-review"]),
+        "service_review_because": review_because,
         "offer": cat(offer, ["volume-pricing", "feature-demo", "brand-program"]),
         "offer_rule": offer_rule,
         "offer_because": offer_because,

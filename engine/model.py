@@ -179,6 +179,7 @@ class Invariant:
     because: str = ""
     policy: str = ""
     entity: str = ""
+    declared: bool = True  # False for the range of a computed output (`min`/`max`), which kam adds itself
 
     @property
     def text(self) -> str:

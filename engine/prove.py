@@ -514,6 +514,9 @@ def invariant_problems(results: list[InvariantResult]) -> list[Problem]:
                 out.append(Problem("invariant-violated", f"rule `{rule_id}` decides the example that breaks "
                                    f"invariant `{inv.id}`", loc, severity="note"))
         else:
+            # a range kam adds for a computed output is checked on every run; only a written
+            # guarantee that cannot be analysed deserves a warning
             out.append(Problem("invariant-not-analysed", f"invariant `{inv.id}` is not analysed: {r.reason}",
-                               inv.loc, "kam run still checks it on every entity", severity="warning"))
+                               inv.loc, "kam run still checks it on every entity",
+                               severity="warning" if inv.declared else "note"))
     return out

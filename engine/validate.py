@@ -235,7 +235,7 @@ def _range_invariants(decisions: tuple[Decision, ...], policy: str, entity: str)
             if bounds and o.loc is not None:
                 text = f"is_missing({o.name}) or ({' and '.join(bounds)})"
                 out.append(Invariant(f"{o.name.replace('_', '-')}-in-range", "always", Expr(text, o.loc), o.loc,
-                                     f"`{o.name}` stays within its declared range", policy, entity))
+                                     f"`{o.name}` stays within its declared range", policy, entity, declared=False))
     return tuple(out)
 
 

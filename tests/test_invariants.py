@@ -45,7 +45,7 @@ def moved(tmp_path: Path) -> Path:
 def test_every_shipped_invariant_is_proved():
     r = kam("check", "--strict", "policies/")
     assert r.returncode == 0, r.stderr
-    assert "6 of 6 invariants proved" in r.stdout
+    assert "9 of 9 invariants proved" in r.stdout
     for name in ("protected-never-let-go", "no-sale-under-floor", "key-accounts-keep-their-service"):
         assert f"note[invariant-proved]: invariant `{name}` is proved" in r.stderr
 

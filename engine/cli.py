@@ -131,12 +131,14 @@ def main() -> None:
 @click.option("--strict", is_flag=True, help="Treat warnings (rules that never fire, overlaps, gaps, unused "
               "names) as errors.")
 def check(policy_dir: Path | None, fmt: str, strict: bool) -> None:
-    """Validate a policy folder: YAML, schema, names, types, values, cycles, then analyse the rules.
+    """Validate a policy folder: YAML, schema, names, types, values, cycles; analyse the rules; prove
+    or refute the invariants.
 
-    Errors make the policies unusable (exit 1). Warnings point at rules that can never fire,
-    rules that overlap under hit policy unique/any, decisions with gaps, and unused facts,
-    features and values; each comes with an example entity where one helps. Notes say what the
-    analysis could not decide.
+    Errors make the policies unusable (exit 1), and so does an invariant the rules can break (with
+    an example entity). Warnings point at rules that can never fire, rules that overlap under hit
+    policy unique/any, decisions with gaps, unused facts, features and values, and invariants that
+    could not be analysed; each comes with an example entity where one helps. Notes say what is
+    proved and what the analysis could not decide.
 
     \b
     Example:

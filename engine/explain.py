@@ -283,6 +283,7 @@ class Trace:
     features: list[tuple[str, str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)  # feature -> e.g. how a tie in its rank was settled
+    invariants: list[dict[str, Any]] = field(default_factory=list)  # whether this entity keeps each one
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -293,6 +294,7 @@ class Trace:
             "features": [{"name": n, "expression": e, "value": v,
                           **({"note": self.notes[n]} if n in self.notes else {})} for n, e, v in self.features],
             "decisions": self.decisions,
+            "invariants": self.invariants,
         }
 
     def render_text(self) -> str:
@@ -320,6 +322,10 @@ class Trace:
                     lines.append(f"        {c['condition']}: {c['result']}{suffix}")
                 if r.get("quota"):
                     lines.append(f"        {r['quota']}")
+        if self.invariants:
+            lines += ["", "invariants:"]
+            lines += [f"  [{'ok' if i['result'] == 'holds' else '!!'}] {i['id']}: {i['result']}   ({i['condition']})"
+                      for i in self.invariants]
         return "\n".join(lines) + "\n"
 
 
@@ -400,6 +406,9 @@ def trace_row(result: EntityResult, row: int, fact_names: list[str]) -> Trace:
                 trace.notes[step.name] = note
         elif isinstance(step, DecisionStep):
             trace.decisions.append(_trace_decision(result, result.decisions[step.name], row))
+    for inv in result.plan.invariants:
+        broken = bool(result.violations.get(inv.id, np.zeros(row + 1, bool))[row])
+        trace.invariants.append({"id": inv.id, "condition": inv.text, "result": "broken" if broken else "holds"})
     return trace
 
 

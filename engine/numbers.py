@@ -21,9 +21,12 @@ import decimal
 import re
 from typing import Iterable
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MISSING_TEXT = "missing"
 SPEC = re.compile(r"^(?P<comma>,)?(?:\.(?P<prec>\d{1,2}))?(?P<kind>[f%d])?$")
@@ -43,6 +46,9 @@ def number_text(x: float | None) -> str:
 
 def number_texts(x: np.ndarray, missing: str | None = MISSING_TEXT, grouped: bool = False) -> pa.Array:
     """`number_text` for a column (None or `missing` for NaN); `grouped` adds thousands separators."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     x = np.asarray(x, dtype=float)
     nan = np.isnan(x)
     whole = ~nan & (np.abs(x) < _INT_TEXT_LIMIT) & (x == np.floor(np.where(nan, 0.0, x)))
@@ -61,6 +67,8 @@ def number_texts(x: np.ndarray, missing: str | None = MISSING_TEXT, grouped: boo
 
 def _patch(column: pa.Array, rows: np.ndarray, texts: list[str]) -> pa.Array:
     """`column` with the given rows replaced by `texts`."""
+    import pyarrow as pa
+
     positions = np.arange(len(column))
     positions[rows] = len(column) + np.arange(rows.size)
     return pa.concat_arrays([column.cast(pa.string()), pa.array(texts, pa.string())]).take(pa.array(positions))
@@ -68,6 +76,8 @@ def _patch(column: pa.Array, rows: np.ndarray, texts: list[str]) -> pa.Array:
 
 def _grouped(digits: pa.Array) -> pa.Array:
     """'-1234567' -> '-1,234,567' for integer strings, column-wise."""
+    import pyarrow.compute as pc
+
     if len(digits) == 0:
         return digits
     negative = pc.starts_with(digits, "-")
@@ -92,6 +102,9 @@ def python_spec(spec: str) -> str:
 
 def format_numbers(x: np.ndarray, spec: str, missing: str = MISSING_TEXT) -> pa.Array:
     """`format(v, spec)` for every v of a float column (`missing` for NaN), as Python gives it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     m = SPEC.match(spec)
     if m is None:
         raise ValueError(f"unsupported format {spec!r}")

@@ -28,17 +28,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .analyze import INF, MAX_BOXES, Box, NotAnalysed, NumSet, Space, ValSet, _domain
 from .errors import Location, Problem
-from .evaluate import Context, EntityResult, ListVec, Text, Tri, decide, evaluate_entity, scalar_at
-from .explain import plain_value, rule_column, show
 from .model import Decision, Derive, Fact, Invariant, Rule
 from .nodes import Bool, Call, In, Member, Name, Node, Num, Str, names, to_text, walk
 from .numbers import number_text
 from .plan import DeriveStep, EntityPlan, Plan
+
+if TYPE_CHECKING:  # the engine and the data libraries are loaded only to look for an example
+    import numpy as np
+    import pandas as pd
+
+    from .evaluate import EntityResult
 
 MISSING = object()  # the key of the region where a decision gives nothing
 _ORDER = frozenset({"<", "=", ">"})
@@ -309,7 +312,7 @@ def _text_candidates(fs: ValSet | None, fact: Fact, words: list[str]) -> list[An
     return allowed or [None]
 
 
-def _broad(rng: np.random.Generator, fact: Fact, constants: list[float], words: list[str]) -> Any:
+def _broad(rng: "np.random.Generator", fact: Fact, constants: list[float], words: list[str]) -> Any:
     if fact.type in ("number", "integer"):
         lo = fact.min if fact.min is not None else None
         hi = fact.max if fact.max is not None else None
@@ -328,7 +331,10 @@ def _broad(rng: np.random.Generator, fact: Fact, constants: list[float], words: 
     return _text_candidates(None, fact, words)[rng.integers(len(_text_candidates(None, fact, words)))]
 
 
-def _frame(facts: dict[str, Fact], rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _frame(facts: dict[str, Fact], rows: list[dict[str, Any]]) -> "pd.DataFrame":
+    import numpy as np
+    import pandas as pd
+
     columns = {}
     for name, f in facts.items():
         values = [r.get(name) for r in rows]
@@ -341,8 +347,13 @@ def _frame(facts: dict[str, Fact], rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def _joined_results(plan: Plan, ep: EntityPlan, rng: np.random.Generator, size: int) -> dict[str, EntityResult]:
+def _joined_results(plan: Plan, ep: EntityPlan, rng: "np.random.Generator", size: int) -> dict[str, "EntityResult"]:
     """Other entities as far as this one reads them: keys, and values of what it takes, at random."""
+    import numpy as np
+    import pandas as pd
+
+    from .evaluate import Context, EntityResult, ListVec, Text, Tri
+
     out = {}
     ns_all = plan.checked.namespaces
     for j in ep.joins:
@@ -367,8 +378,12 @@ def _joined_results(plan: Plan, ep: EntityPlan, rng: np.random.Generator, size: 
     return out
 
 
-def _search(plan: Plan, ep: EntityPlan, inv: Invariant, boxes: list[Box]) -> tuple[EntityResult, int] | None:
+def _search(plan: Plan, ep: EntityPlan, inv: Invariant, boxes: list[Box]) -> tuple["EntityResult", int] | None:
     """A population, decided by the real engine, in which some entity breaks the invariant."""
+    import numpy as np
+
+    from .evaluate import decide, evaluate_entity
+
     ps = plan.checked.policy_set
     facts = ps.facts(ep.entity)
     types = {n: f.type for n, f in facts.items()}
@@ -413,8 +428,11 @@ def _search(plan: Plan, ep: EntityPlan, inv: Invariant, boxes: list[Box]) -> tup
     return None
 
 
-def _example(result: EntityResult, row: int, inv: Invariant, box_fields: set[str]) -> tuple[dict[str, Any],
-                                                                                            list[tuple[str, Location]]]:
+def _example(result: "EntityResult", row: int, inv: Invariant, box_fields: set[str]
+             ) -> tuple[dict[str, Any], list[tuple[str, Location]]]:
+    from .evaluate import scalar_at
+    from .explain import plain_value, rule_column
+
     ctx = result.ctx
     read = {n.name for n in walk(inv.expr.node) if isinstance(n, Name)} if inv.expr.node is not None else set()
     fact_types = getattr(ctx.env, "fact_types", {})
@@ -455,6 +473,8 @@ def _relevant(ep: EntityPlan, boxes: list[Box]) -> set[str]:
 
 def describe(example: dict[str, Any], entity: str) -> str:
     """An example in words: its facts, then what was decided and by which rules."""
+    from .explain import show
+
     facts = ", ".join(f"{k} = {_shown(v)}" for k, v in sorted(example["facts"].items()))
     values = ", ".join(f"{k} = {_shown(v)}" for k, v in sorted(example["values"].items()))
     decided = "; ".join(
@@ -466,6 +486,8 @@ def describe(example: dict[str, Any], entity: str) -> str:
 
 
 def _shown(v: Any) -> str:
+    from .explain import show
+
     return number_text(v) if isinstance(v, float) else show(v)
 
 

@@ -18,8 +18,9 @@ from typing import Any, Iterable, Union
 from .errors import Location, Problem
 from .numbers import number_text
 from .model import Decision, Rule
-from .nodes import Bool, Call, Compare, In, Logic, Member, Name, Node, Not, Num, Str, names, to_text
-from .plan import Plan, decision_reads
+from .nodes import PREVIOUS, Bool, Call, Compare, In, Logic, Member, Name, Node, Not, Num, Str, names, past_key, \
+    past_reads, to_text
+from .plan import DecisionStep, DeriveStep, EntityPlan, Plan, decision_reads, step_nodes
 from .typecheck import Checked, Symbol
 
 MAX_BOXES = 2000
@@ -190,11 +191,16 @@ class Space:
     def minus(self, boxes: list[Box], cut: Box) -> list[Box]:
         """`boxes` without the entities in `cut` (as disjoint boxes)."""
         out: list[Box] = []
+        outsides = {f: complement(s, self.domains[f]) for f, s in cut.items()}
         for box in boxes:
+            # a box the cut does not touch stays whole: cutting it field by field would only split it
+            if any(is_empty(intersect(box.get(f, self.domains[f]), s)) for f, s in cut.items()):
+                out.append(box)
+                continue
             rest = dict(box)
             for f, s in cut.items():
                 current = rest.get(f, self.domains[f])
-                outside = intersect(current, complement(s, self.domains[f]))
+                outside = intersect(current, outsides[f])
                 if not is_empty(outside):
                     out.append({**rest, f: outside})
                 rest[f] = intersect(current, s)
@@ -213,6 +219,7 @@ class Space:
 
     # TRUE and FALSE regions of a condition under three-valued logic
     def regions(self, node: Node) -> tuple[list[Box], list[Box]]:
+        node = as_field(node)
         if isinstance(node, Bool):
             return ([{}], []) if node.value else ([], [{}])
         if isinstance(node, Name):
@@ -241,6 +248,7 @@ class Space:
                 true, false = self.conj(true, t), false + f
             return true, false
         if isinstance(node, In):
+            node = replace(node, operand=as_field(node.operand))
             if not isinstance(node.operand, Name):
                 raise NotAnalysed("`in` on a computed value")
             field = node.operand.name
@@ -269,8 +277,8 @@ class Space:
             held: list[Box] = [{field: ValSet(frozenset({True}))}]
             lacking: list[Box] = [{field: ValSet(frozenset({False}))}]
             return (lacking, held) if node.negate else (held, lacking)
-        if isinstance(node, Call) and node.func == "is_missing" and isinstance(node.args[0], Name):
-            field = node.args[0].name
+        if isinstance(node, Call) and node.func == "is_missing" and isinstance(as_field(node.args[0]), Name):
+            field = as_field(node.args[0]).name  # type: ignore[union-attr]
             dom = self.field(field)
             present = replace(dom, missing=False)
             absent: FieldSet = NumSet((), True, dom.integer) if isinstance(dom, NumSet) else \
@@ -280,6 +288,7 @@ class Space:
 
     def compare(self, op: str, left: Node, right: Node) -> tuple[list[Box], list[Box]]:
         flipped = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+        left, right = as_field(left), as_field(right)
         if isinstance(right, Name) and not isinstance(left, Name):
             left, right, op = right, left, flipped[op]
         if not isinstance(left, Name) or not isinstance(right, (Num, Str, Bool)):
@@ -305,6 +314,20 @@ class Space:
         eq = intersect(ValSet(frozenset({value})), present)
         ne = intersect(ValSet(None, frozenset({value})), present)
         return (_box(field, eq), _box(field, ne)) if op == "==" else (_box(field, ne), _box(field, eq))
+
+
+def as_field(node: Node) -> Node:
+    """`previous(x, k)` is a field of its own (the value k periods back), analysed like a name."""
+    if isinstance(node, Call) and node.func == PREVIOUS and isinstance(node.args[0], Name):
+        back = int(node.args[1].value) if len(node.args) > 1 and isinstance(node.args[1], Num) else 1
+        return Name(past_key(node.args[0].name, back), node.pos)
+    return node
+
+
+def past_domains(ep: EntityPlan, domains: dict[str, Any]) -> dict[str, Any]:
+    """The domains of the earlier values an entity reads: those of the names, and always maybe missing
+    (an entity new since then has none)."""
+    return {r.key: replace(domains[r.name], missing=True) for r in ep.past if r.name in domains}
 
 
 def _box(field: str, fs: FieldSet) -> list[Box]:
@@ -454,13 +477,14 @@ def _unused(checked: Checked, plan: Plan) -> list[Problem]:
         read: set[str] = set()
         for p in ps.of_entity(entity):
             for dv in p.derives:
-                read |= set(names(dv.expr.node)) if dv.expr.node else set()
+                read |= set(names(dv.expr.node, past=True)) if dv.expr.node else set()
             for d in p.decisions:
                 read |= set(decision_reads(d))
+                read |= {n for node in step_nodes(DecisionStep(d)) for n in names(node, past=True)}
             for j in p.joins:
                 read.add(j.on)
             for inv in p.invariants:
-                read |= set(names(inv.expr.node)) if inv.expr.node else set()
+                read |= set(names(inv.expr.node, past=True)) if inv.expr.node else set()
         for p in ps.policies:  # names other entities take through joins
             for j in p.joins:
                 if j.entity == entity:
@@ -508,7 +532,37 @@ def analyse(plan: Plan) -> list[Problem]:
         ns = checked.namespaces[ep.entity]
         space = Space({name: _domain(sym, checked, ep.entity) for name, sym in ns.symbols.items()
                        if sym.type.kind in ("number", "string", "boolean", "list")})
+        space.domains.update(past_domains(ep, space.domains))
         for d in ep.decisions:
             found, dead = analyse_decision(space, d)
             out += found + _unproducible(d, dead)
+        out += _past_notes(ep)
     return out + _unused(checked, plan)
+
+
+def _past_notes(ep: EntityPlan) -> list[Problem]:
+    """A note per decision that reads earlier periods: which values, and what follows from it."""
+    out = []
+    steps = {s.name: s for s in ep.steps}
+    for d in ep.decisions:
+        if d.name not in ep.past_direct:
+            continue
+        reads: list[str] = []
+        pending, seen = [d.name], set()
+        while pending:  # its own expressions and those of the features it reads
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            step = steps[name]
+            for node in step_nodes(step):
+                reads += [f"previous({n})" if back == 1 else f"previous({n}, {back})" for n, back in past_reads(node)]
+            reads_of = decision_reads(step.decision) if isinstance(step, DecisionStep) else \
+                names(step.derive.expr.node) if step.derive.expr.node is not None else []  # type: ignore[union-attr]
+            pending += [n for n in reads_of if n in steps and isinstance(steps[n], DeriveStep)]
+        follow = [n for n in ep.from_past if n not in ep.past_direct and n in {x.name for x in ep.decisions}]
+        then = f"; {', '.join(follow)} depend{'s' if len(follow) == 1 else ''} on it" if follow else ""
+        out.append(_warn("reads-past", f"decision `{d.name}` reads earlier periods ({', '.join(dict.fromkeys(reads))})"
+                         f"{then}", d.loc, f"run it with --history FILE --period LABEL; without a history every "
+                         f"{ep.entity} counts as new", "note"))
+    return out

@@ -17,6 +17,8 @@ from .calibrate import Calibration
 from .errors import InputError, Location, Problem, did_you_mean
 from .durable import DurableBackend
 from .evaluate import CONFLICT, EntityResult, decide, evaluate_entity
+from .history import History, Past, Recorder, needs_past
+from .plan import past_note
 from .explain import Trace, decision_counts, output_frame, plain_value, rule_column, show, trace_row
 from .compiler import compile_docs, compile_policies  # noqa: F401  (part of the facade)
 from .model import Invariant
@@ -144,6 +146,7 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     _counts: dict[str, dict[str, dict[str, int]]] | None = field(default=None, repr=False)
     calibration: Calibration | None = None
+    past: Past = field(default_factory=Past)  # the earlier values previous() read, and notes about them
 
     def outputs(self) -> dict[str, pd.DataFrame]:
         """One output table per entity: key, decided values, rule ids and because texts."""
@@ -236,11 +239,14 @@ BACKENDS = ("pandas", "durable")
 
 def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], None] | None = None,
         backend: str = "pandas", calibration: Calibration | None = None,
-        record_calibration: bool = False) -> RunResult:
+        record_calibration: bool = False, past: dict[str, pd.DataFrame] | None = None,
+        on_result: Callable[[EntityResult], None] | None = None) -> RunResult:
     """Evaluate every entity (joined entities first).
 
     `backend` decides which engine matches rule conditions; `calibration` makes population
-    functions read a saved population; `record_calibration` makes one from this batch.
+    functions read a saved population; `record_calibration` makes one from this batch; `past` holds
+    per entity the earlier values its `previous()` calls read, row by row (see `history.Past`);
+    `on_result` gets each entity's result as soon as it is decided.
     """
     results: dict[str, EntityResult] = {}
     timings: dict[str, float] = {}
@@ -255,8 +261,11 @@ def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], No
         cal = calibration.stats.get(ep.entity, {}) if calibration is not None else None
         record = records.setdefault(ep.entity, {}) if record_calibration else None
         decider = durable.decider(ep.entity) if durable is not None else decide
-        results[ep.entity] = evaluate_entity(ep, frames[ep.entity], types, results, cal, record, decider)
+        results[ep.entity] = evaluate_entity(ep, frames[ep.entity], types, results, cal, record, decider,
+                                             past=(past or {}).get(ep.entity))
         timings[f"evaluate_{ep.entity}"] = round(time.perf_counter() - t0, 4)
+        if on_result:
+            on_result(results[ep.entity])
         if on_entity:
             on_entity(ep.entity)
     out = RunResult(pl, results, frames, timings)
@@ -265,36 +274,59 @@ def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], No
     return out
 
 
-def manifest(result: RunResult, inputs: dict[str, Path], timings: dict[str, float]) -> dict[str, Any]:
-    """The run manifest: versions, hashes, counts and timings."""
+def input_records(result: RunResult, inputs: dict[str, Path]) -> list[dict[str, Any]]:
+    """Per facts file: entity, path, content hash and rows (for the manifest and the history)."""
+    return [{"entity": e, "path": str(p), "sha256": file_sha256(p), "rows": int(len(result.frames_in[e]))}
+            for e, p in inputs.items()]
+
+
+def manifest(result: RunResult, inputs: dict[str, Path] | list[dict[str, Any]], timings: dict[str, float],
+             history: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run manifest: versions, hashes, counts and timings (and where the run was recorded)."""
     ps = result.plan.checked.policy_set
-    return {
+    out = {
         "kam_version": __version__,
         "policy_set": {"directory": ps.directory, "sha256": ps.hash,
                        "policies": [p.name for p in ps.policies]},
-        "inputs": [
-            {"entity": e, "path": str(p), "sha256": file_sha256(p), "rows": int(len(result.frames_in[e]))}
-            for e, p in inputs.items()
-        ],
+        "inputs": input_records(result, inputs) if isinstance(inputs, dict) else inputs,
         "decision_counts": result.counts(),
         "invariants": [i.to_dict() for i in result.invariants()],
         "warnings": result.warnings() + result.conflicts(),
-        "timings_seconds": timings,
     }
+    if history is not None:
+        out["history"] = history
+    out["timings_seconds"] = timings
+    return out
+
+
+def load_past(pl: Plan, frames: dict[str, pd.DataFrame], history: "History | None", period: str | None) -> Past:
+    """The earlier values the run's `previous()` calls read: from the history, or missing for everyone."""
+    if not needs_past(pl):
+        return Past()
+    if history is None:
+        return Past(notes=[f"no --history: previous() is missing for everyone, so every entity counts as new "
+                           f"({past_note(pl)})"])
+    keys = {ep.entity: frames[ep.entity][ep.key] for ep in pl.entities if ep.past}
+    return history.load_past(pl, period, keys)
 
 
 def write_run(result: RunResult, inputs: dict[str, Path], target: OutputTarget, fmt: str,
               timings: dict[str, float], extra_files: dict[str, bytes] | None = None,
-              on_step: Callable[[str], None] | None = None) -> dict[str, Path]:
+              on_step: Callable[[str], None] | None = None, recorder: "Recorder | None" = None) -> dict[str, Path]:
     """Render the outputs and replace the output folder with them and the manifest, as one set.
 
-    `timings` gets `explain` (rendering the texts) and `write` (writing the files; the manifest
-    itself is written after it, so its own few milliseconds are not in it)."""
+    With a `recorder`, the period is written into the history while the files are written, and
+    committed just before the output folder is swapped in (a failure before leaves both as they were).
+    `timings` gets `explain` (rendering the texts), `write` (writing the files; the manifest itself
+    is written after it, so its own few milliseconds are not in it) and `history` (recording)."""
     t0 = time.perf_counter()
     frames = result.outputs()
     timings["explain"] = round(time.perf_counter() - t0, 4)
     if on_step:
         on_step("explained")
+    records = input_records(result, inputs)
+    if recorder is not None:
+        recorder.finished(result, records)
     t0 = time.perf_counter()
 
     def on_file(entity: str) -> None:
@@ -302,7 +334,19 @@ def write_run(result: RunResult, inputs: dict[str, Path], target: OutputTarget, 
         if on_step:
             on_step(f"wrote {entity}")
 
-    return target.commit(frames, fmt, lambda: manifest(result, inputs, timings), extra_files, on_file)
+    def make_manifest() -> dict[str, Any]:
+        if recorder is not None:
+            recorder.wait()  # the history's own errors come before the manifest is made
+            timings["history"] = recorder.seconds
+        return manifest(result, records, timings, recorder.summary() if recorder is not None else None)
+
+    try:
+        return target.commit(frames, fmt, make_manifest, extra_files, on_file,
+                             before_swap=recorder.commit if recorder is not None else None)
+    except BaseException:
+        if recorder is not None:
+            recorder.abandon()
+        raise
 
 
 def suggest_id(key: str, keys: list[str]) -> str:
@@ -338,4 +382,4 @@ def explain(result: RunResult, key: str, entity: str | None = None) -> Trace:
     e, row = found[0]
     r = result.results[e]
     facts = list(result.plan.checked.policy_set.facts(e))
-    return trace_row(r, row, facts)
+    return trace_row(r, row, facts, result.past.periods if result.past.history else None)

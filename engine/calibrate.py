@@ -152,9 +152,9 @@ def dumps(cal: Calibration) -> bytes:
 
 def save(cal: Calibration, path: Path) -> None:
     """As JSON, written to a temporary file first and renamed into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(dumps(cal))
-    tmp.replace(path)
+    from .write import write_bytes_atomic
+
+    write_bytes_atomic(path, dumps(cal))
 
 
 def load(path: Path) -> Calibration:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from . import api
+    from .history import History, Recorder
     from .plan import Plan
     from .read import FactsOptions
     from .write import OutputTarget
@@ -389,6 +390,9 @@ class EngineOptions:
     calibration: Path | None = None
     save_calibration: Path | None = None
     facts: "FactsOptions | None" = None
+    history: "History | None" = None  # where previous() reads the past
+    period: str | None = None  # the period being decided: previous() reads the ones before it
+    recorder: "Recorder | None" = None  # records the run into the history as it goes
 
 
 def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -440,8 +444,17 @@ def _compute(pl: "Plan", data: Path | None, inputs: tuple[str, ...], timings: di
     frames = api.read_inputs(pl, files, options.facts, steps.tick("read") if steps else None)
     timings["read"] = round(time.perf_counter() - t0, 4)
     t0 = time.perf_counter()
+    past = api.load_past(pl, frames, options.history, options.period)
+    if options.history is not None and past.frames:
+        timings["previous"] = round(time.perf_counter() - t0, 4)
+    if options.recorder is not None:
+        options.recorder.read(pl, frames)
+    t0 = time.perf_counter()
     result = api.run(pl, frames, steps.tick("decided") if steps else None, backend=options.backend,
-                     calibration=calibration, record_calibration=options.save_calibration is not None)
+                     calibration=calibration, record_calibration=options.save_calibration is not None,
+                     past={e: f for e, f in past.frames.items()},
+                     on_result=(lambda r: options.recorder.decided(pl, r)) if options.recorder else None)
+    result.past = past
     timings["evaluate"] = round(time.perf_counter() - t0, 4)
     return result, files
 
@@ -470,9 +483,16 @@ def _calibration_in(target: "OutputTarget", path: Path | None) -> bool:
 @click.option("--allow-violations", is_flag=True,
               help="Write the decisions even where an invariant is broken (the manifest lists the breaches); "
               "without it such a run writes nothing and exits 1.")
+@click.option("--history", "history_path", type=click.Path(path_type=Path), metavar="FILE",
+              help="Record this run in a history file (DuckDB, created if needed); previous() reads the "
+              "periods before this one from it. Needs --period.")
+@click.option("--period", metavar="LABEL", help="The period this run decides, e.g. 2026-11 (labels must sort in "
+              "time order).")
+@click.option("--replace", is_flag=True, help="Record the period again if the history has it already.")
 @_engine_options
 def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_format: str | None, out: Path,
         output_format: str, quiet: bool, save_calibration: Path | None, allow_violations: bool,
+        history_path: Path | None, period: str | None, replace: bool,
         entities: tuple[str, ...], backend: str, calibration: Path | None, facts_format: str | None,
         encoding: str, delimiter: str) -> None:
     """Decide every entity in the facts files and write decisions with explanations.
@@ -487,10 +507,11 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
       kam run --input customer=crm.parquet --input quote=quotes.jsonl --input prospect=leads.csv
       kam run --data exports/ --delimiter ';' --encoding gb18030
       kam run --entity customer --backend durable --save-calibration out/calibration.json
+      kam run --data examples/periods/2026-11 --history history.duckdb --period 2026-11
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from . import api, calibrate
+    from . import api, calibrate, history as hist
     from .write import OutputTarget
 
     err = _stderr()
@@ -502,11 +523,30 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     target = None
+    history = None
+    options: EngineOptions | None = None
+    notes: list[str] = []
     try:
+        if history_path is not None and period is None:
+            raise _usage("--history needs --period: the label of the period this run decides",
+                         "e.g. --period 2026-11 (labels must sort in time order)")
+        if period is not None and history_path is None:
+            raise _usage("--period needs --history FILE: the history the period is recorded in")
+        if replace and history_path is None:
+            raise _usage("--replace needs --history FILE and --period LABEL")
         options = EngineOptions(entities, backend, calibration, save_calibration,
                                 _read_options(facts_format, encoding, delimiter))
         pl = _compile_for_run(policies, options)
         target = OutputTarget(out).prepare()  # before any fact is read: a bad --out fails at once
+        if history_path is not None and period is not None:
+            # also before any fact is read: a period recorded already, or a history in use, fails at once
+            history = hist.History.open(history_path, write=True)
+            history.check_new(hist.check_period(period), replace)
+            notes += _history_notes(history, period, pl.checked.policy_set.hash)
+            recorded = {"backend": backend, "entities": list(entities), "calibration": calibration,
+                        "output": str(out), "output_format": output_format}
+            options.history, options.period = history, period
+            options.recorder = hist.Recorder(history, period, recorded, replace)
         timings["compile"] = round(time.perf_counter() - t_start, 4)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                             console=err, transient=True, disable=not err.is_terminal or quiet)
@@ -527,18 +567,23 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
             inside = _calibration_in(target, save_calibration)
             if inside and result.calibration is not None and save_calibration is not None:
                 extra[save_calibration.name] = calibrate.dumps(result.calibration)
-            paths = api.write_run(result, files, target, output_format, timings, extra, steps.tick(""))
+            paths = api.write_run(result, files, target, output_format, timings, extra, steps.tick(""),
+                                  options.recorder)
             if save_calibration is not None and not inside and result.calibration is not None:
                 calibrate.save(result.calibration, save_calibration)
-    except KamError as exc:
+    except BaseException as exc:
         if target is not None:
             target.abandon()
-        _fail(exc)
-        return
-    except BaseException:
-        if target is not None:
-            target.abandon()
+        if options is not None and options.recorder is not None:
+            options.recorder.abandon()
+        if history is not None:
+            history.close()
+        if isinstance(exc, KamError):
+            _fail(exc)
+            return
         raise
+    if history is not None:
+        history.close()
     rows = {e: len(f) for e, f in result.frames_in.items()}
     if not quiet:
         _summary(result.counts(), rows)
@@ -553,11 +598,30 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
     for report_ in result.violations():  # written anyway: --allow-violations
         err.print(f"warning: {report_.text()} (written because of --allow-violations)", markup=False)
     if not quiet:
+        for note in notes + result.past.notes:
+            err.print(f"note: {note}", markup=False)
         written = ", ".join(str(p) for p in paths.values())
-        err.print(f"wrote {written} and {out / 'manifest.json'} in {time.perf_counter() - t_start:.2f}s",
+        recorded = f"; recorded period {period} in {history_path}" if history is not None else ""
+        err.print(f"wrote {written} and {out / 'manifest.json'}{recorded} in {time.perf_counter() - t_start:.2f}s",
                   markup=False)
     if conflicts:
         sys.exit(1)
+
+
+def _history_notes(history: "History", period: str, policy_hash: str) -> list[str]:
+    """What a run should know about the periods around it: a policy change, a period recorded out of order."""
+    notes = []
+    before = history.before(period, 1)
+    if before:
+        last = history.need_period(before[0])
+        if last.policy_hash != policy_hash:
+            notes.append(f"the policies changed since {last.period} (recorded with {last.policy_hash[:12]}, now "
+                         f"{policy_hash[:12]}): some decisions may move because of the change, not the customers")
+    later = [p for p in history.periods() if p > period]
+    if later:
+        notes.append(f"period {period} comes before {', '.join(later[:3])} (periods are ordered as text): "
+                     "what those periods read with previous() stays as it was recorded")
+    return notes
 
 
 @main.command()
@@ -571,9 +635,14 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
               help="Which engine matches rule conditions.")
 @click.option("--calibration", type=click.Path(path_type=Path),
               help="Take population statistics from this saved calibration.")
+@click.option("--history", "history_path", type=click.Path(path_type=Path), metavar="FILE",
+              help="Read the earlier periods previous() looks at from this history (nothing is recorded).")
+@click.option("--period", metavar="LABEL", help="The period being explained: previous() reads the ones before it "
+              "[default: after the last recorded one].")
 @_facts_options
 def explain(entity_id: str, entity: str | None, policies: Path | None, data: Path | None,
             inputs: tuple[str, ...], out_fmt: str, backend: str, calibration: Path | None,
+            history_path: Path | None, period: str | None,
             facts_format: str | None, encoding: str, delimiter: str) -> None:
     """Print the full trace for one entity: facts, features, every rule and why the winner won.
 
@@ -584,24 +653,114 @@ def explain(entity_id: str, entity: str | None, policies: Path | None, data: Pat
     Examples:
       kam explain 000123
       kam explain Q-00042 --entity quote --format json
+      kam explain 000123 --data examples/periods/2026-11 --history history.duckdb --period 2026-11
     """
-    from . import api
+    from . import api, history as hist
 
     if data is None and not inputs:
         data = DEFAULT_DATA
+    history = None
     try:
+        if period is not None and history_path is None:
+            raise _usage("--period needs --history FILE: the history the earlier periods come from")
         options = EngineOptions((entity,) if entity else (), backend, calibration, None,
                                 _read_options(facts_format, encoding, delimiter))
         pl = _compile_for_run(policies, options)
+        if history_path is not None:
+            history = hist.History.open(history_path)
+            options.history, options.period = history, hist.check_period(period) if period else None
         result, _ = _compute(pl, data, inputs, {}, None, options)
         trace = api.explain(result, entity_id, entity)
     except KamError as exc:
         _fail(exc)
         return
+    finally:
+        if history is not None:
+            history.close()
     if out_fmt == "json":
         click.echo(json.dumps(trace.to_dict(), indent=2, ensure_ascii=False, default=str))
     else:
         click.echo(trace.render_text(), nl=False)
+
+
+@main.command("history")
+@click.argument("entity_id")
+@click.option("--history", "history_path", required=True, type=click.Path(path_type=Path), metavar="FILE",
+              help="The history written by `kam run --history`.")
+@click.option("--entity", help="Which entity the id belongs to (default: search all).")
+@click.option("--full", is_flag=True, help="Show every decision in every period, not only what changed.")
+@click.option("--format", "out_fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def history_command(entity_id: str, history_path: Path, entity: str | None, full: bool, out_fmt: str) -> None:
+    """One entity's path through the recorded periods: each decision with its rule and reason, and what
+    changed from one period to the next (decisions and the facts marked `measure`).
+
+    The reasons are rendered from the recorded values with the policies of each period, exactly as
+    that run wrote them; no input file is needed.
+
+    \b
+    Example:
+      kam history 000123 --history history.duckdb
+      kam history 000123 --history history.duckdb --format json
+    """
+    from . import history as hist, timeline
+
+    try:
+        with hist.History.open(history_path) as h:
+            path = timeline.entity_path(h, entity_id, entity)
+    except KamError as exc:
+        _fail(exc)
+        return
+    if out_fmt == "json":
+        click.echo(json.dumps(path.to_dict(), indent=2, ensure_ascii=False, default=str))
+    else:
+        click.echo(path.render_text(full), nl=False)
+
+
+@main.command("changes")
+@click.option("--history", "history_path", required=True, type=click.Path(path_type=Path), metavar="FILE",
+              help="The history written by `kam run --history`.")
+@click.option("--from", "before", metavar="PERIOD", help="The earlier period [default: the one before --to].")
+@click.option("--to", "after", metavar="PERIOD", help="The later period [default: the last recorded].")
+@click.option("--entity", help="Only this entity.")
+@click.option("--decision", help="Only this decision.")
+@click.option("--top", type=click.IntRange(0), default=10, show_default=True,
+              help="How many movers text and markdown list per decision (biggest first).")
+@click.option("--format", "out_fmt", type=click.Choice(["text", "markdown", "json", "csv"]), default="text",
+              show_default=True, help="json and csv list every mover.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
+def changes_command(history_path: Path, before: str | None, after: str | None, entity: str | None,
+                    decision: str | None, top: int, out_fmt: str, output: Path | None) -> None:
+    """Who moved between two periods: per decision the transition matrix, the moves with the money that
+    moved with them (the facts marked `measure`), and the entities that moved with their reasons.
+
+    \b
+    Examples:
+      kam changes --history history.duckdb
+      kam changes --history history.duckdb --from 2026-09 --to 2026-11 --decision tier --format markdown
+      kam changes --history history.duckdb --format csv -o movers.csv
+    """
+    from . import history as hist, timeline
+
+    try:
+        with hist.History.open(history_path) as h:
+            transitions = timeline.changes(h, before, after, entity, decision)
+            if out_fmt == "json":
+                text = json.dumps([{**t.to_dict(), "movers": timeline._records(timeline.with_reasons(h, t))}
+                                   for t in transitions], indent=2, ensure_ascii=False, default=str) + "\n"
+            elif out_fmt == "csv":
+                text = timeline.movers_csv(h, transitions).to_csv(index=False)
+            else:
+                text = timeline.render_changes(h, transitions, top, markdown=out_fmt == "markdown")
+    except KamError as exc:
+        _fail(exc)
+        return
+    if output is not None:
+        from .write import write_text_atomic
+
+        write_text_atomic(output, text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
 
 
 @main.command()

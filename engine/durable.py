@@ -130,6 +130,8 @@ class _Compiler:
         if isinstance(node, Call) and node.func == "lookup" and isinstance(node.args[1], MapLit):
             return any(isinstance(v, Str) for _, v in node.args[1].items) or \
                 any(isinstance(a, Str) for a in node.args[2:])
+        if isinstance(node, Call) and node.func == "previous":
+            return self.is_text(node.args[0])
         if isinstance(node, Call) and node.func in ("if", "coalesce"):
             return any(self.is_text(a) for a in node.args[1 if node.func == "if" else 0:])
         return False

@@ -19,7 +19,8 @@ from .calibrate import evaluate_calibrated
 from .functions import POPULATION_FUNCTIONS
 from .model import Decision, Expr, Rule
 from .numbers import round_half_away
-from .nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str, to_text
+from .nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str, past_key, \
+    to_text
 from .plan import DecisionStep, DeriveStep, EntityPlan
 
 
@@ -460,6 +461,8 @@ def _call(node: Call, ctx: Context, ev: Callable[[Node], Vec]) -> Vec:
     f = node.func
     by_node = node.kwarg("by")
     by = by_node.name if isinstance(by_node, Name) else None
+    if f == "previous":
+        return ctx.env[past_key(node.args[0].name, int(fixed_value(node.args[1])) if len(node.args) > 1 else 1)]  # type: ignore[union-attr]
     if f == "lookup":
         return _lookup(node, ev(node.args[0]))
     if f == "if":
@@ -787,22 +790,39 @@ def column_to_vec(series: pd.Series, kind: str) -> Vec:
     return Text.of_arrow(pa.array(series, type=pa.string(), from_pandas=True))
 
 
+def missing_vector(kind: str, n: int) -> Vec:
+    """`n` missing values of a kind (number, string or boolean)."""
+    if kind == "boolean":
+        return Tri(np.zeros(n, bool), np.zeros(n, bool))
+    if kind == "string":
+        return Text(np.full(n, -1, dtype=np.int64), np.array([], dtype=object))
+    return np.full(n, np.nan)
+
+
 class FactEnv(dict):
     """Names to vectors; a fact column (or a parameter, for texts) is made the first time it is read."""
 
     def __init__(self, frame: pd.DataFrame | Mapping[str, pd.Series], fact_types: dict[str, str],
-                 n: int = 0, params: Mapping[str, Any] | None = None):
+                 n: int = 0, params: Mapping[str, Any] | None = None,
+                 past: Mapping[str, pd.Series] | None = None, past_kinds: Mapping[str, str] | None = None):
         super().__init__()
         self.frame = frame
         self.fact_types = fact_types
         self.n = n
         self.params = dict(params or {})
+        self.past = past if past is not None else {}
+        self.past_kinds = dict(past_kinds or {})
 
     def __missing__(self, name: str) -> Vec:
         if name in self.params:
             vec = _full(Context({}, self.n, None), self.params[name])
         elif name in self.fact_types:
             vec = column_to_vec(self.frame[name], self.fact_types[name])
+        elif name in self.past_kinds:
+            # a value of an earlier period; missing for everyone when the history does not have it
+            column = self.past.get(name) if hasattr(self.past, "get") else None
+            vec = column_to_vec(column, self.past_kinds[name]) if column is not None else \
+                missing_vector(self.past_kinds[name], self.n)
         else:
             raise KeyError(name)
         self[name] = vec
@@ -976,15 +996,17 @@ Decider = Callable[[Decision, Context], DecisionResult]
 def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series], fact_types: dict[str, str],
                     joined: dict[str, "EntityResult"], calibration: dict[str, Any] | None = None,
                     record: dict[str, Any] | None = None, decider: Decider = decide,
-                    n: int | None = None) -> EntityResult:
+                    n: int | None = None, past: Mapping[str, pd.Series] | None = None) -> EntityResult:
     """Evaluate every derived feature and decision of one entity over the whole table.
 
     `frame` is a DataFrame, or a mapping of columns with `n` rows; `calibration` makes population
     functions read a saved population; `record` collects their arguments for a new calibration;
-    `decider` decides each decision (pandas by default).
+    `decider` decides each decision (pandas by default); `past` holds, per `previous(x, k)` the
+    entity reads (`PastRead.key`), the earlier values row by row (a column left out is missing).
     """
     n = len(frame) if n is None else n
-    env = FactEnv(frame, fact_types, n, {p.name: p.value for p in ep.params})
+    env = FactEnv(frame, fact_types, n, {p.name: p.value for p in ep.params}, past,
+                  {r.key: r.kind for r in ep.past})
     key = frame[ep.key].reset_index(drop=True) if ep.key else pd.Series(np.arange(n).astype(str))
     ctx = Context(env, n, key, calibration=calibration, record=record, key_name=ep.key or "key")
     unknown: dict[str, pd.DataFrame] = {}

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from .evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, ListVec, Text, Tri, Vec, collected, \
     decision_vectors, evaluate_node, list_order, scalar_at, take
 from .model import Expr, Rule
-from .nodes import Bool, Call, ListLit, Logic, MapLit, Name, Node, Not, Num, Str, children, to_text, walk
+from .nodes import PREVIOUS, Bool, Call, ListLit, Logic, MapLit, Name, Node, Not, Num, Str, children, to_text, walk
 from .numbers import MISSING_TEXT, format_numbers, list_text, number_text
 from .plan import DecisionStep, DeriveStep
 
@@ -284,6 +284,7 @@ class Trace:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)  # feature -> e.g. how a tie in its rank was settled
     invariants: list[dict[str, Any]] = field(default_factory=list)  # whether this entity keeps each one
+    previous: list[dict[str, Any]] = field(default_factory=list)  # the earlier values previous() read
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -293,6 +294,7 @@ class Trace:
             "joined": [{"name": n, "from": e, "value": v} for n, e, v in self.joined],
             "features": [{"name": n, "expression": e, "value": v,
                           **({"note": self.notes[n]} if n in self.notes else {})} for n, e, v in self.features],
+            "previous": self.previous,
             "decisions": self.decisions,
             "invariants": self.invariants,
         }
@@ -303,6 +305,9 @@ class Trace:
         if self.joined:
             lines += ["", "joined:"]
             lines += [f"  {n} = {show(v)}   (from {e})" for n, e, v in self.joined]
+        if self.previous:
+            lines += ["", "previous periods:"]
+            lines += [f"  {p['call']} = {show(p['value'])}   ({p['period'] or p['why']})" for p in self.previous]
         if self.features:
             lines += ["", "derived features:"]
             lines += [f"  {n} = {show(v)}   <- {e}" + (f"   ({self.notes[n]})" if n in self.notes else "")
@@ -382,7 +387,9 @@ def _conditions(node: Node, result: EntityResult, row: int) -> list[dict[str, An
         value = scalar_at(evaluate_node(leaf, result.ctx), row)
         operands = []
         inner = leaf.operand if isinstance(leaf, Not) else leaf
-        for sub in children(inner):
+        # previous(x) used as a condition shows its own value, not the value x has now
+        subs = [inner] if isinstance(inner, Call) and inner.func == PREVIOUS else list(children(inner))
+        for sub in subs:
             if isinstance(sub, (Num, Str, Bool, MapLit, ListLit, Logic, Not)):
                 continue
             operands.append((to_text(sub), scalar_at(evaluate_node(sub, result.ctx), row)))
@@ -390,11 +397,20 @@ def _conditions(node: Node, result: EntityResult, row: int) -> list[dict[str, An
     return out
 
 
-def trace_row(result: EntityResult, row: int, fact_names: list[str]) -> Trace:
-    """The full trace of one entity: facts, features, every rule of every decision."""
+def trace_row(result: EntityResult, row: int, fact_names: list[str], past_periods: list[str] | None = None) -> Trace:
+    """The full trace of one entity: facts, the earlier values it read (from `past_periods`, most
+    recent first), features, every rule of every decision."""
     env = result.ctx.env
     trace = Trace(result.entity, str(result.ctx.key[row]))
     trace.facts = [(name, scalar_at(env[name], row)) for name in fact_names]
+    periods = past_periods or []
+    for r in result.plan.past:
+        period = periods[r.back - 1] if len(periods) >= r.back else None
+        why = "" if period else "no history given" if past_periods is None else \
+            f"the history has no period {r.back} back"
+        trace.previous.append({"call": f"previous({r.name})" if r.back == 1 else f"previous({r.name}, {r.back})",
+                               "name": r.name, "back": r.back, "value": scalar_at(env[r.key], row),
+                               "period": period, **({"why": why} if why else {})})
     for j in result.plan.joins:
         for name in j.take:
             trace.joined.append((name, f"{j.entity} via {j.on}", scalar_at(env[name], row)))

@@ -36,6 +36,8 @@ _SPECS = [
     FunctionSpec("log", 1, 1, summary="natural logarithm; missing for values <= 0"),
     FunctionSpec("lookup", 2, 3, summary="lookup(key, {A: 1, B: 2}) or lookup(key, table, default)"),
     FunctionSpec("if", 3, 3, summary="if(condition, value_when_true, value_otherwise)"),
+    FunctionSpec("previous", 1, 2, summary="previous(tier): the value in the previous recorded period; "
+                 "previous(tier, 2): two periods back; missing for an entity that was not there"),
     FunctionSpec("rank", 1, 1, True, ("by", "ties"),
                  "1 for the largest value; ties go to the smaller key, or share the best rank with ties='together'"),
     FunctionSpec("pct_rank", 1, 1, True, ("by",), "share of the population with a value at or below this one"),
@@ -50,3 +52,4 @@ _SPECS = [
 
 FUNCTIONS: dict[str, FunctionSpec] = {s.name: s for s in _SPECS}
 POPULATION_FUNCTIONS = frozenset(s.name for s in _SPECS if s.population)
+MAX_BACK = 24  # previous(x, k): at most two years of monthly periods back

@@ -206,6 +206,7 @@ class PolicySet:
     hash: str
     directory: str = ""
     entities: tuple[str, ...] = field(default=())
+    sources: tuple[tuple[str, str], ...] = ()  # (file, text) of every policy file, as compiled
 
     def of_entity(self, entity: str) -> list[Policy]:
         return [p for p in self.policies if p.entity == entity]

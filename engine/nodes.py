@@ -193,9 +193,39 @@ def walk(node: Node) -> Iterator[Node]:
         stack.extend(reversed(list(children(current))))
 
 
-def names(node: Node) -> list[str]:
-    """The names an expression reads, in order of first appearance."""
-    return list(dict.fromkeys(n.name for n in walk(node) if isinstance(n, Name)))
+PREVIOUS = "previous"
+
+
+def _walk_present(node: Node) -> Iterator[Node]:
+    """Like `walk`, without going into `previous(...)`: what an expression reads of this period."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        if not (isinstance(current, Call) and current.func == PREVIOUS):
+            stack.extend(reversed(list(children(current))))
+
+
+def names(node: Node, past: bool = False) -> list[str]:
+    """The names an expression reads, in order of first appearance. The name inside `previous(x)` is
+    a value of an earlier period, not of this one: it is left out unless `past` is true."""
+    nodes = walk(node) if past else _walk_present(node)
+    return list(dict.fromkeys(n.name for n in nodes if isinstance(n, Name)))
+
+
+def past_reads(node: Node) -> list[tuple[str, int]]:
+    """Every `previous(x)` / `previous(x, k)` of an expression, as (name, periods back)."""
+    out = []
+    for n in walk(node):
+        if isinstance(n, Call) and n.func == PREVIOUS and n.args and isinstance(n.args[0], Name):
+            back = n.args[1].value if len(n.args) > 1 and isinstance(n.args[1], Num) else 1
+            out.append((n.args[0].name, int(back)))
+    return list(dict.fromkeys(out))
+
+
+def past_key(name: str, back: int) -> str:
+    """The column holding `previous(name, back)` (not a valid policy name, so it never collides)."""
+    return f"previous({name}, {back})"
 
 
 def _key_text(key: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Union
 
 from .errors import Location, PolicyError, Problem
 from .model import Decision, Derive, Expr, Invariant, Join, Param, Rule, Template
-from .nodes import Node, names, substitute
+from .nodes import Node, names, past_key, past_reads, substitute
 from .typecheck import QUOTA_VARIABLES, Checked, literal_node
 
 
@@ -38,6 +38,35 @@ Step = Union[DeriveStep, DecisionStep]
 
 
 @dataclass(frozen=True)
+class PastRead:
+    """One `previous(name, back)` the entity's expressions read: filled from the history before the
+    run (missing for everyone without one)."""
+
+    name: str
+    back: int
+    kind: str  # number | string | boolean
+
+    @property
+    def key(self) -> str:
+        return past_key(self.name, self.back)
+
+
+def step_nodes(step: "Step | Invariant") -> list[Node]:
+    """Every expression tree of a step (or an invariant)."""
+    if isinstance(step, Invariant):
+        exprs = [step.expr]
+    elif isinstance(step, DeriveStep):
+        exprs = [step.derive.expr]
+    else:
+        exprs = []
+        for r in step.decision.all_rules:
+            exprs += [r.when] if r.when is not None else []
+            exprs += [v for _, v in r.then if isinstance(v, Expr)]
+            exprs += [k.expr for k in r.quota.rank_by] if r.quota is not None else []
+    return [e.node for e in exprs if e is not None and e.node is not None]
+
+
+@dataclass(frozen=True)
 class EntityPlan:
     """The work for one entity. Parameters are already written into the expressions as fixed values
     (so every backend and the rule analysis see constants); `params` keeps them for the texts."""
@@ -48,6 +77,9 @@ class EntityPlan:
     steps: tuple[Step, ...]
     params: tuple[Param, ...] = ()
     invariants: tuple[Invariant, ...] = ()  # checked once every step is done
+    past: tuple[PastRead, ...] = ()  # the earlier values the expressions read
+    from_past: tuple[str, ...] = ()  # features and decisions that read the past, directly or through others
+    past_direct: tuple[str, ...] = ()  # those that call previous() themselves or through features
 
     @property
     def decisions(self) -> list[Decision]:
@@ -208,7 +240,40 @@ def plan(checked: Checked) -> Plan:
         inline = _inliner(params)
         steps = tuple(inline(items[n]) for n in order)
         invariants = tuple(inline(i) for i in ps.invariants(entity))
-        plans.append(EntityPlan(entity, key.name if key else "", joins, steps, params, invariants))
+        past: dict[tuple[str, int], PastRead] = {}
+        from_past: list[str] = []
+        direct: list[str] = []
+        for item in steps + invariants:
+            reads = [r for node in step_nodes(item) for r in past_reads(node)]
+            for name, back in reads:
+                past.setdefault((name, back), PastRead(name, back, ns.symbols[name].type.kind))
+            if isinstance(item, Invariant):
+                continue
+            if reads or any(dep in direct and isinstance(items[dep], DeriveStep) for dep in graph[item.name]):
+                direct.append(item.name)
+            if reads or any(dep in from_past for dep in graph[item.name]):
+                from_past.append(item.name)
+        plans.append(EntityPlan(entity, key.name if key else "", joins, steps, params, invariants,
+                                tuple(past.values()), tuple(from_past), tuple(direct)))
     if problems:
         raise PolicyError(problems)
     return Plan(checked, tuple(plans))
+
+
+def past_readers(pl: Plan, direct: bool = True) -> list[str]:
+    """`entity/decision` of every decision that calls previous() (itself or through features), or with
+    `direct=False` of every one that depends on the past in any way (also through other decisions)."""
+    out = []
+    for ep in pl.entities:
+        decisions = {d.name for d in ep.decisions}
+        out += [f"{ep.entity}/{n}" for n in (ep.past_direct if direct else ep.from_past) if n in decisions]
+    return out
+
+
+def past_note(pl: Plan) -> str:
+    """Which decisions read the past, in words."""
+    direct = past_readers(pl)
+    follow = [n for n in past_readers(pl, direct=False) if n not in direct]
+    text = f"{', '.join(direct)} read{'s' if len(direct) == 1 else ''} earlier periods with previous()"
+    return text + (f"; {', '.join(follow)} follow{'s' if len(follow) == 1 else ''} from {'it' if len(direct) == 1 else 'them'}"
+                   if follow else "")

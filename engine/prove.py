@@ -30,7 +30,7 @@ from typing import Any
 
 from typing import TYPE_CHECKING
 
-from .analyze import INF, MAX_BOXES, Box, NotAnalysed, NumSet, Space, ValSet, _domain
+from .analyze import INF, MAX_BOXES, Box, NotAnalysed, NumSet, Space, ValSet, _domain, past_domains
 from .errors import Location, Problem
 from .model import Decision, Derive, Fact, Invariant, Rule
 from .nodes import Bool, Call, In, Member, Name, Node, Num, Str, names, to_text, walk
@@ -252,6 +252,7 @@ def _space(plan: Plan, ep: EntityPlan) -> Expanding:
     ns = checked.namespaces[ep.entity]
     domains = {name: _domain(sym, checked, ep.entity) for name, sym in ns.symbols.items()
                if sym.type.kind in ("number", "string", "boolean", "list")}
+    domains.update(past_domains(ep, domains))
     decisions = {o.name: d for d in ep.decisions for o in d.outputs}
     types = {name: sym.type.kind for name, sym in ns.symbols.items()}
     features, bools = _bool_features(ep, types)
@@ -497,8 +498,8 @@ def prove(plan: Plan) -> list[InvariantResult]:
     for ep in plan.entities:
         if not ep.invariants:
             continue
+        space = _space(plan, ep)  # shared: each decision is expanded once for all the entity's invariants
         for inv in ep.invariants:
-            space = _space(plan, ep)
             try:
                 regions = space.regions(inv.expr.node)  # type: ignore[arg-type]
             except NotAnalysed as exc:

@@ -16,6 +16,14 @@ entity (or a data file) and, per entity id, the expected decisions:
 An expectation is a value, or a mapping with any of `value`, `rule` and `because` (a substring of
 the explanation). Keys are decision names, or output names of decisions with several outputs.
 Population functions see exactly the rows of the case.
+
+What `previous()` reads is given per case, per entity id: the values of one period back, or a list
+of them, most recent first (an id left out is new: its previous values are missing):
+
+        previous:
+          customer:
+            "001": {tier: A, in_pareto_top: true}
+            "002": [{tier: A, in_pareto_top: false}, {tier: A, in_pareto_top: true}]
 """
 
 from __future__ import annotations
@@ -128,11 +136,48 @@ def _frames(pl: Plan, doc: LocatedDoc, case: dict[str, Any], folder: Path,
             continue
         rows = case.get(entity) or []
         facts = list(ps.facts(entity))
+        for row in rows:
+            unknown = [k for k in (row if isinstance(row, dict) else {}) if k not in facts]
+            if unknown:
+                raise InputError(Problem("test-file", f"`{unknown[0]}` is not a fact of {entity}",
+                                         Location(doc.file), did_you_mean(unknown[0], facts)
+                                         or "a case row gives facts; decisions go under `expect:`"))
         frame = pd.DataFrame([{**defaults.get(entity, {}), **row} for row in rows])
         frame = frame.reindex(columns=facts)  # facts a case leaves out are empty cells
         frame.to_csv(path, index=False)
         files[entity] = path
     return files
+
+
+def _past(pl: Plan, frames: dict[str, pd.DataFrame], given: Any) -> dict[str, pd.DataFrame]:
+    """The case's `previous:` as the columns `previous()` reads, row by row."""
+    out: dict[str, pd.DataFrame] = {}
+    for entity, per_id in (given or {}).items():
+        if entity not in frames:
+            raise InputError(Problem("test-file", f"`previous:` names entity `{entity}`, which no policy decides",
+                                     Location("previous"), did_you_mean(entity, frames)))
+        ep = pl.entity(entity)
+        symbols = pl.checked.namespaces[entity].symbols
+        periods: dict[str, list[dict[str, Any]]] = {}
+        for key, values in (per_id or {}).items():
+            back = values if isinstance(values, list) else [values]
+            for period in back:
+                for name in (period or {}):
+                    if name not in symbols or symbols[name].kind == "param":
+                        raise InputError(Problem("test-file", f"`previous:` of {entity} {key} names `{name}`, "
+                                                 f"which is not a fact, feature or decision of {entity}",
+                                                 Location("previous"), did_you_mean(name, symbols)))
+            periods[str(key)] = [p or {} for p in back]
+        keys = frames[entity][ep.key].astype(str).tolist()
+        columns = {}
+        for r in ep.past:
+            values = [periods[k][r.back - 1].get(r.name) if k in periods and len(periods[k]) >= r.back else None
+                      for k in keys]
+            dtype = {"number": float, "boolean": "boolean"}.get(r.kind, object)
+            columns[r.key] = pd.Series([np.nan if v is None and r.kind == "number" else v for v in values],
+                                       dtype=dtype)  # type: ignore[call-overload]
+        out[entity] = pd.DataFrame(columns)
+    return out
 
 
 def _check_value(got: Any, want: Any) -> bool:
@@ -239,7 +284,8 @@ def run_tests(pl: Plan, files: list[Path]) -> SuiteResult:
             loc = doc.loc(("cases", i))
             res = CaseResult(str(path), str(case["name"]), loc)
             results.append(res)
-            unknown = [k for k in case if k not in ("name", "expect", "data", "description") and k not in entities]
+            unknown = [k for k in case if k not in ("name", "expect", "data", "description", "previous")
+                       and k not in entities]
             if unknown:
                 res.failures.append(f"`{unknown[0]}` is neither an entity of the policies nor a case setting "
                                     f"({did_you_mean(unknown[0], sorted(entities)) or 'entities: ' + ', '.join(sorted(entities))})")
@@ -248,10 +294,11 @@ def run_tests(pl: Plan, files: list[Path]) -> SuiteResult:
                 try:
                     inputs = _frames(pl, doc, case, Path(tmp), defaults)
                     frames = api.read_inputs(pl, inputs)
+                    past = _past(pl, frames, case.get("previous"))
                 except InputError as exc:
                     res.failures += [f"facts of the case: {p.message}" for p in exc.problems]
                     continue
-            result = api.run(pl, frames)
+            result = api.run(pl, frames, past=past)
             coverage.fired |= _fired(result)
             res.failures += [v.text() for v in result.violations()]
             outputs = {e: output_frame(r) for e, r in result.results.items()}

@@ -11,10 +11,10 @@ import string
 from dataclasses import dataclass, field
 
 from .errors import Location, PolicyError, Problem, did_you_mean
-from .functions import FUNCTIONS
+from .functions import FUNCTIONS, MAX_BACK
 from .model import Decision, Derive, Expr, Fact, Invariant, Output, Policy, PolicySet, Rule, Scalar, Template
 from .nodes import Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str, \
-    to_text, walk
+    names, past_reads, to_text, walk
 
 
 @dataclass(frozen=True)
@@ -217,8 +217,8 @@ class _Checker:
                 return extra[node.name]
             sym = ns.symbols.get(node.name)
             if sym is None:
-                names = list(ns.symbols) + list(extra or {})
-                hint = did_you_mean(node.name, names) or (
+                known = list(ns.symbols) + list(extra or {})
+                hint = did_you_mean(node.name, known) or (
                     f"declare it under `facts:` or `derive:` of a {ns.entity} policy")
                 self.error("unknown-name", f"`{node.name}` is not a fact, feature or decision of {ns.entity}", at, hint)
                 return None
@@ -380,6 +380,8 @@ class _Checker:
                                "e.g. rank(revenue, ties='together')")
         if node.func == "lookup":
             return self.infer_lookup(node, ns, base, extra)
+        if node.func == "previous":
+            return self.infer_previous(node, ns, base, extra)
         types = [self.infer(a, ns, base, extra) for a in node.args]
         if node.func == "is_missing":
             return BOOLEAN
@@ -404,6 +406,40 @@ class _Checker:
                            f"{ROUND_DIGITS}", base.shifted(node.args[1].pos),
                            "e.g. round(x, 2) for cents, round(x, -3) for thousands")
         return NUMBER if ok else None
+
+    def infer_previous(self, node: Call, ns: Namespace, base: Location, extra: dict[str, Type] | None
+                       ) -> Type | None:
+        """`previous(tier)`, `previous(tier, 2)`: the value of a fact, feature or decision of this entity
+        one (or k) recorded periods back; of the same type."""
+        arg = node.args[0]
+        if len(node.args) > 1:
+            back = self.fixed(node.args[1], ns)
+            if not isinstance(back, Num) or not float(back.value).is_integer() or not 1 <= back.value <= MAX_BACK:
+                self.error("type", f"how many periods back `previous` looks must be a fixed whole number from 1 "
+                           f"to {MAX_BACK}", base.shifted(node.args[1].pos),
+                           "previous(tier) is the last period, previous(tier, 2) the one before")
+        if not isinstance(arg, Name) or (extra and arg.name in extra):
+            self.error("type", "`previous` reads the earlier value of one name: a fact, feature or decision of "
+                       f"{ns.entity}", base.shifted(arg.pos), "e.g. previous(tier) or previous(profit); to look back "
+                       "at a calculation, make it a feature under `derive:` and read previous() of the feature")
+            return None
+        sym = ns.symbols.get(arg.name)
+        if sym is not None and sym.kind == "param":
+            self.error("type", f"`{arg.name}` is a parameter: it has no earlier values, only the one written "
+                       "in the policy", base.shifted(arg.pos), f"use `{arg.name}` itself")
+            return None
+        if sym is not None and sym.type.kind == "pending":
+            self.error("cycle", f"the type of `{arg.name}` depends on its own previous value", base.shifted(arg.pos),
+                       "a feature cannot read previous() of itself; read previous() of the facts it is computed "
+                       "from, or of a decision (whose values are declared)")
+            return None
+        t = self.infer(arg, ns, base, extra)
+        if t is not None and t.kind == "list":
+            self.error("type", f"`{arg.name}` is {t}; the history keeps it, but `previous` reads single values",
+                       base.shifted(arg.pos), "make a yes/no feature of it (e.g. `was_loyal: 'loyal' in "
+                       "protected_by`) and read previous() of the feature")
+            return None
+        return t
 
     def same_type(self, types: list[Type | None], args: tuple[Node, ...], base: Location, what: str) -> Type | None:
         known = [t for t in types if t is not None]
@@ -488,7 +524,11 @@ class _Checker:
 
     def waits_for(self, d: Derive, ns: Namespace) -> bool:
         """Whether a feature reads a feature whose type is not known yet (itself included)."""
-        reads = [ns.symbols.get(n.name) for n in _names(d.expr.node)]
+        node = d.expr.node
+        # previous(d) is the value of another period, read from the history: it waits for nothing
+        # but the type of d, which infer_previous reports when it is d's own
+        read = names(node) + [n for n, _ in past_reads(node) if n != d.name] if node is not None else []
+        reads = [ns.symbols.get(n) for n in read]
         return any(s is not None and s.kind == "derive" and s.type.kind == "pending" for s in reads)
 
     def settle(self, d: Derive, ns: Namespace, t: Type | None) -> None:
@@ -504,8 +544,8 @@ class _Checker:
             cycle = _cycle_from(start, graph)
             if cycle and frozenset(cycle) not in reported:
                 reported.add(frozenset(cycle))
-                names = [n for _, n in cycle] + [cycle[0][1]]
-                self.error("cycle", f"features depend on each other in a cycle: {' -> '.join(names)}",
+                chain = [n for _, n in cycle] + [cycle[0][1]]
+                self.error("cycle", f"features depend on each other in a cycle: {' -> '.join(chain)}",
                            locs[cycle[0]], "break the cycle: one of them must not read the other")
 
     def check_template(self, tpl: Template | None, ns: Namespace, extra: dict[str, Type]) -> None:

@@ -345,4 +345,4 @@ def validate(docs: list[LocatedDoc], directory: str = "") -> PolicySet:
     if problems:
         raise PolicyError(problems)
     entities = tuple(dict.fromkeys(p.entity for p in policies))
-    return PolicySet(policies, policy_set_hash(docs), directory, entities)
+    return PolicySet(policies, policy_set_hash(docs), directory, entities, tuple((d.file, d.text) for d in docs))

@@ -65,6 +65,26 @@ def fault_point(name: str) -> None:
 _HITS: dict[str, int] = {}
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """One file written next to its place and renamed into it: readers see the old file or the new one."""
+    if not path.absolute().parent.is_dir():
+        raise _usage(f"the folder of {path} does not exist", "create it first", path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
 # -- the output folder -------------------------------------------------------------------------------
 
 def _is_kam_output(folder: Path, name: str, listed: set[str]) -> bool:
@@ -163,10 +183,13 @@ class OutputTarget:
     def commit(self, frames: dict[str, pd.DataFrame], fmt: str,
                manifest: dict[str, Any] | Callable[[], dict[str, Any]],
                extra_files: dict[str, bytes] | None = None,
-               on_file: Callable[[str], None] | None = None) -> dict[str, Path]:
+               on_file: Callable[[str], None] | None = None,
+               before_swap: Callable[[], None] | None = None) -> dict[str, Path]:
         """Write every file into the staging folder, then swap it in for the output folder.
 
-        `manifest` (or a function making it once the files are written) gets the list of outputs."""
+        `manifest` (or a function making it once the files are written) gets the list of outputs;
+        `before_swap` runs once everything is staged, right before the swap (an error there leaves the
+        output folder as it was)."""
         assert self.staging is not None, "prepare() first"
         staging, real = self.staging, self.real
         ext = OUTPUT_FORMATS[fmt]
@@ -196,6 +219,8 @@ class OutputTarget:
         if real.is_dir():
             _keep_mode(real, staging)
         _fsync(staging)
+        if before_swap is not None:
+            before_swap()
         swap_in(staging, real)
         _fsync(real.parent)
         fault_point("swapped")

@@ -4,9 +4,14 @@ The shape follows the seed documents: revenue is heavy-tailed (a few customers c
 profit), a sizeable minority of customers lose money once the cost to serve is counted, customer
 ids are six-digit texts with leading zeros, and quotes name customers by id (a few name unknown ones).
 
-    python examples/generate.py                       # the committed example files
+    python examples/generate.py --periods 3           # the committed example files
     python examples/generate.py --customers 1000000 --quotes 1000000 --prospects 250000 \\
         --format parquet --out benchmarks/data       # benchmark scale
+
+With `--periods N` it also writes N monthly periods under `periods/<YYYY-MM>/` (from --first-period):
+the first holds the same customers and prospects as the main files, and each later one lets them
+drift as a real portfolio does: revenue and margins move, orders follow revenue, credit scores are
+reviewed, about 1.5% of customers leave and 2% arrive, and each month brings its own quotes.
 """
 
 from __future__ import annotations
@@ -113,6 +118,60 @@ def updates(cust: pd.DataFrame, n: int, rng: np.random.Generator) -> list[dict]:
     return events
 
 
+def drift(cust: pd.DataFrame, next_ids: list[str], rng: np.random.Generator) -> pd.DataFrame:
+    """The customers one month later."""
+    n = len(cust)
+    out = cust.copy()
+    revenue = cust["revenue"].to_numpy(dtype=float) * np.exp(rng.normal(0.005, 0.12, size=n))
+    rate = (cust["gross_margin"] / cust["revenue"]).to_numpy(dtype=float) + rng.normal(0, 0.015, size=n)
+    orders_before = cust["orders_12m"].to_numpy(dtype=float)
+    orders = np.maximum(1, np.round(orders_before * np.exp(rng.normal(0, 0.08, size=n)))).astype(int)
+    cost = cust["cost_to_serve"].to_numpy(dtype=float) * np.sqrt(orders / orders_before) \
+        * np.exp(rng.normal(0, 0.05, size=n))
+    out["revenue"] = np.round(revenue, 2)
+    out["gross_margin"] = np.round(revenue * np.clip(rate, -0.05, 0.6), 2)
+    out["orders_12m"] = orders
+    out["cost_to_serve"] = np.round(cost, 2)
+    out["profit"] = np.round(out["gross_margin"] - out["cost_to_serve"], 2)
+    credit = cust["credit_score"].to_numpy(dtype=float) + np.round(rng.normal(0, 3, size=n))
+    out["credit_score"] = np.clip(credit, 0, 100)  # an unknown score stays unknown
+    out["tenure_years"] = np.round(cust["tenure_years"] + 1 / 12, 1)
+    out["revenue_growth"] = np.round(cust["revenue_growth"] + rng.normal(0, 0.03, size=n), 3)
+    flip = rng.random(n) < 0.005
+    out.loc[flip, "strategic_account"] = np.where(out.loc[flip, "strategic_account"] == "true", "false", "true")
+    out = out[rng.random(n) >= 0.015]  # customers who leave
+    arrivals = customers(max(1, int(n * 0.02)), rng)
+    arrivals["customer_id"] = next_ids[: len(arrivals)]
+    arrivals["tenure_years"] = 0.1
+    del next_ids[: len(arrivals)]
+    return pd.concat([out, arrivals], ignore_index=True)
+
+
+def periods(cust: pd.DataFrame, pros: pd.DataFrame, n_quotes: int, count: int, first: str, seed: int,
+            out: Path, fmt: str) -> None:
+    """`count` monthly periods starting with the given customers and prospects."""
+    rng = np.random.default_rng(seed + 1)  # its own stream: the main files stay as they were
+    year, month = (int(x) for x in first.split("-"))
+    used = set(cust["customer_id"])
+    next_ids = [i for i in np.char.zfill(rng.permutation(np.arange(1, len(cust) * 3 + 1)).astype(str), 6)
+                if i not in used]
+    ext = "csv" if fmt == "csv" else "parquet"
+    for k in range(count):
+        label = f"{year + (month - 1 + k) // 12}-{(month - 1 + k) % 12 + 1:02d}"
+        if k:
+            cust = drift(cust, next_ids, rng)
+            pros = pros.copy()
+            pros["expected_revenue"] = np.round(pros["expected_revenue"] * np.exp(rng.normal(0, 0.1, len(pros))), 0)
+        folder = out / "periods" / label
+        folder.mkdir(parents=True, exist_ok=True)
+        q = quotes(n_quotes, cust["customer_id"].to_numpy(), rng)
+        q["quote_id"] = np.char.add("Q", np.char.zfill(np.arange(k * n_quotes + 1, (k + 1) * n_quotes + 1)
+                                                       .astype(str), 6))
+        write(cust, folder / f"customers.{ext}", fmt)
+        write(pros, folder / f"prospects.{ext}", fmt)
+        write(q, folder / f"quotes.{ext}", fmt)
+
+
 def write(frame: pd.DataFrame, path: Path, fmt: str) -> None:
     if fmt == "csv":
         frame.to_csv(path, index=False, lineterminator="\n")
@@ -129,17 +188,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261128)
     parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--periods", type=int, default=0, help="also write this many monthly periods")
+    parser.add_argument("--first-period", default="2026-09", help="the label of the first period (YYYY-MM)")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     ext = "csv" if args.format == "csv" else "parquet"
     cust = customers(args.customers, rng)
     write(cust, args.out / f"customers.{ext}", args.format)
-    write(prospects(args.prospects, rng), args.out / f"prospects.{ext}", args.format)
+    pros = prospects(args.prospects, rng)
+    write(pros, args.out / f"prospects.{ext}", args.format)
     write(quotes(args.quotes, cust["customer_id"].to_numpy(), rng), args.out / f"quotes.{ext}", args.format)
     if args.updates:
         lines = [json.dumps(e) + "\n" for e in updates(cust, args.updates, rng)]
         (args.out / "customer_updates.jsonl").write_text("".join(lines), encoding="utf-8")
+    if args.periods:
+        periods(cust, pros, args.quotes, args.periods, args.first_period, args.seed, args.out, args.format)
 
 
 if __name__ == "__main__":

@@ -247,7 +247,8 @@ def test_explain_json_and_unknown_id():
     doc = json.loads(r.stdout)
     tier = next(d for d in doc["decisions"] if d["decision"] == "tier")
     assert tier["value"] == "D" and tier["rule"] == "maintenance"
-    assert [x["result"] for x in tier["rules"]] == ["no match", "no match", "no match", "default"]
+    # no history: whether it was a key account last period is unknown, so the held rule cannot match
+    assert [x["result"] for x in tier["rules"]] == ["no match", "unknown", "no match", "no match", "default"]
     r = kam("explain", "05945")
     assert r.returncode == 2 and "no customer or quote or prospect has the id `05945`" in r.stderr
 

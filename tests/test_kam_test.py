@@ -48,8 +48,8 @@ cases:
 def test_shipped_suite_passes_with_full_coverage():
     r = kam("test", "policies/", "--min-coverage", "100")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.rstrip().endswith("12 passed, 0 failed")
-    assert "total: 36/36 rules (100.0%)" in r.stdout
+    assert r.stdout.rstrip().endswith("14 passed, 0 failed")
+    assert "total: 37/37 rules (100.0%)" in r.stdout
 
 
 def test_passing_suite_and_coverage_lists_never_fired_rules(tmp_path):

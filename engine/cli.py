@@ -316,10 +316,14 @@ def diff_command(policy_dir: Path | None, base: str, data: Path | None, inputs: 
 @click.option("--initial", type=click.Path(path_type=Path),
               help="Start from these facts (e.g. the batch's customers.csv); nothing is printed for them.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="durable", show_default=True)
+@click.option("--history", "history_path", type=click.Path(path_type=Path), metavar="FILE",
+              help="previous() reads the last recorded periods from this history (nothing is recorded).")
+@click.option("--period", metavar="LABEL", help="The period the events belong to: previous() reads the ones "
+              "before it [default: after the last recorded one].")
 @_facts_options
 def stream_command(events: Path | None, entity: str, policies: Path | None, calibration: Path | None,
-                   state: Path | None, initial: Path | None, backend: str, facts_format: str | None,
-                   encoding: str, delimiter: str) -> None:
+                   state: Path | None, initial: Path | None, backend: str, history_path: Path | None,
+                   period: str | None, facts_format: str | None, encoding: str, delimiter: str) -> None:
     """Decide again whenever an entity's facts change; print one JSON line per changed decision.
 
     EVENTS is a JSON Lines file (default: standard input); each line holds the entity's id and the
@@ -334,7 +338,8 @@ def stream_command(events: Path | None, entity: str, policies: Path | None, cali
       kam stream updates.jsonl --calibration out/calibration.json --state stream.sqlite
       echo '{"customer_id": "000123", "profit": -5000}' | kam stream --calibration out/calibration.json
     """
-    from . import calibrate, stream
+    from . import calibrate, history as hist, stream
+    from .plan import past_note
     from .read import read_facts
 
     try:
@@ -344,7 +349,21 @@ def stream_command(events: Path | None, entity: str, policies: Path | None, cali
         cal = calibrate.load(calibration) if calibration else None
         if events is not None and not events.exists():
             raise _usage(f"events file {events} does not exist")
-        runner = stream.StreamRunner(pl, entity, cal, backend, stream.Store(state))
+        if period is not None and history_path is None:
+            raise _usage("--period needs --history FILE: the history the earlier periods come from")
+        past = None
+        if pl.entity(entity).past:
+            if history_path is None:
+                click.echo(f"note: no --history: previous() is missing for everyone ({past_note(pl.only([entity]))})",
+                           err=True)
+            else:
+                with hist.History.open(history_path) as h:
+                    found, past = h.past_by_key(pl, entity, hist.check_period(period) if period else None)
+                for note in found.notes[:1]:
+                    click.echo(f"note: {note}", err=True)
+                if found.periods:
+                    click.echo(f"note: previous() reads {', '.join(found.periods)} from {history_path}", err=True)
+        runner = stream.StreamRunner(pl, entity, cal, backend, stream.Store(state), past)
         if initial is not None:
             ep = pl.entity(entity)
             runner.seed(read_facts(initial, pl.checked.policy_set.facts(entity), options,

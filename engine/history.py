@@ -573,6 +573,24 @@ class History:
                 past.frames[ep.entity] = self._past_columns(ep, past, keys[ep.entity])
         return past
 
+    def past_by_key(self, pl: Plan, entity: str, period: str | None = None) -> tuple[Past, pd.DataFrame]:
+        """For `kam stream`: the earlier values of every entity the history knows, indexed by key (an
+        entity it does not know is new: its previous values are missing)."""
+        ep = pl.entity(entity)
+        deepest = max((r.back for r in ep.past), default=0)
+        past = Past(periods=self.before(period, deepest), history=str(self.path))
+        if not ep.past or not past.periods or ep.key not in self.columns(entity):
+            if ep.past and not past.periods:
+                past.notes.append("no earlier period in the history: previous() is missing for everyone")
+            return past, pd.DataFrame(index=pd.Index([], dtype=object))
+        keys = self._arrow(f"SELECT DISTINCT {quote(ep.key)} AS k FROM {quote(table_name(entity))} "
+                           f"WHERE {PERIOD} IN (SELECT unnest(?))", [past.periods]).column("k")
+        key_list = keys.to_pylist()
+        columns = self._past_columns(ep, past, pd.Series(key_list, dtype=object))
+        frame = pd.DataFrame({k: v.to_numpy() if hasattr(v, "to_numpy") else v for k, v in columns.items()},
+                             index=pd.Index(key_list, dtype=object))
+        return past, frame
+
     def _past_columns(self, ep: EntityPlan, past: Past, keys: Any) -> dict[str, pd.Series]:
         out: dict[str, pd.Series] = {}
         have = self.columns(ep.entity)

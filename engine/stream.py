@@ -200,6 +200,7 @@ class StreamRunner:
     calibration: Calibration | None
     backend: str = "durable"
     store: Store = field(default_factory=lambda: Store(None))
+    past: pd.DataFrame | None = None  # what previous() reads, per key (from a history; None: missing)
 
     def __post_init__(self) -> None:
         self.plan = self.plan.only([self.entity])
@@ -231,7 +232,7 @@ class StreamRunner:
         # The starting state is one batch: decided column-wise by the shared evaluator, which the
         # differential tests hold to the same decisions as durable_rules; events then go through the
         # chosen backend one at a time.
-        decided = self._decide_frame(frame, decider=decide)
+        decided = self._decide_frame(frame, decider=decide, keys=frame[self.ep.key].tolist())
         columns = {name: [_jsonable(v) for v in frame[name].tolist()] for name in self.types}
         keys = columns[self.ep.key]
         entries = [(str(keys[i]), {name: columns[name][i] for name in self.types}, decided[i])
@@ -239,10 +240,18 @@ class StreamRunner:
         self.store.put_many(entries)
         return len(entries)
 
-    def _decide_frame(self, frame: Any, n: int | None = None, decider: Any = None) -> list[dict[str, Any]]:
+    def _past_of(self, keys: list[Any]) -> dict[str, pd.Series] | None:
+        if self.past is None or not len(self.past.columns):
+            return None
+        rows = self.past.reindex(pd.Index(keys, dtype=object))
+        return {c: rows[c].reset_index(drop=True) for c in rows.columns}
+
+    def _decide_frame(self, frame: Any, n: int | None = None, decider: Any = None,
+                      keys: list[Any] | None = None) -> list[dict[str, Any]]:
         """Decisions per row, read straight from the decided columns (no output table is built)."""
         cal = self.calibration.stats.get(self.entity, {}) if self.calibration is not None else None
-        result = evaluate_entity(self.ep, frame, self.types, {}, cal, None, decider or self.decider, n=n)
+        past = self._past_of(keys) if keys is not None else None
+        result = evaluate_entity(self.ep, frame, self.types, {}, cal, None, decider or self.decider, n=n, past=past)
         rows: list[dict[str, Any]] = [{} for _ in range(result.ctx.n)]
         for d in self.ep.decisions:
             res = result.decisions[d.name]
@@ -266,7 +275,7 @@ class StreamRunner:
             else:
                 columns[name] = pd.Series([v], dtype=object)
         # a plain mapping of one-row columns: a DataFrame would cost more than the decisions
-        return self._decide_frame(columns, n=1)[0]
+        return self._decide_frame(columns, n=1, keys=[facts.get(self.ep.key)])[0]
 
     def apply(self, event: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any], list[Change]]:
         key_name = self.ep.key

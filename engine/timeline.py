@@ -149,11 +149,11 @@ def entity_path(history: History, key: str, entity: str | None = None) -> Entity
         for name, spec in schema.get("decisions", {}).items():
             value = _row_value(rows, i, spec["outputs"])
             rule = _cell(rows, i, f"{name}_rule")
+            rule = list_text(rule) if isinstance(rule, list) else rule
             because = reasons.iloc[i].get(f"{name}_because") if f"{name}_because" in reasons else None
-            decisions.append({"decision": name, "value": value,
-                              "rule": list_text(rule) if isinstance(rule, list) else rule,
+            decisions.append({"decision": name, "value": value, "rule": rule,
                               "because": None if because is None or because is pd.NA else str(because)})
-            now[name] = value
+            now[name] = f"{value} (rule {rule or '-'})"
         facts = {c: _shown(_cell(rows, i, c)) for c, role in columns.items() if role == "fact"}
         now.update({f: v for f, v in facts.items() if f in schema.get("measures", [])})
         changed = [{"name": n, "before": previous[n], "after": v} for n, v in now.items()

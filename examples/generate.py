@@ -162,6 +162,10 @@ def periods(cust: pd.DataFrame, pros: pd.DataFrame, n_quotes: int, count: int, f
             cust = drift(cust, next_ids, rng)
             pros = pros.copy()
             pros["expected_revenue"] = np.round(pros["expected_revenue"] * np.exp(rng.normal(0, 0.1, len(pros))), 0)
+            # a tenth of the prospects are met again and scored anew
+            met = rng.random(len(pros)) < 0.1
+            for column in ("industry_influence", "referral_potential", "quality_fit", "culture_fit"):
+                pros.loc[met, column] = np.clip(pros.loc[met, column] + rng.integers(-2, 3, int(met.sum())), 0, 10)
         folder = out / "periods" / label
         folder.mkdir(parents=True, exist_ok=True)
         q = quotes(n_quotes, cust["customer_id"].to_numpy(), rng)

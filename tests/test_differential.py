@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +62,35 @@ def reads_first(draw, first: dict) -> str:
     return f"d0 {op} {value!r}" if draw(st.booleans()) else f"{value!r} {op} d0"
 
 
+def reads_past(draw, d: int, first: dict) -> str:
+    """A condition on earlier periods: a fact, the feature, a decision's own or the first decision's
+    earlier value, one or two periods back, with constants on either side, text ordering included."""
+    back = draw(st.sampled_from(["", "", ", 2"]))
+    choice = draw(st.integers(0, 5))
+    if choice == 0:
+        return f"previous(a{back}) {draw(st.sampled_from(['>', '<=', '==']))} {draw(st.integers(-5, 5))}"
+    if choice == 1:
+        return f"{draw(st.integers(-5, 5))} < previous(g{back})"
+    if choice == 2:
+        op = draw(st.sampled_from(["<", ">=", "==", "!="]))
+        text = draw(st.sampled_from(TEXTS[:4]))
+        return f"previous(s{back}) {op} {text!r}" if draw(st.booleans()) else f"{text!r} {op} previous(s{back})"
+    if choice == 3:
+        return f"{'not ' if draw(st.booleans()) else ''}previous(f{back})"
+    if choice == 4:
+        return "previous(b) > a"
+    # a decision's earlier value: its own (hysteresis) or the first one's
+    target = draw(st.sampled_from([0, d])) if first else d
+    shape = first if target == 0 and first else None
+    if shape is not None and (shape["aggregate"] in ("count", "sum")):
+        return f"previous(d0{back}) >= {draw(st.integers(0, 2))}"
+    if shape is not None and (shape["hit"] in LISTS or shape["multi"]):
+        return f"previous(a{back}) != 0"  # a list or several outputs: no single earlier value of d0
+    value = draw(st.sampled_from(VALUES))
+    return f"previous(d{target}{back}) == {value!r}" if draw(st.booleans()) else \
+        f"{value!r} != previous(d{target}{back})"
+
+
 @st.composite
 def policies(draw) -> str:
     """Random policies: every hit policy, one or two outputs, fixed or computed values, collected
@@ -82,6 +112,13 @@ def policies(draw) -> str:
                 cond_text = f"{reads_first(draw, first)} or ({to_text(cond)})"
             else:
                 cond_text = to_text(cond)
+            if draw(st.integers(0, 3)) == 0:  # and earlier periods, as a history gives them
+                own_ok = aggregate == "list" and hit not in LISTS and not multi
+                past = reads_past(draw, d, first if d == 1 else {}) if own_ok or d == 1 else \
+                    f"previous(a) > {draw(st.integers(-5, 5))}"
+                if not own_ok and "previous(d1" in past:
+                    past = "previous(b) <= 0"
+                cond_text = f"{past} {draw(st.sampled_from(['and', 'or']))} ({cond_text})"
             texts = ["", "a={a:.1f} s={s} g={g:,.2f}", "{f} {b:.0%}", "规则 {s}", "{a} {g:.3f}", f"own {{d{d}}}"]
             if d == 1:
                 texts.append("first {d0}")
@@ -140,7 +177,21 @@ def tables(draw) -> pd.DataFrame:
     })
 
 
-def both_backends(tmp: Path, policy: str, table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def past_values(pl, table: pd.DataFrame, seed: int) -> dict[str, pd.DataFrame]:
+    """Earlier values for every `previous()` of the policy, as a history would give them: some missing."""
+    rng = random.Random(seed)
+    pools = {"number": [None, -3, 0, 1.5, 4, 10], "string": [None] + VALUES + list(TEXTS[:4]),
+             "boolean": [None, True, False]}
+    columns = {}
+    for r in pl.entity("customer").past:
+        values = [rng.choice(pools[r.kind]) for _ in range(len(table))]
+        dtype = {"number": float, "boolean": "boolean"}.get(r.kind, object)
+        columns[r.key] = pd.Series([float("nan") if v is None and r.kind == "number" else v for v in values],
+                                   dtype=dtype)
+    return {"customer": pd.DataFrame(columns)}
+
+
+def both_backends(tmp: Path, policy: str, table: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     folder = tmp / "p"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "random.yaml").write_text(policy, encoding="utf-8")
@@ -152,9 +203,10 @@ def both_backends(tmp: Path, policy: str, table: pd.DataFrame) -> tuple[pd.DataF
         assert all("lookup" in p.message for p in exc.problems), "\n".join(p.render() for p in exc.problems)
         assume(False)
     frames = api.read_inputs(pl, {"customer": tmp / "customers.jsonl"})
-    pandas_out = output_frame(api.run(pl, frames).results["customer"])
+    past = past_values(pl, frames["customer"], seed)
+    pandas_out = output_frame(api.run(pl, frames, past=past).results["customer"])
     with deadline(60):
-        durable_out = output_frame(api.run(pl, frames, backend="durable").results["customer"])
+        durable_out = output_frame(api.run(pl, frames, backend="durable", past=past).results["customer"])
     return pandas_out, durable_out
 
 
@@ -170,26 +222,44 @@ EXAMPLES = int(os.environ.get("KAM_DIFF_EXAMPLES", "150"))
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(policies(), tables())
-def test_backends_agree_on_random_policies(tmp_path_factory, policy, table):
+@given(policies(), tables(), st.integers(0, 2**16))
+def test_backends_agree_on_random_policies(tmp_path_factory, policy, table, seed):
     tmp = tmp_path_factory.mktemp("diff")
-    assert_same(policy, *both_backends(tmp, policy, table))
+    assert_same(policy, *both_backends(tmp, policy, table, seed))
 
 
 @pytest.mark.slow
 @settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
-@given(policies(), tables())
-def test_backends_agree_long_run(tmp_path_factory, policy, table):
+@given(policies(), tables(), st.integers(0, 2**16))
+def test_backends_agree_long_run(tmp_path_factory, policy, table, seed):
     tmp = tmp_path_factory.mktemp("diff")
-    assert_same(policy, *both_backends(tmp, policy, table))
+    assert_same(policy, *both_backends(tmp, policy, table, seed))
 
 
-def test_backends_agree_on_the_shipped_policies(tmp_path):
-    pl = api.compile_policies(Path(__file__).resolve().parent.parent / "policies").only(["customer", "quote"])
-    files = api.find_inputs(pl, Path(__file__).resolve().parent.parent / "examples", {})
-    frames = api.read_inputs(pl, files)
-    with deadline(120):
-        durable = api.run(pl, frames, backend="durable")
-    pandas_run = api.run(pl, frames)
-    for entity in ("customer", "quote"):
-        assert_same("shipped", output_frame(pandas_run.results[entity]), output_frame(durable.results[entity]))
+def test_the_generator_reads_earlier_periods():
+    """The generator does produce previous(): of facts, features and decisions, with constants on either
+    side, text ordering and two periods back, and puts it into the random policies."""
+    found = set()
+    first = {"hit": "first", "aggregate": "list", "multi": False}
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=True)
+    @given(st.data())
+    def collect(data):
+        text = reads_past(data.draw, 1, first)
+        found.update(m for m in ("previous(a", "previous(g", "previous(s", "previous(f", "previous(d0",
+                                 "previous(d1", ", 2)", "' != previous(", "< previous(", "previous(b) > a")
+                     if m in text)
+
+    collect()
+    assert {"previous(a", "previous(g", "previous(s", "previous(f", "previous(d0", "previous(d1", ", 2)",
+            "' != previous(", "< previous(", "previous(b) > a"} <= found
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=True)
+    @given(policies())
+    def in_policies(policy):
+        found.add("policy" if "previous(" in policy else "")
+
+    in_policies()
+    assert "policy" in found

@@ -133,8 +133,9 @@ def test_the_starting_state_is_decided_as_one_batch(calibration: Path):
     start = time.perf_counter()
     assert runner.seed(frame) == 2000
     # posting the 2,000 customers one at a time to durable_rules took 0.9 s here (8.5 s on slower
-    # machines); as one batch it takes about 0.06 s
-    assert time.perf_counter() - start < 0.3
+    # machines); as one batch it takes about 0.06 s (the bound leaves room for a busy test machine:
+    # that nothing was posted is the real check)
+    assert time.perf_counter() - start < 0.8
     assert posted == []
     runner.decider = original
     key, facts, decisions, changes = runner.apply({"customer_id": "005945", "tenure_years": 1,

@@ -1,0 +1,319 @@
+"""The decision history: three example periods recorded with `kam run --history`, read back by
+previous(), `kam history`, `kam changes` and `kam explain`; atomicity, re-running, policy changes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from engine import history as hist, timeline, write
+from engine.history import History
+
+from .conftest import ROOT, kam
+from .test_cli import golden
+
+PERIODS = ["2026-09", "2026-10", "2026-11"]
+EXAMPLES = ROOT / "examples" / "periods"
+
+
+def run_period(folder: Path, period: str, *extra: str, policies: Path = ROOT / "policies",
+               env: dict[str, str] | None = None):
+    return kam("run", "--policies", str(policies), "--data", str(EXAMPLES / period), "--out",
+               str(folder / "out" / period), "--history", str(folder / "history.duckdb"), "--period", period,
+               *extra, env=env)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> Path:
+    """The three example periods, run and recorded one after the other (read-only for the tests)."""
+    folder = tmp_path_factory.mktemp("history")
+    for period in PERIODS:
+        r = run_period(folder, period)
+        assert r.returncode == 0, r.stderr
+    return folder
+
+
+def decisions(folder: Path, period: str, entity: str = "customer") -> pd.DataFrame:
+    return pd.read_csv(folder / "out" / period / f"{entity}_decisions.csv", dtype=str, keep_default_na=False)
+
+
+def facts(period: str, entity: str = "customer") -> pd.DataFrame:
+    return pd.read_csv(EXAMPLES / period / f"{entity}s.csv", dtype={f"{entity}_id": str})
+
+
+def test_hysteresis_holds_a_key_account_through_one_bad_period_and_drops_it_after_two(recorded):
+    with History.open(recorded / "history.duckdb") as h:
+        rows = h.select("customer", "true", [], ["customer_id", "tier", "tier_rule", "in_pareto_top",
+                                                 "credit_score"])
+    by = {p: rows[rows["kam_period"] == p].set_index("customer_id") for p in PERIODS}
+    held = by["2026-10"][by["2026-10"]["tier_rule"] == "key-account-held"]
+    assert len(held) >= 5  # the example periods do drift across the 80/20 line
+    for key, row in held.iterrows():
+        before = by["2026-09"].loc[key]
+        assert before["tier"] == "A" and before["in_pareto_top"] and not row["in_pareto_top"]
+    # the second period outside the line: no longer A
+    dropped = [k for k in held.index if k in by["2026-11"].index and not by["2026-11"].loc[k, "in_pareto_top"]]
+    assert dropped, "some held customers stay outside the line in 2026-11"
+    for key in dropped:
+        assert by["2026-11"].loc[key, "tier"] != "A", key
+    # the first period never holds anyone: there is nothing before it
+    assert not (by["2026-09"]["tier_rule"] == "key-account-held").any()
+    # and entering A needs no waiting: every A inside the line is a key account by the first rule
+    inside = by["2026-11"][by["2026-11"]["in_pareto_top"] & (by["2026-11"]["credit_score"] >= 60)]
+    assert set(inside["tier_rule"]) == {"key-account"}
+
+
+def test_kam_changes_matches_an_independent_count(recorded):
+    r = kam("changes", "--history", str(recorded / "history.duckdb"), "--decision", "tier", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    (tier,) = json.loads(r.stdout)
+    assert (tier["from"], tier["to"]) == ("2026-10", "2026-11")
+    before = decisions(recorded, "2026-10")[["customer_id", "tier"]]
+    after = decisions(recorded, "2026-11")[["customer_id", "tier"]]
+    both = before.merge(after, on="customer_id", how="outer", suffixes=("_a", "_b"))
+    both["tier_a"] = both["tier_a"].fillna("(new)")
+    both["tier_b"] = both["tier_b"].fillna("(gone)")
+    expected = pd.crosstab(both["tier_a"], both["tier_b"])
+    got = {(a, b): n for a, row in tier["matrix"].items() for b, n in row.items() if n}
+    want = {(a, b): int(n) for a, row in expected.iterrows() for b, n in row.items() if n}
+    assert got == want
+    moved = both[both["tier_a"] != both["tier_b"]]
+    assert tier["moved"] == len(moved) == len(tier["movers"])
+    # the money that moved: profit of the movers, from the facts files themselves
+    money = pd.concat([facts("2026-11"), facts("2026-10")]).drop_duplicates("customer_id").set_index("customer_id")
+    for move in tier["moves"]:
+        ids = moved[(moved["tier_a"] == move["from"]) & (moved["tier_b"] == move["to"])]["customer_id"]
+        assert move["entities"] == len(ids)
+        assert move["profit"] == pytest.approx(money.loc[ids, "profit"].sum(), abs=0.01)
+    # movers come with the reason of their new tier, as the output file gave it
+    out = decisions(recorded, "2026-11").set_index("customer_id")
+    for m in tier["movers"][:50]:
+        if m["to"] != "(gone)":
+            assert m["because"] == out.loc[m["customer_id"], "tier_because"]
+            assert m["rule"] == out.loc[m["customer_id"], "tier_rule"]
+
+
+def test_kam_changes_text_markdown_and_csv(recorded):
+    history = str(recorded / "history.duckdb")
+    r = kam("changes", "--history", history, "--from", "2026-09", "--to", "2026-11", "--entity", "customer",
+            "--decision", "tier", "--top", "3")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("customer / tier: 2026-09 -> 2026-11,")
+    assert "from \\ to" in r.stdout and "moves:" in r.stdout and "the 3 biggest movers:" in r.stdout
+    r = kam("changes", "--history", history, "--format", "markdown", "--decision", "retention")
+    assert r.returncode == 0 and r.stdout.startswith("## customer / retention: 2026-10 -> 2026-11")
+    assert "| from \\ to |" in r.stdout
+    target = recorded / "movers.csv"
+    r = kam("changes", "--history", history, "--format", "csv", "-o", str(target))
+    assert r.returncode == 0, r.stderr
+    movers = pd.read_csv(target, dtype=str)
+    assert {"customer", "quote", "prospect"} == set(movers["entity"])
+    assert list(movers.columns[:9]) == ["entity", "decision", "from_period", "to_period", "id", "from", "to",
+                                       "rule", "because"]
+
+
+def test_kam_changes_refuses_what_it_cannot_answer(recorded, tmp_path):
+    history = str(recorded / "history.duckdb")
+    r = kam("changes", "--history", history, "--to", "2026-09")
+    assert r.returncode == 2 and "first period in the history" in r.stderr
+    r = kam("changes", "--history", history, "--to", "2026-12")
+    assert r.returncode == 2 and "no period `2026-12`" in r.stderr
+    r = kam("changes", "--history", history, "--decision", "teir")
+    assert r.returncode == 2 and "did you mean `tier`?" in r.stderr
+    r = kam("changes", "--history", str(tmp_path / "none.duckdb"))
+    assert r.returncode == 2 and "there is no history" in r.stderr
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).execute("CREATE TABLE t (x INTEGER)").close()
+    r = kam("changes", "--history", str(other))
+    assert r.returncode == 2 and "not a kam history" in r.stderr
+
+
+def test_the_reasons_read_back_from_the_history_are_the_output_files_texts(recorded):
+    """Rendered again from the recorded values with each period's policies: the very same texts."""
+    with History.open(recorded / "history.duckdb") as h:
+        for period in PERIODS:
+            for entity in ("customer", "quote", "prospect"):
+                rows = h.select(entity, f"{hist.PERIOD} = ?", [period])
+                texts = h.reasons(entity, rows)
+                key = f"{entity}_id"
+                out = decisions(recorded, period, entity).set_index(key)
+                assert len(rows) == len(out)
+                for column in texts.columns:
+                    got = dict(zip(rows[key], texts[column]))
+                    assert got == out[column].to_dict(), (period, entity, column)
+
+
+def test_kam_history_shows_the_path_of_a_held_customer(recorded):
+    held = decisions(recorded, "2026-10")
+    key = held[held["tier_rule"] == "key-account-held"]["customer_id"].iloc[0]
+    r = kam("history", key, "--history", str(recorded / "history.duckdb"), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    path = json.loads(r.stdout)
+    assert path["entity"] == "customer" and [p["period"] for p in path["periods"]][:2] == PERIODS[:2]
+    for step in path["periods"]:
+        out = decisions(recorded, step["period"]).set_index("customer_id").loc[key]
+        tier = next(d for d in step["decisions"] if d["decision"] == "tier")
+        assert (tier["value"], tier["rule"], tier["because"]) == (out["tier"], out["tier_rule"], out["tier_because"])
+    r = kam("history", key, "--history", str(recorded / "history.duckdb"))
+    assert r.returncode == 0
+    assert f"customer {key}: " in r.stdout and "rule key-account-held: a key account last period" in r.stdout
+    r = kam("history", "0" + key, "--history", str(recorded / "history.duckdb"))
+    assert r.returncode == 2 and "no entity with the id" in r.stderr
+
+
+def test_kam_explain_shows_the_previous_values_it_used(recorded):
+    held = decisions(recorded, "2026-10")
+    key = held[held["tier_rule"] == "key-account-held"]["customer_id"].iloc[0]
+    r = kam("explain", key, "--data", str(EXAMPLES / "2026-10"), "--history", str(recorded / "history.duckdb"),
+            "--period", "2026-10")
+    assert r.returncode == 0, r.stderr
+    assert "previous(tier) = A   (2026-09)" in r.stdout
+    assert "previous(in_pareto_top) = true   (2026-09)" in r.stdout
+    assert "[+] key-account-held: matched -> A" in r.stdout
+
+
+def test_a_period_is_recorded_once_unless_replaced(recorded, tmp_path):
+    folder = tmp_path / "again"
+    folder.mkdir()
+    shutil.copy(recorded / "history.duckdb", folder / "history.duckdb")
+    r = run_period(folder, "2026-10")
+    assert r.returncode == 2 and "period 2026-10 is already in the history" in r.stderr and "--replace" in r.stderr
+    assert not (folder / "out" / "2026-10").exists()  # refused before any fact was read or any file written
+    r = run_period(folder, "2026-10", "--replace")
+    assert r.returncode == 0, r.stderr
+    with History.open(folder / "history.duckdb") as h:
+        assert h.periods() == PERIODS
+        counts = dict(h.con.execute("SELECT kam_period, count(*) FROM customer_history GROUP BY 1").fetchall())
+    assert counts["2026-10"] == len(decisions(recorded, "2026-10"))
+    r = run_period(folder, "bad label")
+    assert r.returncode == 2 and "not a period label" in r.stderr
+    r = kam("run", "--history", str(folder / "history.duckdb"))
+    assert r.returncode == 2 and "--history needs --period" in r.stderr
+
+
+@pytest.mark.parametrize("point, recorded_after", [("staged-file", False), ("history-recorded", False),
+                                                   ("staged-manifest", False), ("swapped", True)])
+def test_a_killed_run_leaves_the_history_without_the_period_or_with_all_of_it(recorded, tmp_path, point,
+                                                                           recorded_after):
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    shutil.copy(recorded / "history.duckdb", folder / "history.duckdb")
+    with History.open(folder / "history.duckdb", write=True) as h:  # drop 2026-11 to record it again
+        h.begin("2026-11", replace=True)
+        h.commit()
+    r = run_period(folder, "2026-11", env={write.KILL_ENV: point})
+    assert r.returncode == -9, r.stderr  # killed by SIGKILL
+    with History.open(folder / "history.duckdb") as h:
+        assert ("2026-11" in h.periods()) == recorded_after
+        for entity in ("customer", "quote", "prospect"):
+            n = h.con.execute(f"SELECT count(*) FROM {entity}_facts WHERE kam_period = '2026-11'").fetchone()[0]
+            m = h.con.execute(f"SELECT count(*) FROM {entity}_decided WHERE kam_period = '2026-11'").fetchone()[0]
+            expected = len(facts("2026-11", entity)) if recorded_after else 0
+            assert n == m == expected, (entity, n, m)
+    # the next run records the period as if nothing had happened
+    r = run_period(folder, "2026-11", *(["--replace"] if recorded_after else []))
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_second_writer_is_refused_while_a_run_records(recorded, tmp_path):
+    path = tmp_path / "busy.duckdb"
+    shutil.copy(recorded / "history.duckdb", path)
+    with History.open(path, write=True):
+        r = kam("run", "--data", str(EXAMPLES / "2026-11"), "--out", str(tmp_path / "out"), "--history", str(path),
+                "--period", "2026-12")
+    assert r.returncode == 2 and "in use by another kam process" in r.stderr
+
+
+def test_a_policy_change_between_periods_is_recorded_and_said(recorded, tmp_path):
+    folder = tmp_path / "changed"
+    folder.mkdir()
+    r = run_period(folder, "2026-09")
+    assert r.returncode == 0, r.stderr
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    seg = policies / "segmentation.yaml"
+    text = seg.read_text(encoding="utf-8").replace("key_share: 80%", "key_share: 70%")
+    text = text.replace("\ninvariants:", "\n  big_account:\n    values: [big, small]\n    rules:\n      - id: big\n"
+                        "        when: revenue >= 1000000\n        then: big\n      - id: small\n        then: small\n"
+                        "\ninvariants:")
+    seg.write_text(text, encoding="utf-8")
+    r = run_period(folder, "2026-10", policies=policies)
+    assert r.returncode == 0, r.stderr
+    assert "the policies changed since 2026-09" in r.stderr
+    with History.open(folder / "history.duckdb") as h:
+        runs = h.runs()
+        assert runs[0].policy_hash != runs[1].policy_hash
+        assert "big_account" in h.columns("customer")
+        rows = h.select("customer", "true", [], ["customer_id", "big_account"])
+        assert rows[rows["kam_period"] == "2026-09"]["big_account"].isna().all()
+        assert set(rows[rows["kam_period"] == "2026-10"]["big_account"]) == {"big", "small"}
+        # each period's reasons come from its own policies: 80% then 70%
+        texts = h.reasons("customer", h.select("customer", "tier_rule = 'key-account'", []))
+        assert texts["tier_because"].str.contains("bring 80% of profit").sum() > 0
+        assert texts["tier_because"].str.contains("bring 70% of profit").sum() > 0
+    r = kam("changes", "--history", str(folder / "history.duckdb"), "--decision", "tier")
+    assert r.returncode == 0 and "the policies changed between the two periods" in r.stdout
+    key = decisions(folder, "2026-10")["customer_id"].iloc[0]
+    r = kam("history", key, "--history", str(folder / "history.duckdb"))
+    assert "the policies changed since the period before" in r.stdout
+
+
+def test_without_a_history_previous_is_missing_and_the_run_says_so(tmp_path):
+    r = kam("run", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("note: no --history: previous() is missing for everyone") == 1
+    assert "customer/tier reads earlier periods" in r.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert "history" not in manifest
+    out = pd.read_csv(tmp_path / "out" / "customer_decisions.csv", dtype=str)
+    assert not (out["tier_rule"] == "key-account-held").any()
+
+
+def test_the_manifest_says_where_the_run_was_recorded(recorded):
+    manifest = json.loads((recorded / "out" / "2026-11" / "manifest.json").read_text())
+    assert manifest["history"]["period"] == "2026-11"
+    assert manifest["history"]["previous_periods"] == ["2026-10"]
+    assert manifest["history"]["rows"]["customer"] == len(facts("2026-11"))
+    assert "history" in manifest["timings_seconds"]
+
+
+def test_stream_reads_the_previous_period_from_the_history(recorded, tmp_path):
+    out = decisions(recorded, "2026-11")
+    key = out[(out["tier"] == "A") & (out["tier_rule"] == "key-account")]["customer_id"].iloc[0]
+    cal = tmp_path / "cal.json"
+    r = kam("run", "--data", str(EXAMPLES / "2026-11"), "--entity", "customer", "--out", str(tmp_path / "o"),
+            "--save-calibration", str(cal), "-q")
+    assert r.returncode == 0, r.stderr
+    event = json.dumps({"customer_id": key, "profit": 10, "gross_margin": 5000}) + "\n"
+    common = ["stream", "--calibration", str(cal), "--initial", str(EXAMPLES / "2026-11" / "customers.csv")]
+    for backend in ("durable", "pandas"):
+        held = kam(*common, "--history", str(recorded / "history.duckdb"), "--backend", backend, stdin=event)
+        assert held.returncode == 0, held.stderr
+        assert "previous() reads 2026-11" in held.stderr
+        assert not any(json.loads(line)["decision"] == "tier" for line in held.stdout.splitlines())
+        dropped = kam(*common, "--backend", backend, stdin=event)
+        changes = [json.loads(line) for line in dropped.stdout.splitlines()]
+        assert any(c["decision"] == "tier" and c["old"] == "A" and c["new"] != "A" for c in changes)
+
+
+def test_labels_are_shown_as_everywhere_else():
+    import pyarrow as pa
+
+    assert list(timeline.labels(pa.array([1.0, 2.5, None]))) == ["1", "2.5", None]
+    assert list(timeline.labels(pa.array([True, None, False]))) == ["true", None, "false"]
+    assert list(timeline.labels(pa.array([["loyal", "big"], [], None]))) == ["loyal, big", "", None]
+    assert list(timeline.labels(pa.array(["A", None]))) == ["A", None]
+
+
+def test_kam_history_text_golden(recorded):
+    r = kam("history", "000320", "--history", str(recorded / "history.duckdb"))
+    assert r.returncode == 0, r.stderr
+    # the policy-set hash changes with every edit of the shipped policies: not part of the golden text
+    with History.open(recorded / "history.duckdb") as h:
+        text = r.stdout.replace(h.runs()[0].policy_hash[:12], "<policies>")
+    golden("history_customer_000320.txt", text)

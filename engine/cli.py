@@ -466,8 +466,6 @@ def _compute(pl: "Plan", data: Path | None, inputs: tuple[str, ...], timings: di
     past = api.load_past(pl, frames, options.history, options.period)
     if options.history is not None and past.frames:
         timings["previous"] = round(time.perf_counter() - t0, 4)
-    if options.recorder is not None:
-        options.recorder.read(pl, frames)
     t0 = time.perf_counter()
     result = api.run(pl, frames, steps.tick("decided") if steps else None, backend=options.backend,
                      calibration=calibration, record_calibration=options.save_calibration is not None,
@@ -617,6 +615,8 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
     for report_ in result.violations():  # written anyway: --allow-violations
         err.print(f"warning: {report_.text()} (written because of --allow-violations)", markup=False)
     if not quiet:
+        if result.past.periods:
+            notes.append(f"previous() read {', '.join(result.past.periods)} from {history_path}")
         for note in notes + result.past.notes:
             err.print(f"note: {note}", markup=False)
         written = ", ".join(str(p) for p in paths.values())

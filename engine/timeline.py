@@ -52,25 +52,19 @@ def labels(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return dictionary[idx]
 
 
-def _find_entity(history: History, key: str, entity: str | None) -> str:
+def _find_entity(history: History, key: str, entity: str | None) -> tuple[str, list[tuple[str, int]]]:
+    """The entity with this id (searching all unless one is named) and where its rows are."""
     entities = history.entities()
-    if entity is not None:
-        if entity not in entities:
-            raise _problem(f"the history has no entity `{entity}`",
-                           did_you_mean(entity, entities) or f"entities: {', '.join(entities)}")
-        return entity
-    found = []
-    for e in entities:
-        key_name = _key_name(history, e)
-        if key_name and history.con.execute(f"SELECT count(*) FROM {quote(table_name(e))} WHERE "
-                                            f"{quote(key_name)} = ?", [key]).fetchone()[0]:
-            found.append(e)
+    if entity is not None and entity not in entities:
+        raise _problem(f"the history has no entity `{entity}`",
+                       did_you_mean(entity, entities) or f"entities: {', '.join(entities)}")
+    found = {e: rows for e in ([entity] if entity else entities) if (rows := history.find(e, key))}
     if not found:
-        raise _problem(f"no entity with the id `{key}` in the history {history.path}",
+        raise _problem(f"no {entity or 'entity'} with the id `{key}` in the history {history.path}",
                        "ids are text: keep their leading zeros (e.g. 000123)")
     if len(found) > 1:
         raise _problem(f"`{key}` is the id of a {' and a '.join(found)}", "pass --entity to choose")
-    return found[0]
+    return next(iter(found.items()))
 
 
 def _key_name(history: History, entity: str) -> str:
@@ -132,29 +126,29 @@ class EntityPath:
 
 def entity_path(history: History, key: str, entity: str | None = None) -> EntityPath:
     """Per period, each decision of one entity with its rule and reason, and what changed."""
-    entity = _find_entity(history, key, entity)
-    key_name = _key_name(history, entity)
-    rows = history.entity_path(entity, key_name, key)
+    entity, found = _find_entity(history, key, entity)
+    rows = history.entity_path(entity, key, found)
     reasons = history.reasons(entity, rows)
+    records = rows.to_dict("records")
+    texts = reasons.reindex(rows.index).to_dict("records")
     runs = {r.period: r for r in history.runs()}
     steps: list[Step] = []
     previous: dict[str, str] = {}
     last_hash = None
-    for i in range(len(rows)):
-        row = rows.iloc[i]
+    for i, row in enumerate(records):
         run = runs[row[PERIOD]]
         schema = run.entities.get(entity, {})
         columns = schema.get("columns", {})
         decisions, now = [], {}
         for name, spec in schema.get("decisions", {}).items():
-            value = _row_value(rows, i, spec["outputs"])
-            rule = _cell(rows, i, f"{name}_rule")
+            value = _row_value(row, spec["outputs"])
+            rule = _cell(row, f"{name}_rule")
             rule = list_text(rule) if isinstance(rule, list) else rule
-            because = reasons.iloc[i].get(f"{name}_because") if f"{name}_because" in reasons else None
+            because = texts[i].get(f"{name}_because")
             decisions.append({"decision": name, "value": value, "rule": rule,
                               "because": None if because is None or because is pd.NA else str(because)})
             now[name] = f"{value} (rule {rule or '-'})"
-        facts = {c: _shown(_cell(rows, i, c)) for c, role in columns.items() if role == "fact"}
+        facts = {c: _shown(_cell(row, c)) for c, role in columns.items() if role == "fact"}
         now.update({f: v for f, v in facts.items() if f in schema.get("measures", [])})
         changed = [{"name": n, "before": previous[n], "after": v} for n, v in now.items()
                    if n in previous and previous[n] != v]
@@ -169,10 +163,8 @@ def entity_path(history: History, key: str, entity: str | None = None) -> Entity
     return EntityPath(entity, key, steps, absent)
 
 
-def _cell(rows: pd.DataFrame, i: int, column: str) -> Any:
-    if column not in rows.columns:
-        return None
-    v = rows[column].iloc[i]
+def _cell(row: dict[str, Any], column: str) -> Any:
+    v = row.get(column)
     if isinstance(v, (np.ndarray, tuple)):
         return list(v)
     if isinstance(v, list):
@@ -192,10 +184,10 @@ def _shown(v: Any) -> str:
     return str(v)
 
 
-def _row_value(rows: pd.DataFrame, i: int, outputs: list[str]) -> str:
+def _row_value(row: dict[str, Any], outputs: list[str]) -> str:
     if len(outputs) == 1:
-        return _shown(_cell(rows, i, outputs[0]))
-    return ", ".join(f"{o}={_shown(_cell(rows, i, o))}" for o in outputs)
+        return _shown(_cell(row, outputs[0]))
+    return ", ".join(f"{o}={_shown(_cell(row, o))}" for o in outputs)
 
 
 # -- who moved between two periods -------------------------------------------------------------------

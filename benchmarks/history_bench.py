@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--quotes", type=int, default=1_000_000)
     parser.add_argument("--prospects", type=int, default=250_000)
     parser.add_argument("--periods", type=int, default=24)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--data", type=Path, default=HERE / "data")
     args = parser.parse_args()
     ensure_data(args.data, args.customers, args.quotes, args.prospects)

@@ -49,11 +49,10 @@ def _fail(exc: KamError, fmt: str = "text") -> None:
         click.echo(json.dumps({"ok": False, "problems": [p.to_dict() for p in exc.problems]}, indent=2,
                               ensure_ascii=False))
     else:
-        err = click.get_text_stream("stderr")
         for p in exc.problems:
-            err.write(p.render() + "\n")
+            click.echo(p.render(), err=True)
         n = len([p for p in exc.problems if p.severity == "error"])
-        err.write(f"{n} error{'s' if n != 1 else ''}\n")
+        click.echo(f"{n} error{'s' if n != 1 else ''}", err=True)
     sys.exit(exc.exit_code)
 
 
@@ -168,8 +167,7 @@ def check(policy_dir: Path | None, fmt: str, strict: bool) -> None:
         exit_code = exit_code or 1
     files = [str(f) for f in policy_files(folder)] if folder.is_dir() else []
     if fmt == "text":
-        err = click.get_text_stream("stderr")
-        err.write(report.render(problems, "text"))
+        click.echo(report.render(problems, "text"), err=True, nl=False)
         if pl is not None and not exit_code:
             ps = pl.checked.policy_set
             rules = sum(len(d.all_rules) for p in ps.policies for d in p.decisions)
@@ -180,7 +178,7 @@ def check(policy_dir: Path | None, fmt: str, strict: bool) -> None:
                        f"for {', '.join(e.entity for e in pl.entities)} ({ps.directory})"
                        + (f"; {report.summary(problems)}" if problems else ""))
         else:
-            err.write(report.summary(problems) + "\n")
+            click.echo(report.summary(problems), err=True)
     else:
         click.echo(report.render(problems, fmt, files), nl=False)
     sys.exit(exit_code)

@@ -35,6 +35,15 @@ _Loader.add_implicit_resolver(
 )
 
 
+class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The same loader on libyaml's parser, where PyYAML has it: the shipped policies parse in 0.03 s
+    instead of 0.29 s, at every command. Its error messages say less ("found character that cannot
+    start any token", not which), so a file it refuses is parsed again by `_Loader` for the message."""
+
+
+_FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
 
 
@@ -110,10 +119,10 @@ MAX_NODES = 100_000
 MAX_DEPTH = 100
 
 
-def _check_nesting(text: str, file: str) -> None:
+def _check_nesting(text: str, file: str, loader: type = _Loader) -> None:
     """Refuse nesting deeper than MAX_DEPTH before the (recursive) composer sees the document."""
     depth = 0
-    for event in yaml.parse(text, Loader=_Loader):
+    for event in yaml.parse(text, Loader=loader):
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
@@ -152,14 +161,26 @@ def _check_size(root: yaml.Node, file: str) -> None:
             stack.extend((c, False) for c in node.value if id(c) not in sizes)
 
 
-def load_text(text: str, file: str) -> LocatedDoc:
-    """Parse one YAML document held in `text`; raise PolicyError with a location on bad YAML."""
-    loader = _Loader(text)
+def _parse(text: str, file: str, loader_type: type) -> yaml.Node | None:
+    loader = loader_type(text)
     try:
-        _check_nesting(text, file)
+        _check_nesting(text, file, loader_type)
         node = loader.get_single_node()
         if node is not None:
             _check_size(node, file)
+        return node
+    finally:
+        loader.dispose()
+
+
+def load_text(text: str, file: str) -> LocatedDoc:
+    """Parse one YAML document held in `text`; raise PolicyError with a location on bad YAML."""
+    try:
+        try:
+            node = _parse(text, file, _FastLoader)
+        except yaml.YAMLError as fast_error:
+            _parse(text, file, _Loader)  # for its clearer message (or its verdict on depth)
+            raise fast_error
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
@@ -171,8 +192,6 @@ def load_text(text: str, file: str) -> LocatedDoc:
         raise PolicyError(Problem("yaml-syntax", f"not valid YAML: {exc.problem or exc}", loc, hint)) from None
     except yaml.YAMLError as exc:
         raise PolicyError(Problem("yaml-syntax", f"not valid YAML: {exc}", Location(file, 1, 1))) from None
-    finally:
-        loader.dispose()
     doc = LocatedDoc(file=file, data=None, text=text)
     if node is None:
         return doc

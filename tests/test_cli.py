@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import ROOT, kam
+from .conftest import ROOT, kam, kam_here
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("KAM_UPDATE_GOLDEN") == "1"
@@ -34,8 +34,9 @@ def data(tmp_path: Path) -> Path:
     return folder
 
 
-def run_kam(data: Path, out: Path, *extra: str):
-    return kam("run", "--policies", str(ROOT / "policies"), "--data", str(data), "--out", str(out), *extra)
+def run_kam(data: Path, out: Path, *extra: str, here: bool = False):
+    return (kam_here if here else kam)("run", "--policies", str(ROOT / "policies"), "--data", str(data), "--out",
+                                       str(out), *extra)
 
 
 # -- kam check -----------------------------------------------------------------------------------
@@ -71,9 +72,9 @@ def test_check_json_format():
 
 def test_check_duplicate_key_and_missing_folder(tmp_path: Path):
     (tmp_path / "p.yaml").write_text("policy: a\nentity: customer\npolicy: b\n", encoding="utf-8")
-    r = kam("check", str(tmp_path))
+    r = kam_here("check", str(tmp_path))
     assert r.returncode == 1 and "p.yaml:3:1: error[duplicate-key]" in r.stderr
-    r = kam("check", str(tmp_path / "nope"))
+    r = kam_here("check", str(tmp_path / "nope"))
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
@@ -182,7 +183,7 @@ def test_bad_facts_exit_2_and_write_nothing(tmp_path: Path, data: Path, spoil, w
     out.mkdir()
     (out / "customer_decisions.csv").write_text("previous run\n", encoding="utf-8")
     spoil(data)
-    r = run_kam(data, out)
+    r = run_kam(data, out, here=True)
     assert r.returncode == 2
     for w in words:
         assert w in r.stderr, r.stderr
@@ -203,11 +204,11 @@ def test_header_only_file_gives_empty_outputs(tmp_path: Path, data: Path):
 
 
 def test_run_usage_errors(tmp_path: Path):
-    r = kam("run", cwd=tmp_path)
+    r = kam_here("run", cwd=tmp_path)
     assert r.returncode == 2 and "policy folder policies does not exist" in r.stderr
-    r = kam("run", "--input", "custmer=x.csv", "--out", str(tmp_path / "o"))
+    r = kam_here("run", "--input", "custmer=x.csv", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "did you mean `customer`?" in r.stderr
-    r = kam("run", "--bogus")
+    r = kam_here("run", "--bogus")
     assert r.returncode == 2
 
 
@@ -243,13 +244,13 @@ def test_explain_quote_and_prospect_golden():
 
 
 def test_explain_json_and_unknown_id():
-    r = kam("explain", "005945", "--format", "json")
+    r = kam_here("explain", "005945", "--format", "json")
     doc = json.loads(r.stdout)
     tier = next(d for d in doc["decisions"] if d["decision"] == "tier")
     assert tier["value"] == "D" and tier["rule"] == "maintenance"
     # no history: whether it was a key account last period is unknown, so the held rule cannot match
     assert [x["result"] for x in tier["rules"]] == ["no match", "unknown", "no match", "no match", "default"]
-    r = kam("explain", "05945")
+    r = kam_here("explain", "05945")
     assert r.returncode == 2 and "no customer or quote or prospect has the id `05945`" in r.stderr
 
 
@@ -265,7 +266,7 @@ def test_schema_prints_the_policy_schema(tmp_path: Path):
 
 @pytest.mark.parametrize("command", ["check", "run", "explain", "schema"])
 def test_every_command_has_help_with_an_example(command: str):
-    r = kam(command, "--help")
+    r = kam_here(command, "--help")
     assert r.returncode == 0 and "Example" in r.stdout
 
 
@@ -299,7 +300,7 @@ def test_facts_format_has_one_name_and_the_old_one_still_works(tmp_path: Path, d
             "--out", str(tmp_path / "b"), "-q")
     assert r.returncode == 0 and "is now `--facts-format`" in r.stderr
     for command in ("run", "explain", "diff"):
-        assert "--facts-format" in kam(command, "--help").stdout
+        assert "--facts-format" in kam_here(command, "--help").stdout
 
 
 def test_explain_shows_values_that_make_the_comparison_visibly_true_or_false(tmp_path: Path):
@@ -310,13 +311,13 @@ def test_explain_shows_values_that_make_the_comparison_visibly_true_or_false(tmp
         "decisions:\n  d:\n    values: [hi, lo]\n    rules:\n      - {id: hi, when: x >= 60, then: hi}\n"
         "      - {id: lo, then: lo}\n", encoding="utf-8")
     (tmp_path / "customers.csv").write_text("customer_id,x\n001,59.9999999\n", encoding="utf-8")
-    r = kam("explain", "001", "--policies", str(policies), "--data", str(tmp_path))
+    r = kam_here("explain", "001", "--policies", str(policies), "--data", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "x >= 60: false   (x = 59.9999999)" in r.stdout
 
 
 def test_explain_suggests_the_id_with_its_leading_zeros():
-    r = kam("explain", "123")  # not the prospect P00123, which merely looks alike
+    r = kam_here("explain", "123")  # not the prospect P00123, which merely looks alike
     assert r.returncode == 2 and "did you mean `000123`?" in r.stderr
 
 

@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 from engine import api, history as hist, timeline, write
 from engine.history import History
 
-from .conftest import ROOT, kam
+from .conftest import ROOT, kam, kam_here
 from .test_cli import golden
 from .test_language import PAST, compile_text
 
@@ -27,8 +27,8 @@ EXAMPLES = ROOT / "examples" / "periods"
 
 
 def run_period(folder: Path, period: str, *extra: str, policies: Path = ROOT / "policies",
-               env: dict[str, str] | None = None):
-    return kam("run", "--policies", str(policies), "--data", str(EXAMPLES / period), "--out",
+               env: dict[str, str] | None = None, here: bool = False):
+    return (kam_here if here else kam)("run", "--policies", str(policies), "--data", str(EXAMPLES / period), "--out",
                str(folder / "out" / period), "--history", str(folder / "history.duckdb"), "--period", period,
                *extra, env=env)
 
@@ -105,16 +105,16 @@ def test_kam_changes_matches_an_independent_count(recorded):
 
 def test_kam_changes_text_markdown_and_csv(recorded):
     history = str(recorded / "history.duckdb")
-    r = kam("changes", "--history", history, "--from", "2026-09", "--to", "2026-11", "--entity", "customer",
+    r = kam_here("changes", "--history", history, "--from", "2026-09", "--to", "2026-11", "--entity", "customer",
             "--decision", "tier", "--top", "3")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("customer / tier: 2026-09 -> 2026-11,")
     assert "from \\ to" in r.stdout and "moves:" in r.stdout and "the 3 biggest movers:" in r.stdout
-    r = kam("changes", "--history", history, "--format", "markdown", "--decision", "retention")
+    r = kam_here("changes", "--history", history, "--format", "markdown", "--decision", "retention")
     assert r.returncode == 0 and r.stdout.startswith("## customer / retention: 2026-10 -> 2026-11")
     assert "| from \\ to |" in r.stdout
     target = recorded / "movers.csv"
-    r = kam("changes", "--history", history, "--format", "csv", "-o", str(target))
+    r = kam_here("changes", "--history", history, "--format", "csv", "-o", str(target))
     assert r.returncode == 0, r.stderr
     movers = pd.read_csv(target, dtype=str)
     assert {"customer", "quote", "prospect"} == set(movers["entity"])
@@ -124,17 +124,17 @@ def test_kam_changes_text_markdown_and_csv(recorded):
 
 def test_kam_changes_refuses_what_it_cannot_answer(recorded, tmp_path):
     history = str(recorded / "history.duckdb")
-    r = kam("changes", "--history", history, "--to", "2026-09")
+    r = kam_here("changes", "--history", history, "--to", "2026-09")
     assert r.returncode == 2 and "first period in the history" in r.stderr
-    r = kam("changes", "--history", history, "--to", "2026-12")
+    r = kam_here("changes", "--history", history, "--to", "2026-12")
     assert r.returncode == 2 and "no period `2026-12`" in r.stderr
-    r = kam("changes", "--history", history, "--decision", "teir")
+    r = kam_here("changes", "--history", history, "--decision", "teir")
     assert r.returncode == 2 and "did you mean `tier`?" in r.stderr
-    r = kam("changes", "--history", str(tmp_path / "none.duckdb"))
+    r = kam_here("changes", "--history", str(tmp_path / "none.duckdb"))
     assert r.returncode == 2 and "there is no history" in r.stderr
     other = tmp_path / "other.duckdb"
     duckdb.connect(str(other)).execute("CREATE TABLE t (x INTEGER)").close()
-    r = kam("changes", "--history", str(other))
+    r = kam_here("changes", "--history", str(other))
     assert r.returncode == 2 and "not a kam history" in r.stderr
 
 
@@ -186,7 +186,7 @@ def test_a_period_is_recorded_once_unless_replaced(recorded, tmp_path):
     folder = tmp_path / "again"
     folder.mkdir()
     shutil.copy(recorded / "history.duckdb", folder / "history.duckdb")
-    r = run_period(folder, "2026-10")
+    r = run_period(folder, "2026-10", here=True)
     assert r.returncode == 2 and "period 2026-10 is already in the history" in r.stderr and "--replace" in r.stderr
     assert not (folder / "out" / "2026-10").exists()  # refused before any fact was read or any file written
     r = run_period(folder, "2026-10", "--replace")
@@ -195,9 +195,9 @@ def test_a_period_is_recorded_once_unless_replaced(recorded, tmp_path):
         assert h.periods() == PERIODS
         counts = dict(h.con.execute("SELECT kam_period, count(*) FROM customer_history GROUP BY 1").fetchall())
     assert counts["2026-10"] == len(decisions(recorded, "2026-10"))
-    r = run_period(folder, "bad label")
+    r = run_period(folder, "bad label", here=True)
     assert r.returncode == 2 and "not a period label" in r.stderr
-    r = kam("run", "--history", str(folder / "history.duckdb"))
+    r = kam_here("run", "--history", str(folder / "history.duckdb"))
     assert r.returncode == 2 and "--history needs --period" in r.stderr
 
 
@@ -259,10 +259,10 @@ def test_a_policy_change_between_periods_is_recorded_and_said(recorded, tmp_path
         texts = h.reasons("customer", h.select("customer", "tier_rule = 'key-account'", []))
         assert texts["tier_because"].str.contains("bring 80% of profit").sum() > 0
         assert texts["tier_because"].str.contains("bring 70% of profit").sum() > 0
-    r = kam("changes", "--history", str(folder / "history.duckdb"), "--decision", "tier")
+    r = kam_here("changes", "--history", str(folder / "history.duckdb"), "--decision", "tier")
     assert r.returncode == 0 and "the policies changed between the two periods" in r.stdout
     key = decisions(folder, "2026-10")["customer_id"].iloc[0]
-    r = kam("history", key, "--history", str(folder / "history.duckdb"))
+    r = kam_here("history", key, "--history", str(folder / "history.duckdb"))
     assert "the policies changed since the period before" in r.stdout
 
 

@@ -292,6 +292,9 @@ class Space:
         if isinstance(right, Name) and not isinstance(left, Name):
             left, right, op = right, left, flipped[op]
         if not isinstance(left, Name) or not isinstance(right, (Num, Str, Bool)):
+            fixed = (Num, Str, Bool)
+            if isinstance(left, fixed) != isinstance(right, fixed):  # a computed value against a fixed one
+                raise NotAnalysed(_describe(right if isinstance(left, fixed) else left))
             raise NotAnalysed("a comparison of two computed values")
         field = left.name
         dom = self.field(field)

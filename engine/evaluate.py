@@ -20,7 +20,7 @@ from .functions import POPULATION_FUNCTIONS
 from .model import Decision, Expr, Rule
 from .numbers import round_half_away
 from .nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str, past_key, \
-    to_text
+    STREAK, expand_streak, to_text
 from .plan import DecisionStep, DeriveStep, EntityPlan
 
 
@@ -461,6 +461,8 @@ def _call(node: Call, ctx: Context, ev: Callable[[Node], Vec]) -> Vec:
     f = node.func
     by_node = node.kwarg("by")
     by = by_node.name if isinstance(by_node, Name) else None
+    if f == STREAK:
+        return ev(expand_streak(node))
     if f == "previous":
         return ctx.env[past_key(node.args[0].name, int(fixed_value(node.args[1])) if len(node.args) > 1 else 1)]  # type: ignore[union-attr]
     if f == "lookup":

@@ -38,6 +38,8 @@ _SPECS = [
     FunctionSpec("if", 3, 3, summary="if(condition, value_when_true, value_otherwise)"),
     FunctionSpec("previous", 1, 2, summary="previous(tier): the value in the previous recorded period; "
                  "previous(tier, 2): two periods back; missing for an entity that was not there"),
+    FunctionSpec("streak", 2, 2, summary="streak(below_line, 3): in how many periods in a row, ending with this "
+                 "one, the yes/no `below_line` held (at most 3; a missing value ends the row)"),
     FunctionSpec("rank", 1, 1, True, ("by", "ties"),
                  "1 for the largest value; ties go to the smaller key, or share the best rank with ties='together'"),
     FunctionSpec("pct_rank", 1, 1, True, ("by",), "share of the population with a value at or below this one"),

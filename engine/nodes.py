@@ -194,6 +194,25 @@ def walk(node: Node) -> Iterator[Node]:
 
 
 PREVIOUS = "previous"
+STREAK = "streak"
+
+
+def expand_streak(node: Call) -> Node:
+    """`streak(x, n)` written out as the values it counts, which is how the backends evaluate it (so
+    that it means the same everywhere `previous`, `if` and `coalesce` do): for n = 3,
+    if(coalesce(x, false), 1 + if(coalesce(previous(x, 1), false), 1 + if(coalesce(previous(x, 2), false),
+    1, 0), 0), 0). A missing value (an entity that was not there, an unknown yes/no) ends the row."""
+    x, pos = node.args[0], node.pos
+    n = int(node.args[1].value)  # type: ignore[union-attr]
+
+    def held(back: int) -> Node:
+        value = x if back == 0 else Call(PREVIOUS, (x, Num(back, pos)), (), pos)
+        return Call("coalesce", (value, Bool(False, pos)), (), pos)
+
+    out: Node = Call("if", (held(n - 1), Num(1, pos), Num(0, pos)), (), pos)
+    for back in range(n - 2, -1, -1):
+        out = Call("if", (held(back), Arith("+", Num(1, pos), out, pos), Num(0, pos)), (), pos)
+    return out
 
 
 def _walk_present(node: Node) -> Iterator[Node]:
@@ -220,6 +239,9 @@ def past_reads(node: Node) -> list[tuple[str, int]]:
         if isinstance(n, Call) and n.func == PREVIOUS and n.args and isinstance(n.args[0], Name):
             back = n.args[1].value if len(n.args) > 1 and isinstance(n.args[1], Num) else 1
             out.append((n.args[0].name, int(back)))
+        elif isinstance(n, Call) and n.func == STREAK and len(n.args) == 2 and isinstance(n.args[0], Name) \
+                and isinstance(n.args[1], Num):
+            out += [(n.args[0].name, back) for back in range(1, int(n.args[1].value))]
     return list(dict.fromkeys(out))
 
 

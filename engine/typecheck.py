@@ -14,7 +14,7 @@ from .errors import Location, PolicyError, Problem, did_you_mean
 from .functions import FUNCTIONS, MAX_BACK
 from .model import Decision, Derive, Expr, Fact, Invariant, Output, Policy, PolicySet, Rule, Scalar, Template
 from .nodes import Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str, \
-    names, past_reads, to_text, walk
+    PREVIOUS, STREAK, names, past_reads, to_text, walk
 
 
 @dataclass(frozen=True)
@@ -382,6 +382,8 @@ class _Checker:
             return self.infer_lookup(node, ns, base, extra)
         if node.func == "previous":
             return self.infer_previous(node, ns, base, extra)
+        if node.func == STREAK:
+            return self.infer_streak(node, ns, base, extra)
         types = [self.infer(a, ns, base, extra) for a in node.args]
         if node.func == "is_missing":
             return BOOLEAN
@@ -440,6 +442,30 @@ class _Checker:
                        "protected_by`) and read previous() of the feature")
             return None
         return t
+
+    def infer_streak(self, node: Call, ns: Namespace, base: Location, extra: dict[str, Type] | None
+                     ) -> Type | None:
+        """`streak(below_line, 3)`: in how many periods in a row, this one included, a yes/no fact, feature
+        or decision held (a number from 0 to 3), read like previous() from the recorded periods."""
+        arg, most = node.args
+        fixed = self.fixed(most, ns)
+        if not isinstance(fixed, Num) or not float(fixed.value).is_integer() or not 1 <= fixed.value <= MAX_BACK:
+            self.error("type", f"the most periods `streak` counts must be a fixed whole number from 1 to {MAX_BACK}",
+                       base.shifted(most.pos), "streak(below_line, 3) counts this period and up to two before it")
+            return None
+        if not isinstance(arg, Name) or (extra and arg.name in extra):
+            self.error("type", "`streak` counts the periods in a row in which one yes/no name held: a fact, "
+                       f"feature or decision of {ns.entity}", base.shifted(arg.pos),
+                       "make the condition a feature under `derive:` (e.g. `below_line: not in_pareto_top`) and "
+                       "count streak(below_line, 3)")
+            return None
+        t = self.infer_previous(Call(PREVIOUS, (arg,), (), node.pos), ns, base, extra)
+        if t is not None and t.kind != "boolean":
+            self.error("type", f"`streak` counts periods in which a yes/no value held; `{arg.name}` is {t}",
+                       base.shifted(arg.pos), "make a yes/no feature of it (e.g. `is_key: tier == 'A'`) and count "
+                       "streak(is_key, 6)")
+            return None
+        return NUMBER if t is not None else None
 
     def same_type(self, types: list[Type | None], args: tuple[Node, ...], base: Location, what: str) -> Type | None:
         known = [t for t in types if t is not None]

@@ -64,9 +64,10 @@ def reads_first(draw, first: dict) -> str:
 
 def reads_past(draw, d: int, first: dict) -> str:
     """A condition on earlier periods: a fact, the feature, a decision's own or the first decision's
-    earlier value, one or two periods back, with constants on either side, text ordering included."""
+    earlier value, one or two periods back, with constants on either side, text ordering included;
+    or a streak of the yes/no fact."""
     back = draw(st.sampled_from(["", "", ", 2"]))
-    choice = draw(st.integers(0, 5))
+    choice = draw(st.integers(0, 6))
     if choice == 0:
         return f"previous(a{back}) {draw(st.sampled_from(['>', '<=', '==']))} {draw(st.integers(-5, 5))}"
     if choice == 1:
@@ -79,6 +80,9 @@ def reads_past(draw, d: int, first: dict) -> str:
         return f"{'not ' if draw(st.booleans()) else ''}previous(f{back})"
     if choice == 4:
         return "previous(b) > a"
+    if choice == 5:  # how many periods in a row the yes/no fact held, this one included
+        most, at_least = draw(st.integers(1, 3)), draw(st.integers(0, 3))
+        return f"streak(f, {most}) >= {at_least}" if draw(st.booleans()) else f"{at_least} > streak(f, {most})"
     # a decision's earlier value: its own (hysteresis) or the first one's
     target = draw(st.sampled_from([0, d])) if first else d
     shape = first if target == 0 and first else None
@@ -248,12 +252,12 @@ def test_the_generator_reads_earlier_periods():
     def collect(data):
         text = reads_past(data.draw, 1, first)
         found.update(m for m in ("previous(a", "previous(g", "previous(s", "previous(f", "previous(d0",
-                                 "previous(d1", ", 2)", "' != previous(", "< previous(", "previous(b) > a")
-                     if m in text)
+                                 "previous(d1", ", 2)", "' != previous(", "< previous(", "previous(b) > a",
+                                 "streak(f", "> streak(") if m in text)
 
     collect()
     assert {"previous(a", "previous(g", "previous(s", "previous(f", "previous(d0", "previous(d1", ", 2)",
-            "' != previous(", "< previous(", "previous(b) > a"} <= found
+            "' != previous(", "< previous(", "previous(b) > a", "streak(f", "> streak("} <= found
 
     @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None,
               derandomize=True)

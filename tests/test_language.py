@@ -317,6 +317,71 @@ def test_a_feature_cannot_read_its_own_previous_value_but_a_decision_can(tmp_pat
     assert set(ep.past_direct) == {"grew", "level"}
 
 
+def past_on_both_backends(pl, frames, past):
+    """Runs with earlier values on both backends, which must give the same outputs: the pandas run and
+    the outputs of both."""
+    runs = [api.run(pl, frames, past=past)]
+    with deadline(60):
+        runs.append(api.run(pl, frames, backend="durable", past=past))
+    outs = [output_frame(r.results["customer"]) for r in runs]
+    for column in outs[0].columns:
+        assert [str(v) for v in outs[0][column]] == [str(v) for v in outs[1][column]], column
+    return runs[0], outs
+
+
+STREAK = HEAD + """
+derive:
+  low: x < 10
+  low_run: streak(low, 3)
+decisions:
+  level:
+    values: [out, watch, ok]
+    rules:
+      - id: out
+        when: streak(low, 3) >= 3
+        then: out
+        because: "low {low_run} periods in a row"
+      - id: watch
+        when: 1 <= low_run
+        then: watch
+      - {id: ok, then: ok}
+"""
+
+
+def test_streak_counts_the_periods_in_a_row_on_both_backends(tmp_path):
+    pl = compile_text(tmp_path, STREAK)
+    assert {(r.name, r.back) for r in pl.entity("customer").past} == {("low", 1), ("low", 2)}
+    frame = customers([5, 5, 5, 5, 20, None])
+    path = tmp_path / "customer.csv"
+    frame.to_csv(path, index=False)
+    frames = api.read_inputs(pl, {"customer": path})
+    past = {"customer": pd.DataFrame({
+        # 000: low three times; 001: twice, then not there; 002: a missing value ends the row;
+        # 003: not low before; 004 and 005: not low (or unknown) now
+        "previous(low, 1)": pd.array([True, True, None, False, True, True], dtype="boolean"),
+        "previous(low, 2)": pd.array([True, None, True, True, True, True], dtype="boolean"),
+    })}
+    run, outs = past_on_both_backends(pl, frames, past)
+    assert list(run.results["customer"].ctx.env["low_run"]) == [3, 2, 1, 1, 0, 0]
+    assert list(outs[0]["level"]) == ["out", "watch", "watch", "watch", "ok", "ok"]
+    assert outs[0]["level_because"][0] == "low 3 periods in a row"
+
+
+@pytest.mark.parametrize("expr, words", [
+    ("streak(low, 0)", "a fixed whole number from 1 to 24"),
+    ("streak(low, 25)", "a fixed whole number from 1 to 24"),
+    ("streak(x < 10, 2)", "`streak` counts the periods in a row in which one yes/no name held"),
+    ("streak(x, 2)", "`streak` counts periods in which a yes/no value held; `x` is a number"),
+    ("streak(nope, 2)", "`nope` is not a fact, feature or decision"),
+    ("streak(low)", "streak"),
+])
+def test_streak_counts_one_yes_no_name_a_fixed_number_of_periods(tmp_path, expr, words):
+    with pytest.raises(PolicyError) as exc:
+        compile_text(tmp_path, STREAK.replace("low_run: streak(low, 3)", f"low_run: {expr}"))
+    rendered = "\n".join(p.render() for p in exc.value.problems)
+    assert words in rendered, rendered
+
+
 def test_previous_on_both_backends_with_missing_earlier_values(tmp_path):
     pl = compile_text(tmp_path, PAST)
     frame = customers([20, 5, 5, 5, 5])
@@ -329,12 +394,7 @@ def test_previous_on_both_backends_with_missing_earlier_values(tmp_path):
         "previous(above, 1)": pd.array([True, True, True, True, False], dtype="boolean"),
         "previous(level, 2)": ["low", "low", None, "low", "held"],
     })}
-    runs = [api.run(pl, frames, past=past)]
-    with deadline(60):
-        runs.append(api.run(pl, frames, backend="durable", past=past))
-    outs = [output_frame(r.results["customer"]) for r in runs]
-    for column in outs[0].columns:
-        assert [str(v) for v in outs[0][column]] == [str(v) for v in outs[1][column]], column
+    _, outs = past_on_both_backends(pl, frames, past)
     out = outs[0]
     # 000: above now; 001: held; 002: held needs previous(level, 2) != 'held', and missing is unknown
     assert list(out["level"]) == ["high", "held", "low", "low", "low"]

@@ -15,7 +15,7 @@ import hashlib
 import io
 import json
 import mmap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -105,7 +105,7 @@ class Lines:
     def label(self, positions: np.ndarray) -> str:
         """`line 7` / `lines 5, 12 and 3 more` (`row` for Parquet, which has no lines)."""
         shown_ = ", ".join(str(self.of(int(p))) for p in positions[:SHOW_ROWS])
-        word = "row" if self.fmt == "parquet" else "line"
+        word = "row" if self.fmt in ("parquet", "frame") else "line"
         word += "" if len(positions) == 1 else "s"
         more = f" and {len(positions) - SHOW_ROWS} more" if len(positions) > SHOW_ROWS else ""
         return f"{word} {shown_}{more}"
@@ -495,6 +495,40 @@ def _semicolon_hint(path: Path, columns: list[str], options: FactsOptions) -> st
     if options.delimiter != "\t" and len(columns) == 1 and "\t" in columns[0]:
         return "the file uses tabs between fields: pass --delimiter tab"
     return ""
+
+
+def check_frame(frame: pd.DataFrame, facts: dict[str, Fact], name: str,
+                identifiers: set[str] | None = None) -> pd.DataFrame:
+    """Check a DataFrame given in Python as a facts file is checked (`read_facts`): the same problems,
+    located at `name` and the frame's own row labels (`row 17` is `frame.loc[17]`)."""
+    loc = Location(name)
+    if not isinstance(frame, pd.DataFrame):
+        raise InputError(Problem("input-unreadable", f"{name} is a {type(frame).__name__}, not a pandas DataFrame",
+                                 loc, "pass a DataFrame per entity, e.g. {'customer': pd.read_excel(...)}"))
+    raw = frame.reset_index(drop=True)
+    raw.columns = [str(c).strip() for c in raw.columns]
+    missing = [f for f in facts if f not in raw.columns]
+    if missing:
+        raise InputError(Problem("input-missing-column",
+                                 f"{name} lacks the column{'s' if len(missing) > 1 else ''} "
+                                 f"{', '.join('`' + m + '`' for m in missing)} that the policies read", loc,
+                                 f"the frame has: {', '.join(map(str, raw.columns[:20]))}"))
+    doubled = sorted({c for c in raw.columns if list(raw.columns).count(c) > 1} & set(facts))
+    if doubled:
+        raise InputError(Problem("input-duplicate-column", f"{name} has two columns named "
+                                 f"{', '.join('`' + c + '`' for c in doubled)}", loc, "keep one of them"))
+    labels = list(frame.index)
+    lines = Lines("frame", lambda: labels)
+    identifiers = set(identifiers or ()) | {f.name for f in facts.values() if f.key}
+    problems: list[Problem] = []
+    columns = {f: check_column(fact, raw[f], lines, loc, problems, identifier=f in identifiers, where=name)
+               for f, fact in facts.items()}
+    if problems:
+        # pandas guesses the types of what it reads: ids that look like numbers must be asked for as text
+        raise InputError([replace(p, hint=f"read the ids as text: pd.read_csv(path, dtype={{'{p.message.split('`')[1]}'"
+                                  f": str}}) (or pd.read_excel)") if p.code == "input-not-text" else p
+                          for p in problems])
+    return pd.DataFrame(columns, copy=False)
 
 
 def read_facts(path: Path, facts: dict[str, Fact], options: FactsOptions | str | None = None,

@@ -1,0 +1,192 @@
+"""The Python API, for notebooks and services: a policy folder loaded once, run on pandas DataFrames.
+
+    import engine
+
+    policies = engine.load_policies("policies")      # compiled and checked once
+    decided = policies.run({"customer": customers})  # any entities (and those they read) as DataFrames
+    decided["customer"]                              # id, each decision, its rule id and because text
+    print(decided.explain("000320"))                 # the trace `kam explain` prints
+
+The frames get the checks a facts file gets from `kam run` (types, required values, ranges, declared
+values, ids as text, duplicate ids), with the same messages located at the frame's row labels; a
+problem raises `engine.InputError` (policy problems `engine.PolicyError`), whose `problems` say
+what and where. Broken invariants raise `engine.InvariantError` unless `allow_violations=True`, as
+`kam run` writes nothing unless `--allow-violations`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import api
+from .analyze import analyse
+from .compiler import compile_policies
+from .errors import InputError, KamError, Location, Problem
+from .explain import Trace
+from .plan import DeriveStep, Plan
+from .read import check_frame
+
+
+class InvariantError(KamError):
+    """A run in which some entities break an invariant of the policies (`problems` name them)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why one entity got its decisions: `str()` is the text of `kam explain`, `to_dict()` its JSON."""
+
+    trace: Trace
+
+    def __str__(self) -> str:
+        return self.trace.render_text()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.trace.to_dict()
+
+
+class Decisions(Mapping[str, pd.DataFrame]):
+    """The decisions of one run, a DataFrame per entity (as `kam run` writes them: the id, then per
+    decision its value(s), `<decision>_rule` and `<decision>_because`; with `features=True` the
+    derived features after them)."""
+
+    def __init__(self, result: api.RunResult, features: bool):
+        self.result = result
+        self._frames = result.outputs()
+        if features:
+            for entity, frame in self._frames.items():
+                self._frames[entity] = _with_features(frame, result, entity)
+
+    def __getitem__(self, entity: str) -> pd.DataFrame:
+        if entity not in self._frames:
+            raise KeyError(f"no decisions for `{entity}` in this run (it has: {', '.join(self._frames)})")
+        return self._frames[entity]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._frames)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def explain(self, key: str, entity: str | None = None) -> Explanation:
+        """The trace of the entity with this id (in every entity of the run unless one is named)."""
+        return Explanation(api.explain(self.result, str(key), entity))
+
+    def counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Per entity and decision, how many entities got each value."""
+        return self.result.counts()
+
+    @property
+    def warnings(self) -> list[str]:
+        """What `kam run` warns of: ids that name an entity the other table lacks, rule conflicts."""
+        return self.result.warnings() + self.result.conflicts()
+
+    @property
+    def violations(self) -> list[str]:
+        """The invariants broken in this run, in words (empty unless run with allow_violations=True)."""
+        return [v.text() for v in self.result.violations()]
+
+
+def _with_features(frame: pd.DataFrame, result: api.RunResult, entity: str) -> pd.DataFrame:
+    from .history import vector_arrow  # the one place that turns evaluation vectors into columns
+
+    r = result.results[entity]
+    features = {s.name: vector_arrow(r.ctx.env[s.name]).to_pandas() for s in r.plan.steps
+                if isinstance(s, DeriveStep) and s.name not in frame.columns}
+    return frame.assign(**features) if features else frame
+
+
+class Policies:
+    """A policy folder, compiled and checked: run it as many times as needed."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+
+    @property
+    def folder(self) -> str:
+        return str(self.plan.checked.policy_set.directory)
+
+    @property
+    def hash(self) -> str:
+        """The policy-set hash `kam run` writes into its manifest."""
+        return self.plan.checked.policy_set.hash
+
+    @property
+    def entities(self) -> list[str]:
+        """The entities the policies decide, in the order they are decided."""
+        return [ep.entity for ep in self.plan.entities]
+
+    def facts(self, entity: str) -> list[str]:
+        """The columns a frame of this entity must have."""
+        return list(self.plan.checked.policy_set.facts(self._entity(entity)))
+
+    def _entity(self, entity: str) -> str:
+        if entity not in self.entities:
+            from .errors import did_you_mean
+
+            raise InputError(Problem("usage", f"the policies decide no entity `{entity}`", Location(self.folder),
+                                     did_you_mean(entity, self.entities) or f"entities: {', '.join(self.entities)}"))
+        return entity
+
+    def run(self, frames: Mapping[str, pd.DataFrame], *, backend: str = "pandas", features: bool = False,
+            allow_violations: bool = False) -> Decisions:
+        """Decide the entities given as DataFrames (an entity whose policies read another, like quotes
+        reading their customer's tier, needs that one's frame too). `features=True` adds the derived
+        features to the decisions (to plot `profit_share`, say)."""
+        for entity in frames:
+            self._entity(entity)
+        pl = self.plan.only(list(frames))
+        needed = [ep.entity for ep in pl.entities if ep.entity not in frames]
+        if needed:
+            readers = [ep.entity for ep in pl.entities if any(j.entity in needed for j in ep.joins)]
+            raise InputError(Problem("input-missing-file", f"{', '.join(readers)} read{'s' if len(readers) == 1 else ''}"
+                                     f" {', '.join(needed)}: pass {'its' if len(needed) == 1 else 'their'} frame too",
+                                     Location(self.folder),
+                                     f"e.g. policies.run({{{', '.join(f'{e!r}: ...' for e in [*frames, *needed])}}})"))
+        if backend not in api.BACKENDS:
+            raise InputError(Problem("usage", f"no backend `{backend}`", Location(self.folder),
+                                     f"backends: {', '.join(api.BACKENDS)}"))
+        ps = pl.checked.policy_set
+        checked: dict[str, pd.DataFrame] = {}
+        problems: list[Problem] = []
+        for ep in pl.entities:
+            try:
+                checked[ep.entity] = check_frame(frames[ep.entity], ps.facts(ep.entity), f"the {ep.entity} frame",
+                                                 api.identifier_facts(pl, ep.entity))
+            except InputError as exc:
+                problems += exc.problems
+        if problems:
+            raise InputError(problems)
+        result = api.run(pl, checked, backend=backend)
+        broken = result.violations()
+        if broken and not allow_violations:
+            raise InvariantError([Problem("invariant-violated", v.text(), v.invariant.loc,
+                                          "see decided.explain(ID); allow_violations=True returns the decisions anyway")
+                                  for v in broken])
+        return Decisions(result, features)
+
+
+def load_policies(folder: str | Path = "policies") -> Policies:
+    """Compile a policy folder (raises `PolicyError` with every problem `kam check` reports as an error)."""
+    return Policies(compile_policies(Path(folder)))
+
+
+def check(folder: str | Path = "policies") -> list[Problem]:
+    """What `kam check` finds in a policy folder: errors, warnings and notes (each with `.severity`,
+    `.code`, `.message`, `.loc` and `.hint`; `problem.render()` is what `kam check` prints)."""
+    from .prove import invariant_problems, prove
+
+    try:
+        pl = compile_policies(Path(folder))
+    except KamError as exc:
+        return list(exc.problems)
+    problems = analyse(pl)
+    if pl.checked.policy_set.invariants():
+        problems += invariant_problems(prove(pl))
+    return problems

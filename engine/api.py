@@ -218,7 +218,7 @@ def read_inputs(pl: Plan, inputs: dict[str, Path], options: FactsOptions | str |
 
     def read_one(entity: str) -> pd.DataFrame | InputError:
         try:
-            return read_facts(inputs[entity], ps.facts(entity), options, identifier_facts(pl, entity))
+            return read_facts(inputs[entity], ps.facts(entity), options, identifier_facts(pl, entity), entity)
         except InputError as exc:
             return exc
         finally:
@@ -312,7 +312,8 @@ def load_past(pl: Plan, frames: dict[str, pd.DataFrame], history: "History | Non
 
 def write_run(result: RunResult, inputs: dict[str, Path], target: OutputTarget, fmt: str,
               timings: dict[str, float], extra_files: dict[str, bytes] | None = None,
-              on_step: Callable[[str], None] | None = None, recorder: "Recorder | None" = None) -> dict[str, Path]:
+              on_step: Callable[[str], None] | None = None, recorder: "Recorder | None" = None,
+              bom: bool = False) -> dict[str, Path]:
     """Render the outputs and replace the output folder with them and the manifest, as one set.
 
     With a `recorder`, the period is written into the history while the files are written, and
@@ -342,7 +343,7 @@ def write_run(result: RunResult, inputs: dict[str, Path], target: OutputTarget, 
 
     try:
         return target.commit(frames, fmt, make_manifest, extra_files, on_file,
-                             before_swap=recorder.commit if recorder is not None else None)
+                             before_swap=recorder.commit if recorder is not None else None, bom=bom)
     except BaseException:
         if recorder is not None:
             recorder.abandon()

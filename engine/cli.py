@@ -34,8 +34,8 @@ DEFAULT_POLICIES = Path("policies")
 DEFAULT_DATA = Path("examples")
 DEFAULT_OUT = Path("out")
 BACKENDS = ("pandas", "durable")
-FACTS_FORMATS = ("csv", "parquet", "jsonl")
-OUTPUT_FORMATS = ("csv", "parquet", "jsonl")
+FACTS_FORMATS = ("csv", "parquet", "jsonl", "xlsx")
+OUTPUT_FORMATS = ("csv", "parquet", "jsonl", "xlsx")
 
 
 def _stderr() -> "Console":
@@ -490,7 +490,10 @@ def _calibration_in(target: "OutputTarget", path: Path | None) -> bool:
               help="Deprecated spelling of --facts-format.")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
               help="Output folder, replaced as a whole: <entity>_decisions.<ext> and manifest.json.")
-@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default="csv", show_default=True)
+@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default="csv", show_default=True,
+              help="xlsx: one workbook, decisions.xlsx, with a sheet per entity and a summary sheet.")
+@click.option("--csv-bom", is_flag=True, help="Start CSV outputs with a UTF-8 byte order mark, so that Excel "
+              "opens Chinese text correctly.")
 @click.option("--quiet", "-q", is_flag=True, help="No summary table, no progress and no warnings (errors still "
               "show, and so does a join where most rows find no partner).")
 @click.option("--save-calibration", type=click.Path(path_type=Path),
@@ -506,7 +509,7 @@ def _calibration_in(target: "OutputTarget", path: Path | None) -> bool:
 @click.option("--replace", is_flag=True, help="Record the period again if the history has it already.")
 @_engine_options
 def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_format: str | None, out: Path,
-        output_format: str, quiet: bool, save_calibration: Path | None, allow_violations: bool,
+        output_format: str, csv_bom: bool, quiet: bool, save_calibration: Path | None, allow_violations: bool,
         history_path: Path | None, period: str | None, replace: bool,
         entities: tuple[str, ...], backend: str, calibration: Path | None, facts_format: str | None,
         encoding: str, delimiter: str) -> None:
@@ -549,6 +552,8 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
             raise _usage("--period needs --history FILE: the history the period is recorded in")
         if replace and history_path is None:
             raise _usage("--replace needs --history FILE and --period LABEL")
+        if csv_bom and output_format != "csv":
+            raise _usage("--csv-bom is for --output-format csv", "Excel reads xlsx, Parquet and JSON Lines as UTF-8")
         options = EngineOptions(entities, backend, calibration, save_calibration,
                                 _read_options(facts_format, encoding, delimiter))
         pl = _compile_for_run(policies, options)
@@ -583,7 +588,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
             if inside and result.calibration is not None and save_calibration is not None:
                 extra[save_calibration.name] = calibrate.dumps(result.calibration)
             paths = api.write_run(result, files, target, output_format, timings, extra, steps.tick(""),
-                                  options.recorder)
+                                  options.recorder, bom=csv_bom)
             if save_calibration is not None and not inside and result.calibration is not None:
                 calibrate.save(result.calibration, save_calibration)
     except BaseException as exc:
@@ -617,7 +622,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
             notes.append(f"previous() read {', '.join(result.past.periods)} from {history_path}")
         for note in notes + result.past.notes:
             err.print(f"note: {note}", markup=False)
-        written = ", ".join(str(p) for p in paths.values())
+        written = ", ".join(dict.fromkeys(str(p) for p in paths.values()))
         recorded = f"; recorded period {period} in {history_path}" if history is not None else ""
         err.print(f"wrote {written} and {out / 'manifest.json'}{recorded} in {time.perf_counter() - t_start:.2f}s",
                   markup=False)

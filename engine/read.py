@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime
 import hashlib
 import io
 import json
 import mmap
-from dataclasses import dataclass, replace
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,11 +29,12 @@ import pyarrow.csv as pv
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from .errors import InputError, Location, Problem
+from .errors import InputError, Location, Problem, did_you_mean
 from .model import Fact
 from .numbers import number_text, round_half_away
 
-FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl",
+           ".xlsx": "xlsx"}
 TRUE_WORDS = {"true", "yes", "1", "y", "t"}
 FALSE_WORDS = {"false", "no", "0", "n", "f"}
 SHOW_ROWS = 5
@@ -47,20 +50,30 @@ class FactsOptions:
     delimiter: str = ","
 
 
+def split_sheet(path: Path) -> tuple[Path, str | None]:
+    """`crm.xlsx#Customers` is the sheet Customers of crm.xlsx (a file of that very name wins)."""
+    text = str(path)
+    if "#" in text and not path.exists():
+        file, _, sheet = text.rpartition("#")
+        if file.lower().endswith(".xlsx"):
+            return Path(file), sheet
+    return path, None
+
+
 def detect_format(path: Path, given: str | None = None) -> str:
     """The facts format: given explicitly, or from the file extension."""
     if given:
         return given
-    fmt = FORMATS.get(path.suffix.lower())
+    fmt = FORMATS.get(split_sheet(path)[0].suffix.lower())
     if fmt is None:
         raise InputError(Problem("input-format", f"cannot tell the format of {path.name} from its extension",
-                                 Location(str(path)), "use .csv, .parquet or .jsonl, or pass --facts-format"))
+                                 Location(str(path)), "use .csv, .parquet, .jsonl or .xlsx, or pass --facts-format"))
     return fmt
 
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as fh:
+    with split_sheet(path)[0].open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -87,10 +100,13 @@ def shown(value: Any) -> str:
 class Lines:
     """Maps data rows (0-based) to the line numbers an editor shows (CSV) or JSON Lines line numbers."""
 
-    def __init__(self, fmt: str, mapper: Callable[[], list[int]] | None = None):
+    def __init__(self, fmt: str, mapper: Callable[[], list[int]] | None = None, sheet: str = "",
+                 letters: dict[str, str] | None = None):
         self.fmt = fmt
         self._mapper = mapper
         self._lines: list[int] | None = None
+        self.sheet = sheet  # for xlsx: problems name cells, `customers!C17`
+        self.letters = letters or {}
 
     def of(self, row: int) -> int:
         if self.fmt == "parquet":
@@ -100,14 +116,19 @@ class Lines:
                 self._lines = self._mapper()
             if row < len(self._lines):
                 return self._lines[row]
-        return row + 2 if self.fmt == "csv" else row + 1
+        return row + 2 if self.fmt in ("csv", "xlsx") else row + 1
 
-    def label(self, positions: np.ndarray) -> str:
-        """`line 7` / `lines 5, 12 and 3 more` (`row` for Parquet, which has no lines)."""
-        shown_ = ", ".join(str(self.of(int(p))) for p in positions[:SHOW_ROWS])
-        word = "row" if self.fmt in ("parquet", "frame") else "line"
-        word += "" if len(positions) == 1 else "s"
+    def label(self, positions: np.ndarray, column: str = "") -> str:
+        """`line 7` / `lines 5, 12 and 3 more` (`row` for Parquet, which has no lines; the cells, as
+        `customers!C17, C20`, for a sheet)."""
         more = f" and {len(positions) - SHOW_ROWS} more" if len(positions) > SHOW_ROWS else ""
+        if self.fmt == "xlsx" and column in self.letters:
+            # the header is the sheet's first row: data row 0 is row 2
+            cells = ", ".join(f"{self.letters[column]}{int(p) + 2}" for p in positions[:SHOW_ROWS])
+            return f"{_sheet_ref(self.sheet)}!{cells}{more}"
+        shown_ = ", ".join(str(self.of(int(p))) for p in positions[:SHOW_ROWS])
+        word = "row" if self.fmt in ("parquet", "frame", "xlsx") else "line"
+        word += "" if len(positions) == 1 else "s"
         return f"{word} {shown_}{more}"
 
 
@@ -307,6 +328,81 @@ def _read_jsonl_lines(path: Path, options: FactsOptions) -> tuple[pd.DataFrame, 
     return frame, Lines("jsonl", lambda: line_of)
 
 
+def _sheet_ref(sheet: str) -> str:
+    """A sheet's name as Excel writes it in a cell reference (quoted when it has spaces and the like)."""
+    return sheet if sheet.replace("_", "").isalnum() else "'" + sheet.replace("'", "''") + "'"
+
+
+def column_letters(i: int) -> str:
+    """The letters of the i-th column (0: A, 26: AA)."""
+    out = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        out = chr(65 + r) + out
+    return out
+
+
+def _cell_value(v: Any) -> Any:
+    """A cell as the checks take it: empty is missing, a date or time is its ISO text."""
+    if v == "" or v is None:
+        return None
+    if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):
+        return v.isoformat(sep=" ") if isinstance(v, datetime.datetime) else v.isoformat()
+    if isinstance(v, datetime.timedelta):
+        return str(v)
+    return v
+
+
+def _sheet_column(cells: tuple[Any, ...]) -> pd.Series:
+    """One column of a sheet: numbers (empty cells missing) as numbers, text as text, yes/no as yes/no;
+    a column mixing them (or holding dates) cell by cell, for the checks to name each cell."""
+    kinds = set(map(type, cells))
+    if kinds <= {float, int, str} and kinds & {float, int} and all(v == "" for v in cells if type(v) is str):
+        return pd.Series(np.array([np.nan if v == "" else v for v in cells], dtype=float))
+    if kinds <= {str}:
+        return pd.Series(pd.array([v if v != "" else None for v in cells], dtype="string"))
+    if kinds <= {bool, str} and all(v == "" for v in cells if type(v) is str):
+        return pd.Series(pd.array([None if v == "" else v for v in cells], dtype="boolean"))
+    return pd.Series([_cell_value(v) for v in cells], dtype=object)
+
+
+def _read_xlsx(path: Path, sheet: str | None, entity: str, loc: Location) -> tuple[pd.DataFrame, Lines]:
+    from python_calamine import CalamineWorkbook
+
+    book = CalamineWorkbook.from_path(str(path))
+    names = list(book.sheet_names)
+    if sheet is None:
+        wanted = {entity.casefold(), f"{entity}s".casefold()} if entity else set()
+        found = [n for n in names if n.strip().casefold() in wanted]
+        if found or len(names) == 1:
+            sheet = (found or names)[0]
+        else:
+            given = shlex.quote(f"{entity or 'ENTITY'}={path.name}#{names[0]}")
+            raise InputError(Problem("input-sheet", f"{path.name} has several sheets ({', '.join(names)}) and none "
+                                     f"is named {entity or 'after the entity'}", loc,
+                                     f"name the sheet: --input {given}"))
+    elif sheet not in names:
+        raise InputError(Problem("input-sheet", f"{path.name} has no sheet `{sheet}`", loc,
+                                 did_you_mean(sheet, names) or f"its sheets: {', '.join(names)}"))
+    rows = book.get_sheet_by_name(sheet).to_python(skip_empty_area=False)
+    header = [str(h).strip() for h in rows[0]] if rows else []
+    width = len(header)
+    body = rows[1:]
+    # trailing rows that are empty in every column are the sheet's formatting, not entities
+    while body and all(v == "" or v is None for v in body[-1]):
+        body.pop()
+    columns = list(zip(*[r[:width] + [""] * (width - len(r)) for r in body])) if body else [()] * width
+    doubled = sorted({h for h in header if h and header.count(h) > 1})
+    if doubled:
+        cells = ", ".join(f"{column_letters(j)}1" for j, h in enumerate(header) if h in doubled)
+        raise InputError(Problem("input-duplicate-column", f"{_sheet_ref(sheet)}!{cells}: the header names "
+                                 f"{', '.join('`' + h + '`' for h in doubled)} twice", loc, "keep one of them"))
+    frame = pd.DataFrame({name: _sheet_column(columns[j]) for j, name in enumerate(header) if name})
+    letters = {name: column_letters(j) for j, name in enumerate(header)}
+    return frame, Lines("xlsx", sheet=sheet, letters=letters)
+
+
 def _read_parquet(path: Path, wanted: list[str]) -> tuple[pd.DataFrame, Lines]:
     # only the declared columns: a wide export may carry many the policies never read
     present = set(pq.read_schema(path).names)
@@ -341,6 +437,19 @@ def _object_kinds(col: pd.Series) -> np.ndarray:
     return np.array([kind(v) for v in col.tolist()], dtype=object)
 
 
+def _id_hint(name: str, fmt: str) -> str:
+    """How to keep ids as text, in the words of the tool that made the file."""
+    if fmt == "jsonl":
+        return f'write the ids in quotes, e.g. "{name}": "000123"'
+    if fmt == "xlsx":
+        return (f"format the column `{name}` as Text in Excel before typing or pasting the ids (or type them "
+                "with a leading apostrophe, '000123), so the leading zeros stay")
+    if fmt == "frame":
+        return f"read the ids as text: pd.read_csv(path, dtype={{'{name}': str}}) (or pd.read_excel)"
+    return ("store the column as text (string) when the file is made, keeping the leading zeros, e.g. "
+            f"frame['{name}'] = frame['{name}'].astype(str).str.zfill(6) before to_parquet")
+
+
 def _text_column(fact: Fact, col: pd.Series, identifier: bool, where: str, lines: Lines, loc: Location,
                  problems: list[Problem]) -> pd.Series | None:
     """A text fact's column as text, or None after recording why it cannot be (ids must be text)."""
@@ -352,10 +461,10 @@ def _text_column(fact: Fact, col: pd.Series, identifier: bool, where: str, lines
         bad_kinds = ("n", "b", "o") if identifier else ("o",)
         bad = np.flatnonzero(np.isin(kinds, bad_kinds))
         if bad.size:
-            hint = (f"write the ids in quotes, e.g. \"{fact.name}\": \"000123\"" if identifier
+            hint = (_id_hint(fact.name, lines.fmt) if identifier
                     else "a JSON object or list cannot be a fact; give its value as text")
             problems.append(Problem("input-not-text",
-                                    f"column `{fact.name}` must hold {what}, but {lines.label(bad)} "
+                                    f"column `{fact.name}` must hold {what}, but {lines.label(bad, fact.name)} "
                                     f"{_verb(bad, 'holds', 'hold')} {_examples(col, bad)}"
                                     + (f"; {fix}" if identifier else ""), loc, hint))
             return None
@@ -369,9 +478,7 @@ def _text_column(fact: Fact, col: pd.Series, identifier: bool, where: str, lines
     if identifier or pd.api.types.is_float_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
         problems.append(Problem(
             "input-not-text", f"column `{fact.name}` is stored as {kind} ({col.dtype}) in {where}, but the "
-            f"policies read it as {what}" + (f"; {fix}" if identifier else ""), loc,
-            "store the column as text (string) when the file is made, keeping the leading zeros, e.g. "
-            f"frame['{fact.name}'] = frame['{fact.name}'].astype(str).str.zfill(6) before to_parquet"))
+            f"policies read it as {what}" + (f"; {fix}" if identifier else ""), loc, _id_hint(fact.name, lines.fmt)))
         return None
     return col.astype("Int64").astype("string")  # whole numbers as codes of a text fact: lossless
 
@@ -395,13 +502,13 @@ def check_column(fact: Fact, col: pd.Series, lines: Lines, loc: Location, proble
                 bad = np.union1d(bad, text_rows[(parsed.isna() & text.notna()).to_numpy()])
             if bad.size:
                 problems.append(Problem("input-not-number", f"column `{name}` must hold numbers, but "
-                                        f"{lines.label(bad)} {_verb(bad, 'holds', 'hold')} {_examples(col, bad)}",
+                                        f"{lines.label(bad, name)} {_verb(bad, 'holds', 'hold')} {_examples(col, bad)}",
                                         loc, "remove units and thousands separators; leave it empty if unknown"))
         elif pd.api.types.is_bool_dtype(col):
             values = pd.Series(np.nan, index=col.index)
             bad = np.flatnonzero(col.notna().to_numpy())
             problems.append(Problem("input-not-number", f"column `{name}` must hold numbers, but it holds yes/no "
-                                    f"values ({lines.label(bad)})", loc))
+                                    f"values ({lines.label(bad, name)})", loc))
         elif pd.api.types.is_numeric_dtype(col):
             values = col.astype("float64")
         else:
@@ -410,13 +517,13 @@ def check_column(fact: Fact, col: pd.Series, lines: Lines, loc: Location, proble
             bad = np.flatnonzero((values.isna() & text.notna()).to_numpy())
             if bad.size:
                 problems.append(Problem("input-not-number",
-                                        f"column `{name}` must hold numbers, but {lines.label(bad)} "
+                                        f"column `{name}` must hold numbers, but {lines.label(bad, name)} "
                                         f"{_verb(bad, 'holds', 'hold')} {_examples(text, bad)}",
                                         loc, "remove units and thousands separators; leave it empty if unknown"))
         arr = values.to_numpy(dtype=float, na_value=np.nan)
         inf = np.flatnonzero(np.isinf(arr))
         if inf.size:
-            problems.append(Problem("input-range", f"column `{name}` holds an infinite value at {lines.label(inf)}",
+            problems.append(Problem("input-range", f"column `{name}` holds an infinite value at {lines.label(inf, name)}",
                                     loc))
         if fact.decimals is not None:
             arr = round_half_away(arr, fact.decimals)
@@ -424,7 +531,7 @@ def check_column(fact: Fact, col: pd.Series, lines: Lines, loc: Location, proble
             frac = np.flatnonzero(~np.isnan(arr) & np.isfinite(arr) & (arr != np.round(arr)))
             if frac.size:
                 problems.append(Problem("input-not-integer",
-                                        f"column `{name}` must hold whole numbers, but {lines.label(frac)} "
+                                        f"column `{name}` must hold whole numbers, but {lines.label(frac, name)} "
                                         f"{_verb(frac, 'holds', 'hold')} {_examples(pd.Series(arr), frac)}", loc))
         for bound, op, word in ((fact.min, np.less, "below the minimum"), (fact.max, np.greater, "above the maximum")):
             if bound is None:
@@ -434,7 +541,7 @@ def check_column(fact: Fact, col: pd.Series, lines: Lines, loc: Location, proble
             if out.size:
                 problems.append(Problem("input-range",
                                         f"column `{name}` has {_verb(out, 'a value', 'values')} {word} "
-                                        f"{number_text(bound)} at {lines.label(out)}: {_examples(pd.Series(arr), out)}",
+                                        f"{number_text(bound)} at {lines.label(out, name)}: {_examples(pd.Series(arr), out)}",
                                         loc, f"the policy of `{name}` (at {fact.loc}) allows "
                                         f"{'at least' if op is np.less else 'at most'} {number_text(bound)}"))
         result = pd.Series(arr, index=col.index, name=name)
@@ -455,7 +562,7 @@ def check_column(fact: Fact, col: pd.Series, lines: Lines, loc: Location, proble
             bad = np.flatnonzero(~true & ~false & text.notna().to_numpy())
             if bad.size:
                 problems.append(Problem("input-not-boolean",
-                                        f"column `{name}` must hold yes/no values, but {lines.label(bad)} "
+                                        f"column `{name}` must hold yes/no values, but {lines.label(bad, name)} "
                                         f"{_verb(bad, 'holds', 'hold')} {_examples(col, bad)}", loc,
                                         "use true/false, yes/no or 1/0"))
             result = pd.Series(pd.array(np.where(true, True, False), dtype="boolean"), index=col.index)
@@ -471,20 +578,20 @@ def check_column(fact: Fact, col: pd.Series, lines: Lines, loc: Location, proble
             if bad.size:
                 problems.append(Problem("input-value",
                                         f"column `{name}` holds {_verb(bad, 'a value', 'values')} outside its "
-                                        f"declared set at {lines.label(bad)}: {_examples(result, bad)}", loc,
+                                        f"declared set at {lines.label(bad, name)}: {_examples(result, bad)}", loc,
                                         f"allowed: {', '.join(sorted(allowed))}"))
     if fact.required:
         missing = np.flatnonzero(result.isna().to_numpy())
         if missing.size:
             problems.append(Problem("input-missing-value",
-                                    f"column `{name}` must not be empty, but it is at {lines.label(missing)}",
+                                    f"column `{name}` must not be empty, but it is at {lines.label(missing, name)}",
                                     loc))
     if fact.key:
         dup = result.duplicated(keep=False) & result.notna()
         pos = np.flatnonzero(dup.to_numpy())
         if pos.size:
             problems.append(Problem("input-duplicate-key",
-                                    f"key column `{name}` repeats a value at {lines.label(pos)}: "
+                                    f"key column `{name}` repeats a value at {lines.label(pos, name)}: "
                                     f"{_examples(result, pos)}", loc, "each entity must appear once"))
     return result.rename(name)
 
@@ -524,22 +631,21 @@ def check_frame(frame: pd.DataFrame, facts: dict[str, Fact], name: str,
     columns = {f: check_column(fact, raw[f], lines, loc, problems, identifier=f in identifiers, where=name)
                for f, fact in facts.items()}
     if problems:
-        # pandas guesses the types of what it reads: ids that look like numbers must be asked for as text
-        raise InputError([replace(p, hint=f"read the ids as text: pd.read_csv(path, dtype={{'{p.message.split('`')[1]}'"
-                                  f": str}}) (or pd.read_excel)") if p.code == "input-not-text" else p
-                          for p in problems])
+        raise InputError(problems)
     return pd.DataFrame(columns, copy=False)
 
 
 def read_facts(path: Path, facts: dict[str, Fact], options: FactsOptions | str | None = None,
-               identifiers: set[str] | None = None) -> pd.DataFrame:
+               identifiers: set[str] | None = None, entity: str = "") -> pd.DataFrame:
     """Read and check one facts file; raise InputError naming file, column and lines on any problem.
 
     `identifiers` are the text facts that hold ids (the key, and columns that name another entity):
-    they must be text in the file itself."""
+    they must be text in the file itself. A workbook is read from the sheet named after the `entity`
+    (or its only sheet), or the one `crm.xlsx#Sheet` names."""
     if not isinstance(options, FactsOptions):
         options = FactsOptions(format=options)
     loc = Location(str(path))
+    path, sheet = split_sheet(path)
     if not path.exists():
         raise InputError(Problem("input-missing-file", f"facts file {path} does not exist", loc))
     if path.stat().st_size == 0:
@@ -554,8 +660,11 @@ def read_facts(path: Path, facts: dict[str, Fact], options: FactsOptions | str |
             raw, lines = _read_jsonl(path, options, loc)
         elif fmt == "parquet":
             raw, lines = _read_parquet(path, list(facts))
+        elif fmt == "xlsx":
+            raw, lines = _read_xlsx(path, sheet, entity, loc)
         else:
-            raise InputError(Problem("input-format", f"unknown format {fmt!r}", loc, "use csv, parquet or jsonl"))
+            raise InputError(Problem("input-format", f"unknown format {fmt!r}", loc,
+                                     "use csv, parquet, jsonl or xlsx"))
     except InputError:
         raise
     except Exception as exc:  # a parser's own message is the most precise we have
@@ -570,7 +679,8 @@ def read_facts(path: Path, facts: dict[str, Fact], options: FactsOptions | str |
                                  f"{', '.join('`' + m + '`' for m in missing)} that the policies read", loc, hint))
     problems: list[Problem] = []
     columns = {name: check_column(f, raw[name].reset_index(drop=True), lines, loc, problems,
-                                  identifier=name in identifiers, where=path.name)
+                                  identifier=name in identifiers,
+                                  where=f"{path.name}#{lines.sheet}" if lines.sheet else path.name)
                for name, f in facts.items()}
     if problems:
         raise InputError(problems)

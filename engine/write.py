@@ -27,6 +27,7 @@ import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,7 +41,9 @@ from .errors import InputError, Location, Problem
 from .numbers import list_text, number_texts
 from .read import file_sha256
 
-OUTPUT_FORMATS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
+OUTPUT_FORMATS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl", "xlsx": ".xlsx"}
+WORKBOOK = "decisions.xlsx"  # --output-format xlsx: one workbook, a sheet per entity and a summary
+XLSX_ROWS = 1_048_575  # rows a sheet holds below its header
 MANIFEST = "manifest.json"
 SHOW_FOREIGN = 5
 
@@ -184,31 +187,39 @@ class OutputTarget:
                manifest: dict[str, Any] | Callable[[], dict[str, Any]],
                extra_files: dict[str, bytes] | None = None,
                on_file: Callable[[str], None] | None = None,
-               before_swap: Callable[[], None] | None = None) -> dict[str, Path]:
+               before_swap: Callable[[], None] | None = None, bom: bool = False) -> dict[str, Path]:
         """Write every file into the staging folder, then swap it in for the output folder.
 
         `manifest` (or a function making it once the files are written) gets the list of outputs;
         `before_swap` runs once everything is staged, right before the swap (an error there leaves the
-        output folder as it was)."""
+        output folder as it was). `bom` starts CSV files with a UTF-8 byte order mark (for Excel)."""
         assert self.staging is not None, "prepare() first"
         staging, real = self.staging, self.real
         ext = OUTPUT_FORMATS[fmt]
-        names = {entity: f"{entity}_decisions{ext}" for entity in frames}
+        names = {entity: WORKBOOK if fmt == "xlsx" else f"{entity}_decisions{ext}" for entity in frames}
 
         def write_one(entity: str) -> None:
-            write_frame(frames[entity], staging / names[entity], fmt)
+            write_frame(frames[entity], staging / names[entity], fmt, bom)
             fault_point("staged-file")
             if on_file:
                 on_file(entity)
 
-        # the files are independent; writers release the GIL while encoding and compressing
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            list(pool.map(write_one, frames))
+        if fmt == "xlsx":
+            write_workbook(frames, staging / WORKBOOK)
+            fault_point("staged-file")
+            for entity in frames:
+                if on_file:
+                    on_file(entity)
+        else:
+            # the files are independent; writers release the GIL while encoding and compressing
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+                list(pool.map(write_one, frames))
         for name, data in (extra_files or {}).items():
             (staging / name).write_bytes(data)
         manifest = dict(manifest() if callable(manifest) else manifest)
-        manifest["outputs"] = [{"entity": e, "path": names[e], "rows": int(len(frames[e])),
-                                "sha256": file_sha256(staging / names[e])} for e in frames]
+        manifest["outputs"] = [{"entity": e, "path": names[e], **({"sheet": e} if fmt == "xlsx" else {}),
+                                "rows": int(len(frames[e])), "sha256": file_sha256(staging / names[e])}
+                               for e in frames]
         if extra_files:
             manifest["extra_files"] = [{"path": name, "sha256": file_sha256(staging / name)} for name in extra_files]
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=_json_default)
@@ -473,10 +484,87 @@ def _write_jsonl(frame: pd.DataFrame, path: Path) -> None:
                 fh.write(memoryview(piece.buffers()[2])[begin:end])
 
 
-def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:
-    """One output table in one format."""
+def _decision_columns(columns: list[str]) -> list[tuple[str, str]]:
+    """(decision, its first value column) of an output table: each decision's value columns come
+    before its `<decision>_rule` and `<decision>_because` columns."""
+    out, first = [], None
+    for name in columns[1:]:
+        if name.endswith("_rule") and first is not None:
+            out.append((name[: -len("_rule")], first))
+            first = None
+        elif not name.endswith("_because") and first is None:
+            first = name
+    return out
+
+
+def _cell_texts(col: pd.Series) -> list[Any]:
+    """One column's cells for a sheet: numbers stay numbers and yes/no yes/no, text is text (ids
+    too), lists read `a, b` as in CSV, missing is an empty cell."""
+    if _is_list_column(col):
+        codes, lists = _list_codes(col)
+        texts = [None if v is None else list_text(v) for v in lists]
+        return [texts[c] for c in codes]
+    if pd.api.types.is_bool_dtype(col.dtype):
+        return [None if v is pd.NA or v is None else bool(v) for v in col.astype(object)]
+    if pd.api.types.is_float_dtype(col.dtype) or pd.api.types.is_integer_dtype(col.dtype):
+        x = col.to_numpy(dtype=float, na_value=np.nan)
+        return [None if not np.isfinite(v) else (int(v) if v.is_integer() and abs(v) < 2**53 else float(v))
+                for v in x.tolist()]
+    return [None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v)
+            for v in col.astype(object)]
+
+
+def write_workbook(frames: dict[str, pd.DataFrame], path: Path) -> None:
+    """One Excel workbook: a sheet per entity (header frozen, filters on, ids and every text kept as
+    text, numbers as numbers) and a `summary` sheet counting each decision's values."""
+    import xlsxwriter
+
+    too_big = {e: len(f) for e, f in frames.items() if len(f) > XLSX_ROWS}
+    if too_big:
+        raise _usage(f"an Excel sheet holds at most {XLSX_ROWS:,} rows; "
+                     + ", ".join(f"{e} has {n:,}" for e, n in too_big.items()),
+                     "use --output-format csv or parquet for this many", path)
+    # text that looks like a formula or a link stays text: policies' texts are never Excel's to run
+    book = xlsxwriter.Workbook(str(path), {"constant_memory": True, "strings_to_formulas": False,
+                                           "strings_to_urls": False, "strings_to_numbers": False})
+    book.set_properties({"created": datetime(2000, 1, 1, tzinfo=timezone.utc)})  # the same run, the same bytes
+    bold = book.add_format({"bold": True})
+    summary = book.add_worksheet("summary")
+    rows: list[list[Any]] = [["entity", "decision", "value", "count", "share"]]
+    for entity, frame in frames.items():
+        sheet = book.add_worksheet(entity[:31])
+        columns = [str(c) for c in frame.columns]
+        sheet.write_row(0, 0, columns, bold)
+        cells = [_cell_texts(frame[c]) for c in frame.columns]
+        for r in range(len(frame)):
+            for c, values in enumerate(cells):
+                v = values[r]
+                if isinstance(v, str):
+                    sheet.write_string(r + 1, c, v)
+                elif v is not None:
+                    sheet.write(r + 1, c, v)
+        sheet.freeze_panes(1, 0)
+        sheet.autofilter(0, 0, max(len(frame), 1), max(len(columns) - 1, 0))
+        for c, name in enumerate(columns):
+            sheet.set_column(c, c, 48 if name.endswith("_because") else max(10, min(24, len(name) + 2)))
+        for decision, column in _decision_columns(columns):
+            values = pd.Series(_cell_texts(frame[column]), dtype=object).fillna("(none)").astype(str)
+            for value, n in values.value_counts(sort=False).sort_index().items():
+                rows.append([entity, decision, value, int(n), n / len(frame)])
+    percent = book.add_format({"num_format": "0.0%"})
+    for r, row in enumerate(rows):
+        summary.write_row(r, 0, row[:4], bold if r == 0 else None)
+        summary.write(r, 4, row[4], bold if r == 0 else percent)
+    summary.freeze_panes(1, 0)
+    summary.autofilter(0, 0, max(len(rows) - 1, 1), 4)
+    summary.set_column(0, 2, 18)
+    book.close()
+
+
+def write_frame(frame: pd.DataFrame, path: Path, fmt: str, bom: bool = False) -> None:
+    """One output table in one format (`bom`: CSV starts with a UTF-8 byte order mark)."""
     if fmt == "csv":
-        _csv_frame(frame).to_csv(path, index=False, encoding="utf-8", lineterminator="\n")
+        _csv_frame(frame).to_csv(path, index=False, encoding="utf-8-sig" if bom else "utf-8", lineterminator="\n")
     elif fmt == "parquet":
         # no pandas metadata: it embeds library versions, and identical runs must be identical bytes
         pq.write_table(_arrow_table(frame), path, compression="zstd")

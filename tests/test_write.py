@@ -103,10 +103,10 @@ def test_a_failure_leaves_the_previous_set(tmp_path, monkeypatch):
     write.write_outputs(out, frames("old"), "csv", {"run": "old"})
     original = write.write_frame
 
-    def failing(frame, path, fmt):
+    def failing(frame, path, fmt, bom=False):
         if "quote" in path.name:
             raise OSError("disk full")
-        original(frame, path, fmt)
+        original(frame, path, fmt, bom)
 
     monkeypatch.setattr(write, "write_frame", failing)
     with pytest.raises(OSError):

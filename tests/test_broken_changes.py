@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, kam
+from .conftest import ROOT, kam_here
 
 
 @pytest.fixture
@@ -25,13 +25,13 @@ def edit(folder: Path, old: str, new: str) -> None:
 
 
 def test_shipped_policies_pass_every_check():
-    assert kam("check", "--strict", "policies/").returncode == 0
-    assert kam("test", "policies/", "--min-coverage", "100").returncode == 0
+    assert kam_here("check", "--strict", "policies/").returncode == 0
+    assert kam_here("test", "policies/", "--min-coverage", "100").returncode == 0
 
 
 def test_a_typo_is_caught_by_check(policies: Path):
     edit(policies, "credit_score >= key_min_credit", "credit_scor >= key_min_credit")
-    r = kam("check", str(policies))
+    r = kam_here("check", str(policies))
     assert r.returncode == 1
     assert "segmentation.yaml:50:33: error[unknown-name]" in r.stderr
     assert "`credit_scor` is not a fact, feature or decision of customer" in r.stderr
@@ -40,15 +40,15 @@ def test_a_typo_is_caught_by_check(policies: Path):
 
 def test_a_shadowed_rule_is_caught_by_strict_check(policies: Path):
     edit(policies, "important_from: 50%", "important_from: 10%")
-    r = kam("check", "--strict", str(policies))
+    r = kam_here("check", "--strict", str(policies))
     assert r.returncode == 1
     assert "rule `general` of `tier` can never fire: every entity it matches is taken first by" in r.stderr
-    assert kam("check", str(policies)).returncode == 0  # without --strict it is a warning
+    assert kam_here("check", str(policies)).returncode == 0  # without --strict it is a warning
 
 
 def test_a_moved_cutoff_is_caught_by_the_test_cases(policies: Path):
     edit(policies, "key_share: 80%", "key_share: 70%")
-    assert kam("check", "--strict", str(policies)).returncode == 0
-    r = kam("test", str(policies))
+    assert kam_here("check", "--strict", str(policies)).returncode == 0
+    r = kam_here("test", str(policies))
     assert r.returncode == 1
     assert "FAIL" in r.stdout and "customer 002 tier: expected 'A', got 'B'" in r.stdout

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .conftest import ROOT, kam
+from .conftest import ROOT, kam, kam_here
 
 
 def git(repo: Path, *args: str) -> str:
@@ -69,31 +69,31 @@ def test_transition_matrix_matches_an_independent_count(repo: Path):
 
 
 def test_markdown_and_fail_on(repo: Path):
-    r = kam("diff", "policies", "--base", "HEAD~1", "--format", "markdown", "--fail-on", "tier: changed > 5%",
+    r = kam_here("diff", "policies", "--base", "HEAD~1", "--format", "markdown", "--fail-on", "tier: changed > 5%",
             "--data", str(ROOT / "examples"), cwd=repo)
     assert r.returncode == 1
     assert r.stdout.startswith("## kam diff: impact of the policy change")
     assert "| base \\ new | A | B | C | D |" in r.stdout
     assert "fail: customer tier:" in r.stderr and "meets --fail-on 'tier: changed > 5%'" in r.stderr
-    r = kam("diff", "policies", "--base", "HEAD~1", "--fail-on", "changed > 50%", "--data", str(ROOT / "examples"),
+    r = kam_here("diff", "policies", "--base", "HEAD~1", "--fail-on", "changed > 50%", "--data", str(ROOT / "examples"),
             cwd=repo)
     assert r.returncode == 0 and "customer tier:" in r.stdout
 
 
 def test_base_folder_and_no_change(repo: Path):
-    r = kam("diff", "policies", "--base", "policies", "--data", str(ROOT / "examples"), cwd=repo)
+    r = kam_here("diff", "policies", "--base", "policies", "--data", str(ROOT / "examples"), cwd=repo)
     assert r.returncode == 0
     assert "customer tier: no change (2,000 entities)" in r.stdout
 
 
 def test_json_status_says_unchanged_when_nothing_changed(repo: Path):
-    r = kam("diff", "policies", "--base", "HEAD~1", "--data", str(ROOT / "examples"), "--format", "json", cwd=repo)
+    r = kam_here("diff", "policies", "--base", "HEAD~1", "--data", str(ROOT / "examples"), "--format", "json", cwd=repo)
     statuses = {d["decision"]: d["status"] for d in json.loads(r.stdout)["decisions"]}
     assert statuses["tier"] == "changed" and statuses["offer"] == "unchanged" and statuses["pursue"] == "unchanged"
 
 
 def test_usage_errors(repo: Path):
-    r = kam("diff", "policies", "--base", "no-such-revision", cwd=repo)
+    r = kam_here("diff", "policies", "--base", "no-such-revision", cwd=repo)
     assert r.returncode == 2 and "git" in r.stderr
-    r = kam("diff", "policies", "--base", "HEAD~1", "--fail-on", "lots changed", cwd=repo)
+    r = kam_here("diff", "policies", "--base", "HEAD~1", "--fail-on", "lots changed", cwd=repo)
     assert r.returncode == 2 and "--fail-on 'lots changed' is not understood" in r.stderr

@@ -17,7 +17,7 @@ from engine import api
 from engine.errors import PolicyError
 from engine.prove import prove
 
-from .conftest import ROOT, kam
+from .conftest import ROOT, kam_here
 from .helpers import compile_text
 from .test_differential import policies as random_policies, tables as random_tables
 
@@ -43,7 +43,7 @@ def moved(tmp_path: Path) -> Path:
 
 
 def test_every_shipped_invariant_is_proved():
-    r = kam("check", "--strict", "policies/")
+    r = kam_here("check", "--strict", "policies/")
     assert r.returncode == 0, r.stderr
     assert "9 of 9 invariants proved" in r.stdout
     for name in ("protected-never-let-go", "no-sale-under-floor", "key-accounts-keep-their-service"):
@@ -51,7 +51,7 @@ def test_every_shipped_invariant_is_proved():
 
 
 def test_a_broken_rule_order_is_refuted_with_a_real_example(moved: Path):
-    r = kam("check", str(moved))
+    r = kam_here("check", str(moved))
     assert r.returncode == 1
     error = next(line for line in r.stderr.splitlines() if "error[invariant-violated]" in line)
     assert "invariant `protected-never-let-go`" in error and "can be broken: a customer with" in error
@@ -61,7 +61,7 @@ def test_a_broken_rule_order_is_refuted_with_a_real_example(moved: Path):
     (result,) = [x for x in prove(pl) if x.status == "violated"]
     assert result.example["decided"]["retention"]["value"]["retention"] in ("exit", "downgrade-service")
     assert result.example["decided"]["protected_by"]["value"]["protected_by"] != ["none"]
-    r = kam("check", str(moved), "--format", "github")
+    r = kam_here("check", str(moved), "--format", "github")
     notes = [line for line in r.stdout.splitlines() if "invariant-violated" in line]
     assert any(line.startswith("::error") and "retention.yaml,line=" in line for line in notes)
     assert any(line.startswith("::notice") and "rule `chicken-rib-" in line for line in notes)  # the rule to fix
@@ -69,11 +69,11 @@ def test_a_broken_rule_order_is_refuted_with_a_real_example(moved: Path):
 
 def test_kam_run_stops_on_a_broken_invariant_and_writes_nothing(moved: Path, tmp_path: Path):
     out = tmp_path / "out"
-    r = kam("run", "--policies", str(moved), "--out", str(out), "--entity", "customer")
+    r = kam_here("run", "--policies", str(moved), "--out", str(out), "--entity", "customer")
     assert r.returncode == 1 and not out.exists()
     assert "error: invariant `protected-never-let-go`" in r.stderr and "is broken by 58 customer(s)" in r.stderr
     assert "(protected_by: trait-potential, retention: chicken-rib-exit)" in r.stderr
-    r = kam("run", "--policies", str(moved), "--out", str(out), "--entity", "customer", "--allow-violations", "-q")
+    r = kam_here("run", "--policies", str(moved), "--out", str(out), "--entity", "customer", "--allow-violations", "-q")
     assert r.returncode == 0, r.stderr
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     (inv,) = [i for i in manifest["invariants"] if i["id"] == "protected-never-let-go"]
@@ -83,7 +83,7 @@ def test_kam_run_stops_on_a_broken_invariant_and_writes_nothing(moved: Path, tmp
 
 
 def test_kam_test_and_kam_diff_report_invariants(moved: Path, tmp_path: Path):
-    r = kam("test", str(moved))
+    r = kam_here("test", str(moved))
     assert r.returncode == 1 and "invariant `protected-never-let-go`" in r.stdout
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / "policies", repo / "policies")
@@ -92,7 +92,7 @@ def test_kam_test_and_kam_diff_report_invariants(moved: Path, tmp_path: Path):
     git("add", ".")
     git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "base")
     shutil.copy(moved / "retention.yaml", repo / "policies" / "retention.yaml")
-    r = kam("diff", "policies", "--base", "HEAD", "--data", str(ROOT / "examples"), "--format", "json", cwd=repo)
+    r = kam_here("diff", "policies", "--base", "HEAD", "--data", str(ROOT / "examples"), "--format", "json", cwd=repo)
     doc = json.loads(r.stdout)
     inv = next(i for i in doc["invariants"] if i["id"] == "protected-never-let-go")
     assert (inv["base"], inv["new"], inv["base_broken"], inv["new_broken"]) == ("proved", "violated", 0, 58)

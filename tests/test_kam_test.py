@@ -6,7 +6,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from .conftest import kam
+from .conftest import kam, kam_here
 
 POLICY = """
 policy: tiers
@@ -54,11 +54,11 @@ def test_shipped_suite_passes_with_full_coverage():
 
 def test_passing_suite_and_coverage_lists_never_fired_rules(tmp_path):
     folder = suite(tmp_path, PASSING)
-    r = kam("test", str(folder), "--coverage")
+    r = kam_here("test", str(folder), "--coverage")
     assert r.returncode == 0
     assert "PASS" in r.stdout and "1 passed, 0 failed" in r.stdout
     assert "tiers.yaml: 2/3 rules (67%), never fired: tier/loss" in r.stdout
-    r = kam("test", str(folder), "--min-coverage", "90")
+    r = kam_here("test", str(folder), "--min-coverage", "90")
     assert r.returncode == 1 and "coverage 66.7% is below the required 90%" in r.stderr
 
 
@@ -73,7 +73,7 @@ def test_failing_suite_shows_expected_and_actual(tmp_path):
             "01": {tier: {value: B, rule: small, because: "no such text"}}
             "02": {tier: A}
     """)
-    r = kam("test", str(folder))
+    r = kam_here("test", str(folder))
     assert r.returncode == 1
     assert "FAIL" in r.stdout and r.stdout.rstrip().endswith("0 passed, 1 failed")
     assert "customer 01 tier: expected 'B', got 'A' (rule `big`: profit 5,000)" in r.stdout
@@ -94,7 +94,7 @@ def test_bad_facts_and_unknown_names_in_a_case(tmp_path):
           - {customer_id: "01", profit: 1}
         expect: {customer: {"01": {teir: A}}}
     """)
-    r = kam("test", str(folder))
+    r = kam_here("test", str(folder))
     assert r.returncode == 1
     assert "column `profit` must hold numbers" in r.stdout
     assert "no decision or output `teir` (did you mean `tier`?)" in r.stdout
@@ -102,13 +102,13 @@ def test_bad_facts_and_unknown_names_in_a_case(tmp_path):
 
 def test_ci_formats(tmp_path):
     folder = suite(tmp_path, PASSING.replace("{tier: B}", "{tier: C}"))
-    r = kam("test", str(folder), "--format", "junit")
+    r = kam_here("test", str(folder), "--format", "junit")
     assert r.returncode == 1
     assert '<testsuite name="kam test" tests="1" failures="1"' in r.stdout
     assert "<failure message=" in r.stdout
-    r = kam("test", str(folder), "--format", "github")
+    r = kam_here("test", str(folder), "--format", "github")
     assert r.stdout.startswith("::error file=") and ",line=3," in r.stdout
-    r = kam("test", str(folder), "--format", "json")
+    r = kam_here("test", str(folder), "--format", "json")
     doc = json.loads(r.stdout)
     assert doc["failed"] == 1 and doc["coverage"]["never_fired"][str(folder / "tiers.yaml")] == ["tier/loss"]
 
@@ -117,5 +117,5 @@ def test_no_test_files_is_a_usage_error(tmp_path):
     folder = tmp_path / "p"
     folder.mkdir()
     (folder / "tiers.yaml").write_text(textwrap.dedent(POLICY), encoding="utf-8")
-    r = kam("test", str(folder))
+    r = kam_here("test", str(folder))
     assert r.returncode == 2 and "no test files" in r.stderr

@@ -11,7 +11,7 @@ from engine import api
 from engine.errors import PolicyError
 from engine.explain import output_frame
 
-from .conftest import ROOT, kam
+from .conftest import ROOT, kam_here
 from .helpers import compile_text
 from .test_differential import deadline
 
@@ -91,7 +91,7 @@ def test_a_decision_reads_every_value_a_collect_decision_gathered(tmp_path):
 
 
 def test_the_shipped_retention_reason_lists_every_trait(tmp_path):
-    r = kam("run", "--entity", "customer", "--out", str(tmp_path / "out"), "-q")
+    r = kam_here("run", "--entity", "customer", "--out", str(tmp_path / "out"), "-q")
     assert r.returncode == 0, r.stderr
     c = pd.read_csv(tmp_path / "out" / "customer_decisions.csv", dtype=str, keep_default_na=False)
     both_traits = c["protected_by"] == "loyal, big-profitable"
@@ -197,13 +197,13 @@ def test_ties_go_to_the_smaller_key_or_stay_together(tmp_path):
 
 
 def test_explain_says_when_a_tie_was_broken_by_key(tmp_path):
-    r = kam("explain", "P00003")
+    r = kam_here("explain", "P00003")
     assert r.returncode == 0, r.stderr
     policies = tmp_path / "p"
     policies.mkdir()
     (policies / "t.yaml").write_text(RANKED.replace("TIES", "key"), encoding="utf-8")
     customers([9, 5, 5, 5, 1]).to_csv(tmp_path / "customers.csv", index=False)
-    r = kam("explain", "002", "--policies", str(policies), "--data", str(tmp_path))
+    r = kam_here("explain", "002", "--policies", str(policies), "--data", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "ranked 3 of 5 eligible; quota keeps the top 2 (2) (tied with 2 others on the ranking; ties go to the " \
            "smaller customer_id)" in r.stdout
@@ -227,7 +227,7 @@ def test_the_shipped_key_account_reason_shows_its_cutoff(tmp_path):
     for f in (ROOT / "policies").glob("*.yaml"):
         text = f.read_text(encoding="utf-8")
         (policies / f.name).write_text(text.replace("key_share: 80%", "key_share: 75%"), encoding="utf-8")
-    r = kam("run", "--policies", str(policies), "--entity", "customer", "--out", str(tmp_path / "out"), "-q")
+    r = kam_here("run", "--policies", str(policies), "--entity", "customer", "--out", str(tmp_path / "out"), "-q")
     assert r.returncode == 0, r.stderr
     c = pd.read_csv(tmp_path / "out" / "customer_decisions.csv", dtype=str)
     texts = c.loc[c["tier_rule"] == "key-account", "tier_because"]
@@ -264,7 +264,7 @@ decisions:
     out = both(tmp_path, policy, customers([1, -1, 5], ["a", "b", "z"]))
     assert out["d"].tolist() == ["home", "neg", "other"]
     assert out["d_because"].tolist() == ["a 5.0%", "100.0%", "rule o"]
-    r = kam("check", "--strict", str(tmp_path / "p"))
+    r = kam_here("check", "--strict", str(tmp_path / "p"))
     assert r.returncode == 0 and "not-analysed" not in r.stderr, r.stderr
 
 
@@ -408,7 +408,7 @@ def test_check_notes_which_decisions_read_the_past_and_analyses_them(tmp_path):
     folder = tmp_path / "p"
     folder.mkdir()
     (folder / "t.yaml").write_text(PAST.lstrip(), encoding="utf-8")
-    r = kam("check", str(folder))
+    r = kam_here("check", str(folder))
     assert r.returncode == 0, r.stderr
     assert "note[reads-past]: decision `level` reads earlier periods (previous(level), previous(above), " \
            "previous(level, 2), previous(x))" in r.stderr
@@ -449,7 +449,7 @@ cases:
       customer:
         "1": {level: low}
 """, encoding="utf-8")
-    r = kam("test", str(folder))
+    r = kam_here("test", str(folder))
     assert "PASS" in r.stdout and r.stdout.count("FAIL") == 2, r.stdout
     assert "`levl`, which is not a fact, feature or decision of customer" in r.stdout
     assert "`xx` is not a fact of customer" in r.stdout

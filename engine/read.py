@@ -673,7 +673,8 @@ def read_facts(path: Path, facts: dict[str, Fact], options: FactsOptions | str |
     missing = [name for name in facts if name not in raw.columns]
     if missing:
         hint = _semicolon_hint(path, list(raw.columns), options) or \
-            f"the file has: {', '.join(map(str, raw.columns[:20]))}"
+            (f"the file has: {', '.join(map(str, raw.columns[:20]))}" if len(raw.columns) else
+             "it has no header: its first row must name the columns")
         raise InputError(Problem("input-missing-column",
                                  f"{path.name} lacks the column{'s' if len(missing) > 1 else ''} "
                                  f"{', '.join('`' + m + '`' for m in missing)} that the policies read", loc, hint))

@@ -79,6 +79,9 @@ def test_every_problem_of_a_sheet_names_its_cell(tmp_path):
     r = kam_here("run", "--entity", "customer", "--input", f"customer={doubled}", "--out", str(out))
     assert r.returncode == 2 and "the header names `revenue` twice" in r.stderr
     assert f"customers!{at['revenue'][1]}1, {chr(65 + len(rows[0]))}1:" in r.stderr
+    blank = workbook(tmp_path / "blank.xlsx", {"customers": []})
+    r = kam_here("run", "--entity", "customer", "--input", f"customer={blank}", "--out", str(out))
+    assert r.returncode == 2 and "it has no header: its first row must name the columns" in r.stderr
 
 
 def test_dates_booleans_and_empty_rows_are_read_sensibly(tmp_path):

@@ -488,6 +488,8 @@ def _unused(checked: Checked, plan: Plan) -> list[Problem]:
                 read.add(j.on)
             for inv in p.invariants:
                 read |= set(names(inv.expr.node, past=True)) if inv.expr.node else set()
+            for m in p.measures:
+                read |= set(names(m.expr.node, past=True)) if m.expr.node else set()
         for p in ps.policies:  # names other entities take through joins
             for j in p.joins:
                 if j.entity == entity:

@@ -153,6 +153,10 @@ class RunResult:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
             return {e: output_frame(r, pool) for e, r in self.results.items()}
 
+    def measures(self) -> dict[str, dict[str, Any]]:
+        """Per entity, its measures' values (the entities without measures left out)."""
+        return {e: dict(r.measures) for e, r in self.results.items() if r.measures}
+
     def counts(self) -> dict[str, dict[str, dict[str, int]]]:
         """Per entity and decision, how many got each value (computed once)."""
         if self._counts is None:
@@ -290,6 +294,7 @@ def manifest(result: RunResult, inputs: dict[str, Path] | list[dict[str, Any]], 
                        "policies": [p.name for p in ps.policies]},
         "inputs": input_records(result, inputs) if isinstance(inputs, dict) else inputs,
         "decision_counts": result.counts(),
+        "measures": result.measures(),
         "invariants": [i.to_dict() for i in result.invariants()],
         "warnings": result.warnings() + result.conflicts(),
     }

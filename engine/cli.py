@@ -378,11 +378,22 @@ def stream_command(events: Path | None, entity: str, policies: Path | None, cali
         sys.exit(2)
 
 
-def _summary(counts: dict[str, dict[str, dict[str, int]]], rows: dict[str, int]) -> None:
+def _summary(counts: dict[str, dict[str, dict[str, int]]], rows: dict[str, int],
+             measures: dict[str, dict[str, Any]] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .numbers import number_text
+
     console = Console(highlight=False)
+    for entity, values_ in (measures or {}).items():
+        table = Table(title=f"{entity}: measures", title_justify="left", show_lines=False)
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        for name, value in values_.items():
+            table.add_row(name, "missing" if value is None else ("true" if value else "false")
+                          if isinstance(value, bool) else number_text(float(value)))
+        console.print(table)
     for entity, decisions in counts.items():
         table = Table(title=f"{entity}: {rows[entity]:,} decided", title_justify="left", show_lines=False)
         table.add_column("decision")
@@ -606,7 +617,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
         history.close()
     rows = {e: len(f) for e, f in result.frames_in.items()}
     if not quiet:
-        _summary(result.counts(), rows)
+        _summary(result.counts(), rows, result.measures())
     for join in result.joins():
         if join.mostly_unmatched:
             err.print(f"\nwarning: {join.alarm()}\n", markup=False, style="bold")

@@ -768,6 +768,7 @@ class EntityResult:
     decisions: dict[str, DecisionResult]
     unknown_refs: dict[str, pd.DataFrame] = field(default_factory=dict)  # join name -> rows not found
     violations: dict[str, np.ndarray] = field(default_factory=dict)  # invariant id -> rows that break it
+    measures: dict[str, Any] = field(default_factory=dict)  # measure name -> its value (None when unknown)
 
 
 def invariant_violations(ep: EntityPlan, ctx: Context) -> dict[str, np.ndarray]:
@@ -778,6 +779,24 @@ def invariant_violations(ep: EntityPlan, ctx: Context) -> dict[str, np.ndarray]:
         t = evaluate_node(inv.expr.node, ctx)  # type: ignore[arg-type]
         assert isinstance(t, Tri)
         out[inv.id] = t.value.copy() if inv.kind == "never" else (t.known & ~t.value)
+    return out
+
+
+def measure_values(ep: EntityPlan, ctx: Context) -> dict[str, Any]:
+    """Each measure's value: the same for every row by construction (the type checker sees to it), so
+    the first row's; missing (None) for an empty population or an undefined figure (0 / 0)."""
+    out: dict[str, Any] = {}
+    for m in ep.measures:
+        vec = evaluate_node(m.expr.node, ctx)  # type: ignore[arg-type]
+        if ctx.n == 0:
+            out[m.name] = None
+        elif isinstance(vec, Tri):
+            out[m.name] = bool(vec.value[0]) if vec.known[0] else None
+        else:
+            value = float(np.asarray(vec, dtype=float)[0])
+            # whole numbers as whole numbers (150, not 150.0), as kam writes numbers everywhere
+            out[m.name] = None if not np.isfinite(value) else int(value) if value.is_integer() and \
+                abs(value) < 2**53 else value
     return out
 
 
@@ -1033,4 +1052,4 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series
             res = decider(step.decision, ctx)
             results[step.name] = res
             env.update(decision_vectors(res))
-    return EntityResult(ep.entity, ep, ctx, results, unknown, invariant_violations(ep, ctx))
+    return EntityResult(ep.entity, ep, ctx, results, unknown, invariant_violations(ep, ctx), measure_values(ep, ctx))

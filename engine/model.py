@@ -65,6 +65,12 @@ class Derive:
 
 
 @dataclass(frozen=True)
+class Measure(Derive):
+    """A figure of the whole population (`measures:`), one value per run: named and computed like a
+    feature, from aggregates only."""
+
+
+@dataclass(frozen=True)
 class Output:
     name: str
     type: str  # string | number | boolean
@@ -198,6 +204,7 @@ class Policy:
     derives: tuple[Derive, ...] = ()
     decisions: tuple[Decision, ...] = ()
     invariants: tuple[Invariant, ...] = ()
+    measures: tuple[Measure, ...] = ()
 
 
 @dataclass(frozen=True)

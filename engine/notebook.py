@@ -83,6 +83,11 @@ class Decisions(Mapping[str, pd.DataFrame]):
         return self.result.counts()
 
     @property
+    def measures(self) -> dict[str, dict[str, Any]]:
+        """Per entity, the values of its policies' `measures:` (figures of the whole population)."""
+        return self.result.measures()
+
+    @property
     def warnings(self) -> list[str]:
         """What `kam run` warns of: ids that name an entity the other table lacks, rule conflicts."""
         return self.result.warnings() + self.result.conflicts()

@@ -383,7 +383,8 @@ def parse_policy_set(policy_set: PolicySet) -> PolicySet:
             replace(d, rules=tuple(_parse_rule(r, problems) for r in d.rules)) for d in p.decisions
         )
         invariants = tuple(replace(i, expr=_parse_expr(i.expr, problems)) for i in p.invariants)
-        policies.append(replace(p, derives=derives, decisions=decisions, invariants=invariants))
+        measures = tuple(replace(m, expr=_parse_expr(m.expr, problems)) for m in p.measures)
+        policies.append(replace(p, derives=derives, decisions=decisions, invariants=invariants, measures=measures))
     if problems:
         raise PolicyError(problems)
     return replace(policy_set, policies=tuple(policies))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Union
 
 from .errors import Location, PolicyError, Problem
-from .model import Decision, Derive, Expr, Invariant, Join, Param, Rule, Template
+from .model import Decision, Derive, Expr, Invariant, Join, Measure, Param, Rule, Template
 from .nodes import Node, names, past_key, past_reads, substitute
 from .typecheck import QUOTA_VARIABLES, Checked, literal_node
 
@@ -80,6 +80,7 @@ class EntityPlan:
     past: tuple[PastRead, ...] = ()  # the earlier values the expressions read
     from_past: tuple[str, ...] = ()  # features and decisions that read the past, directly or through others
     past_direct: tuple[str, ...] = ()  # those that call previous() themselves or through features
+    measures: tuple[Measure, ...] = ()  # figures of the population, computed once the decisions are made
 
     @property
     def decisions(self) -> list[Decision]:
@@ -180,9 +181,11 @@ def _inliner(params: tuple[Param, ...]) -> Callable[[Any], Any]:
             quota = replace(quota, rank_by=keys, else_rule=replace(quota.else_rule, then=then(quota.else_rule)))
         return replace(r, when=expr(r.when) if r.when is not None else None, quota=quota, then=then(r))
 
-    def step(s: Step | Invariant) -> Any:
+    def step(s: Step | Invariant | Measure) -> Any:
         if not values:
             return s
+        if isinstance(s, Measure):
+            return replace(s, expr=expr(s.expr))
         if isinstance(s, Invariant):
             return replace(s, expr=expr(s.expr))
         if isinstance(s, DeriveStep):
@@ -253,8 +256,9 @@ def plan(checked: Checked) -> Plan:
                 direct.append(item.name)
             if reads or any(dep in from_past for dep in graph[item.name]):
                 from_past.append(item.name)
+        measures = tuple(inline(m) for p in ps.of_entity(entity) for m in p.measures)
         plans.append(EntityPlan(entity, key.name if key else "", joins, steps, params, invariants,
-                                tuple(past.values()), tuple(from_past), tuple(direct)))
+                                tuple(past.values()), tuple(from_past), tuple(direct), measures))
     if problems:
         raise PolicyError(problems)
     return Plan(checked, tuple(plans))

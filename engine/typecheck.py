@@ -11,10 +11,11 @@ import string
 from dataclasses import dataclass, field
 
 from .errors import Location, PolicyError, Problem, did_you_mean
-from .functions import FUNCTIONS, MAX_BACK
-from .model import Decision, Derive, Expr, Fact, Invariant, Output, Policy, PolicySet, Rule, Scalar, Template
+from .functions import FUNCTIONS, MAX_BACK, POPULATION_FUNCTIONS
+from .model import Decision, Derive, Expr, Fact, Invariant, Measure, Output, Policy, PolicySet, Rule, Scalar, \
+    Template
 from .nodes import Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str, \
-    PREVIOUS, STREAK, names, past_reads, to_text, walk
+    PREVIOUS, STREAK, children, names, past_reads, to_text, walk
 
 
 @dataclass(frozen=True)
@@ -716,18 +717,63 @@ class _Checker:
             self.error("type", f"`{inv.kind}` of invariant `{inv.id}` must be a condition (yes/no), but this is {t}",
                        inv.expr.loc, "compare it, e.g. `retention == 'exit' and tier == 'A'`")
 
+    def check_measure(self, p: Policy, m: Measure) -> None:
+        """A measure is one figure of the population: every value of an entity it reads is read inside
+        sum(), mean(), count() or quantile() (over everyone: no `by=`), and it reads no earlier period."""
+        ns = self.namespaces[p.entity]
+        if m.name in ns.symbols or m.name in self.measure_names.setdefault(p.entity, {}):
+            first = ns.symbols[m.name].loc if m.name in ns.symbols else self.measure_names[p.entity][m.name]
+            self.error("duplicate-name", f"`{m.name}` is already a name of {p.entity} (at {first})", m.loc,
+                       "give the measure a name of its own")
+            return
+        self.measure_names[p.entity][m.name] = m.loc
+        node = m.expr.node
+        if node is None:
+            return
+        t = self.check_expr(m.expr, ns)
+        if t is not None and t.kind not in ("number", "boolean"):
+            self.error("type", f"measure `{m.name}` must be a number (or yes/no), but this is {t}", m.expr.loc,
+                       "e.g. sum(if(in_pareto_top, profit, 0)) / sum(profit)")
+        for where, reason in _row_reads(node):
+            self.error("type", f"measure `{m.name}` {reason}", m.expr.loc.shifted(where.pos),
+                       "a measure is one figure for the whole population: read each entity's values inside "
+                       "sum(), mean(), count() or quantile(), e.g. sum(profit), mean(revenue)")
+            break
+
     def run(self) -> Checked:
         self.build_namespaces()
         self.add_joins()
         self.check_derives()
+        self.measure_names: dict[str, dict[str, Location]] = {}
         for p in self.ps.policies:
             for d in p.decisions:
                 self.check_decision(p, d)
             for inv in p.invariants:
                 self.check_invariant(p, inv)
+            for m in p.measures:
+                self.check_measure(p, m)
         if self.problems:
             raise PolicyError(self.problems)
         return Checked(self.ps, self.namespaces)
+
+
+AGGREGATES = ("sum", "mean", "count", "quantile")  # one value for everyone (without `by=`)
+
+
+def _row_reads(node: Node, inside: bool = False) -> list[tuple[Node, str]]:
+    """Where an expression depends on the row it is evaluated for: a name outside an aggregate, an
+    aggregate per group (`by=`), an earlier period's value (the parts of a measure that cannot be)."""
+    if isinstance(node, Call) and node.func in (PREVIOUS, STREAK):
+        return [(node, f"reads earlier periods with {node.func}(); measures are of this run's population")]
+    if isinstance(node, Call) and node.func in AGGREGATES:
+        if node.kwarg("by") is not None:
+            return [(node, f"computes {node.func}() per group (`by=`), not one figure for everyone")]
+        return [r for a in node.args for r in _row_reads(a, True)]
+    if isinstance(node, Name) and not inside:
+        return [(node, f"reads `{node.name}`, which differs from one entity to the next")]
+    if isinstance(node, Call) and node.func in POPULATION_FUNCTIONS and not inside:
+        return [(node, f"uses {node.func}(), which gives each entity a value of its own")]
+    return [r for child in children(node) for r in _row_reads(child, inside)]
 
 
 def _cycle_from(start: tuple[str, str], graph: dict[tuple[str, str], list[tuple[str, str]]]

@@ -20,8 +20,8 @@ from jsonschema.exceptions import ValidationError, best_match
 from .errors import Location, PolicyError, Problem, did_you_mean
 from .load import LocatedDoc, policy_set_hash
 from .numbers import number_text
-from .model import Decision, Derive, Expr, Fact, Invariant, Join, Output, Param, Policy, PolicySet, Quota, RankKey, \
-    Rule, Template
+from .model import Decision, Derive, Expr, Fact, Invariant, Join, Measure, Output, Param, Policy, PolicySet, Quota, \
+    RankKey, Rule, Template
 
 SCHEMA_NAME = "policy.schema.json"
 
@@ -313,7 +313,12 @@ def build_policy(doc: LocatedDoc) -> Policy:
         for i, inv in enumerate(data.get("invariants") or [])
         for kind in ("never", "always") if kind in inv
     ) + _range_invariants(decisions, name, entity)
-    return Policy(name, entity, doc.file, doc.loc(()), facts, params, joins, derives, decisions, invariants)
+    measures = tuple(
+        Measure(m_name, _expr(doc, src, ("measures", m_name)), doc.key_loc(("measures", m_name)), name)
+        for m_name, src in (data.get("measures") or {}).items()
+    )
+    return Policy(name, entity, doc.file, doc.loc(()), facts, params, joins, derives, decisions, invariants,
+                  measures)
 
 
 def validate(docs: list[LocatedDoc], directory: str = "") -> PolicySet:

@@ -241,9 +241,9 @@ def test_a_policy_change_between_periods_is_recorded_and_said(recorded, tmp_path
     shutil.copytree(ROOT / "policies", policies)
     seg = policies / "segmentation.yaml"
     text = seg.read_text(encoding="utf-8").replace("key_share: 80%", "key_share: 70%")
-    text = text.replace("\ninvariants:", "\n  big_account:\n    values: [big, small]\n    rules:\n      - id: big\n"
-                        "        when: revenue >= 1000000\n        then: big\n      - id: small\n        then: small\n"
-                        "\ninvariants:")
+    text = text.replace("\ndecisions:\n", "\ndecisions:\n  big_account:\n    values: [big, small]\n    rules:\n"
+                        "      - id: big\n        when: revenue >= 1000000\n        then: big\n      - id: small\n"
+                        "        then: small\n", 1)
     seg.write_text(text, encoding="utf-8")
     r = run_period(folder, "2026-10", policies=policies)
     assert r.returncode == 0, r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -376,10 +377,15 @@ def test_streak_counts_the_periods_in_a_row_on_both_backends(tmp_path):
     ("streak(low)", "streak"),
 ])
 def test_streak_counts_one_yes_no_name_a_fixed_number_of_periods(tmp_path, expr, words):
-    with pytest.raises(PolicyError) as exc:
-        compile_text(tmp_path, STREAK.replace("low_run: streak(low, 3)", f"low_run: {expr}"))
-    rendered = "\n".join(p.render() for p in exc.value.problems)
+    rendered = refusal(tmp_path, STREAK.replace("low_run: streak(low, 3)", f"low_run: {expr}"))
     assert words in rendered, rendered
+
+
+def refusal(tmp_path: Path, text: str) -> str:
+    """The problems a policy is refused for, as `kam check` prints them."""
+    with pytest.raises(PolicyError) as exc:
+        compile_text(tmp_path, text)
+    return "\n".join(p.render() for p in exc.value.problems)
 
 
 def test_previous_on_both_backends_with_missing_earlier_values(tmp_path):
@@ -453,3 +459,66 @@ cases:
     assert "PASS" in r.stdout and r.stdout.count("FAIL") == 2, r.stdout
     assert "`levl`, which is not a fact, feature or decision of customer" in r.stdout
     assert "`xx` is not a fact of customer" in r.stdout
+
+
+# -- measures: figures of the whole population ------------------------------------------------------------
+
+MEASURES = HEAD + """
+params:
+  top: 0.8
+derive:
+  position: pct_rank(x)
+measures:
+  customers: count()
+  total: sum(x)
+  top_share: sum(if(position > top, x, 0)) / sum(x)
+  losers: sum(if(x < 0, 1, 0))
+  cutoff: quantile(x, 0.8)
+  any_loss: sum(if(x < 0, 1, 0)) > 0
+  empty_share: sum(if(s == 'none', x, 0)) / sum(if(s == 'none', 1, 0))
+decisions:
+  level:
+    values: [hi, lo]
+    rules:
+      - {id: hi, when: position > top, then: hi}
+      - {id: lo, then: lo}
+"""
+
+
+def test_measures_are_one_figure_per_run_on_both_backends(tmp_path):
+    pl = compile_text(tmp_path, MEASURES)
+    frame = customers([100, 50, -10, 10, 0])
+    path = tmp_path / "customer.csv"
+    frame.to_csv(path, index=False)
+    frames = api.read_inputs(pl, {"customer": path})
+    x = frame["x"].astype(float)
+    expected = {"customers": 5, "total": 150, "top_share": 100 / 150, "losers": 1,
+                "cutoff": float(x.quantile(0.8)), "any_loss": True, "empty_share": None}  # 0 / 0 is missing
+    runs = [api.run(pl, frames), api.run(pl, frames, backend="durable")]
+    for run in runs:
+        got = run.measures()["customer"]
+        assert got.keys() == expected.keys()
+        for name, value in expected.items():
+            assert got[name] == pytest.approx(value) if isinstance(value, float) else got[name] == value, name
+        assert isinstance(got["total"], int)  # whole numbers as written everywhere: 150, not 150.0
+    r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={path}", "--out",
+                 str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["measures"]["customer"]["total"] == 150 and manifest["measures"]["customer"]["empty_share"] is None
+    assert "top_share" in r.stdout and "0.6666666666666666" in r.stdout
+
+
+@pytest.mark.parametrize("measure, words", [
+    ("x * 2", "measure `bad` reads `x`, which differs from one entity to the next"),
+    ("sum(x, by=s)", "measure `bad` computes sum() per group (`by=`)"),
+    ("sum(previous(x))", "measure `bad` reads earlier periods with previous()"),
+    ("rank(x)", "measure `bad` uses rank(), which gives each entity a value of its own"),
+    ("sum(x) + level", "measure `bad` reads `level`"),
+    ("quantile(s, 0.5)", "`quantile` needs a number"),
+])
+def test_a_measure_reads_entities_only_through_aggregates(tmp_path, measure, words):
+    rendered = refusal(tmp_path, MEASURES.replace("  customers: count()", f"  bad: {measure}"))
+    assert words in rendered, rendered
+    assert "`position` is already a name of customer" in \
+        refusal(tmp_path, MEASURES.replace("  customers: count()", "  position: count()"))

@@ -486,7 +486,8 @@ def _compute(pl: "Plan", data: Path | None, inputs: tuple[str, ...], timings: di
 
 
 def _calibration_in(target: "OutputTarget", path: Path | None) -> bool:
-    """Whether a calibration is to be saved inside the output folder (it is then part of the set)."""
+    """Whether a file (a calibration, the report) is to be saved inside the output folder (it is then
+    part of the set)."""
     import os
 
     return path is not None and Path(os.path.abspath(path)).parent in (target.real, Path(os.path.abspath(target.out)))
@@ -518,10 +519,13 @@ def _calibration_in(target: "OutputTarget", path: Path | None) -> bool:
 @click.option("--period", metavar="LABEL", help="The period this run decides, e.g. 2026-11 (labels must sort in "
               "time order).")
 @click.option("--replace", is_flag=True, help="Record the period again if the history has it already.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), metavar="FILE",
+              help="Also write the portfolio report (HTML, as `kam report` makes it); inside --out it is part "
+              "of the output set.")
 @_engine_options
 def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_format: str | None, out: Path,
         output_format: str, csv_bom: bool, quiet: bool, save_calibration: Path | None, allow_violations: bool,
-        history_path: Path | None, period: str | None, replace: bool,
+        history_path: Path | None, period: str | None, replace: bool, report_path: Path | None,
         entities: tuple[str, ...], backend: str, calibration: Path | None, facts_format: str | None,
         encoding: str, delimiter: str) -> None:
     """Decide every entity in the facts files and write decisions with explanations.
@@ -598,10 +602,22 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
             inside = _calibration_in(target, save_calibration)
             if inside and result.calibration is not None and save_calibration is not None:
                 extra[save_calibration.name] = calibrate.dumps(result.calibration)
+            page = None
+            if report_path is not None:
+                from . import portfolio
+
+                page = portfolio.render(result)
+                if _calibration_in(target, report_path):
+                    extra[report_path.name] = page.encode("utf-8")
+                    page = None
             paths = api.write_run(result, files, target, output_format, timings, extra, steps.tick(""),
                                   options.recorder, bom=csv_bom)
             if save_calibration is not None and not inside and result.calibration is not None:
                 calibrate.save(result.calibration, save_calibration)
+            if page is not None and report_path is not None:
+                from .write import write_text_atomic
+
+                write_text_atomic(report_path, page)
     except BaseException as exc:
         if target is not None:
             target.abandon()
@@ -657,6 +673,27 @@ def _history_notes(history: "History", period: str, policy_hash: str) -> list[st
     return notes
 
 
+def _decide_reading_history(policies: Path | None, data: Path | None, inputs: tuple[str, ...],
+                            options: EngineOptions, history_path: Path | None, period: str | None) -> "api.RunResult":
+    """Decide every entity, previous() reading the periods of a history before `period` (nothing is
+    recorded): what `kam explain` and `kam report` show."""
+    from . import history as hist
+
+    if period is not None and history_path is None:
+        raise _usage("--period needs --history FILE: the history the earlier periods come from")
+    if data is None and not inputs:
+        data = DEFAULT_DATA
+    pl = _compile_for_run(policies, options)
+    history = hist.History.open(history_path) if history_path is not None else None
+    try:
+        if history is not None:
+            options.history, options.period = history, hist.check_period(period) if period else None
+        return _compute(pl, data, inputs, {}, None, options)[0]
+    finally:
+        if history is not None:
+            history.close()
+
+
 @main.command()
 @click.argument("entity_id")
 @click.option("--entity", help="Which entity the id belongs to (default: search all).")
@@ -688,32 +725,63 @@ def explain(entity_id: str, entity: str | None, policies: Path | None, data: Pat
       kam explain Q-00042 --entity quote --format json
       kam explain 000123 --data examples/periods/2026-11 --history history.duckdb --period 2026-11
     """
-    from . import api, history as hist
+    from . import api
 
-    if data is None and not inputs:
-        data = DEFAULT_DATA
-    history = None
     try:
-        if period is not None and history_path is None:
-            raise _usage("--period needs --history FILE: the history the earlier periods come from")
         options = EngineOptions((entity,) if entity else (), backend, calibration, None,
                                 _read_options(facts_format, encoding, delimiter))
-        pl = _compile_for_run(policies, options)
-        if history_path is not None:
-            history = hist.History.open(history_path)
-            options.history, options.period = history, hist.check_period(period) if period else None
-        result, _ = _compute(pl, data, inputs, {}, None, options)
+        result = _decide_reading_history(policies, data, inputs, options, history_path, period)
         trace = api.explain(result, entity_id, entity)
     except KamError as exc:
         _fail(exc)
         return
-    finally:
-        if history is not None:
-            history.close()
     if out_fmt == "json":
         click.echo(json.dumps(trace.to_dict(), indent=2, ensure_ascii=False, default=str))
     else:
         click.echo(trace.render_text(), nl=False)
+
+
+@main.command("report")
+@click.option("--policies", type=click.Path(path_type=Path), help="Policy folder [default: policies/].")
+@click.option("--data", type=click.Path(path_type=Path), help="Facts folder [default: examples/].")
+@click.option("--input", "inputs", multiple=True, metavar="ENTITY=FILE", help="Facts file of one entity.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("report.html"), show_default=True,
+              help="The HTML file to write (replaced atomically).")
+@click.option("--history", "history_path", type=click.Path(path_type=Path), metavar="FILE",
+              help="Read the earlier periods from this history: previous() and the section \"since the previous "
+              "period\" (nothing is recorded).")
+@click.option("--period", metavar="LABEL", help="The period the facts are of [default: after the last recorded one].")
+@_facts_options
+def report_command(policies: Path | None, data: Path | None, inputs: tuple[str, ...], output: Path,
+           history_path: Path | None, period: str | None, facts_format: str | None, encoding: str,
+           delimiter: str) -> None:
+    """Decide every entity and write the portfolio as one self-contained HTML page: the Pareto curve
+    with its headline figures, the tiers against their target shape, the profitability map,
+    retention, prospects per region, pricing, the measures the policies state, and, with a history,
+    who moved since the previous period. It opens offline and prints; `kam run --report FILE` writes
+    the same page beside the decision files.
+
+    \b
+    Example:
+      kam report -o portfolio.html
+      kam report --data examples/periods/2026-11 --history history.duckdb --period 2026-11
+    """
+    from . import portfolio
+    from .write import write_text_atomic
+
+    try:
+        if output.is_dir():
+            raise _usage(f"-o {output} is a folder", "give the path of the HTML file, e.g. -o report.html")
+        options = EngineOptions((), "pandas", None, None, _read_options(facts_format, encoding, delimiter))
+        page = portfolio.render(_decide_reading_history(policies, data, inputs, options, history_path, period))
+    except KamError as exc:
+        _fail(exc)
+        return
+    try:
+        write_text_atomic(output, page)
+    except OSError as exc:
+        _fail(_usage(f"cannot write {output}: {exc.strerror or exc}"))
+    click.echo(f"wrote {output}", err=True)
 
 
 @main.command("history")

@@ -146,6 +146,7 @@ class Decision:
     entity: str
     aggregate: str = "list"
     single: bool = True  # one unnamed output, stored under the decision's own name
+    target: tuple[tuple[str, float], ...] = ()  # the share each value should get (for the report)
 
     @property
     def main(self) -> Output:

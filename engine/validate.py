@@ -221,6 +221,7 @@ def _decision(doc: LocatedDoc, name: str, d: dict[str, Any], policy: str, entity
     return Decision(
         name=name, hit=d.get("hit", "first"), outputs=outputs, rules=rules, loc=doc.key_loc(path),
         policy=policy, entity=entity, aggregate=d.get("aggregate", "list"), single=single,
+        target=tuple((str(v), float(param_value(share))) for v, share in (d.get("target") or {}).items()),
     )
 
 
@@ -271,6 +272,18 @@ def _semantic_problems(doc: LocatedDoc) -> list[Problem]:
                 if key in o and kind != "number":
                     problems.append(Problem("schema", f"`{key}` applies to number outputs, and `{o_name}` is {kind}",
                                             doc.key_loc(path + (key,)), "declare `type: number`, or remove it"))
+        target = d.get("target") if isinstance(d, dict) else None
+        if target:
+            values = [str(v) for v in (d.get("values") or [])]
+            for value in target:
+                if str(value) not in values:
+                    problems.append(Problem("schema", f"`target` names `{value}`, which is not a value of `{d_name}`",
+                                            doc.key_loc(("decisions", d_name, "target", value)),
+                                            f"its values: {', '.join(values) or '(none declared)'}"))
+            total = sum(float(param_value(v)) for v in target.values())
+            if total > 1 + 1e-9:
+                problems.append(Problem("schema", f"the `target` shares of `{d_name}` add up to {total:.0%}, more "
+                                        "than all entities", doc.key_loc(("decisions", d_name, "target"))))
     for f_name, f in (doc.data.get("facts") or {}).items():
         if isinstance(f, dict) and "decimals" in f and f.get("type") != "number":
             problems.append(Problem("schema", f"`decimals` applies to facts of type number, not {f.get('type')}",

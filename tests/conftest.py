@@ -49,6 +49,13 @@ def kam_here(*args: str, env: dict[str, str] | None = None, cwd: Path | None = N
     return subprocess.CompletedProcess(["kam", *args], result.exit_code, result.stdout, result.stderr)
 
 
+def shipped_at(file: str, fragment: str) -> str:
+    """`line:column` of the first `fragment` in a shipped policy file, as problems locate it."""
+    text = (ROOT / "policies" / file).read_text(encoding="utf-8")
+    at = text.index(fragment)
+    return f"{text.count(chr(10), 0, at) + 1}:{at - text.rfind(chr(10), 0, at)}"
+
+
 def write_policy(folder: Path, name: str, text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, kam_here
+from .conftest import ROOT, kam_here, shipped_at
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_a_typo_is_caught_by_check(policies: Path):
     edit(policies, "credit_score >= key_min_credit", "credit_scor >= key_min_credit")
     r = kam_here("check", str(policies))
     assert r.returncode == 1
-    assert "segmentation.yaml:50:33: error[unknown-name]" in r.stderr
+    assert f"segmentation.yaml:{shipped_at('segmentation.yaml', 'credit_score >= key_min_credit')}: error[unknown-name]" in r.stderr
     assert "`credit_scor` is not a fact, feature or decision of customer" in r.stderr
     assert "did you mean `credit_score`?" in r.stderr
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import ROOT, kam
+from .conftest import ROOT, kam, shipped_at
 
 HOOKS = {h["id"]: h for h in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))}
 
@@ -35,7 +35,7 @@ def test_hooks_pass_and_fail_in_a_policy_repository(tmp_path: Path, layout: str)
     seg.write_text(seg.read_text(encoding="utf-8").replace("credit_score >= key_min_credit",
                                                            "credit_scor >= key_min_credit"), encoding="utf-8")
     r = run_hook("kam-check", repo, args)
-    assert r.returncode == 1 and "segmentation.yaml:50:33: error[unknown-name]" in r.stderr
+    assert r.returncode == 1 and f"segmentation.yaml:{shipped_at('segmentation.yaml', 'credit_score >= key_min_credit')}: error[unknown-name]" in r.stderr
     r = run_hook("kam-test", repo, args)
     assert r.returncode == 1 and "error[unknown-name]" in r.stderr and "Traceback" not in r.stderr
 

@@ -522,3 +522,11 @@ def test_a_measure_reads_entities_only_through_aggregates(tmp_path, measure, wor
     assert words in rendered, rendered
     assert "`position` is already a name of customer" in \
         refusal(tmp_path, MEASURES.replace("  customers: count()", "  position: count()"))
+
+
+def test_a_decisions_target_shape_names_its_values_and_adds_up(tmp_path):
+    pl = compile_text(tmp_path, MEASURES.replace("    values: [hi, lo]", "    values: [hi, lo]\n    target: {hi: 20%, lo: 0.8}"))
+    assert pl.checked.policy_set.decisions("customer")[0].target == (("hi", 0.2), ("lo", 0.8))
+    rendered = refusal(tmp_path, MEASURES.replace("    values: [hi, lo]", "    values: [hi, lo]\n    target: {hi: 90%, mid: 20%}"))
+    assert "`target` names `mid`, which is not a value of `level`" in rendered
+    assert "the `target` shares of `level` add up to 110%" in rendered

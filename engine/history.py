@@ -219,7 +219,7 @@ def _rule_arrow(res: DecisionResult) -> pa.Array:
                                           pa.array([r.id for r in res.rules], type=pa.string()))
 
 
-def _quota_arrows(res: DecisionResult) -> dict[str, pa.Array]:
+def quota_arrows(res: DecisionResult) -> dict[str, pa.Array]:
     """Per row, the quota rank, size, limit and tie text of the quota rule that decided it."""
     n = res.rule_index.size
     out: dict[str, Vec] = {"quota_rank": np.full(n, np.nan), "quota_size": np.full(n, np.nan),
@@ -268,7 +268,7 @@ def values_table(pl: Plan, r: EntityResult) -> pa.Table:
         elif c.role == "quota":
             decision, _, var = c.name.partition("_quota_")
             if decision not in quota:
-                quota[decision] = _quota_arrows(r.decisions[decision])
+                quota[decision] = quota_arrows(r.decisions[decision])
             arrays[c.name] = quota[decision][f"quota_{var}"]
         elif c.role == "conflicts":
             arrays[c.name] = _conflicts_arrow(r)

@@ -94,7 +94,7 @@ def pareto_figures(profit: np.ndarray) -> dict[str, float]:
 
 def _frames(result: "RunResult") -> dict[str, pd.DataFrame]:
     """Per entity: its facts, then its decisions' columns, then the yes/no and number features."""
-    from .history import vector_arrow
+    from .history import quota_arrows, vector_arrow
     from .plan import DeriveStep
 
     outs = result.outputs()
@@ -104,6 +104,9 @@ def _frames(result: "RunResult") -> dict[str, pd.DataFrame]:
         out = outs[entity].drop(columns=[c for c in outs[entity].columns if c in facts.columns])
         feats = {s.name: vector_arrow(r.ctx.env[s.name]).to_pandas() for s in r.plan.steps
                  if isinstance(s, DeriveStep) and s.name not in facts.columns and s.name not in out.columns}
+        for name, res in r.decisions.items():  # the quota each entity was ranked against, where one applies
+            if res.quota_vars:
+                feats[f"{name}_quota_limit"] = quota_arrows(res)["quota_limit"].to_pandas()
         frames[entity] = pd.concat([facts, out.reset_index(drop=True), pd.DataFrame(feats)], axis=1)
     return frames
 
@@ -238,7 +241,13 @@ def _counts_section(frame: pd.DataFrame, section: str, title: str, decision: str
     for m in money:
         if m in agg:
             agg[m] = agg[m].map(_money)
-    tables = _table(agg.rename(columns={decision: decision}))
+    tables = _table(agg)
+    quota = f"{decision}_quota_limit"
+    if group and group in frame and quota in frame:  # per group: what was decided against the quota
+        per = pd.crosstab(frame[group].astype(str), frame[decision].astype(str))
+        per["quota"] = frame.groupby(frame[group].astype(str))[quota].max().map(
+            lambda v: "" if pd.isna(v) else f"{v:,.0f}")
+        tables += _table(per.reset_index(), f"{decision} per {group}, against the quota")
     for value in agg[decision]:
         part = frame[frame[decision].astype(str) == value]
         if sort_by and sort_by in part:

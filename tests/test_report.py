@@ -83,6 +83,14 @@ def test_the_report_opens_in_a_browser_with_every_chart_and_the_right_figures(tm
     for tier, count in tiers.items():
         assert f"{tier}\t{count}\t" in found["tiers"], found["tiers"]
     assert (tmp_path / "report.png").stat().st_size > 50_000
+    # prospects per region against the quota, as the decision file and the facts count them
+    text = (out / "report.html").read_text(encoding="utf-8")
+    table = text[text.index("pursue per region, against the quota"):]
+    rows = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table[: table.index("</table>")])]
+    decided = pd.read_csv(out / "prospect_decisions.csv").merge(pd.read_csv(ROOT / "examples" / "prospects.csv"),
+                                                                on="prospect_id")
+    pursued = decided[decided["pursue"] == "pursue"].groupby("region").size()
+    assert {r[0]: int(r[2]) for r in rows if r} == pursued.to_dict()
 
 
 def test_kam_report_shows_who_moved_since_the_previous_period(tmp_path):

@@ -222,7 +222,7 @@ def assert_same(policy: str, a: pd.DataFrame, b: pd.DataFrame) -> None:
         assert left == right, f"{column} differs for policy:\n{policy}"
 
 
-EXAMPLES = int(os.environ.get("KAM_DIFF_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("KAM_DIFF_EXAMPLES", "120"))
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

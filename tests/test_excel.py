@@ -13,7 +13,7 @@ import pytest
 import xlsxwriter
 from python_calamine import CalamineWorkbook
 
-from .conftest import ROOT, kam, kam_here, write_policy
+from .conftest import ROOT, kam_here, write_policy
 
 EXAMPLES = ROOT / "examples"
 
@@ -114,7 +114,7 @@ def test_dates_booleans_and_empty_rows_are_read_sensibly(tmp_path):
 
 
 def test_decisions_as_one_workbook_with_a_summary(tmp_path):
-    r = kam("run", "--output-format", "xlsx", "--out", str(tmp_path / "x"), "-q")
+    r = kam_here("run", "--output-format", "xlsx", "--out", str(tmp_path / "x"), "-q")
     assert r.returncode == 0, r.stderr
     assert kam_here("run", "--output-format", "xlsx", "--out", str(tmp_path / "y"), "-q").returncode == 0
     assert kam_here("run", "--out", str(tmp_path / "c"), "-q").returncode == 0

@@ -133,3 +133,25 @@ def test_broken_invariants_raise_unless_allowed_and_check_reports(tmp_path):
     assert engine.check(tmp_path / "nope")[0].code == "no-policy-dir"
     with pytest.raises(engine.PolicyError):
         engine.load_policies(tmp_path / "nope")
+
+
+def test_a_frame_straight_from_read_excel_gets_messages_not_a_crash(tmp_path, examples):
+    import xlsxwriter
+
+    book = xlsxwriter.Workbook(str(tmp_path / "crm.xlsx"))
+    sheet = book.add_worksheet("customers")
+    frame = examples["customer"].head(3)
+    sheet.write_row(0, 0, list(frame.columns))
+    for r, row in enumerate(frame.itertuples(index=False), start=1):
+        for c, v in enumerate(row):
+            if not (isinstance(v, float) and v != v):
+                sheet.write(r, c, v)
+    sheet.write_number(2, 0, 123)  # one id typed as a number, beside ids typed as text
+    book.close()
+    excel = pd.read_excel(tmp_path / "crm.xlsx", engine="calamine")  # pandas makes numbers of all the ids
+    with pytest.raises(engine.InputError) as exc:
+        engine.load_policies(ROOT / "policies").run({"customer": excel})
+    assert "column `customer_id` is stored as numbers" in str(exc.value) and "dtype={'customer_id': str}" in \
+        str(exc.value)
+    fixed = pd.read_excel(tmp_path / "crm.xlsx", engine="calamine", dtype={"customer_id": str})
+    assert len(engine.load_policies(ROOT / "policies").run({"customer": fixed})["customer"]) == 3

@@ -753,8 +753,8 @@ def explain(entity_id: str, entity: str | None, policies: Path | None, data: Pat
 @click.option("--period", metavar="LABEL", help="The period the facts are of [default: after the last recorded one].")
 @_facts_options
 def report_command(policies: Path | None, data: Path | None, inputs: tuple[str, ...], output: Path,
-           history_path: Path | None, period: str | None, facts_format: str | None, encoding: str,
-           delimiter: str) -> None:
+                   history_path: Path | None, period: str | None, facts_format: str | None, encoding: str,
+                   delimiter: str) -> None:
     """Decide every entity and write the portfolio as one self-contained HTML page: the Pareto curve
     with its headline figures, the tiers against their target shape, the profitability map,
     retention, prospects per region, pricing, the measures the policies state, and, with a history,

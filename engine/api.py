@@ -147,15 +147,28 @@ class RunResult:
     _counts: dict[str, dict[str, dict[str, int]]] | None = field(default=None, repr=False)
     calibration: Calibration | None = None
     past: Past = field(default_factory=Past)  # the earlier values previous() read, and notes about them
+    _outputs: dict[str, pd.DataFrame] | None = field(default=None, repr=False)
 
     def outputs(self) -> dict[str, pd.DataFrame]:
-        """One output table per entity: key, decided values, rule ids and because texts."""
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            return {e: output_frame(r, pool) for e, r in self.results.items()}
+        """One output table per entity: key, decided values, rule ids and because texts (rendered once:
+        the files, the report and the Python API read the same tables)."""
+        if self._outputs is None:
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+                self._outputs = {e: output_frame(r, pool) for e, r in self.results.items()}
+        return dict(self._outputs)
 
     def measures(self) -> dict[str, dict[str, Any]]:
         """Per entity, its measures' values (the entities without measures left out)."""
         return {e: dict(r.measures) for e, r in self.results.items() if r.measures}
+
+    def features(self, entity: str) -> pd.DataFrame:
+        """An entity's derived features, a column each, in the order they were computed."""
+        from .history import vector_arrow
+        from .plan import DeriveStep
+
+        r = self.results[entity]
+        return pd.DataFrame({s.name: vector_arrow(r.ctx.env[s.name]).to_pandas() for s in r.plan.steps
+                             if isinstance(s, DeriveStep)})
 
     def counts(self) -> dict[str, dict[str, dict[str, int]]]:
         """Per entity and decision, how many got each value (computed once)."""

@@ -673,6 +673,14 @@ def _history_notes(history: "History", period: str, policy_hash: str) -> list[st
     return notes
 
 
+def _emit(doc: dict[str, Any], text: str, out_fmt: str) -> None:
+    """What `kam explain` and `kam history` print: the JSON document or the text."""
+    if out_fmt == "json":
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
+    else:
+        click.echo(text, nl=False)
+
+
 def _decide_reading_history(policies: Path | None, data: Path | None, inputs: tuple[str, ...],
                             options: EngineOptions, history_path: Path | None, period: str | None) -> "api.RunResult":
     """Decide every entity, previous() reading the periods of a history before `period` (nothing is
@@ -735,10 +743,7 @@ def explain(entity_id: str, entity: str | None, policies: Path | None, data: Pat
     except KamError as exc:
         _fail(exc)
         return
-    if out_fmt == "json":
-        click.echo(json.dumps(trace.to_dict(), indent=2, ensure_ascii=False, default=str))
-    else:
-        click.echo(trace.render_text(), nl=False)
+    _emit(trace.to_dict(), trace.render_text(), out_fmt)
 
 
 @main.command("report")
@@ -811,10 +816,7 @@ def history_command(entity_id: str, history_path: Path, entity: str | None, full
     except KamError as exc:
         _fail(exc)
         return
-    if out_fmt == "json":
-        click.echo(json.dumps(path.to_dict(), indent=2, ensure_ascii=False, default=str))
-    else:
-        click.echo(path.render_text(full), nl=False)
+    _emit(path.to_dict(), path.render_text(full), out_fmt)
 
 
 @main.command("changes")

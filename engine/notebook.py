@@ -28,7 +28,7 @@ from .analyze import analyse
 from .compiler import compile_policies
 from .errors import InputError, KamError, Location, Problem
 from .explain import Trace
-from .plan import DeriveStep, Plan
+from .plan import Plan
 from .read import check_frame
 
 
@@ -99,12 +99,8 @@ class Decisions(Mapping[str, pd.DataFrame]):
 
 
 def _with_features(frame: pd.DataFrame, result: api.RunResult, entity: str) -> pd.DataFrame:
-    from .history import vector_arrow  # the one place that turns evaluation vectors into columns
-
-    r = result.results[entity]
-    features = {s.name: vector_arrow(r.ctx.env[s.name]).to_pandas() for s in r.plan.steps
-                if isinstance(s, DeriveStep) and s.name not in frame.columns}
-    return frame.assign(**features) if features else frame
+    features = result.features(entity)
+    return frame.assign(**{c: features[c] for c in features.columns if c not in frame.columns})
 
 
 class Policies:

@@ -94,16 +94,15 @@ def pareto_figures(profit: np.ndarray) -> dict[str, float]:
 
 def _frames(result: "RunResult") -> dict[str, pd.DataFrame]:
     """Per entity: its facts, then its decisions' columns, then the yes/no and number features."""
-    from .history import quota_arrows, vector_arrow
-    from .plan import DeriveStep
+    from .history import quota_arrows
 
     outs = result.outputs()
     frames = {}
     for entity, r in result.results.items():
         facts = result.frames_in[entity].reset_index(drop=True)
         out = outs[entity].drop(columns=[c for c in outs[entity].columns if c in facts.columns])
-        feats = {s.name: vector_arrow(r.ctx.env[s.name]).to_pandas() for s in r.plan.steps
-                 if isinstance(s, DeriveStep) and s.name not in facts.columns and s.name not in out.columns}
+        features = result.features(entity)
+        feats = {c: features[c] for c in features.columns if c not in facts.columns and c not in out.columns}
         for name, res in r.decisions.items():  # the quota each entity was ranked against, where one applies
             if res.quota_vars:
                 feats[f"{name}_quota_limit"] = quota_arrows(res)["quota_limit"].to_pandas()

@@ -614,22 +614,31 @@ def check_frame(frame: pd.DataFrame, facts: dict[str, Fact], name: str,
                                  loc, "pass a DataFrame per entity, e.g. {'customer': pd.read_excel(...)}"))
     raw = frame.reset_index(drop=True)
     raw.columns = [str(c).strip() for c in raw.columns]
-    missing = [f for f in facts if f not in raw.columns]
-    if missing:
-        raise InputError(Problem("input-missing-column",
-                                 f"{name} lacks the column{'s' if len(missing) > 1 else ''} "
-                                 f"{', '.join('`' + m + '`' for m in missing)} that the policies read", loc,
-                                 f"the frame has: {', '.join(map(str, raw.columns[:20]))}"))
     doubled = sorted({c for c in raw.columns if list(raw.columns).count(c) > 1} & set(facts))
     if doubled:
         raise InputError(Problem("input-duplicate-column", f"{name} has two columns named "
                                  f"{', '.join('`' + c + '`' for c in doubled)}", loc, "keep one of them"))
     labels = list(frame.index)
-    lines = Lines("frame", lambda: labels)
+    return _check_table(raw, facts, Lines("frame", lambda: labels), loc, identifiers, name)
+
+
+def _check_table(raw: pd.DataFrame, facts: dict[str, Fact], lines: Lines, loc: Location,
+                 identifiers: set[str] | None, where: str, hint: str = "") -> pd.DataFrame:
+    """The declared facts of a table read from a file or given as a frame, each converted and checked;
+    every problem of every column raised together."""
+    missing = [name for name in facts if name not in raw.columns]
+    if missing:
+        hint = hint or (f"the {'frame' if lines.fmt == 'frame' else 'file'} has: "
+                        f"{', '.join(map(str, raw.columns[:20]))}" if len(raw.columns) else
+                        "it has no header: its first row must name the columns")
+        raise InputError(Problem("input-missing-column",
+                                 f"{where} lacks the column{'s' if len(missing) > 1 else ''} "
+                                 f"{', '.join('`' + m + '`' for m in missing)} that the policies read", loc, hint))
     identifiers = set(identifiers or ()) | {f.name for f in facts.values() if f.key}
     problems: list[Problem] = []
-    columns = {f: check_column(fact, raw[f], lines, loc, problems, identifier=f in identifiers, where=name)
-               for f, fact in facts.items()}
+    columns = {name: check_column(f, raw[name].reset_index(drop=True), lines, loc, problems,
+                                  identifier=name in identifiers, where=where)
+               for name, f in facts.items()}
     if problems:
         raise InputError(problems)
     return pd.DataFrame(columns, copy=False)
@@ -652,7 +661,6 @@ def read_facts(path: Path, facts: dict[str, Fact], options: FactsOptions | str |
         raise InputError(Problem("input-empty-file", f"facts file {path} is empty (zero bytes)", loc,
                                  "a file with only the header line is fine and gives empty outputs"))
     fmt = detect_format(path, options.format)
-    identifiers = set(identifiers or ()) | {f.name for f in facts.values() if f.key}
     try:
         if fmt == "csv":
             raw, lines = _read_csv(path, options, loc)
@@ -670,19 +678,5 @@ def read_facts(path: Path, facts: dict[str, Fact], options: FactsOptions | str |
     except Exception as exc:  # a parser's own message is the most precise we have
         raise InputError(Problem("input-unreadable", f"cannot read {path.name} as {fmt}: {exc}", loc)) from None
     raw.columns = [str(c).strip() for c in raw.columns]
-    missing = [name for name in facts if name not in raw.columns]
-    if missing:
-        hint = _semicolon_hint(path, list(raw.columns), options) or \
-            (f"the file has: {', '.join(map(str, raw.columns[:20]))}" if len(raw.columns) else
-             "it has no header: its first row must name the columns")
-        raise InputError(Problem("input-missing-column",
-                                 f"{path.name} lacks the column{'s' if len(missing) > 1 else ''} "
-                                 f"{', '.join('`' + m + '`' for m in missing)} that the policies read", loc, hint))
-    problems: list[Problem] = []
-    columns = {name: check_column(f, raw[name].reset_index(drop=True), lines, loc, problems,
-                                  identifier=name in identifiers,
-                                  where=f"{path.name}#{lines.sheet}" if lines.sheet else path.name)
-               for name, f in facts.items()}
-    if problems:
-        raise InputError(problems)
-    return pd.DataFrame(columns, copy=False)
+    return _check_table(raw, facts, lines, loc, identifiers, f"{path.name}#{lines.sheet}" if lines.sheet else path.name,
+                        _semicolon_hint(path, list(raw.columns), options))

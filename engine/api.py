@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -148,14 +148,28 @@ class RunResult:
     calibration: Calibration | None = None
     past: Past = field(default_factory=Past)  # the earlier values previous() read, and notes about them
     _outputs: dict[str, pd.DataFrame] | None = field(default=None, repr=False)
+    _early: dict[str, Any] = field(default_factory=dict, repr=False)  # entity -> future of its table
 
     def outputs(self) -> dict[str, pd.DataFrame]:
         """One output table per entity: key, decided values, rule ids and because texts (rendered once:
         the files, the report and the Python API read the same tables)."""
         if self._outputs is None:
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-                self._outputs = {e: output_frame(r, pool) for e, r in self.results.items()}
+                self._outputs = {e: self._early[e].result() if e in self._early else output_frame(r, pool)
+                                 for e, r in self.results.items()}
+            self._early.clear()
         return dict(self._outputs)
+
+    def output_futures(self) -> dict[str, Future]:
+        """The output tables as futures: those rendered early resolve as soon as each is ready (a
+        writer can start on the first while the next are rendered); the others are rendered now."""
+        if self._early and self._outputs is None:
+            return dict(self._early)
+        done: dict[str, Future] = {}
+        for e, frame in self.outputs().items():
+            done[e] = Future()
+            done[e].set_result(frame)
+        return done
 
     def measures(self) -> dict[str, dict[str, Any]]:
         """Per entity, its measures' values (the entities without measures left out)."""
@@ -257,13 +271,14 @@ BACKENDS = ("pandas", "durable")
 def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], None] | None = None,
         backend: str = "pandas", calibration: Calibration | None = None,
         record_calibration: bool = False, past: dict[str, pd.DataFrame] | None = None,
-        on_result: Callable[[EntityResult], None] | None = None) -> RunResult:
+        on_result: Callable[[EntityResult], None] | None = None, render_early: bool = False) -> RunResult:
     """Evaluate every entity (joined entities first).
 
     `backend` decides which engine matches rule conditions; `calibration` makes population
     functions read a saved population; `record_calibration` makes one from this batch; `past` holds
     per entity the earlier values its `previous()` calls read, row by row (see `history.Past`);
-    `on_result` gets each entity's result as soon as it is decided.
+    `on_result` gets each entity's result as soon as it is decided; `render_early` starts rendering
+    each entity's output table (`RunResult.outputs()`) while the next ones are evaluated.
     """
     results: dict[str, EntityResult] = {}
     timings: dict[str, float] = {}
@@ -272,6 +287,11 @@ def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], No
         calibration.check(ps.hash, "given")
     durable = DurableBackend(pl) if backend == "durable" else None
     records: dict[str, dict[str, Any]] = {}
+    early: dict[str, Any] = {}
+    # with render_early, an entity's texts are rendered (one thread, its decisions side by side on
+    # a second pool) while the next entities are evaluated: evaluation is mostly one core's work
+    explainer = ThreadPoolExecutor(max_workers=1) if render_early else None
+    texts_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2) if render_early else None
     for ep in pl.entities:
         t0 = time.perf_counter()
         types = {name: f.type for name, f in ps.facts(ep.entity).items()}
@@ -281,11 +301,17 @@ def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], No
         results[ep.entity] = evaluate_entity(ep, frames[ep.entity], types, results, cal, record, decider,
                                              past=(past or {}).get(ep.entity))
         timings[f"evaluate_{ep.entity}"] = round(time.perf_counter() - t0, 4)
+        if explainer is not None:
+            early[ep.entity] = explainer.submit(output_frame, results[ep.entity], texts_pool)
         if on_result:
             on_result(results[ep.entity])
         if on_entity:
             on_entity(ep.entity)
-    out = RunResult(pl, results, frames, timings)
+    out = RunResult(pl, results, frames, timings, _early=early)
+    if explainer is not None and texts_pool is not None:
+        # the explainer runs its work in order: the texts' pool is shut once every table is rendered
+        explainer.submit(texts_pool.shutdown)
+        explainer.shutdown(wait=False)
     if record_calibration:
         out.calibration = calibrate.build(ps.hash, records)
     return out
@@ -339,17 +365,20 @@ def write_run(result: RunResult, inputs: dict[str, Path], target: OutputTarget, 
     `timings` gets `explain` (rendering the texts), `write` (writing the files; the manifest itself
     is written after it, so its own few milliseconds are not in it) and `history` (recording)."""
     t0 = time.perf_counter()
-    frames = result.outputs()
-    timings["explain"] = round(time.perf_counter() - t0, 4)
-    if on_step:
-        on_step("explained")
-    records = input_records(result, inputs)
+    with ThreadPoolExecutor(max_workers=1) as hashing:  # hashing the inputs releases the GIL
+        pending = hashing.submit(input_records, result, inputs)
+        frames = result.output_futures()
+        # the files are written as their tables come; `explain` is the wait for the last table
+        for f in frames.values():
+            f.add_done_callback(lambda _: timings.__setitem__("explain", round(time.perf_counter() - t0, 4)))
+        if on_step:
+            on_step("explained")
+        records = pending.result()
     if recorder is not None:
         recorder.finished(result, records)
-    t0 = time.perf_counter()
 
     def on_file(entity: str) -> None:
-        timings["write"] = round(time.perf_counter() - t0, 4)
+        timings["write"] = round(time.perf_counter() - t0 - timings.get("explain", 0.0), 4)
         if on_step:
             on_step(f"wrote {entity}")
 
@@ -357,6 +386,7 @@ def write_run(result: RunResult, inputs: dict[str, Path], target: OutputTarget, 
         if recorder is not None:
             recorder.wait()  # the history's own errors come before the manifest is made
             timings["history"] = recorder.seconds
+        result.outputs()  # every table is rendered by now: kept for the report and the API
         return manifest(result, records, timings, recorder.summary() if recorder is not None else None)
 
     try:

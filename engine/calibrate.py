@@ -20,36 +20,12 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, Location, Problem
+from .population import GroupPopulation, evaluate_against
 
 FORMAT_VERSION = 1
 
 
-@dataclass
-class GroupStats:
-    values: np.ndarray  # sorted ascending, non-missing
-    keys: np.ndarray | None = None  # for rank: keys in the same order (ties by key ascending)
-    suffix: np.ndarray | None = None  # suffix sums of values, for cumshare
-
-    @property
-    def n(self) -> int:
-        return int(self.values.size)
-
-    def total(self) -> float:
-        return float(self.values.sum())
-
-    def mean(self) -> float:
-        return float(self.values.mean()) if self.n else np.nan
-
-    def std(self) -> float:
-        return float(self.values.std()) if self.n else np.nan
-
-    def quantile(self, q: float) -> float:
-        return float(np.quantile(self.values, q)) if self.n else np.nan
-
-    def suffix_sums(self) -> np.ndarray:
-        if self.suffix is None:
-            self.suffix = np.append(np.cumsum(self.values[::-1])[::-1], 0.0)
-        return self.suffix
+GroupStats = GroupPopulation  # the name saved calibrations were made with
 
 
 @dataclass
@@ -86,35 +62,7 @@ def evaluate_calibrated(stats: dict[Any, GroupStats], func: str, x: np.ndarray, 
             continue  # a group the calibration batch did not have: no population to compare with
         if st.n == 0 and func not in ("sum", "count"):
             continue
-        xs = x[rows]
-        present = ~np.isnan(xs)
-        res = np.full(rows.size, np.nan)
-        if func == "pct_rank":
-            res[present] = np.searchsorted(st.values, xs[present], side="right") / st.n
-        elif func == "cumshare":
-            total = st.total()
-            if total != 0:
-                idx = np.searchsorted(st.values, xs[present], side="left")
-                res[present] = st.suffix_sums()[idx] / total
-        elif func == "rank":
-            above = st.n - np.searchsorted(st.values, xs[present], side="right")
-            lo = np.searchsorted(st.values, xs[present], side="left")
-            hi = np.searchsorted(st.values, xs[present], side="right")
-            tie_before = np.zeros(lo.size)
-            # together: ties share the best rank, nobody is placed after an equal value
-            tied_rows = np.flatnonzero(hi > lo) if ties == "key" else np.array([], dtype=np.int64)
-            for i in tied_rows:  # only rows whose value ties calibration values
-                tie_keys = st.keys[lo[i]:hi[i]] if st.keys is not None else np.array([])
-                tie_before[i] = int(np.sum(tie_keys < keys[rows][present][i]))
-            res[present] = 1 + above + tie_before
-        elif func in ("mean", "sum", "count", "quantile"):
-            res[:] = {"mean": st.mean, "sum": st.total, "count": lambda: float(st.n),
-                      "quantile": lambda: st.quantile(q)}[func]()
-        elif func == "zscore":
-            std = st.std()
-            if std > 0:
-                res[present] = (xs[present] - st.mean()) / std
-        out[rows] = res
+        out[rows] = evaluate_against(st, func, x[rows], keys[rows], q, ties)
     return out
 
 

@@ -479,7 +479,8 @@ def _compute(pl: "Plan", data: Path | None, inputs: tuple[str, ...], timings: di
     result = api.run(pl, frames, steps.tick("decided") if steps else None, backend=options.backend,
                      calibration=calibration, record_calibration=options.save_calibration is not None,
                      past={e: f for e, f in past.frames.items()},
-                     on_result=(lambda r: options.recorder.decided(pl, r)) if options.recorder else None)
+                     on_result=(lambda r: options.recorder.decided(pl, r)) if options.recorder else None,
+                     render_early=True)
     result.past = past
     timings["evaluate"] = round(time.perf_counter() - t0, 4)
     return result, files
@@ -522,10 +523,20 @@ def _calibration_in(target: "OutputTarget", path: Path | None) -> bool:
 @click.option("--report", "report_path", type=click.Path(path_type=Path), metavar="FILE",
               help="Also write the portfolio report (HTML, as `kam report` makes it); inside --out it is part "
               "of the output set.")
+@click.option("--engine", type=click.Choice(["pandas", "dask"]), default="pandas", show_default=True,
+              help="dask: partitioned Parquet in and out, evaluated on a Dask cluster (a local one unless "
+              "--scheduler), with the same results as pandas.")
+@click.option("--scheduler", metavar="ADDRESS", help="With --engine dask: an existing Dask scheduler, "
+              "e.g. tcp://10.0.0.5:8786 (the data and --out must be on storage every worker sees).")
+@click.option("--workers", type=click.IntRange(1), default=2, show_default=True,
+              help="With --engine dask and no --scheduler: worker processes of the local cluster.")
+@click.option("--worker-memory", default="2GiB", show_default=True,
+              help="With --engine dask and no --scheduler: the memory limit of each local worker.")
 @_engine_options
 def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_format: str | None, out: Path,
         output_format: str, csv_bom: bool, quiet: bool, save_calibration: Path | None, allow_violations: bool,
         history_path: Path | None, period: str | None, replace: bool, report_path: Path | None,
+        engine: str, scheduler: str | None, workers: int, worker_memory: str,
         entities: tuple[str, ...], backend: str, calibration: Path | None, facts_format: str | None,
         encoding: str, delimiter: str) -> None:
     """Decide every entity in the facts files and write decisions with explanations.
@@ -548,6 +559,22 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
     from .write import OutputTarget
 
     err = _stderr()
+    if engine == "dask":
+        refused = [flag for flag, given in (("--history", history_path), ("--report", report_path),
+                                            ("--save-calibration", save_calibration), ("--calibration", calibration),
+                                            ("--backend durable", backend == "durable"), ("--csv-bom", csv_bom))
+                   if given]
+        if refused or output_format != "csv" and output_format != "parquet":
+            _fail(_usage(f"--engine dask does not take {', '.join(refused) or '--output-format ' + output_format}",
+                         "it writes partitioned Parquet; run those with the pandas engine"))
+            return
+        _run_dask(policies, data or (None if inputs else DEFAULT_DATA), inputs, out, quiet, allow_violations,
+                  scheduler, workers, worker_memory, EngineOptions(entities, backend, None, None,
+                                                                   _read_options(facts_format, encoding, delimiter)))
+        return
+    if scheduler is not None:
+        _fail(_usage("--scheduler is for --engine dask"))
+        return
     if old_format is not None:
         err.print("note: `kam run --format` is now `--facts-format` (the old spelling still works)", markup=False)
         facts_format = facts_format or old_format
@@ -592,12 +619,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
             broken = result.violations()
             if broken and not allow_violations:
                 progress.stop()
-                for report_ in broken:
-                    err.print(f"error: {report_.text()}", markup=False)
-                err.print(f"{len(broken)} invariant{'s' if len(broken) > 1 else ''} broken: nothing was written "
-                          "(see `kam explain ID`; --allow-violations writes the decisions anyway)", markup=False)
-                target.abandon()
-                sys.exit(1)
+                _refuse_broken(broken, target, "see `kam explain ID`; ")
             extra = {}
             inside = _calibration_in(target, save_calibration)
             if inside and result.calibration is not None and save_calibration is not None:
@@ -655,6 +677,88 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
                   markup=False)
     if conflicts:
         sys.exit(1)
+
+
+def _refuse_broken(broken: list[Any], target: "OutputTarget", hint: str) -> None:
+    """Broken invariants without --allow-violations: say which, write nothing, exit 1."""
+    err = _stderr()
+    for report_ in broken:
+        err.print(f"error: {report_.text()}", markup=False)
+    err.print(f"{len(broken)} invariant{'s' if len(broken) > 1 else ''} broken: nothing was written "
+              f"({hint}--allow-violations writes the decisions anyway)", markup=False)
+    target.abandon()
+    sys.exit(1)
+
+
+def _run_dask(policies: Path | None, data: Path | None, inputs: tuple[str, ...], out: Path, quiet: bool,
+              allow_violations: bool, scheduler: str | None, workers: int, worker_memory: str,
+              options: EngineOptions) -> None:
+    """`kam run --engine dask`: partitions evaluated on a cluster, one output set swapped in as usual."""
+    import hashlib
+    import logging
+
+    from . import api, distributed
+    from .write import OutputTarget
+
+    err = _stderr()
+    t_start = time.perf_counter()
+    target = None
+    cluster = client = None
+    try:
+        pl = _compile_for_run(policies, options)
+        given = {e: str(p) for e, p in _parse_inputs(inputs).items()}
+        files = distributed.partition_files(pl, data, given)
+        target = OutputTarget(out).prepare()
+        from dask.distributed import Client, LocalCluster
+
+        if scheduler is None:
+            # the workers' own logs stay quiet: kam reports what matters on standard error
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   memory_limit=worker_memory, dashboard_address=None, silence_logs=logging.ERROR)
+            client = Client(cluster)
+        else:
+            client = Client(scheduler)
+        assert target.staging is not None
+        done = distributed.run(pl, files, client, target.staging, options.facts)
+        merged = distributed.merge(pl, done)
+        broken = [r for r in merged["invariants"] if r.count]
+        if broken and not allow_violations:
+            _refuse_broken(broken, target, "")
+        ps = pl.checked.policy_set
+        manifest = {
+            "kam_version": __version__,
+            "policy_set": {"directory": ps.directory, "sha256": ps.hash, "policies": [p.name for p in ps.policies]},
+            "engine": {"name": "dask", "scheduler": scheduler or f"local ({workers} workers, {worker_memory} each)"},
+            "inputs": [{"entity": e, "path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+                        "rows": r} for e, ps_ in files.items() for p, r in zip(ps_, done.entities[e]["rows"])],
+            "decision_counts": merged["counts"],
+            "measures": merged["measures"],
+            "invariants": [r.to_dict() for r in merged["invariants"]],
+            "warnings": merged["warnings"],
+            "timings_seconds": {**done.timings, "total": round(time.perf_counter() - t_start, 4)},
+        }
+        target.commit({}, "parquet", manifest, staged_outputs=merged["outputs"])
+    except BaseException as exc:
+        if target is not None:
+            target.abandon()
+        if isinstance(exc, KamError):
+            _fail(exc)
+            return
+        raise
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    if not quiet:
+        _summary(merged["counts"], merged["rows"], merged["measures"])
+        for w in merged["warnings"]:
+            err.print(f"warning: {w}", markup=False)
+        for note in api.load_past(pl, {}, None, None).notes:  # no history on this engine (yet)
+            err.print(f"note: {note}", markup=False)
+        err.print(f"wrote {', '.join(str(out / o['path']) for o in merged['outputs'])} and {out / 'manifest.json'} "
+                  f"in {time.perf_counter() - t_start:.2f}s", markup=False)
 
 
 def _history_notes(history: "History", period: str, policy_hash: str) -> list[str]:

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import population
 from .calibrate import evaluate_calibrated
 from .functions import POPULATION_FUNCTIONS
 from .model import Decision, Expr, Rule
@@ -171,6 +172,9 @@ class Context:
     calibration: dict[str, dict[Any, Any]] | None = None
     record: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
     key_name: str = "key"
+    # population functions and quotas answered from outside this table (engine.distributed: the
+    # table is one partition of a larger population)
+    population: Any = None
     _key_order: np.ndarray | None = None
     _groups: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
 
@@ -214,132 +218,27 @@ class Context:
         return self._groups[name]
 
 
-def _grouped(values: np.ndarray, codes: np.ndarray) -> "pd.core.groupby.SeriesGroupBy":
-    return pd.Series(values).groupby(codes)
-
-
-def pop_rank(x: np.ndarray, ctx: Context, by: str | None, descending: bool = True,
-             ties: str = "key") -> np.ndarray:
+def pop_rank(x: np.ndarray, ctx: Context, by: str | None, ties: str = "key") -> np.ndarray:
     """Rank within the group, 1 = best; missing stays missing. Equal values are ordered by key
     (`ties="key"`: 1, 2, 3) or share the best rank of their tie group (`ties="together"`: 1, 2, 2, 4)."""
     codes, _ = ctx.groups(by)
-    valid = ~np.isnan(x) & (codes >= 0)
-    idx = np.flatnonzero(valid)
-    out = np.full(ctx.n, np.nan)
-    if idx.size == 0:
-        return out
-    xv = x[idx] if not descending else -x[idx]
-    order = np.lexsort((ctx.key_order()[idx], xv, codes[idx]))
-    sorted_codes = codes[idx][order]
-    positions = position_in_group(sorted_codes)
-    if ties == "together":
-        positions = tie_block_ranks(positions, sorted_codes, [xv[order]])
-    out[idx[order]] = positions
-    return out
-
-
-def position_in_group(sorted_codes: np.ndarray) -> np.ndarray:
-    """1, 2, 3, ... within each run of equal group codes of an array sorted by group."""
-    pos = np.arange(sorted_codes.size)
-    starts = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
-    return pos - np.maximum.accumulate(np.where(starts, pos, 0)) + 1
-
-
-def tie_blocks(sorted_codes: np.ndarray, sorted_keys: list[np.ndarray]) -> np.ndarray:
-    """Where a new tie block starts in rows sorted by group then ranking values (equal on all keys)."""
-    starts = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
-    for k in sorted_keys:
-        starts |= np.r_[True, k[1:] != k[:-1]]
-    return starts
-
-
-def tie_block_ranks(positions: np.ndarray, sorted_codes: np.ndarray, sorted_keys: list[np.ndarray]) -> np.ndarray:
-    """Each row's position replaced by the position of the first row of its tie block."""
-    starts = tie_blocks(sorted_codes, sorted_keys)
-    pos = np.arange(positions.size)
-    return positions[np.maximum.accumulate(np.where(starts, pos, 0))]
-
-
-def tie_sizes(sorted_codes: np.ndarray, sorted_keys: list[np.ndarray]) -> np.ndarray:
-    """The size of each row's tie block, for rows sorted by group then ranking values."""
-    starts = tie_blocks(sorted_codes, sorted_keys)
-    block = np.cumsum(starts) - 1
-    return np.bincount(block)[block]
+    return population.rank_values(x, codes, ctx.key_order(), ties)
 
 
 def pop_pct_rank(x: np.ndarray, ctx: Context, by: str | None) -> np.ndarray:
     """Share of the group's non-missing values that are at or below x, in (0, 1]."""
-    if by is None:
-        # one population: sort once, then a binary search of the sorted values in sorted order
-        # (sequential memory access) beats a group-by
-        order = np.argsort(x)  # NaN sorts last; ties need no order, they share one rank
-        m = int((~np.isnan(x)).sum())
-        present = x[order[:m]]
-        out = np.full(ctx.n, np.nan)
-        if m:
-            out[order[:m]] = np.searchsorted(present, present, side="right") / m
-        return out
-    codes, _ = ctx.groups(by)
-    x = np.where(codes >= 0, x, np.nan)
-    return _grouped(x, codes).rank(method="max", pct=True).to_numpy(dtype=float, na_value=np.nan)
+    return population.pct_rank_values(x, ctx.groups(by)[0])
 
 
 def pop_cumshare(x: np.ndarray, ctx: Context, by: str | None) -> np.ndarray:
     """Pareto position: sum of the group's values >= x, divided by the group total."""
-    codes, _ = ctx.groups(by)
-    valid = ~np.isnan(x) & (codes >= 0)
-    idx = np.flatnonzero(valid)
-    out = np.full(ctx.n, np.nan)
-    if idx.size == 0:
-        return out
-    xv, cv = x[idx], codes[idx]
-    # ascending within group; ties need no order, their block shares one share
-    order = np.argsort(xv) if by is None else np.lexsort((xv, cv))
-    xs, cs = xv[order], cv[order]
-    pos = np.arange(xs.size)
-    csum = np.cumsum(xs)
-    group_start = np.r_[True, cs[1:] != cs[:-1]]
-    block_start = group_start | np.r_[True, xs[1:] != xs[:-1]]
-    gstart_pos = np.maximum.accumulate(np.where(group_start, pos, 0))
-    bstart_pos = np.maximum.accumulate(np.where(block_start, pos, 0))
-    before_group = np.where(gstart_pos > 0, csum[gstart_pos - 1], 0.0)
-    group_end = np.r_[np.flatnonzero(group_start)[1:], xs.size] - 1
-    totals = csum[group_end] - np.where(np.flatnonzero(group_start) > 0, csum[np.flatnonzero(group_start) - 1], 0.0)
-    group_id = np.cumsum(group_start) - 1
-    total = totals[group_id]
-    below = np.where(bstart_pos > 0, csum[bstart_pos - 1], 0.0) - before_group
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(total != 0, (total - below) / total, np.nan)
-    out[idx[order]] = share
-    return out
+    return population.cumshare_values(x, ctx.groups(by)[0])
 
 
 def pop_stat(kind: str, x: np.ndarray, ctx: Context, by: str | None, q: float = 0.5) -> np.ndarray:
     """A group statistic broadcast to every row: mean, sum, count, quantile, zscore."""
     codes, ngroups = ctx.groups(by)
-    if ngroups == 0:
-        return np.full(ctx.n, np.nan)
-    if kind == "count":
-        present = (~np.isnan(x)).astype(float)
-        per = np.bincount(codes[codes >= 0], weights=present[codes >= 0], minlength=ngroups)
-        return np.where(codes >= 0, per[np.maximum(codes, 0)], np.nan)
-    g = _grouped(x, codes)
-    if kind == "quantile":
-        per = g.quantile(q)
-    elif kind == "sum":
-        per = g.sum(min_count=0)
-    elif kind in ("mean", "zscore"):
-        per = g.mean()
-    else:
-        raise ValueError(kind)
-    per = per.reindex(range(ngroups)).to_numpy(dtype=float, na_value=np.nan)
-    result = np.where(codes >= 0, per[np.maximum(codes, 0)], np.nan)
-    if kind == "zscore":
-        std = g.std(ddof=0).reindex(range(ngroups)).to_numpy(dtype=float, na_value=np.nan)
-        s = np.where(codes >= 0, std[np.maximum(codes, 0)], np.nan)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(s > 0, (x - result) / s, np.nan)
-    return result
+    return population.group_stat(kind, x, codes, ngroups, q)
 
 
 # -- expressions ----------------------------------------------------------------------------------
@@ -484,6 +383,11 @@ def _call(node: Call, ctx: Context, ev: Callable[[Node], Vec]) -> Vec:
     x = xs[0] if xs else np.zeros(ctx.n)
     if f == "count":
         x = np.zeros(ctx.n) if not args else np.where(is_missing(args[0]), np.nan, 0.0)
+    if f in POPULATION_FUNCTIONS and ctx.population is not None:
+        ties = _ties(node)
+        q = float(fixed_value(node.args[1])) if f == "quantile" else 0.5
+        keys = ctx.key_objects() if f == "rank" and ties == "key" else None
+        return ctx.population.value(to_text(node), f, np.asarray(x, dtype=float), ctx.group_labels(by), keys, q, ties)
     if f in POPULATION_FUNCTIONS and (ctx.record is not None or ctx.calibration is not None):
         call = to_text(node)
         if ctx.record is not None:
@@ -605,7 +509,7 @@ def _quota_select(rule: Rule, eligible: np.ndarray, ctx: Context) -> tuple[np.nd
     """Among `eligible` rows, those within the quota; plus rank/size/limit for the texts."""
     q = rule.quota
     assert q is not None
-    codes, ngroups = ctx.groups(q.per)
+    codes, _ = ctx.groups(q.per)
     idx = np.flatnonzero(eligible & (codes >= 0))
     n = ctx.n
     rank = np.full(n, np.nan)
@@ -614,27 +518,20 @@ def _quota_select(rule: Rule, eligible: np.ndarray, ctx: Context) -> tuple[np.nd
     tied = np.zeros(n, dtype=np.int64)
     if idx.size:
         keys = []
-        for k in reversed(q.rank_by):
+        for k in q.rank_by:
             v = evaluate_node(k.expr.node, ctx)[idx]  # type: ignore[arg-type, index]
             v = -v if k.descending else v
             keys.append(np.where(np.isnan(v), np.inf, v))  # missing ranks last
-        cidx = codes[idx]
-        order = np.lexsort([ctx.key_order()[idx]] + keys + [cidx])
-        sorted_codes = cidx[order]
-        sorted_keys = [k[order] for k in keys]
-        group_size = np.bincount(cidx, minlength=ngroups)
-        if q.top_n is not None:
-            group_limit = np.minimum(group_size, q.top_n)
+        if ctx.population is not None:
+            ranks, sizes, ties, order = ctx.population.quota(
+                f"quota of rule {rule.id}", ctx.group_labels(q.per)[idx], keys, ctx.key_objects()[idx], q.ties)
         else:
-            group_limit = np.floor(group_size * (q.top_share or 0.0) + 1e-9).astype(np.int64)
+            ranks, sizes, ties, order = population.quota_ranks(codes[idx], keys, ctx.key_order()[idx], q.ties)
         rows = idx[order]
-        positions = position_in_group(sorted_codes)
-        if q.ties == "together":
-            positions = tie_block_ranks(positions, sorted_codes, sorted_keys)
-        rank[rows] = positions
-        size[rows] = group_size[sorted_codes]
-        limit[rows] = group_limit[sorted_codes]
-        tied[rows] = tie_sizes(sorted_codes, sorted_keys) - 1
+        rank[rows] = ranks
+        size[rows] = sizes
+        limit[rows] = population.quota_limit(sizes, q.top_n, q.top_share)
+        tied[rows] = ties
     selected = eligible & (rank <= limit)
     return selected, {"quota_rank": rank, "quota_size": size, "quota_limit": limit,
                       "quota_tie": _tie_texts(tied, q.ties, ctx.key_name)}
@@ -1011,13 +908,20 @@ def _positions(ref: Vec, other_key: Any) -> np.ndarray:
     return pc.index_in(values, value_set=keys).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def _unknown_refs(ep: EntityPlan, key: pd.Series, on: str, ref: Vec, rows: np.ndarray) -> pd.DataFrame:
+    refs = take(ref, rows)
+    return pd.DataFrame({ep.key: key.iloc[rows].to_numpy(dtype=object),
+                         on: refs.objects() if isinstance(refs, Text) else refs})
+
+
 Decider = Callable[[Decision, Context], DecisionResult]
 
 
 def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series], fact_types: dict[str, str],
                     joined: dict[str, "EntityResult"], calibration: dict[str, Any] | None = None,
                     record: dict[str, Any] | None = None, decider: Decider = decide,
-                    n: int | None = None, past: Mapping[str, pd.Series] | None = None) -> EntityResult:
+                    n: int | None = None, past: Mapping[str, pd.Series] | None = None,
+                    population: Any = None) -> EntityResult:
     """Evaluate every derived feature and decision of one entity over the whole table.
 
     `frame` is a DataFrame, or a mapping of columns with `n` rows; `calibration` makes population
@@ -1029,19 +933,22 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series
     env = FactEnv(frame, fact_types, n, {p.name: p.value for p in ep.params}, past,
                   {r.key: r.kind for r in ep.past})
     key = frame[ep.key].reset_index(drop=True) if ep.key else pd.Series(np.arange(n).astype(str))
-    ctx = Context(env, n, key, calibration=calibration, record=record, key_name=ep.key or "key")
+    ctx = Context(env, n, key, calibration=calibration, record=record, key_name=ep.key or "key",
+                  population=population)
     unknown: dict[str, pd.DataFrame] = {}
     for j in ep.joins:
-        other = joined[j.entity]
         ref = env[j.on]
+        if population is not None:  # the other entity is partitioned too: its columns come looked up
+            taken, missing_ref = population.join(j, ref)
+            env.update(taken)
+            if missing_ref.size:
+                unknown[j.name] = _unknown_refs(ep, key, j.on, ref, missing_ref)
+            continue
+        other = joined[j.entity]
         pos = _positions(ref, other.ctx.key)
         missing_ref = np.flatnonzero((pos < 0) & ~is_missing(ref))
         if missing_ref.size:
-            refs = take(ref, missing_ref)
-            unknown[j.name] = pd.DataFrame({
-                ep.key: key.iloc[missing_ref].to_numpy(dtype=object),
-                j.on: refs.objects() if isinstance(refs, Text) else refs,
-            })
+            unknown[j.name] = _unknown_refs(ep, key, j.on, ref, missing_ref)
         for name in j.take:
             env[name] = _joined(other.ctx.env[name], pos)
     results: dict[str, DecisionResult] = {}

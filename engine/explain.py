@@ -210,13 +210,22 @@ def output_frame(result: EntityResult, pool: Executor | None = None) -> pd.DataF
     render = lambda d: because_column(result.decisions[d.name], result.ctx.env)  # noqa: E731
     texts = list(pool.map(render, decisions)) if pool is not None else [render(d) for d in decisions]
     columns: dict[str, Any] = {key_name: pd.array(result.ctx.key, dtype="string")}
+    lists: dict[str, str] = {}
     for d, because in zip(decisions, texts):
         res = result.decisions[d.name]
         columns.update(value_columns(res))
         columns[f"{d.name}_rule"] = rule_column(res)
         columns[f"{d.name}_because"] = pd.arrays.ArrowStringArray(because) if len(because) else \
             pd.array([], dtype="string")
-    return pd.DataFrame(columns, copy=False)
+        if res.collected is not None and d.gives_list:
+            lists.update({o.name: o.type for o in d.outputs})
+        if res.collected is not None:
+            lists[f"{d.name}_rule"] = "string"
+    frame = pd.DataFrame(columns, copy=False)
+    # the item type of each list column, from the policies: a column whose lists are all empty (or
+    # a table without rows) is written with the same type as any other (the Dask parts must agree)
+    frame.attrs["kam_list_types"] = lists
+    return frame
 
 
 def decision_counts(result: EntityResult) -> dict[str, dict[str, int]]:

@@ -25,7 +25,7 @@ import json
 import os
 import secrets
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -110,7 +110,7 @@ def _is_kam_output(folder: Path, name: str, listed: set[str]) -> bool:
 def _listed(folder: Path) -> set[str]:
     try:
         doc = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        return {str(o["path"]) for o in doc.get("outputs", []) + doc.get("extra_files", [])}
+        return {str(o["path"]).rstrip("/") for o in doc.get("outputs", []) + doc.get("extra_files", [])}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return set()
 
@@ -183,49 +183,61 @@ class OutputTarget:
         clean_leftovers(real)
         return self
 
-    def commit(self, frames: dict[str, pd.DataFrame], fmt: str,
+    def commit(self, frames: "dict[str, pd.DataFrame | Future[pd.DataFrame]]", fmt: str,
                manifest: dict[str, Any] | Callable[[], dict[str, Any]],
                extra_files: dict[str, bytes] | None = None,
                on_file: Callable[[str], None] | None = None,
-               before_swap: Callable[[], None] | None = None, bom: bool = False) -> dict[str, Path]:
+               before_swap: Callable[[], None] | None = None, bom: bool = False,
+               staged_outputs: list[dict[str, Any]] | None = None) -> dict[str, Path]:
         """Write every file into the staging folder, then swap it in for the output folder.
 
         `manifest` (or a function making it once the files are written) gets the list of outputs;
         `before_swap` runs once everything is staged, right before the swap (an error there leaves the
-        output folder as it was). `bom` starts CSV files with a UTF-8 byte order mark (for Excel)."""
+        output folder as it was). `bom` starts CSV files with a UTF-8 byte order mark (for Excel).
+        `staged_outputs` lists outputs others wrote into the staging folder already (the Dask
+        workers' partitions): they are listed in the manifest and swapped in with the rest."""
         assert self.staging is not None, "prepare() first"
         staging, real = self.staging, self.real
         ext = OUTPUT_FORMATS[fmt]
         names = {entity: WORKBOOK if fmt == "xlsx" else f"{entity}_decisions{ext}" for entity in frames}
+        pending = frames
+        frames = {}  # a table given as a future is written as soon as it is ready
+
+        def table(entity: str) -> pd.DataFrame:
+            got = pending[entity]
+            frames[entity] = got.result() if isinstance(got, Future) else got
+            return frames[entity]
 
         def write_one(entity: str) -> None:
-            write_frame(frames[entity], staging / names[entity], fmt, bom)
+            write_frame(table(entity), staging / names[entity], fmt, bom)
             fault_point("staged-file")
             if on_file:
                 on_file(entity)
 
         if fmt == "xlsx":
-            write_workbook(frames, staging / WORKBOOK)
+            write_workbook({e: table(e) for e in pending}, staging / WORKBOOK)
             fault_point("staged-file")
-            for entity in frames:
+            for entity in pending:
                 if on_file:
                     on_file(entity)
         else:
             # the files are independent; writers release the GIL while encoding and compressing
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-                list(pool.map(write_one, frames))
+                list(pool.map(write_one, pending))
+        frames = {e: frames[e] for e in pending}  # in the entities' order, whatever order they came in
         for name, data in (extra_files or {}).items():
             (staging / name).write_bytes(data)
         manifest = dict(manifest() if callable(manifest) else manifest)
         manifest["outputs"] = [{"entity": e, "path": names[e], **({"sheet": e} if fmt == "xlsx" else {}),
                                 "rows": int(len(frames[e])), "sha256": file_sha256(staging / names[e])}
                                for e in frames]
+        manifest["outputs"] += staged_outputs or []
         if extra_files:
             manifest["extra_files"] = [{"path": name, "sha256": file_sha256(staging / name)} for name in extra_files]
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=_json_default)
                                         + "\n", encoding="utf-8")
         fault_point("staged-manifest")
-        for p in staging.iterdir():
+        for p in staging.rglob("*"):
             _fsync(p)
         if real.is_dir():
             _keep_mode(real, staging)
@@ -400,19 +412,28 @@ def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, copy=False)
 
 
-def _arrow_column(col: pd.Series) -> pa.Array:
-    if _is_list_column(col):
+_LIST_ITEMS = {"boolean": pa.bool_(), "number": pa.float64(), "integer": pa.float64(), "string": pa.string()}
+
+
+def _arrow_column(col: pd.Series, declared: str | None = None) -> pa.Array:
+    if declared is not None or _is_list_column(col):
+        if declared is not None:
+            item = _LIST_ITEMS.get(declared, pa.string())
+        else:  # a frame that did not come from output_frame: guess from the values
+            sample = next((x for v in col if v for x in v), "")
+            item = pa.bool_() if isinstance(sample, bool) else pa.float64() \
+                if isinstance(sample, (int, float)) else pa.string()
+        if not len(col):
+            return pa.array([], type=pa.list_(item))
         codes, lists = _list_codes(col)
-        sample = next((x for v in lists if v for x in v), "")
-        item = pa.bool_() if isinstance(sample, bool) else pa.float64() \
-            if isinstance(sample, (int, float)) else pa.string()
         distinct = pa.array([None if v is None else list(v) for v in lists], type=pa.list_(item))
         return distinct.take(pa.array(codes))
     return pa.Array.from_pandas(col)
 
 
 def _arrow_table(frame: pd.DataFrame) -> pa.Table:
-    return pa.table({name: _arrow_column(frame[name]) for name in frame.columns})
+    declared = frame.attrs.get("kam_list_types", {})
+    return pa.table({name: _arrow_column(frame[name], declared.get(name)) for name in frame.columns})
 
 
 def _json_strings(values: pa.Array) -> pa.Array:

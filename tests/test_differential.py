@@ -14,7 +14,7 @@ import random
 import signal
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pandas as pd
 import pytest
@@ -195,7 +195,8 @@ def past_values(pl, table: pd.DataFrame, seed: int) -> dict[str, pd.DataFrame]:
     return {"customer": pd.DataFrame(columns)}
 
 
-def both_backends(tmp: Path, policy: str, table: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compile_random(tmp: Path, policy: str, table: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
+    """A random policy compiled and its table read as a facts file (JSON Lines)."""
     folder = tmp / "p"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "random.yaml").write_text(policy, encoding="utf-8")
@@ -206,7 +207,12 @@ def both_backends(tmp: Path, policy: str, table: pd.DataFrame, seed: int = 0) ->
         # the generator writes valid policies, except for an empty lookup table: refused by both
         assert all("lookup" in p.message for p in exc.problems), "\n".join(p.render() for p in exc.problems)
         assume(False)
-    frames = api.read_inputs(pl, {"customer": tmp / "customers.jsonl"})
+    return pl, api.read_inputs(pl, {"customer": tmp / "customers.jsonl"})["customer"]
+
+
+def both_backends(tmp: Path, policy: str, table: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    pl, frame = compile_random(tmp, policy, table)
+    frames = {"customer": frame}
     past = past_values(pl, frames["customer"], seed)
     pandas_out = output_frame(api.run(pl, frames, past=past).results["customer"])
     with deadline(60):

@@ -1,0 +1,880 @@
+"""Stage 6 on Dask: the pandas backend run partition by partition, with the population exact.
+
+Every partition (one Parquet file) is read, checked and evaluated by the pandas backend on a
+worker. What one partition cannot know alone, it asks for through `PartitionHook`:
+
+- a population function (`pct_rank(profit)`, `sum(x, by=region)`, ...) or a quota,
+- the columns a join takes from another entity.
+
+Evaluation therefore runs in passes. In a pass, each population call whose arguments can already be
+computed (every population call they depend on is known; `population_calls` works this out from the
+plan) records its arguments and gives missing values for now; the driver then computes the call
+over the whole population and hands each partition its values for the next pass. The shipped
+customer policies take four passes: the first-level calls (`cumshare(profit)`, `pct_rank(profit)`,
+the quantiles, ...), `pct_rank(value_score)` which reads two of them, the measures that read the tiers,
+and the final pass that writes the decisions.
+
+How a call is computed over the population, without any task holding all of it:
+
+- Sums, counts and means: each partition sends its exact sums and counts per group (engine.population:
+  integers, so any split gives the same total); `zscore` takes a second round for the squared
+  deviations from the mean.
+- Orders (rank, pct_rank, cumshare, quantile, quotas): each partition sends a small sample of its
+  sorted values; the driver picks range boundaries from it (a tie block never straddles two); each
+  partition cuts its rows into those ranges; the ranges are scanned one after the other, each from
+  the carry of the one before (so running totals are the single sequential sum the pandas backend
+  computes); each range then gives every row its value, sent back to the row's partition. A range
+  holds about `range_rows` rows, whatever the size of the data.
+- Joins and repeated keys: keys are spread over buckets by a fixed 64-bit hash of the id; a bucket
+  holds every partition's keys of that hash range, so lookups and the uniqueness check see at most
+  about `range_rows` keys at a time.
+
+The outputs are a folder of Parquet parts per entity, written by the workers into the run's staging
+folder and swapped in as one set with the manifest (engine.write).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import population as popu
+from .errors import InputError, Location, Problem
+from .evaluate import ListVec, Text, Tri, Vec, evaluate_entity, take
+from .functions import POPULATION_FUNCTIONS
+from .model import Join
+from .nodes import Call, Node, names, to_text, walk
+from .plan import DeriveStep, EntityPlan, Plan, decision_reads, step_nodes
+
+RANGE_ROWS = 1_000_000  # rows per range of sorted values and per bucket of keys
+SAMPLE = 64  # sample rows per partition and range boundary
+ORDERED = ("rank", "pct_rank", "cumshare", "quantile")
+
+
+# -- which population calls depend on which -------------------------------------------------------
+
+def _calls_in(node: Node) -> list[Call]:
+    return [n for n in walk(node) if isinstance(n, Call) and n.func in POPULATION_FUNCTIONS]
+
+
+def population_calls(ep: EntityPlan) -> dict[str, set[str]]:
+    """Every population call (by its text) and quota (`quota of rule ID`) of an entity, with the
+    population calls and quotas its arguments depend on, directly or through features and decisions."""
+    provides: dict[str, set[str]] = {}
+    deps: dict[str, set[str]] = {}
+
+    def depends(node: Node) -> set[str]:
+        out: set[str] = set()
+        for n in names(node):
+            out |= provides.get(n, set())
+        for c in _calls_in(node):
+            text = to_text(c)
+            inner: set[str] = set()
+            for a in list(c.args) + [v for _, v in getattr(c, "kwargs", ())]:
+                if isinstance(a, Node):
+                    inner |= depends(a) if a is not c else set()
+            deps.setdefault(text, set()).update(inner)
+            out |= inner | {text}
+        return out
+
+    for step in ep.steps:
+        if isinstance(step, DeriveStep):
+            provides[step.name] = depends(step.derive.expr.node)  # type: ignore[arg-type]
+            continue
+        d = step.decision
+        got: set[str] = set()
+        for n in step_nodes(step):
+            got |= depends(n)
+        for n in decision_reads(d):
+            got |= provides.get(n, set())
+        for r in d.rules:
+            if r.quota is not None:
+                deps[f"quota of rule {r.id}"] = set(got)
+        got |= {f"quota of rule {r.id}" for r in d.rules if r.quota is not None}
+        for name in [d.name] + [o.name for o in d.outputs]:
+            provides[name] = got
+    for m in ep.measures:
+        depends(m.expr.node)  # type: ignore[arg-type]
+    for inv in ep.invariants:
+        depends(inv.expr.node)  # type: ignore[arg-type]
+    return deps
+
+
+# -- what a partition sends and gets --------------------------------------------------------------
+
+@dataclass
+class Ordered:
+    """One partition's rows of an ordered call: the rows it concerns, their group labels, the sort
+    keys (ascending), the tie-break (ids) and the values summed in sorted order."""
+
+    func: str
+    rows: np.ndarray
+    labels: np.ndarray
+    keys: list[np.ndarray]
+    tiebreak: np.ndarray | None
+    weights: np.ndarray | None
+    q: float = 0.5
+    ties: str = "key"
+
+
+@dataclass
+class Sums:
+    """One partition's exact sums and counts per group label (see engine.population)."""
+
+    sums: dict[Any, int | float]
+    counts: dict[Any, int]
+
+
+def _labels_codes(labels: np.ndarray) -> tuple[list[Any], np.ndarray]:
+    present = np.array([v is not None for v in labels], dtype=bool) if labels.size else np.zeros(0, bool)
+    codes = np.full(labels.size, -1, dtype=np.int64)
+    if not present.any():
+        return [], codes
+    c, uniques = pd.factorize(pd.Series(labels[present], dtype=object), sort=False)
+    codes[present] = c
+    return list(uniques), codes
+
+
+def _local_sums(x: np.ndarray, labels: np.ndarray) -> Sums:
+    uniques, codes = _labels_codes(labels)
+    sums = popu.exact_sums(x, codes, len(uniques))
+    counts = np.bincount(codes[(codes >= 0) & ~np.isnan(x)], minlength=len(uniques))
+    return Sums(dict(zip(uniques, sums)), dict(zip(uniques, counts.tolist())))
+
+
+class PartitionHook:
+    """What a partition's evaluation asks of the population: answered from `known`, or recorded in
+    `asked` (when everything the call depends on is known) and answered with missing values."""
+
+    def __init__(self, known: dict[str, Any], deps: dict[str, set[str]], joins: dict[str, Any]):
+        self.known = known
+        self.deps = deps
+        self.joins = joins
+        self.asked: dict[str, Any] = {}
+        self.pending = False  # some answer was missing: this pass's results are not final
+
+    def _ask(self, call: str, make: Callable[[], Any]) -> None:
+        self.pending = True
+        if call not in self.asked and all(d in self.known for d in self.deps.get(call, ())):
+            self.asked[call] = make()
+
+    def value(self, call: str, func: str, x: np.ndarray, labels: np.ndarray, keys: np.ndarray | None,
+              q: float, ties: str) -> np.ndarray:
+        """A population function's values for this partition's rows."""
+        got = self.known.get(call)
+        if func in ORDERED and func != "quantile":
+            if got is not None:
+                return got
+            valid = np.flatnonzero(~np.isnan(x) & np.array([v is not None for v in labels], dtype=bool))
+            xv = x[valid]
+            self._ask(call, lambda: Ordered(func, valid, labels[valid], [-xv if func == "rank" else xv],
+                                            keys[valid] if keys is not None else None,
+                                            xv if func == "cumshare" else None, q, ties))
+            return np.full(x.size, np.nan)
+        if func == "quantile":
+            if got is not None:
+                return _per_label(labels, got)
+            valid = np.flatnonzero(~np.isnan(x) & np.array([v is not None for v in labels], dtype=bool))
+            self._ask(call, lambda: Ordered(func, valid, labels[valid], [x[valid]], None, None, q, ties))
+            return np.full(x.size, np.nan)
+        if func == "zscore":
+            if got is not None:
+                mean, std = _per_label(labels, got[0]), _per_label(labels, got[1])
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    return np.where(std > 0, (x - mean) / std, np.nan)
+            means = self.known.get(call + " #mean")
+            if means is None:
+                self._ask(call + " #mean", lambda: _local_sums(x, labels))
+            else:
+                self.deps.setdefault(call, set()).add(call + " #mean")
+                self._ask(call, lambda: _local_sums((x - _per_label(labels, means)) ** 2, labels))
+            return np.full(x.size, np.nan)
+        if got is not None:  # sum, mean, count
+            return _per_label(labels, got)
+        self._ask(call, lambda: _local_sums(x, labels))
+        return np.full(x.size, np.nan)
+
+    def quota(self, call: str, labels: np.ndarray, keys: list[np.ndarray], ids: np.ndarray, ties: str
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A quota's rank, group size and tie size for the eligible rows (in their order)."""
+        n = labels.size
+        got = self.known.get(call)
+        if got is not None:  # kept per eligible row, in the eligible rows' order
+            return got[0][:n], got[1][:n], got[2][:n], np.arange(n)
+        valid = np.flatnonzero(np.array([v is not None for v in labels], dtype=bool)) if n else np.zeros(0, np.int64)
+        self._ask(call, lambda: Ordered("quota", valid, labels[valid], [k[valid] for k in keys], ids[valid], None,
+                                        0.5, ties))
+        nan = np.full(n, np.nan)
+        return nan, nan, np.zeros(n), np.arange(n)
+
+    def join(self, j: Join, ref: Vec) -> tuple[dict[str, Vec], np.ndarray]:
+        """The columns a join takes, for this partition's references, and the rows that found none."""
+        from .evaluate import is_missing
+
+        taken, found = self.joins[j.name]
+        return taken, np.flatnonzero(~found & ~is_missing(ref))
+
+
+def _per_label(labels: np.ndarray, per: dict[Any, float]) -> np.ndarray:
+    return pd.Series(labels, dtype=object).map(lambda v: per.get(v, np.nan) if v is not None else np.nan
+                                               ).to_numpy(dtype=float, na_value=np.nan)
+
+
+# -- partitions -----------------------------------------------------------------------------------
+
+@dataclass
+class PassOut:
+    """What a pass over one partition gives: small figures for the driver, and the recorded
+    arguments that stay on the worker."""
+
+    rows: int
+    asked: dict[str, Any]
+    small: dict[str, Any] = field(default_factory=dict)  # per call: sums, or labels + sample
+    final: dict[str, Any] | None = None  # the final pass: what the manifest needs
+
+
+def read_partition(pl: Plan, entity: str, path: str, options: Any) -> pd.DataFrame:
+    """One partition's facts, checked as a facts file is."""
+    from .api import identifier_facts
+    from .read import read_facts
+
+    return read_facts(Path(path), pl.checked.policy_set.facts(entity), options, identifier_facts(pl, entity), entity)
+
+
+def _sample(o: Ordered) -> list[tuple]:
+    """Evenly spaced rows of the partition's sorted (label, keys): for the range boundaries."""
+    if o.rows.size == 0:
+        return []
+    order = np.argsort(o.keys[0])  # for balance only: the ranges are right whatever the sample
+    picks = order[np.linspace(0, order.size - 1, min(SAMPLE, order.size)).astype(np.int64)]
+    return [(o.labels[i], *[float(k[i]) for k in o.keys]) for i in picks.tolist()]
+
+
+def _label_sort(v: Any) -> tuple:
+    return (type(v).__name__, v)
+
+
+def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[str, Any],
+                   joins: dict[str, Any], final_dir: str | None, index: int) -> PassOut:
+    """Evaluate one partition with what is known; on the final pass write its decisions."""
+    from .explain import decision_counts, output_frame
+    from .write import write_frame
+
+    ep = pl.entity(entity)
+    frame = read_partition(pl, entity, path, options)
+    types = {name: f.type for name, f in pl.checked.policy_set.facts(entity).items()}
+    hook = PartitionHook(dict(known), {k: set(v) for k, v in population_calls(ep).items()}, joins)
+    res = evaluate_entity(ep, frame, types, {}, population=hook)
+    out = PassOut(len(frame), hook.asked)
+    for call, a in hook.asked.items():
+        if isinstance(a, Sums):
+            out.small[call] = a
+        else:
+            out.small[call] = (sorted({v for v in a.labels.tolist()}, key=_label_sort), _sample(a), int(a.rows.size))
+    if hook.pending or final_dir is None:
+        return out
+    from .api import RunResult
+
+    table = output_frame(res)
+    folder = Path(final_dir) / f"{entity}_decisions"
+    folder.mkdir(exist_ok=True)
+    name = f"part-{index:05d}.parquet"
+    write_frame(table, folder / name, "parquet")
+    rr = RunResult(pl, {entity: res}, {entity: frame}, {})
+    out.final = {
+        "path": f"{entity}_decisions/{name}", "rows": len(table),
+        "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest(),
+        "counts": decision_counts(res), "measures": dict(res.measures) if len(frame) else None,
+        "invariants": [(i.invariant.id, i.count, i.examples) for i in rr.invariants()],
+        "conflicts": _conflicts(res),
+        "unknown": {j: (len(f), f.head(50)) for j, f in res.unknown_refs.items()},
+        "ref_totals": {j.name: int((~_missing(res.ctx.env[j.on])).sum()) for j in ep.joins},
+    }
+    return out
+
+
+def _missing(v: Vec) -> np.ndarray:
+    from .evaluate import is_missing
+
+    return is_missing(v)
+
+
+def _conflicts(res: Any) -> dict[str, tuple[int, list[str], tuple[str, str]]]:
+    from .evaluate import CONFLICT
+
+    out = {}
+    for name, d in res.decisions.items():
+        rows = np.flatnonzero(d.rule_index == CONFLICT)
+        if rows.size:
+            a, b = d.conflict_with[rows[0]]
+            out[name] = (int(rows.size), [str(res.ctx.key[i]) for i in rows[:5]], (d.rules[a].id, d.rules[b].id))
+    return out
+
+
+# -- ordered calls over ranges --------------------------------------------------------------------
+
+@dataclass
+class Block:
+    """The rows of one partition that fall in one range."""
+
+    part: int
+    rows: np.ndarray
+    codes: np.ndarray
+    keys: list[np.ndarray]
+    tiebreak: np.ndarray | None
+    weights: np.ndarray | None
+
+
+def split_ranges(o: Ordered, part: int, code_of: dict[Any, int], splitters: list[tuple]) -> list[Block]:
+    """Cut a partition's rows into the ranges (by group code, then keys); equal rows share a range."""
+    codes = np.array([code_of[v] for v in o.labels.tolist()], dtype=np.int64)
+    cols = [codes.astype(float)] + list(o.keys)
+    r = np.zeros(codes.size, dtype=np.int64)
+    for s in splitters:  # a row lies after the boundary s when (code, keys) > s lexicographically
+        greater = np.zeros(codes.size, dtype=bool)
+        equal = np.ones(codes.size, dtype=bool)
+        for col, v in zip(cols, s):
+            greater |= equal & (col > v)
+            equal &= col == v
+        r += greater
+    out = []
+    for i in range(len(splitters) + 1):
+        m = np.flatnonzero(r == i)
+        out.append(Block(part, o.rows[m], codes[m], [k[m] for k in o.keys],
+                         o.tiebreak[m] if o.tiebreak is not None else None,
+                         o.weights[m] if o.weights is not None else None))
+    return out
+
+
+@dataclass
+class RangeState:
+    scan: popu.Scan
+    part: np.ndarray  # per sorted row: its partition
+    rows: np.ndarray  # and its row there
+    groups: tuple[np.ndarray, np.ndarray, np.ndarray]  # codes, counts and running totals at the end
+    carry: popu.Carry
+    first_key: np.ndarray  # the first sort key in sorted order (the values, for quantiles)
+
+
+def build_range(carry: popu.Carry, *blocks: Block) -> RangeState:
+    """Scan one range of sorted values, continuing from the previous range's carry."""
+    blocks = tuple(b for b in blocks if b.rows.size)  # a partition may have no row of this call
+    codes = np.concatenate([b.codes for b in blocks]) if blocks else np.zeros(0, np.int64)
+    nkeys = len(blocks[0].keys) if blocks else 0
+    keys = [np.concatenate([b.keys[k] for b in blocks]) for k in range(nkeys)]
+    tiebreak = None
+    if blocks and blocks[0].tiebreak is not None:
+        ids = pa.array(np.concatenate([b.tiebreak for b in blocks]), type=pa.string(), from_pandas=True)
+        order = pc.sort_indices(ids).to_numpy()
+        tiebreak = np.empty(order.size, dtype=np.int64)
+        tiebreak[order] = np.arange(order.size)  # the ids' text order, as the pandas backend breaks ties
+    weights = np.concatenate([b.weights for b in blocks]) if blocks and blocks[0].weights is not None else None
+    s = popu.scan(codes, keys, tiebreak, weights, carry)
+    part = np.concatenate([np.full(b.rows.size, b.part) for b in blocks])[s.order] if blocks else codes
+    rows = np.concatenate([b.rows for b in blocks])[s.order] if blocks else codes
+    first = keys[0][s.order] if keys else np.zeros(0)
+    return RangeState(s, part, rows, (s.group_codes, s.group_count, s.group_fold), s.carry, first)
+
+
+def finalize_range(st: RangeState, count: np.ndarray, fold: np.ndarray, func: str, ties: str
+                   ) -> dict[int, tuple[np.ndarray, list[np.ndarray]]]:
+    """Each row's value once the group totals are known, split by the partition it came from."""
+    s = st.scan
+    values = popu.scan_values(func, s, count[s.codes], fold[s.codes], ties)
+    out = {}
+    for p in np.unique(st.part).tolist():
+        m = st.part == p
+        out[p] = (st.rows[m], [v[m] for v in values])
+    return out
+
+
+def assemble(n: int, width: int, *pieces: tuple[np.ndarray, list[np.ndarray]] | None) -> list[np.ndarray]:
+    """A partition's values of an ordered call, from the pieces each range sent it."""
+    out = [np.full(n, np.nan) for _ in range(width)]
+    for piece in pieces:
+        if piece is None:
+            continue
+        rows, values = piece
+        for o, v in zip(out, values):
+            o[rows] = v
+    return out
+
+
+# -- keys: uniqueness and joins -------------------------------------------------------------------
+
+def key_buckets(pl: Plan, entity: str, path: str, options: Any, buckets: int, part: int,
+                column: str | None = None, take_names: tuple[str, ...] = ()) -> list[Any]:
+    """A partition's ids (or references) spread over buckets by their hash; with `take_names` the
+    taken columns come along (the evaluated values of the other side of a join)."""
+    from .history import key_hashes
+
+    frame = read_partition(pl, entity, path, options)
+    col = column or pl.entity(entity).key
+    ids = _id_array(frame[col])
+    b = (key_hashes(ids) % np.uint64(buckets)).astype(np.int64) if len(ids) else np.zeros(0, np.int64)
+    out = []
+    for i in range(buckets):
+        rows = np.flatnonzero(b == i)
+        out.append((part, rows, ids.take(pa.array(rows))))
+    return out
+
+
+def _id_array(col: Any) -> pa.Array:
+    arr = pa.array(col, type=pa.string(), from_pandas=True)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def duplicates(entity: str, key: str, paths: list[str], *pieces: Any) -> list[str]:
+    """Ids found more than once in one bucket (across every partition): the messages."""
+    if not pieces:
+        return []
+    ids = pa.concat_arrays([p[2] for p in pieces])
+    parts = np.concatenate([np.full(len(p[2]), p[0]) for p in pieces])
+    rows = np.concatenate([p[1] for p in pieces])
+    counts = pc.value_counts(ids)
+    many = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+    out = []
+    for dup in many.to_pylist()[:5]:
+        where = np.flatnonzero(pc.equal(ids, dup).to_numpy(zero_copy_only=False))
+        places = ", ".join(f"{Path(paths[parts[w]]).name} row {rows[w] + 1}" for w in where[:3])
+        out.append(f"{key} {dup!r} appears {where.size} times ({places})")
+    return out
+
+
+def join_values(ep_other: EntityPlan, names_: tuple[str, ...], result_piece: Any, *refs: Any) -> Any:
+    """Look one bucket's references up in that bucket's keys of the other entity."""
+    keys, cols = result_piece
+    out = {}
+    for part, rows, ref in refs:
+        pos = pc.index_in(ref, value_set=keys).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        out[part] = (rows, pos, {n: _take_vec(cols[n], pos) for n in names_})
+    return out
+
+
+def _take_vec(v: Vec, pos: np.ndarray) -> Vec:
+    from .evaluate import _joined
+
+    return _joined(v, pos)
+
+
+# -- the driver -----------------------------------------------------------------------------------
+
+@dataclass
+class DaskRun:
+    """A finished run: per entity the written parts and what the manifest says."""
+
+    entities: dict[str, dict[str, Any]]
+    timings: dict[str, float]
+
+
+def _paths(files: Iterable[Path]) -> list[str]:
+    return [str(p) for p in files]
+
+
+def run(pl: Plan, inputs: dict[str, list[Path]], client: Any, staging: Path, options: Any = None,
+        range_rows: int = RANGE_ROWS, on_step: Callable[[str], None] | None = None) -> DaskRun:
+    """Evaluate every entity over its partitions on a Dask cluster and write the parts into `staging`."""
+    plan_f = client.scatter(pl, broadcast=True)
+    done: dict[str, dict[str, Any]] = {}
+    timings: dict[str, float] = {}
+    join_tables: dict[str, list[Any]] = {}  # entity -> per bucket: future of (keys, taken columns)
+    for ep in pl.entities:
+        t0 = time.perf_counter()
+        paths = _paths(inputs[ep.entity])
+        driver = _EntityDriver(client, plan_f, pl, ep, paths, options, range_rows)
+        driver.check_keys()
+        joins = driver.joins(join_tables, done)
+        final = driver.passes(joins, str(staging))
+        done[ep.entity] = final
+        taken = sorted({n for other in pl.entities for j in other.joins if j.entity == ep.entity for n in j.take})
+        if taken:
+            join_tables[ep.entity] = driver.join_table(tuple(taken), joins)
+        timings[f"evaluate_{ep.entity}"] = round(time.perf_counter() - t0, 4)
+        if on_step:
+            on_step(ep.entity)
+    return DaskRun(done, timings)
+
+
+class _EntityDriver:
+    def __init__(self, client: Any, plan_f: Any, pl: Plan, ep: EntityPlan, paths: list[str], options: Any,
+                 range_rows: int):
+        self.client, self.plan_f, self.pl, self.ep, self.paths = client, plan_f, pl, ep, paths
+        self.options, self.range_rows = options, range_rows
+        self.rows: list[int] = []
+        self.buckets = 1
+
+    def submit(self, fn: Callable, *args: Any, **kw: Any) -> Any:
+        return self.client.submit(fn, *args, pure=False, **kw)
+
+    def check_keys(self) -> None:
+        """Every partition readable and checked, and each key once over all of them."""
+        from .read import FactsOptions  # noqa: F401  (options travel to the workers as they are)
+
+        sizes = self.client.gather([self.submit(_count_rows, self.plan_f, self.ep.entity, p, self.options)
+                                    for p in self.paths])
+        problems = [p for s in sizes if isinstance(s, InputError) for p in s.problems]
+        if problems:
+            raise InputError(problems)
+        self.rows = [int(s) for s in sizes]
+        self.buckets = max(1, math.ceil(sum(self.rows) / self.range_rows))
+        if not self.ep.key:
+            return
+        split = [self.submit(key_buckets, self.plan_f, self.ep.entity, p, self.options, self.buckets, i)
+                 for i, p in enumerate(self.paths)]
+        checks = [self.submit(duplicates, self.ep.entity, self.ep.key, self.paths,
+                              *[self.submit(operator.getitem, s, b) for s in split]) for b in range(self.buckets)]
+        found = [m for ms in self.client.gather(checks) for m in ms]
+        if found:
+            raise InputError([Problem("duplicate-key", f"{self.ep.entity} facts: {m}", Location(self.paths[0]),
+                                      "each id may appear once over all partitions") for m in found[:5]])
+
+    def joins(self, tables: dict[str, list[Any]], done: dict[str, dict[str, Any]]) -> list[Any]:
+        """Per partition, a future of {join name: (taken columns, rows without partner)}."""
+        per_part: list[dict[str, Any]] = [dict() for _ in self.paths]
+        for j in self.ep.joins:
+            table = tables[j.entity]
+            nb = len(table)
+            refs = [self.submit(key_buckets, self.plan_f, self.ep.entity, p, self.options, nb, i, j.on)
+                    for i, p in enumerate(self.paths)]
+            looked = [self.submit(join_values, None, tuple(j.take), table[b],
+                                  *[self.submit(operator.getitem, r, b) for r in refs]) for b in range(nb)]
+            for i in range(len(self.paths)):
+                per_part[i][j.name] = self.submit(_assemble_join, self.rows[i], i, tuple(j.take), *looked)
+        return [self.submit(_join_dict, list(d.keys()), *d.values()) if d else {} for d in per_part]
+
+    def join_table(self, taken: tuple[str, ...], joins: list[Any]) -> list[Any]:
+        """This entity's keys and taken columns, spread over hash buckets, for the entities that join it."""
+        split = [self.submit(_join_pieces, self.plan_f, self.ep.entity, p, self.options, self.buckets, i, taken,
+                             self.known[i], joins[i]) for i, p in enumerate(self.paths)]
+        return [self.submit(_merge_join_pieces, taken, *[self.submit(operator.getitem, s, b) for s in split])
+                for b in range(self.buckets)]
+
+    def passes(self, joins: list[Any], staging: str) -> dict[str, Any]:
+        """Evaluate in passes until nothing is asked; the last pass writes the parts."""
+        self.known: list[dict[str, Any]] = [dict() for _ in self.paths]
+        deps = population_calls(self.ep)
+        for _ in range(2 * len(deps) + 3):
+            outs = [self.submit(partition_pass, self.plan_f, self.ep.entity, p, self.options, self.known[i],
+                                joins[i], staging, i) for i, p in enumerate(self.paths)]
+            small = self.client.gather([self.submit(_small_of, o) for o in outs])
+            asked = sorted({c for s in small for c in s["asked"]})
+            if not asked:
+                finals = [s["final"] for s in small]
+                if any(f is None for f in finals):
+                    raise RuntimeError("a partition could not finish its evaluation")
+                return {"paths": self.paths, "rows": self.rows, "parts": finals}
+            for call in asked:
+                self.resolve(call, outs, [s["small"].get(call) for s in small])
+        raise RuntimeError("population calls did not resolve")
+
+    def resolve(self, call: str, outs: list[Any], small: list[Any]) -> None:
+        first = next(s for s in small if s is not None)
+        if isinstance(first, Sums):
+            self._resolve_sums(call, [s for s in small if s is not None])
+            return
+        func = self.client.submit(_func_of, outs[0], call).result()
+        self._resolve_ordered(call, func, outs, [s for s in small if s is not None])
+
+    def _resolve_sums(self, call: str, parts: list[Sums]) -> None:
+        labels = list(dict.fromkeys(lab for p in parts for lab in p.sums))
+        sums = {lab: popu.merge_sums(p.sums[lab] for p in parts if lab in p.sums) for lab in labels}
+        counts = {lab: sum(p.counts.get(lab, 0) for p in parts) for lab in labels}
+        if call.endswith(" #mean"):
+            value: Any = {lab: popu.as_float(sums[lab], counts[lab]) for lab in labels}
+        elif call.startswith("zscore("):
+            means = self.known[0][call + " #mean"]
+            value = (means, {lab: math.sqrt(popu.as_float(sums[lab], counts[lab])) if counts[lab] else math.nan
+                             for lab in labels})
+        elif call.startswith("sum("):
+            value = {lab: popu.as_float(sums[lab]) for lab in labels}
+        elif call.startswith("count("):
+            value = {lab: float(counts[lab]) for lab in labels}
+        else:  # mean
+            value = {lab: popu.as_float(sums[lab], counts[lab]) for lab in labels}
+        for k in self.known:
+            k[call] = value
+
+    def _resolve_ordered(self, call: str, func: str, outs: list[Any], small: list[tuple]) -> None:
+        labels = sorted({lab for s in small for lab in s[0]}, key=_label_sort)
+        code_of = {lab: i for i, lab in enumerate(labels)}
+        total = sum(s[2] for s in small)
+        nranges = max(1, math.ceil(total / self.range_rows))
+        sample = sorted((code_of[t[0]], *t[1:]) for s in small for t in s[1])
+        splitters: list[tuple] = []
+        for k in range(1, nranges):
+            s = sample[min(len(sample) - 1, k * len(sample) // nranges)] if sample else None
+            if s is not None and (not splitters or s > splitters[-1]):
+                splitters.append(tuple(float(v) for v in s))
+        cut = [self.submit(_split_asked, o, call, i, code_of, splitters) for i, o in enumerate(outs)]
+        carry: Any = popu.Carry()
+        states = []
+        for r in range(len(splitters) + 1):
+            st = self.submit(build_range, carry, *[self.submit(operator.getitem, c, r) for c in cut])
+            carry = self.submit(operator.attrgetter("carry"), st)
+            states.append(st)
+        groups = self.client.gather([self.submit(operator.attrgetter("groups"), st) for st in states])
+        count = np.zeros(len(labels), dtype=np.int64)
+        fold = np.zeros(len(labels))
+        for codes, cnt, fld in groups:  # later ranges hold the later running totals
+            count[codes] = cnt
+            fold[codes] = fld
+        ties = self.client.submit(_ties_of, outs[0], call).result() if func in ("rank", "quota") else "key"
+        if func == "quantile":
+            q = self.client.submit(_q_of, outs[0], call).result()
+            wanted: dict[int, list[int]] = {}
+            for code in range(len(labels)):
+                lo, hi, _ = popu.quantile_positions(int(count[code]), q) if count[code] else (0, 0, 0.0)
+                wanted[code] = sorted({lo, hi})
+            found: dict[tuple[int, int], float] = {}
+            for part in self.client.gather([self.submit(_order_stats, st, wanted) for st in states]):
+                found.update(part)
+            per = {}
+            for code, lab in enumerate(labels):
+                n = int(count[code])
+                if n:
+                    lo, hi, t = popu.quantile_positions(n, q)
+                    per[lab] = popu.lerp(found[(code, lo)], found[(code, hi)], t)
+                else:
+                    per[lab] = math.nan
+            for k in self.known:
+                k[call] = per
+            return
+        fins = [self.submit(finalize_range, st, count, fold, func, ties) for st in states]
+        width = 3 if func == "quota" else 1
+        for i in range(len(self.paths)):
+            pieces = [self.submit(dict.get, f, i) for f in fins]
+            got = self.submit(assemble, self.rows[i], width, *pieces)
+            self.known[i][call] = got if func == "quota" else self.submit(operator.getitem, got, 0)
+
+
+def _count_rows(pl: Plan, entity: str, path: str, options: Any) -> int | InputError:
+    try:
+        return len(read_partition(pl, entity, path, options))
+    except InputError as exc:
+        return exc
+
+
+def _small_of(o: PassOut) -> dict[str, Any]:
+    return {"asked": list(o.asked), "small": o.small, "final": o.final}
+
+
+def _func_of(o: PassOut, call: str) -> str:
+    return o.asked[call].func if call in o.asked else call.split("(")[0]
+
+
+def _ties_of(o: PassOut, call: str) -> str:
+    return o.asked[call].ties if call in o.asked else "key"
+
+
+def _q_of(o: PassOut, call: str) -> float:
+    return o.asked[call].q if call in o.asked else 0.5
+
+
+def _split_asked(o: PassOut, call: str, part: int, code_of: dict[Any, int], splitters: list[tuple]) -> list[Block]:
+    a = o.asked.get(call)
+    if a is None:
+        return [Block(part, np.zeros(0, np.int64), np.zeros(0, np.int64), [], None, None)
+                for _ in range(len(splitters) + 1)]
+    return split_ranges(a, part, code_of, splitters)
+
+
+def _order_stats(st: RangeState, wanted: dict[int, list[int]]) -> dict[tuple[int, int], float]:
+    s = st.scan
+    out = {}
+    for code, positions in wanted.items():
+        m = np.flatnonzero(s.codes == code)
+        if m.size == 0:
+            continue
+        for p in positions:
+            hit = m[s.position[m] == p]
+            if hit.size:
+                out[(code, p)] = float(st.first_key[hit[0]])
+    return out
+
+
+def _assemble_join(n: int, part: int, take_names: tuple[str, ...], *looked: Any) -> tuple[dict[str, Vec], np.ndarray]:
+    found = np.zeros(n, dtype=bool)
+    pieces = []
+    for bucket in looked:
+        got = bucket.get(part)
+        if got is None:
+            continue
+        rows, pos, cols = got
+        found[rows[pos >= 0]] = True
+        pieces.append((rows, cols))
+    out = {}
+    for name in take_names:
+        out[name] = _scatter([(rows, cols[name]) for rows, cols in pieces], n)
+    return out, found
+
+
+def _scatter(pieces: list[tuple[np.ndarray, Vec]], n: int) -> Vec:
+    """Vectors for some rows each, put together into one vector of n rows (missing elsewhere)."""
+    from .evaluate import missing_vector
+
+    kinds = [v for _, v in pieces if len(v)]
+    if not kinds:
+        if pieces and isinstance(pieces[0][1], Text):
+            return missing_vector("string", n)
+        if pieces and isinstance(pieces[0][1], Tri):
+            return missing_vector("boolean", n)
+        return missing_vector("number", n)
+    first = kinds[0]
+    if isinstance(first, Text):
+        objs = np.full(n, None, dtype=object)
+        for rows, v in pieces:
+            objs[rows] = v.objects()
+        return Text.of_objects(objs)
+    if isinstance(first, Tri):
+        value, known = np.zeros(n, bool), np.zeros(n, bool)
+        for rows, v in pieces:
+            value[rows], known[rows] = v.value, v.known
+        return Tri(value, known)
+    if isinstance(first, ListVec):
+        objs = np.full(n, None, dtype=object)
+        for rows, v in pieces:
+            objs[rows] = v.objects()
+        lists = list(dict.fromkeys(tuple(x) for x in objs if x is not None))
+        index = {x: i for i, x in enumerate(lists)}
+        return ListVec(np.array([index[tuple(x)] if x is not None else -1 for x in objs], dtype=np.int64), lists)
+    out = np.full(n, np.nan)
+    for rows, v in pieces:
+        out[rows] = v
+    return out
+
+
+def _join_dict(names_: list[str], *values: Any) -> dict[str, Any]:
+    out = {}
+    for name, (taken, found) in zip(names_, values):
+        out[name] = (taken, found)
+    return out
+
+
+def _join_pieces(pl: Plan, entity: str, path: str, options: Any, buckets: int, part: int, taken: tuple[str, ...],
+                 known: dict[str, Any], joins: Any) -> list[Any]:
+    """A finished partition's keys and taken columns per hash bucket (evaluated once more)."""
+    from .history import key_hashes
+
+    ep = pl.entity(entity)
+    frame = read_partition(pl, entity, path, options)
+    types = {name: f.type for name, f in pl.checked.policy_set.facts(entity).items()}
+    hook = PartitionHook(dict(known), {k: set(v) for k, v in population_calls(ep).items()}, joins or {})
+    res = evaluate_entity(ep, frame, types, {}, population=hook)
+    ids = _id_array(res.ctx.key)
+    b = (key_hashes(ids) % np.uint64(buckets)).astype(np.int64) if len(ids) else np.zeros(0, np.int64)
+    out = []
+    for i in range(buckets):
+        rows = np.flatnonzero(b == i)
+        out.append((ids.take(pa.array(rows)), {n: take(res.ctx.env[n], rows) for n in taken}))
+    return out
+
+
+def _merge_join_pieces(taken: tuple[str, ...], *pieces: Any) -> tuple[pa.Array, dict[str, Vec]]:
+    keys = pa.concat_arrays([p[0] for p in pieces]) if pieces else pa.array([], pa.string())
+    cols = {}
+    for n in taken:
+        parts = [p[1][n] for p in pieces]
+        sizes = np.cumsum([0] + [len(p[0]) for p in pieces])
+        cols[n] = _scatter([(np.arange(sizes[i], sizes[i + 1]), v) for i, v in enumerate(parts)], int(sizes[-1]))
+    return keys, cols
+
+
+# -- the run as the CLI sees it -------------------------------------------------------------------
+
+def partition_files(pl: Plan, data: Path | None, given: dict[str, str]) -> dict[str, list[Path]]:
+    """Per entity its Parquet partitions: `--input ENTITY=GLOB`, or in the data folder a folder
+    named after the entity (`customers/`, every `*.parquet` in it, in name order) or one file."""
+    import glob
+
+    out: dict[str, list[Path]] = {}
+    problems = []
+    for ep in pl.entities:
+        e = ep.entity
+        found: list[Path] = []
+        if e in given:
+            found = sorted(Path(p) for p in glob.glob(given[e]))
+            if not found and Path(given[e]).is_dir():
+                found = sorted(Path(given[e]).glob("*.parquet"))
+            where = given[e]
+        elif data is not None:
+            where = str(data)
+            for name in (f"{e}s", e):
+                if (data / name).is_dir():
+                    found = sorted((data / name).glob("*.parquet"))
+                    break
+                if (data / f"{name}.parquet").is_file():
+                    found = [data / f"{name}.parquet"]
+                    break
+        else:
+            where = "(no --data)"
+        if not found:
+            problems.append(Problem("input-missing", f"no Parquet partitions of {e} in {where}", Location(where),
+                                    f"--engine dask reads a folder {e}s/ of Parquet files, {e}s.parquet, or "
+                                    f"--input {e}='path/*.parquet'"))
+        out[e] = found
+    if problems:
+        raise InputError(problems)
+    return out
+
+
+def merge(pl: Plan, run_: DaskRun) -> dict[str, Any]:
+    """The partitions' figures as one run's: counts, measures, invariants, warnings, outputs."""
+    from .api import InvariantReport, JoinReport
+
+    counts: dict[str, Any] = {}
+    measures: dict[str, Any] = {}
+    invariants: list[Any] = []
+    warnings: list[str] = []
+    outputs = []
+    rows: dict[str, int] = {}
+    for ep in pl.entities:
+        done = run_.entities[ep.entity]
+        parts = done["parts"]
+        rows[ep.entity] = sum(done["rows"])
+        per: dict[str, dict[str, int]] = {}
+        for p in parts:
+            for d, values in p["counts"].items():
+                slot = per.setdefault(d, {})
+                for v, k in values.items():
+                    slot[v] = slot.get(v, 0) + k
+        counts[ep.entity] = {d: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for d, v in per.items()}
+        filled = [p["measures"] for p in parts if p["measures"] is not None]
+        if ep.measures:
+            measures[ep.entity] = filled[0] if filled else {m.name: None for m in ep.measures}
+        for inv in ep.invariants:
+            found = [x for p in parts for x in p["invariants"] if x[0] == inv.id]
+            examples = [e for x in found for e in x[2]][:InvariantReport.SHOW]
+            invariants.append(InvariantReport(inv, ep.entity, sum(x[1] for x in found), examples))
+        for j in ep.joins:
+            unknown = [p["unknown"][j.name] for p in parts if j.name in p["unknown"]]
+            if unknown:
+                frame = pd.concat([u[1] for u in unknown], ignore_index=True)
+                total = sum(p["ref_totals"][j.name] for p in parts)
+                report = JoinReport(ep.entity, j.entity, j.on, total, frame, [])
+                count = sum(u[0] for u in unknown)
+                sample = ", ".join(f"{k} ({v})" for k, v in frame.head(JoinReport.SAMPLE).itertuples(index=False))
+                more = f" and {count - JoinReport.SAMPLE} more" if count > JoinReport.SAMPLE else ""
+                warnings.append(f"{count} {report.entity}(s) name a {report.other} that is not in the "
+                                f"{report.other} facts: {sample}{more}")
+        for d in ep.decisions:
+            found_c = [p["conflicts"][d.name] for p in parts if d.name in p["conflicts"]]
+            if found_c:
+                n = sum(c[0] for c in found_c)
+                keys = ", ".join([k for c in found_c for k in c[1]][:5])
+                a, b = found_c[0][2]
+                warnings.append(f"decision `{d.name}`: {n} {ep.entity}(s) match more than one rule "
+                                f"(e.g. `{a}` and `{b}`): {keys}")
+        outputs.append({"entity": ep.entity, "path": f"{ep.entity}_decisions/", "rows": rows[ep.entity],
+                        "parts": [{"path": p["path"], "rows": p["rows"], "sha256": p["sha256"]} for p in parts]})
+    return {"counts": counts, "measures": measures, "invariants": invariants, "warnings": warnings,
+            "outputs": outputs, "rows": rows}

@@ -1,0 +1,186 @@
+"""`kam run --engine dask` gives the pandas backend's outputs, value for value and text for text, on
+a real local Dask cluster (2 worker processes): uneven partitions, an empty one, a whole tie group in
+one partition, ranges of sorted values much smaller than the data, joins across partitions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from .conftest import ROOT, kam, kam_here
+from engine import api, distributed
+from engine.compiler import compile_policies
+from engine.write import write_frame
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import dask_data  # noqa: E402
+
+pytestmark = pytest.mark.xdist_group("dask")
+
+
+@pytest.fixture(scope="module")
+def client():
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="2GiB",
+                           dashboard_address=None)
+    c = Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def _pandas_outputs(pl, parts: dict[str, list[Path]]) -> tuple[api.RunResult, dict[str, pd.DataFrame]]:
+    """The pandas backend on the partitions put together, in partition order."""
+    frames = {e: pd.concat([distributed.read_partition(pl, e, str(p), None) for p in ps], ignore_index=True)
+              for e, ps in parts.items()}
+    result = api.run(pl, frames)
+    return result, result.outputs()
+
+
+def _same_outputs(expected: dict[str, pd.DataFrame], folder: Path, tmp: Path) -> None:
+    for entity, frame in expected.items():
+        parts = sorted((folder / f"{entity}_decisions").glob("part-*.parquet"))
+        got = pq.read_table(parts).to_pandas()
+        want_path = tmp / f"want-{entity}.parquet"
+        write_frame(frame, want_path, "parquet")
+        # every column, its type and every value (the because texts included)
+        assert pq.read_table(want_path).equals(pq.read_table(parts)), entity
+        assert len(got) == len(frame)
+
+
+def _generated(client, tmp_path: Path, customers: int, partitions: int, tie_rows: int, range_rows: int):
+    """Generated partitions through both engines; the Dask run's figures and the pandas result."""
+    parts = dask_data.make(tmp_path / "data", customers, partitions, tie_rows=tie_rows)
+    pl = compile_policies(ROOT / "policies")
+    result, expected = _pandas_outputs(pl, parts)
+    staging = tmp_path / "staged"
+    staging.mkdir()
+    done = distributed.run(pl, parts, client, staging, range_rows=range_rows)
+    _same_outputs(expected, staging, tmp_path)
+    return pl, done, result
+
+
+def test_generated_partitions_give_the_pandas_outputs(client, tmp_path):
+    # ranges of 1,000 sorted values and buckets of 1,000 keys: every population call and join crosses
+    # many ranges, and the tie groups sit across range boundaries' reach
+    pl, done, result = _generated(client, tmp_path, 12_000, 6, 300, 1_000)
+    merged = distributed.merge(pl, done)
+    assert merged["counts"] == result.counts()
+    assert merged["measures"] == result.measures()
+    assert merged["warnings"] == result.warnings() + result.conflicts()
+
+
+def test_kam_run_engine_dask_on_partitioned_examples(tmp_path):
+    """The real `kam` entry point, its own local cluster, the examples cut into uneven partitions."""
+    data = tmp_path / "data"
+    frames = api.read_inputs(compile_policies(ROOT / "policies"),
+                             {"customer": ROOT / "examples/customers.csv", "quote": ROOT / "examples/quotes.csv",
+                              "prospect": ROOT / "examples/prospects.csv"})
+    for entity, frame in frames.items():
+        (data / f"{entity}s").mkdir(parents=True)
+        cuts = [0, len(frame) // 3, len(frame) // 3, len(frame) - 7, len(frame)]  # one empty partition
+        for i, (a, b) in enumerate(zip(cuts, cuts[1:])):
+            pq.write_table(pa.Table.from_pandas(frame.iloc[a:b], preserve_index=False),
+                           data / f"{entity}s" / f"part-{i}.parquet")
+    out = tmp_path / "out"
+    r = kam("run", "--engine", "dask", "--data", str(data), "--out", str(out), "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stderr and "customer: 2,000 decided" in r.stdout
+    reference = tmp_path / "ref"
+    r2 = kam("run", "--out", str(reference), "--output-format", "parquet", "-q")
+    assert r2.returncode == 0, r2.stderr
+    for entity in ("customer", "quote", "prospect"):
+        want = pq.read_table(reference / f"{entity}_decisions.parquet")
+        got = pq.read_table(sorted((out / f"{entity}_decisions").glob("*.parquet")))
+        assert want.equals(got), entity
+    m, ref = json.loads((out / "manifest.json").read_text()), json.loads((reference / "manifest.json").read_text())
+    for key in ("decision_counts", "measures", "invariants", "warnings"):
+        assert m[key] == ref[key], key
+    listed = {p["path"] for o in m["outputs"] for p in o["parts"]}
+    assert listed == {str(p.relative_to(out)) for p in out.rglob("*.parquet")}
+    assert m["engine"]["name"] == "dask"
+
+
+def test_dask_refusals(tmp_path):
+
+
+    r = kam_here("run", "--engine", "dask", "--report", str(tmp_path / "r.html"))
+    assert r.returncode == 2 and "--engine dask does not take --report" in r.stderr
+    r = kam_here("run", "--engine", "dask", "--data", str(tmp_path))
+    assert r.returncode == 2 and "no Parquet partitions of customer" in r.stderr
+    r = kam_here("run", "--scheduler", "tcp://127.0.0.1:1")
+    assert r.returncode == 2 and "--scheduler is for --engine dask" in r.stderr
+
+
+def test_a_key_repeated_across_partitions_is_refused(client, tmp_path):
+    pl = compile_policies(ROOT / "policies").only(["prospect"])
+    parts = dask_data.make(tmp_path / "data", 4_000, 4)
+    first = pq.read_table(parts["prospect"][0]).to_pandas()
+    last = pq.read_table(parts["prospect"][-1]).to_pandas()
+    last.loc[last.index[3], "prospect_id"] = first["prospect_id"].iloc[5]
+    pq.write_table(pa.Table.from_pandas(last, preserve_index=False), parts["prospect"][-1])
+    staging = tmp_path / "staged"
+    staging.mkdir()
+    from engine.errors import InputError
+
+    with pytest.raises(InputError, match=f"prospect_id '{first['prospect_id'].iloc[5]}' appears 2 times"):
+        distributed.run(pl, {"prospect": parts["prospect"]}, client, staging, range_rows=700)
+
+
+@pytest.mark.slow
+def test_two_million_customers_in_uneven_partitions(client, tmp_path):
+    _generated(client, tmp_path, 2_000_000, 7, 5_000, 400_000)
+
+
+# -- the differential generator's random policies, partitioned ------------------------------------
+
+def _random_case(client, tmp: Path, policy: str, table: pd.DataFrame, cuts: list[int]) -> None:
+    from .test_differential import compile_random
+
+    pl, frame = compile_random(tmp, policy, table)
+    expected = api.run(pl, {"customer": frame}).outputs()
+    bounds = sorted({0, len(frame), *[c % (len(frame) + 1) for c in cuts]})
+    bounds = [0] + bounds[1:-1] + [bounds[-1], bounds[-1]]  # and an empty partition at the end
+    parts = []
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        path = tmp / "parts" / f"part-{i}.parquet"
+        path.parent.mkdir(exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(frame.iloc[a:b], preserve_index=False), path)
+        parts.append(path)
+    staging = tmp / "staged"
+    staging.mkdir()
+    distributed.run(pl, {"customer": parts}, client, staging, range_rows=2)  # ranges of two rows
+    want = tmp / "want.parquet"
+    write_frame(expected["customer"], want, "parquet")
+    got = pq.read_table(sorted((staging / "customer_decisions").glob("*.parquet")))
+    assert pq.read_table(want).equals(got), policy
+
+
+def _differential(examples: int):
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from .test_differential import policies, tables
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(policies(), tables(), st.lists(st.integers(0, 8), max_size=3))
+    def check(client, tmp_path_factory, policy, table, cuts):
+        _random_case(client, tmp_path_factory.mktemp("dask-diff"), policy, table, cuts)
+    return check
+
+
+def test_dask_agrees_on_random_policies(client, tmp_path_factory):
+    """Random policies of the differential generator (population functions of population functions,
+    ties, `by=` groups, every hit policy), their rows cut into random partitions and ranges of two rows."""
+    _differential(int(__import__("os").environ.get("KAM_DASK_DIFF_EXAMPLES", "12")))(client, tmp_path_factory)
+
+
+@pytest.mark.slow
+def test_dask_agrees_on_random_policies_long_run(client, tmp_path_factory):
+    _differential(300)(client, tmp_path_factory)

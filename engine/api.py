@@ -160,11 +160,15 @@ class RunResult:
             self._early.clear()
         return dict(self._outputs)
 
-    def output_futures(self) -> dict[str, Future]:
+    def output_futures(self, release: bool = False) -> dict[str, Future]:
         """The output tables as futures: those rendered early resolve as soon as each is ready (a
-        writer can start on the first while the next are rendered); the others are rendered now."""
+        writer can start on the first while the next are rendered); the others are rendered now.
+        `release`: the result forgets tables rendered early (the caller writes and drops them)."""
         if self._early and self._outputs is None:
-            return dict(self._early)
+            early = dict(self._early)
+            if release:
+                self._early.clear()
+            return early
         done: dict[str, Future] = {}
         for e, frame in self.outputs().items():
             done[e] = Future()
@@ -357,17 +361,19 @@ def load_past(pl: Plan, frames: dict[str, pd.DataFrame], history: "History | Non
 def write_run(result: RunResult, inputs: dict[str, Path], target: OutputTarget, fmt: str,
               timings: dict[str, float], extra_files: dict[str, bytes] | None = None,
               on_step: Callable[[str], None] | None = None, recorder: "Recorder | None" = None,
-              bom: bool = False) -> dict[str, Path]:
+              bom: bool = False, keep_tables: bool = True) -> dict[str, Path]:
     """Render the outputs and replace the output folder with them and the manifest, as one set.
 
     With a `recorder`, the period is written into the history while the files are written, and
     committed just before the output folder is swapped in (a failure before leaves both as they were).
     `timings` gets `explain` (rendering the texts), `write` (writing the files; the manifest itself
-    is written after it, so its own few milliseconds are not in it) and `history` (recording)."""
+    is written after it, so its own few milliseconds are not in it) and `history` (recording).
+    Without `keep_tables`, each output table is dropped once its file is written (the peak memory of
+    a big run), and `result.outputs()` renders them again if asked."""
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as hashing:  # hashing the inputs releases the GIL
         pending = hashing.submit(input_records, result, inputs)
-        frames = result.output_futures()
+        frames = result.output_futures(release=not keep_tables)
         # the files are written as their tables come; `explain` is the wait for the last table
         for f in frames.values():
             f.add_done_callback(lambda _: timings.__setitem__("explain", round(time.perf_counter() - t0, 4)))
@@ -386,12 +392,16 @@ def write_run(result: RunResult, inputs: dict[str, Path], target: OutputTarget, 
         if recorder is not None:
             recorder.wait()  # the history's own errors come before the manifest is made
             timings["history"] = recorder.seconds
-        result.outputs()  # every table is rendered by now: kept for the report and the API
+        if keep_tables:
+            result.outputs()  # every table is rendered by now: kept for the report and the API
         return manifest(result, records, timings, recorder.summary() if recorder is not None else None)
 
     try:
-        return target.commit(frames, fmt, make_manifest, extra_files, on_file,
-                             before_swap=recorder.commit if recorder is not None else None, bom=bom)
+        box = [frames]
+        del frames  # commit holds the only reference, so a written table can be freed
+        return target.commit(box.pop(), fmt, make_manifest, extra_files, on_file,
+                             before_swap=recorder.commit if recorder is not None else None, bom=bom,
+                             keep_tables=keep_tables)
     except BaseException:
         if recorder is not None:
             recorder.abandon()

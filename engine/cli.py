@@ -632,8 +632,9 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
                 if _calibration_in(target, report_path):
                     extra[report_path.name] = page.encode("utf-8")
                     page = None
+            # the report (if any) is rendered already: the tables can go once written
             paths = api.write_run(result, files, target, output_format, timings, extra, steps.tick(""),
-                                  options.recorder, bom=csv_bom)
+                                  options.recorder, bom=csv_bom, keep_tables=False)
             if save_calibration is not None and not inside and result.calibration is not None:
                 calibrate.save(result.calibration, save_calibration)
             if page is not None and report_path is not None:

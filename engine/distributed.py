@@ -241,6 +241,7 @@ class PassOut:
     asked: dict[str, Any]
     small: dict[str, Any] = field(default_factory=dict)  # per call: sums, or labels + sample
     final: dict[str, Any] | None = None  # the final pass: what the manifest needs
+    pieces: list[Any] | None = None  # the final pass: keys and joined columns per hash bucket
 
 
 def read_partition(pl: Plan, entity: str, path: str, options: Any) -> pd.DataFrame:
@@ -265,8 +266,10 @@ def _label_sort(v: Any) -> tuple:
 
 
 def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[str, Any],
-                   joins: dict[str, Any], final_dir: str | None, index: int) -> PassOut:
-    """Evaluate one partition with what is known; on the final pass write its decisions."""
+                   joins: dict[str, Any], final_dir: str | None, index: int,
+                   taken: tuple[str, ...] = (), buckets: int = 1) -> PassOut:
+    """Evaluate one partition with what is known; on the final pass write its decisions (and keep
+    the columns other entities join, `taken`, spread over hash buckets)."""
     from .explain import decision_counts, output_frame
     from .write import write_frame
 
@@ -290,6 +293,8 @@ def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[s
     folder.mkdir(exist_ok=True)
     name = f"part-{index:05d}.parquet"
     write_frame(table, folder / name, "parquet")
+    if taken:
+        out.pieces = _bucket_pieces(res, taken, buckets)
     rr = RunResult(pl, {entity: res}, {entity: frame}, {})
     out.final = {
         "path": f"{entity}_decisions/{name}", "rows": len(table),
@@ -494,11 +499,11 @@ def run(pl: Plan, inputs: dict[str, list[Path]], client: Any, staging: Path, opt
         driver = _EntityDriver(client, plan_f, pl, ep, paths, options, range_rows)
         driver.check_keys()
         joins = driver.joins(join_tables, done)
-        final = driver.passes(joins, str(staging))
-        done[ep.entity] = final
-        taken = sorted({n for other in pl.entities for j in other.joins if j.entity == ep.entity for n in j.take})
+        taken = tuple(sorted({n for other in pl.entities for j in other.joins if j.entity == ep.entity
+                              for n in j.take}))
+        done[ep.entity] = driver.passes(joins, str(staging), taken)
         if taken:
-            join_tables[ep.entity] = driver.join_table(tuple(taken), joins)
+            join_tables[ep.entity] = driver.join_table(taken)
         timings[f"evaluate_{ep.entity}"] = round(time.perf_counter() - t0, 4)
         if on_step:
             on_step(ep.entity)
@@ -552,20 +557,21 @@ class _EntityDriver:
                 per_part[i][j.name] = self.submit(_assemble_join, self.rows[i], i, tuple(j.take), *looked)
         return [self.submit(_join_dict, list(d.keys()), *d.values()) if d else {} for d in per_part]
 
-    def join_table(self, taken: tuple[str, ...], joins: list[Any]) -> list[Any]:
-        """This entity's keys and taken columns, spread over hash buckets, for the entities that join it."""
-        split = [self.submit(_join_pieces, self.plan_f, self.ep.entity, p, self.options, self.buckets, i, taken,
-                             self.known[i], joins[i]) for i, p in enumerate(self.paths)]
+    def join_table(self, taken: tuple[str, ...]) -> list[Any]:
+        """This entity's keys and taken columns, spread over hash buckets, for the entities that join it
+        (the final pass kept them on the workers)."""
+        split = [self.submit(operator.attrgetter("pieces"), o) for o in self.final_outs]
         return [self.submit(_merge_join_pieces, taken, *[self.submit(operator.getitem, s, b) for s in split])
                 for b in range(self.buckets)]
 
-    def passes(self, joins: list[Any], staging: str) -> dict[str, Any]:
+    def passes(self, joins: list[Any], staging: str, taken: tuple[str, ...]) -> dict[str, Any]:
         """Evaluate in passes until nothing is asked; the last pass writes the parts."""
         self.known: list[dict[str, Any]] = [dict() for _ in self.paths]
         deps = population_calls(self.ep)
         for _ in range(2 * len(deps) + 3):
             outs = [self.submit(partition_pass, self.plan_f, self.ep.entity, p, self.options, self.known[i],
-                                joins[i], staging, i) for i, p in enumerate(self.paths)]
+                                joins[i], staging, i, taken, self.buckets) for i, p in enumerate(self.paths)]
+            self.final_outs = outs
             small = self.client.gather([self.submit(_small_of, o) for o in outs])
             asked = sorted({c for s in small for c in s["asked"]})
             if not asked:
@@ -760,16 +766,10 @@ def _join_dict(names_: list[str], *values: Any) -> dict[str, Any]:
     return out
 
 
-def _join_pieces(pl: Plan, entity: str, path: str, options: Any, buckets: int, part: int, taken: tuple[str, ...],
-                 known: dict[str, Any], joins: Any) -> list[Any]:
-    """A finished partition's keys and taken columns per hash bucket (evaluated once more)."""
+def _bucket_pieces(res: Any, taken: tuple[str, ...], buckets: int) -> list[Any]:
+    """A finished partition's keys and taken columns per hash bucket."""
     from .history import key_hashes
 
-    ep = pl.entity(entity)
-    frame = read_partition(pl, entity, path, options)
-    types = {name: f.type for name, f in pl.checked.policy_set.facts(entity).items()}
-    hook = PartitionHook(dict(known), {k: set(v) for k, v in population_calls(ep).items()}, joins or {})
-    res = evaluate_entity(ep, frame, types, {}, population=hook)
     ids = _id_array(res.ctx.key)
     b = (key_hashes(ids) % np.uint64(buckets)).astype(np.int64) if len(ids) else np.zeros(0, np.int64)
     out = []

@@ -176,6 +176,7 @@ class Context:
     # table is one partition of a larger population)
     population: Any = None
     _key_order: np.ndarray | None = None
+    _key_objects: np.ndarray | None = None
     _groups: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
 
     def key_order(self) -> np.ndarray:
@@ -199,7 +200,9 @@ class Context:
         return np.where(np.isnan(col), None, col).astype(object)
 
     def key_objects(self) -> np.ndarray:
-        return np.asarray(pd.Series(self.key).astype(object).to_numpy(), dtype=object)
+        if self._key_objects is None:  # asked for by every population call against a calibration
+            self._key_objects = np.asarray(pd.Series(self.key).astype(object).to_numpy(), dtype=object)
+        return self._key_objects
 
     def groups(self, name: str | None) -> tuple[np.ndarray, int]:
         """Group codes (-1 for a missing group value) and the number of groups."""
@@ -735,7 +738,9 @@ class FactEnv(dict):
         if name in self.params:
             vec = _full(Context({}, self.n, None), self.params[name])
         elif name in self.fact_types:
-            vec = column_to_vec(self.frame[name], self.fact_types[name])
+            col = self.frame[name]
+            # a column may come as a vector already (`kam stream`'s one-row events)
+            vec = col if isinstance(col, (np.ndarray, Text, Tri)) else column_to_vec(col, self.fact_types[name])
         elif name in self.past_kinds:
             # a value of an earlier period; missing for everyone when the history does not have it
             column = self.past.get(name) if hasattr(self.past, "get") else None
@@ -921,13 +926,14 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series
                     joined: dict[str, "EntityResult"], calibration: dict[str, Any] | None = None,
                     record: dict[str, Any] | None = None, decider: Decider = decide,
                     n: int | None = None, past: Mapping[str, pd.Series] | None = None,
-                    population: Any = None) -> EntityResult:
+                    population: Any = None, measures: bool = True) -> EntityResult:
     """Evaluate every derived feature and decision of one entity over the whole table.
 
     `frame` is a DataFrame, or a mapping of columns with `n` rows; `calibration` makes population
     functions read a saved population; `record` collects their arguments for a new calibration;
     `decider` decides each decision (pandas by default); `past` holds, per `previous(x, k)` the
-    entity reads (`PastRead.key`), the earlier values row by row (a column left out is missing).
+    entity reads (`PastRead.key`), the earlier values row by row (a column left out is missing);
+    `measures=False` skips the population's measures (an event of `kam stream` has no population).
     """
     n = len(frame) if n is None else n
     env = FactEnv(frame, fact_types, n, {p.name: p.value for p in ep.params}, past,
@@ -959,4 +965,5 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series
             res = decider(step.decision, ctx)
             results[step.name] = res
             env.update(decision_vectors(res))
-    return EntityResult(ep.entity, ep, ctx, results, unknown, invariant_violations(ep, ctx), measure_values(ep, ctx))
+    return EntityResult(ep.entity, ep, ctx, results, unknown, invariant_violations(ep, ctx),
+                        measure_values(ep, ctx) if measures else {})

@@ -21,7 +21,7 @@ from .evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, ListVec, 
     decision_vectors, evaluate_node, list_order, scalar_at, take
 from .model import Expr, Rule
 from .nodes import PREVIOUS, Bool, Call, ListLit, Logic, MapLit, Name, Node, Not, Num, Str, children, to_text, walk
-from .numbers import MISSING_TEXT, format_numbers, list_text, number_text
+from .numbers import MISSING_TEXT, format_number, format_numbers, list_text, number_text
 from .plan import DecisionStep, DeriveStep
 
 
@@ -41,6 +41,22 @@ def format_vector(v: Vec, spec: str) -> pa.Array:
         texts = pa.array([list_text(lst) for lst in v.lists] + [MISSING_TEXT], pa.string())
         return texts.take(pa.array(np.where(v.codes >= 0, v.codes, len(v.lists))))
     return format_numbers(v.astype(float), spec)
+
+
+FEW_ROWS = 4
+
+
+def cell_text(v: Vec, i: int, spec: str) -> str:
+    """Row i of a vector as a `because` placeholder shows it: `format_vector` for one row."""
+    if isinstance(v, Tri):
+        return ("true" if v.value[i] else "false") if v.known[i] else MISSING_TEXT
+    if isinstance(v, Text):
+        code = int(v.codes[i])
+        return str(v.categories[code]) if code >= 0 else MISSING_TEXT
+    if isinstance(v, ListVec):
+        code = int(v.codes[i])
+        return list_text(v.lists[code]) if code >= 0 else MISSING_TEXT
+    return format_number(float(v[i]), spec)
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,10 @@ class CompiledTemplate:
         count = int(rows.sum()) if rows.dtype == bool else rows.size
         if self.static:
             return pa.array([self.static_text()] * count, type=pa.string()) if count else pa.array([], pa.string())
+        if count <= FEW_ROWS:  # `kam stream`, `kam explain`: string formatting beats column kernels
+            idx = np.flatnonzero(rows) if rows.dtype == bool else rows
+            return pa.array(["".join(lit + (cell_text(env[name], int(i), spec) if name is not None else "")
+                                     for lit, name, spec in self.pieces) for i in idx.tolist()], pa.string())
         parts: list[Any] = []
         for lit, name, spec in self.pieces:
             if lit:
@@ -89,6 +109,8 @@ def because_column(res: DecisionResult, env: dict[str, Vec]) -> pa.Array:
     pieces: list[pa.Array] = []
     positions = np.zeros(n, dtype=np.int64)
     offset = 0
+    if 0 < n <= FEW_ROWS:
+        return pa.array([_row_because(res, env, i) for i in range(n)], pa.string())
     if res.collected is not None:
         return _collect_because(res, env)
     for i, rule in enumerate(res.rules):
@@ -122,6 +144,28 @@ def because_column(res: DecisionResult, env: dict[str, Vec]) -> pa.Array:
         return pa.array([], pa.string())
     table = pa.concat_arrays([p.cast(pa.string()) for p in pieces])
     return table.take(pa.array(positions))
+
+
+def _row_because(res: DecisionResult, env: dict[str, Vec], i: int) -> str:
+    """One row's because text, as `because_column` gives it for many rows (string formatting)."""
+    rows = np.array([i])
+
+    def text(k: int, where: Mapping[str, Vec]) -> str:
+        rule = res.rules[k]
+        tpl = CompiledTemplate.of(rule.because.text if rule.because else f"rule {rule.id}")
+        return tpl.static_text() if tpl.static else tpl.render(where, rows)[0].as_py()
+
+    if res.collected is not None:
+        matched = [k for k in list_order(res) if res.collected[i, k]]
+        return "; ".join(text(k, env) for k in matched) if matched else "no rule matched"
+    k = int(res.rule_index[i])
+    if k >= 0:
+        return text(k, _texts_env(res, env, k))
+    if k == NO_RULE:
+        return "no rule matched"
+    assert res.conflict_with is not None
+    a, b = res.conflict_with[i]
+    return conflict_text(res, int(a), int(b))
 
 
 def conflict_text(res: DecisionResult, a: int, b: int) -> str:

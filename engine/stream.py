@@ -26,8 +26,8 @@ import pandas as pd
 from .calibrate import Calibration
 from .durable import DurableBackend
 from .errors import InputError, Location, Problem, did_you_mean
-from .evaluate import decide, evaluate_entity
-from .explain import because_column, plain_value, rule_column, value_columns
+from .evaluate import ListVec, Text, Tri, collected, decide, decision_vectors, evaluate_entity
+from .explain import FEW_ROWS, because_column, plain_value, rule_column, value_columns
 from .functions import POPULATION_FUNCTIONS
 from .model import Fact
 from .nodes import Call, walk
@@ -251,12 +251,19 @@ class StreamRunner:
         """Decisions per row, read straight from the decided columns (no output table is built)."""
         cal = self.calibration.stats.get(self.entity, {}) if self.calibration is not None else None
         past = self._past_of(keys) if keys is not None else None
-        result = evaluate_entity(self.ep, frame, self.types, {}, cal, None, decider or self.decider, n=n, past=past)
+        result = evaluate_entity(self.ep, frame, self.types, {}, cal, None, decider or self.decider, n=n, past=past,
+                                 measures=False)
         rows: list[dict[str, Any]] = [{} for _ in range(result.ctx.n)]
         for d in self.ep.decisions:
             res = result.decisions[d.name]
-            values = {name: [_jsonable(v) for v in col] for name, col in value_columns(res).items()}
-            rules = [_jsonable(v) for v in rule_column(res)]
+            if result.ctx.n <= FEW_ROWS:  # an event: the values read straight from the vectors
+                vectors = decision_vectors(res)
+                values = {o.name: [_jsonable(_cell(vectors[o.name], i)) for i in range(result.ctx.n)]
+                          for o in d.outputs}
+                rules = [_jsonable(_rule_of(res, i)) for i in range(result.ctx.n)]
+            else:
+                values = {name: [_jsonable(v) for v in col] for name, col in value_columns(res).items()}
+                rules = [_jsonable(v) for v in rule_column(res)]
             texts = because_column(res, result.ctx.env).to_pylist()
             for i, row in enumerate(rows):
                 value = values[d.name][i] if d.single else {o.name: values[o.name][i] for o in d.outputs}
@@ -265,16 +272,19 @@ class StreamRunner:
 
     def decide(self, facts: dict[str, Any]) -> dict[str, Any]:
         """Every decision for one entity's facts: {decision: {value, rule, because}}."""
-        columns = {}
+        columns: dict[str, Any] = {}
         for name, kind in self.types.items():
             v = facts.get(name)
-            if kind in ("number", "integer"):
-                columns[name] = pd.Series([np.nan if v is None else float(v)], dtype=float)
+            if name == self.ep.key:
+                columns[name] = pd.Series([v], dtype=object)  # the key is read as a column of ids
+            elif kind in ("number", "integer"):
+                columns[name] = np.array([np.nan if v is None else float(v)])
             elif kind == "boolean":
-                columns[name] = pd.Series([v], dtype="boolean")
+                columns[name] = Tri(np.array([bool(v)]) & (v is not None), np.array([v is not None]))
             else:
-                columns[name] = pd.Series([v], dtype=object)
-        # a plain mapping of one-row columns: a DataFrame would cost more than the decisions
+                columns[name] = Text(np.array([0 if v is not None else -1], dtype=np.int64),
+                                     np.array([v] if v is not None else [], dtype=object))
+        # one-row vectors made directly: pandas columns would cost more than the decisions
         return self._decide_frame(columns, n=1, keys=[facts.get(self.ep.key)])[0]
 
     def apply(self, event: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any], list[Change]]:
@@ -345,6 +355,26 @@ class StreamRunner:
             self.store.clear_outbox()
             applied += 1
         return applied, rejected
+
+
+def _cell(v: Any, i: int) -> Any:
+    """Row i of a decided vector as a plain value (what `value_columns` gives for that row)."""
+    if isinstance(v, ListVec):
+        return list(v.lists[v.codes[i]]) if v.codes[i] >= 0 else None
+    if isinstance(v, Tri):
+        return bool(v.value[i]) if v.known[i] else None
+    if isinstance(v, Text):
+        return v.categories[v.codes[i]] if v.codes[i] >= 0 else None
+    x = float(v[i])
+    return None if x != x else x
+
+
+def _rule_of(res: Any, i: int) -> Any:
+    """The deciding rule's id of row i (every matching rule's, for `collect`), as `rule_column` gives it."""
+    if res.collected is not None:
+        return list(collected(res, "", values=False).objects()[i])
+    k = int(res.rule_index[i])
+    return res.rules[k].id if k >= 0 else None
 
 
 def _jsonable(v: Any) -> Any:

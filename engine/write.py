@@ -188,7 +188,7 @@ class OutputTarget:
                extra_files: dict[str, bytes] | None = None,
                on_file: Callable[[str], None] | None = None,
                before_swap: Callable[[], None] | None = None, bom: bool = False,
-               staged_outputs: list[dict[str, Any]] | None = None) -> dict[str, Path]:
+               staged_outputs: list[dict[str, Any]] | None = None, keep_tables: bool = True) -> dict[str, Path]:
         """Write every file into the staging folder, then swap it in for the output folder.
 
         `manifest` (or a function making it once the files are written) gets the list of outputs;
@@ -200,13 +200,19 @@ class OutputTarget:
         staging, real = self.staging, self.real
         ext = OUTPUT_FORMATS[fmt]
         names = {entity: WORKBOOK if fmt == "xlsx" else f"{entity}_decisions{ext}" for entity in frames}
-        pending = frames
+        pending = dict(frames)
         frames = {}  # a table given as a future is written as soon as it is ready
+        rows: dict[str, int] = {}
 
         def table(entity: str) -> pd.DataFrame:
             got = pending[entity]
-            frames[entity] = got.result() if isinstance(got, Future) else got
-            return frames[entity]
+            frame = got.result() if isinstance(got, Future) else got
+            rows[entity] = len(frame)
+            if keep_tables:
+                frames[entity] = frame
+            else:  # once written, nothing here holds the table
+                pending[entity] = None
+            return frame
 
         def write_one(entity: str) -> None:
             write_frame(table(entity), staging / names[entity], fmt, bom)
@@ -224,12 +230,12 @@ class OutputTarget:
             # the files are independent; writers release the GIL while encoding and compressing
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
                 list(pool.map(write_one, pending))
-        frames = {e: frames[e] for e in pending}  # in the entities' order, whatever order they came in
+        frames = {e: frames.get(e) for e in pending}  # in the entities' order, whatever order they came in
         for name, data in (extra_files or {}).items():
             (staging / name).write_bytes(data)
         manifest = dict(manifest() if callable(manifest) else manifest)
         manifest["outputs"] = [{"entity": e, "path": names[e], **({"sheet": e} if fmt == "xlsx" else {}),
-                                "rows": int(len(frames[e])), "sha256": file_sha256(staging / names[e])}
+                                "rows": rows[e], "sha256": file_sha256(staging / names[e])}
                                for e in frames]
         manifest["outputs"] += staged_outputs or []
         if extra_files:

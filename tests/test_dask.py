@@ -5,6 +5,7 @@ one partition, ranges of sorted values much smaller than the data, joins across 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -178,7 +179,7 @@ def _differential(examples: int):
 def test_dask_agrees_on_random_policies(client, tmp_path_factory):
     """Random policies of the differential generator (population functions of population functions,
     ties, `by=` groups, every hit policy), their rows cut into random partitions and ranges of two rows."""
-    _differential(int(__import__("os").environ.get("KAM_DASK_DIFF_EXAMPLES", "12")))(client, tmp_path_factory)
+    _differential(int(os.environ.get("KAM_DASK_DIFF_EXAMPLES", "8")))(client, tmp_path_factory)
 
 
 @pytest.mark.slow

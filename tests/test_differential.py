@@ -273,3 +273,21 @@ def test_the_generator_reads_earlier_periods():
 
     in_policies()
     assert "policy" in found
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(policies(), tables())
+def test_a_few_rows_render_as_many_rows_do(tmp_path_factory, policy, table):
+    """The because texts of a handful of rows (`kam stream`'s events, `kam explain`) are made with
+    Python's string formatting, those of larger tables with Arrow kernels: the same texts."""
+    import engine.explain as ex
+
+    pl, frame = compile_random(tmp_path_factory.mktemp("few"), policy, table)
+    result = api.run(pl, {"customer": frame}).results["customer"]
+    few = output_frame(result)
+    saved, ex.FEW_ROWS = ex.FEW_ROWS, -1
+    try:
+        many = output_frame(result)
+    finally:
+        ex.FEW_ROWS = saved
+    assert_same(policy, few, many)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from engine.evaluate import Text, Tri
 from engine.explain import CompiledTemplate, format_vector
@@ -49,3 +50,31 @@ def test_templates_render_rows_and_keep_literal_text():
     tpl = CompiledTemplate.of("{name}: {x:.1f} ({x:.0%}) {{kept}}")
     assert tpl.render(env, np.array([2, 0])).to_pylist() == ["乙: 3.0 (300%) {kept}", "甲: 1.5 (150%) {kept}"]
     assert CompiledTemplate.of("plain").static
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.floats(-1e7, 1e7), st.sampled_from([0.5, 2.675, -0.0, 0.125, 1e16])),
+                min_size=1, max_size=6),
+       st.sampled_from(["", ",", ".0f", ",.2f", ".1%", ".0%", "d", ",d", ".3f"]))
+def test_a_few_rows_are_rendered_as_many_rows_are(values, spec):
+    """`kam stream` and `kam explain` render a handful of rows with Python's string formatting; the
+    same template over the same values gives what the column kernels give."""
+    import engine.explain as ex
+    from engine.evaluate import ListVec, Text, Tri
+
+    n = len(values)
+    x = np.array([np.nan if v is None else v for v in values], dtype=float)
+    env = {"x": x,
+           "t": Text.of_objects(np.array([None if v is None else f"v{i}" for i, v in enumerate(values)], dtype=object)),
+           "b": Tri(np.array([bool(i % 2) for i in range(n)]), np.array([v is not None for v in values])),
+           "l": ListVec(np.array([i % 3 - 1 for i in range(n)]), [("a", "b"), (1.5,)])}
+    tpl = ex.CompiledTemplate.of(f"x={{x:{spec}}} t={{t}} b={{b}} l={{l}} 规则")
+    rows = np.arange(n)
+    few = tpl.render(env, rows).to_pylist()
+    saved = ex.FEW_ROWS
+    ex.FEW_ROWS = -1
+    try:
+        many = tpl.render(env, rows).to_pylist()
+    finally:
+        ex.FEW_ROWS = saved
+    assert few == many

@@ -7,7 +7,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -19,13 +19,13 @@ from .durable import DurableBackend
 from .evaluate import CONFLICT, EntityResult, decide, evaluate_entity
 from .history import History, Past, Recorder, needs_past
 from .plan import past_note
-from .explain import Trace, decision_counts, output_frame, plain_value, rule_column, show, trace_row
+from .explain import Trace, decision_counts, output_chunks, output_frame, plain_value, rule_column, show, trace_row
 from .compiler import compile_docs, compile_policies  # noqa: F401  (part of the facade)
 from .model import Invariant
 from .nodes import names
 from .plan import Plan
 from .read import FORMATS, FactsOptions, file_sha256, read_facts
-from .write import OutputTarget
+from .write import OUTPUT_FORMATS, OutputTarget, fault_point, write_chunks
 
 
 def find_inputs(pl: Plan, data_dir: Path | None, given: dict[str, Path]) -> dict[str, Path]:
@@ -148,32 +148,14 @@ class RunResult:
     calibration: Calibration | None = None
     past: Past = field(default_factory=Past)  # the earlier values previous() read, and notes about them
     _outputs: dict[str, pd.DataFrame] | None = field(default=None, repr=False)
-    _early: dict[str, Any] = field(default_factory=dict, repr=False)  # entity -> future of its table
 
     def outputs(self) -> dict[str, pd.DataFrame]:
         """One output table per entity: key, decided values, rule ids and because texts (rendered once:
         the files, the report and the Python API read the same tables)."""
         if self._outputs is None:
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-                self._outputs = {e: self._early[e].result() if e in self._early else output_frame(r, pool)
-                                 for e, r in self.results.items()}
-            self._early.clear()
+                self._outputs = {e: output_frame(r, pool) for e, r in self.results.items()}
         return dict(self._outputs)
-
-    def output_futures(self, release: bool = False) -> dict[str, Future]:
-        """The output tables as futures: those rendered early resolve as soon as each is ready (a
-        writer can start on the first while the next are rendered); the others are rendered now.
-        `release`: the result forgets tables rendered early (the caller writes and drops them)."""
-        if self._early and self._outputs is None:
-            early = dict(self._early)
-            if release:
-                self._early.clear()
-            return early
-        done: dict[str, Future] = {}
-        for e, frame in self.outputs().items():
-            done[e] = Future()
-            done[e].set_result(frame)
-        return done
 
     def measures(self) -> dict[str, dict[str, Any]]:
         """Per entity, its measures' values (the entities without measures left out)."""
@@ -275,14 +257,13 @@ BACKENDS = ("pandas", "durable")
 def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], None] | None = None,
         backend: str = "pandas", calibration: Calibration | None = None,
         record_calibration: bool = False, past: dict[str, pd.DataFrame] | None = None,
-        on_result: Callable[[EntityResult], None] | None = None, render_early: bool = False) -> RunResult:
+        on_result: Callable[[EntityResult], None] | None = None) -> RunResult:
     """Evaluate every entity (joined entities first).
 
     `backend` decides which engine matches rule conditions; `calibration` makes population
     functions read a saved population; `record_calibration` makes one from this batch; `past` holds
     per entity the earlier values its `previous()` calls read, row by row (see `history.Past`);
-    `on_result` gets each entity's result as soon as it is decided; `render_early` starts rendering
-    each entity's output table (`RunResult.outputs()`) while the next ones are evaluated.
+    `on_result` gets each entity's result as soon as it is decided (see `EntityWriter`).
     """
     results: dict[str, EntityResult] = {}
     timings: dict[str, float] = {}
@@ -291,11 +272,6 @@ def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], No
         calibration.check(ps.hash, "given")
     durable = DurableBackend(pl) if backend == "durable" else None
     records: dict[str, dict[str, Any]] = {}
-    early: dict[str, Any] = {}
-    # with render_early, an entity's texts are rendered (one thread, its decisions side by side on
-    # a second pool) while the next entities are evaluated: evaluation is mostly one core's work
-    explainer = ThreadPoolExecutor(max_workers=1) if render_early else None
-    texts_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2) if render_early else None
     for ep in pl.entities:
         t0 = time.perf_counter()
         types = {name: f.type for name, f in ps.facts(ep.entity).items()}
@@ -305,17 +281,11 @@ def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], No
         results[ep.entity] = evaluate_entity(ep, frames[ep.entity], types, results, cal, record, decider,
                                              past=(past or {}).get(ep.entity))
         timings[f"evaluate_{ep.entity}"] = round(time.perf_counter() - t0, 4)
-        if explainer is not None:
-            early[ep.entity] = explainer.submit(output_frame, results[ep.entity], texts_pool)
         if on_result:
             on_result(results[ep.entity])
         if on_entity:
             on_entity(ep.entity)
-    out = RunResult(pl, results, frames, timings, _early=early)
-    if explainer is not None and texts_pool is not None:
-        # the explainer runs its work in order: the texts' pool is shut once every table is rendered
-        explainer.submit(texts_pool.shutdown)
-        explainer.shutdown(wait=False)
+    out = RunResult(pl, results, frames, timings)
     if record_calibration:
         out.calibration = calibrate.build(ps.hash, records)
     return out
@@ -358,33 +328,92 @@ def load_past(pl: Plan, frames: dict[str, pd.DataFrame], history: "History | Non
     return history.load_past(pl, period, keys)
 
 
+class EntityWriter:
+    """Writes each entity's output file into the staging folder as soon as the entity is decided,
+    on a thread of its own, while the next entities are evaluated: the texts are rendered and
+    written a slice of rows at a time (`explain.output_chunks`), so a big table's because texts are
+    never all in memory, and evaluation (mostly one core's work) and writing share the machine."""
+
+    def __init__(self, staging: Path, fmt: str, bom: bool = False):
+        self.staging, self.fmt, self.bom = staging, fmt, bom
+        self._thread = ThreadPoolExecutor(max_workers=1)
+        self._texts = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
+        self.pending: dict[str, Future] = {}
+        self.seconds = {"explain": 0.0, "write": 0.0}
+
+    def name(self, entity: str) -> str:
+        return f"{entity}_decisions{OUTPUT_FORMATS[self.fmt]}"
+
+    def submit(self, result: EntityResult) -> None:
+        self.pending[result.entity] = self._thread.submit(self._write, result)
+
+    def _write(self, result: EntityResult) -> int:
+        t0 = time.perf_counter()
+        chunks = output_chunks(result, self._texts)
+
+        def timed() -> Iterator[pd.DataFrame]:
+            while True:
+                t = time.perf_counter()
+                chunk = next(chunks, None)
+                self.seconds["explain"] += time.perf_counter() - t
+                if chunk is None:
+                    return
+                yield chunk
+
+        rows = write_chunks(timed(), self.staging / self.name(result.entity), self.fmt, self.bom)
+        self.seconds["write"] += time.perf_counter() - t0
+        fault_point("staged-file")
+        return rows
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Wait for every file; the manifest's entries for them (an error in a writer is raised here)."""
+        try:
+            return [{"entity": e, "path": self.name(e), "rows": f.result(),
+                     "sha256": file_sha256(self.staging / self.name(e))} for e, f in self.pending.items()]
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop: what is being written is finished, nothing more is started (before the staging
+        folder is abandoned)."""
+        for f in self.pending.values():
+            f.cancel()
+        self._thread.shutdown(wait=True)
+        self._texts.shutdown(wait=True)
+
+
 def write_run(result: RunResult, inputs: dict[str, Path], target: OutputTarget, fmt: str,
               timings: dict[str, float], extra_files: dict[str, bytes] | None = None,
               on_step: Callable[[str], None] | None = None, recorder: "Recorder | None" = None,
-              bom: bool = False, keep_tables: bool = True) -> dict[str, Path]:
+              bom: bool = False, writer: EntityWriter | None = None) -> dict[str, Path]:
     """Render the outputs and replace the output folder with them and the manifest, as one set.
 
     With a `recorder`, the period is written into the history while the files are written, and
     committed just before the output folder is swapped in (a failure before leaves both as they were).
+    With a `writer`, the files were written into the staging folder already, entity by entity.
     `timings` gets `explain` (rendering the texts), `write` (writing the files; the manifest itself
-    is written after it, so its own few milliseconds are not in it) and `history` (recording).
-    Without `keep_tables`, each output table is dropped once its file is written (the peak memory of
-    a big run), and `result.outputs()` renders them again if asked."""
+    is written after it, so its own few milliseconds are not in it) and `history` (recording)."""
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as hashing:  # hashing the inputs releases the GIL
         pending = hashing.submit(input_records, result, inputs)
-        frames = result.output_futures(release=not keep_tables)
-        # the files are written as their tables come; `explain` is the wait for the last table
-        for f in frames.values():
-            f.add_done_callback(lambda _: timings.__setitem__("explain", round(time.perf_counter() - t0, 4)))
+        if writer is not None:
+            staged = writer.finish()
+            timings["explain"] = round(writer.seconds["explain"], 4)
+            timings["write"] = round(writer.seconds["write"] - writer.seconds["explain"], 4)
+            frames: dict[str, pd.DataFrame] = {}
+        else:
+            staged = []
+            frames = result.outputs()
+            timings["explain"] = round(time.perf_counter() - t0, 4)
         if on_step:
             on_step("explained")
         records = pending.result()
     if recorder is not None:
         recorder.finished(result, records)
+    t0 = time.perf_counter()
 
     def on_file(entity: str) -> None:
-        timings["write"] = round(time.perf_counter() - t0 - timings.get("explain", 0.0), 4)
+        timings["write"] = round(time.perf_counter() - t0, 4)
         if on_step:
             on_step(f"wrote {entity}")
 
@@ -392,16 +421,13 @@ def write_run(result: RunResult, inputs: dict[str, Path], target: OutputTarget, 
         if recorder is not None:
             recorder.wait()  # the history's own errors come before the manifest is made
             timings["history"] = recorder.seconds
-        if keep_tables:
-            result.outputs()  # every table is rendered by now: kept for the report and the API
         return manifest(result, records, timings, recorder.summary() if recorder is not None else None)
 
     try:
-        box = [frames]
-        del frames  # commit holds the only reference, so a written table can be freed
-        return target.commit(box.pop(), fmt, make_manifest, extra_files, on_file,
-                             before_swap=recorder.commit if recorder is not None else None, bom=bom,
-                             keep_tables=keep_tables)
+        paths = target.commit(frames, fmt, make_manifest, extra_files, on_file,
+                              before_swap=recorder.commit if recorder is not None else None, bom=bom,
+                              staged_outputs=staged)
+        return {**paths, **{o["entity"]: target.out / o["path"] for o in staged}}
     except BaseException:
         if recorder is not None:
             recorder.abandon()

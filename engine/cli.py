@@ -421,6 +421,7 @@ class EngineOptions:
     history: "History | None" = None  # where previous() reads the past
     period: str | None = None  # the period being decided: previous() reads the ones before it
     recorder: "Recorder | None" = None  # records the run into the history as it goes
+    writer: "api.EntityWriter | None" = None  # writes each entity's file as soon as it is decided
 
 
 def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -479,11 +480,18 @@ def _compute(pl: "Plan", data: Path | None, inputs: tuple[str, ...], timings: di
     result = api.run(pl, frames, steps.tick("decided") if steps else None, backend=options.backend,
                      calibration=calibration, record_calibration=options.save_calibration is not None,
                      past={e: f for e, f in past.frames.items()},
-                     on_result=(lambda r: options.recorder.decided(pl, r)) if options.recorder else None,
-                     render_early=True)
+                     on_result=lambda r: _decided(pl, r, options))
     result.past = past
     timings["evaluate"] = round(time.perf_counter() - t0, 4)
     return result, files
+
+
+def _decided(pl: "Plan", r: Any, options: EngineOptions) -> None:
+    """An entity is decided: record it (history) and start writing its file."""
+    if options.recorder is not None:
+        options.recorder.decided(pl, r)
+    if options.writer is not None:
+        options.writer.submit(r)
 
 
 def _calibration_in(target: "OutputTarget", path: Path | None) -> bool:
@@ -609,6 +617,9 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
                         "output": str(out), "output_format": output_format}
             options.history, options.period = history, period
             options.recorder = hist.Recorder(history, period, recorded, replace)
+        if output_format != "xlsx":  # a workbook is written whole, at the end
+            assert target.staging is not None
+            options.writer = api.EntityWriter(target.staging, output_format, csv_bom)
         timings["compile"] = round(time.perf_counter() - t_start, 4)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                             console=err, transient=True, disable=not err.is_terminal or quiet)
@@ -619,6 +630,8 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
             broken = result.violations()
             if broken and not allow_violations:
                 progress.stop()
+                if options.writer is not None:
+                    options.writer.close()
                 _refuse_broken(broken, target, "see `kam explain ID`; ")
             extra = {}
             inside = _calibration_in(target, save_calibration)
@@ -632,9 +645,8 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
                 if _calibration_in(target, report_path):
                     extra[report_path.name] = page.encode("utf-8")
                     page = None
-            # the report (if any) is rendered already: the tables can go once written
             paths = api.write_run(result, files, target, output_format, timings, extra, steps.tick(""),
-                                  options.recorder, bom=csv_bom, keep_tables=False)
+                                  options.recorder, bom=csv_bom, writer=options.writer)
             if save_calibration is not None and not inside and result.calibration is not None:
                 calibrate.save(result.calibration, save_calibration)
             if page is not None and report_path is not None:
@@ -642,6 +654,8 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
 
                 write_text_atomic(report_path, page)
     except BaseException as exc:
+        if options is not None and options.writer is not None:
+            options.writer.close()  # before its folder goes
         if target is not None:
             target.abandon()
         if options is not None and options.recorder is not None:

@@ -270,8 +270,8 @@ def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[s
                    taken: tuple[str, ...] = (), buckets: int = 1) -> PassOut:
     """Evaluate one partition with what is known; on the final pass write its decisions (and keep
     the columns other entities join, `taken`, spread over hash buckets)."""
-    from .explain import decision_counts, output_frame
-    from .write import write_frame
+    from .explain import decision_counts, output_chunks
+    from .write import write_chunks
 
     ep = pl.entity(entity)
     frame = read_partition(pl, entity, path, options)
@@ -288,16 +288,15 @@ def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[s
         return out
     from .api import RunResult
 
-    table = output_frame(res)
     folder = Path(final_dir) / f"{entity}_decisions"
     folder.mkdir(exist_ok=True)
     name = f"part-{index:05d}.parquet"
-    write_frame(table, folder / name, "parquet")
+    rows = write_chunks(output_chunks(res), folder / name, "parquet")  # a slice of texts at a time
     if taken:
         out.pieces = _bucket_pieces(res, taken, buckets)
     rr = RunResult(pl, {entity: res}, {entity: frame}, {})
     out.final = {
-        "path": f"{entity}_decisions/{name}", "rows": len(table),
+        "path": f"{entity}_decisions/{name}", "rows": rows,
         "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest(),
         "counts": decision_counts(res), "measures": dict(res.measures) if len(frame) else None,
         "invariants": [(i.invariant.id, i.count, i.examples) for i in rr.invariants()],

@@ -10,7 +10,7 @@ import string
 from collections import ChainMap
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -102,17 +102,19 @@ def _texts_env(res: DecisionResult, env: Mapping[str, Vec], rule_pos: int) -> Ma
     return ChainMap(qvars, env) if qvars else env  # type: ignore[arg-type]
 
 
-def because_column(res: DecisionResult, env: dict[str, Vec]) -> pa.Array:
-    """The rendered `because` of every row: one template per rule, assembled with `take`."""
-    n = res.rule_index.size
-    idx = res.rule_index
+def because_column(res: DecisionResult, env: dict[str, Vec], lo: int = 0, hi: int | None = None) -> pa.Array:
+    """The rendered `because` of every row (or of rows lo..hi): one template per rule, assembled
+    with `take`."""
+    hi = res.rule_index.size if hi is None else hi
+    n = hi - lo
+    idx = res.rule_index[lo:hi]
     pieces: list[pa.Array] = []
     positions = np.zeros(n, dtype=np.int64)
     offset = 0
     if 0 < n <= FEW_ROWS:
-        return pa.array([_row_because(res, env, i) for i in range(n)], pa.string())
+        return pa.array([_row_because(res, env, lo + i) for i in range(n)], pa.string())
     if res.collected is not None:
-        return _collect_because(res, env)
+        return _collect_because(res, env, lo, hi)
     for i, rule in enumerate(res.rules):
         rows = np.flatnonzero(idx == i)
         if rows.size == 0:
@@ -123,7 +125,7 @@ def because_column(res: DecisionResult, env: dict[str, Vec]) -> pa.Array:
             positions[rows] = offset
             offset += 1
         else:
-            pieces.append(tpl.render(_texts_env(res, env, i), rows))
+            pieces.append(tpl.render(_texts_env(res, env, i), lo + rows))
             positions[rows] = offset + np.arange(rows.size)
             offset += rows.size
     none_rows = np.flatnonzero(idx == NO_RULE)
@@ -134,7 +136,7 @@ def because_column(res: DecisionResult, env: dict[str, Vec]) -> pa.Array:
     conflict_rows = np.flatnonzero(idx == CONFLICT)
     if conflict_rows.size:
         assert res.conflict_with is not None
-        pairs = res.conflict_with[conflict_rows]
+        pairs = res.conflict_with[lo + conflict_rows]
         uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
         texts = [conflict_text(res, int(a), int(b)) for a, b in uniq]
         pieces.append(pa.array(texts, pa.string()))
@@ -174,22 +176,23 @@ def conflict_text(res: DecisionResult, a: int, b: int) -> str:
             f"(hit policy {d.hit} allows only one)")
 
 
-def _collect_because(res: DecisionResult, env: dict[str, Vec]) -> pa.Array:
-    """Texts of every collected rule joined by "; ".
+def _collect_because(res: DecisionResult, env: dict[str, Vec], lo: int, hi: int) -> pa.Array:
+    """Texts of every collected rule joined by "; " (rows lo..hi).
 
     Built without nulls: pyarrow's null_handling="skip" join returns a short array when the last
     row is null (seen with pyarrow 26), so unmatched rules contribute "" and matched ones "; text".
     """
     assert res.collected is not None
-    n = res.rule_index.size
+    collected_rows = res.collected[lo:hi]
+    n = hi - lo
     sep = "; "
     columns = []
     for i in list_order(res):
         rule = res.rules[i]
-        mask = res.collected[:, i]
+        mask = collected_rows[:, i]
         tpl = CompiledTemplate.of(rule.because.text if rule.because else f"rule {rule.id}")
         rows = np.flatnonzero(mask)
-        prefixed = pc.binary_join_element_wise(sep, tpl.render(env, rows), "") if rows.size else \
+        prefixed = pc.binary_join_element_wise(sep, tpl.render(env, lo + rows), "") if rows.size else \
             pa.array([], pa.string())
         positions = np.zeros(n, dtype=np.int64)
         positions[rows] = np.arange(1, rows.size + 1)
@@ -199,7 +202,7 @@ def _collect_because(res: DecisionResult, env: dict[str, Vec]) -> pa.Array:
         return pa.array(["no rule matched"] * n, pa.string())
     joined = pc.binary_join_element_wise(*columns, "") if len(columns) > 1 else columns[0]
     joined = pc.utf8_slice_codeunits(joined, start=len(sep))
-    return pc.if_else(pa.array(res.collected.any(axis=1)), joined, "no rule matched")
+    return pc.if_else(pa.array(collected_rows.any(axis=1)), joined, "no rule matched")
 
 
 def rule_column(res: DecisionResult) -> pd.Categorical | np.ndarray:
@@ -249,27 +252,51 @@ def output_frame(result: EntityResult, pool: Executor | None = None) -> pd.DataF
     With a thread pool the texts of the decisions are rendered side by side: the pyarrow string
     kernels release the GIL, so this uses every core.
     """
+    return next(output_chunks(result, pool, None))
+
+
+CHUNK_ROWS = 200_000  # rows of an output table rendered (and written) at a time by `kam run`
+
+
+def output_chunks(result: EntityResult, pool: Executor | None = None,
+                  rows: int | None = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """The output table in slices of `rows` rows (one slice with None; at least one, maybe empty):
+    a writer that takes them one at a time never holds all the because texts of a big table."""
     key_name = result.plan.key
     decisions = result.plan.decisions
-    render = lambda d: because_column(result.decisions[d.name], result.ctx.env)  # noqa: E731
-    texts = list(pool.map(render, decisions)) if pool is not None else [render(d) for d in decisions]
-    columns: dict[str, Any] = {key_name: pd.array(result.ctx.key, dtype="string")}
+    n = result.ctx.n
+    fixed: dict[str, Any] = {key_name: pd.array(result.ctx.key, dtype="string")}
     lists: dict[str, str] = {}
-    for d, because in zip(decisions, texts):
+    for d in decisions:
         res = result.decisions[d.name]
-        columns.update(value_columns(res))
-        columns[f"{d.name}_rule"] = rule_column(res)
-        columns[f"{d.name}_because"] = pd.arrays.ArrowStringArray(because) if len(because) else \
-            pd.array([], dtype="string")
+        fixed.update(value_columns(res))
+        fixed[f"{d.name}_rule"] = rule_column(res)
+        fixed[f"{d.name}_because"] = None  # rendered per slice
         if res.collected is not None and d.gives_list:
             lists.update({o.name: o.type for o in d.outputs})
         if res.collected is not None:
             lists[f"{d.name}_rule"] = "string"
-    frame = pd.DataFrame(columns, copy=False)
-    # the item type of each list column, from the policies: a column whose lists are all empty (or
-    # a table without rows) is written with the same type as any other (the Dask parts must agree)
-    frame.attrs["kam_list_types"] = lists
-    return frame
+    step = max(n, 1) if rows is None else rows
+    for lo in range(0, max(n, 1), step):
+        hi = min(n, lo + step)
+
+        def render(d: Any, lo: int = lo, hi: int = hi) -> pa.Array:
+            return because_column(result.decisions[d.name], result.ctx.env, lo, hi)
+
+        texts = list(pool.map(render, decisions)) if pool is not None else [render(d) for d in decisions]
+        because = dict(zip((f"{d.name}_because" for d in decisions), texts))
+        columns = {}
+        for name, col in fixed.items():
+            if name in because:
+                t = because[name]
+                columns[name] = pd.arrays.ArrowStringArray(t) if len(t) else pd.array([], dtype="string")
+            else:
+                columns[name] = col[lo:hi] if (lo, hi) != (0, n) else col
+        frame = pd.DataFrame(columns, copy=False)
+        # the item type of each list column, from the policies: a column whose lists are all empty
+        # (or a table without rows) is written with the same type as any other
+        frame.attrs["kam_list_types"] = lists
+        yield frame
 
 
 def decision_counts(result: EntityResult) -> dict[str, dict[str, int]]:

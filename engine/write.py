@@ -25,11 +25,11 @@ import json
 import os
 import secrets
 import shutil
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -183,12 +183,12 @@ class OutputTarget:
         clean_leftovers(real)
         return self
 
-    def commit(self, frames: "dict[str, pd.DataFrame | Future[pd.DataFrame]]", fmt: str,
+    def commit(self, frames: dict[str, pd.DataFrame], fmt: str,
                manifest: dict[str, Any] | Callable[[], dict[str, Any]],
                extra_files: dict[str, bytes] | None = None,
                on_file: Callable[[str], None] | None = None,
                before_swap: Callable[[], None] | None = None, bom: bool = False,
-               staged_outputs: list[dict[str, Any]] | None = None, keep_tables: bool = True) -> dict[str, Path]:
+               staged_outputs: list[dict[str, Any]] | None = None) -> dict[str, Path]:
         """Write every file into the staging folder, then swap it in for the output folder.
 
         `manifest` (or a function making it once the files are written) gets the list of outputs;
@@ -200,42 +200,28 @@ class OutputTarget:
         staging, real = self.staging, self.real
         ext = OUTPUT_FORMATS[fmt]
         names = {entity: WORKBOOK if fmt == "xlsx" else f"{entity}_decisions{ext}" for entity in frames}
-        pending = dict(frames)
-        frames = {}  # a table given as a future is written as soon as it is ready
-        rows: dict[str, int] = {}
-
-        def table(entity: str) -> pd.DataFrame:
-            got = pending[entity]
-            frame = got.result() if isinstance(got, Future) else got
-            rows[entity] = len(frame)
-            if keep_tables:
-                frames[entity] = frame
-            else:  # once written, nothing here holds the table
-                pending[entity] = None
-            return frame
 
         def write_one(entity: str) -> None:
-            write_frame(table(entity), staging / names[entity], fmt, bom)
+            write_frame(frames[entity], staging / names[entity], fmt, bom)
             fault_point("staged-file")
             if on_file:
                 on_file(entity)
 
         if fmt == "xlsx":
-            write_workbook({e: table(e) for e in pending}, staging / WORKBOOK)
+            write_workbook(frames, staging / WORKBOOK)
             fault_point("staged-file")
-            for entity in pending:
+            for entity in frames:
                 if on_file:
                     on_file(entity)
         else:
             # the files are independent; writers release the GIL while encoding and compressing
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-                list(pool.map(write_one, pending))
-        frames = {e: frames.get(e) for e in pending}  # in the entities' order, whatever order they came in
+                list(pool.map(write_one, frames))
         for name, data in (extra_files or {}).items():
             (staging / name).write_bytes(data)
         manifest = dict(manifest() if callable(manifest) else manifest)
         manifest["outputs"] = [{"entity": e, "path": names[e], **({"sheet": e} if fmt == "xlsx" else {}),
-                                "rows": rows[e], "sha256": file_sha256(staging / names[e])}
+                                "rows": int(len(frames[e])), "sha256": file_sha256(staging / names[e])}
                                for e in frames]
         manifest["outputs"] += staged_outputs or []
         if extra_files:
@@ -488,8 +474,8 @@ def _json_scalar(v: Any) -> str:
 JSONL_CHUNK = 250_000  # rows rendered at a time, so the text of a large output never sits in memory whole
 
 
-def _write_jsonl(frame: pd.DataFrame, path: Path) -> None:
-    with path.open("wb") as fh:
+def _write_jsonl(frame: pd.DataFrame, path: Path, append: bool = False) -> None:
+    with path.open("ab" if append else "wb") as fh:
         if len(frame.columns) == 0:
             return
         names = [("{" if i == 0 else ",") + json.dumps(str(name), ensure_ascii=False) + ":"
@@ -599,6 +585,34 @@ def write_frame(frame: pd.DataFrame, path: Path, fmt: str, bom: bool = False) ->
         _write_jsonl(frame, path)
     else:
         raise ValueError(fmt)
+
+
+def write_chunks(chunks: Iterable[pd.DataFrame], path: Path, fmt: str, bom: bool = False) -> int:
+    """An output table given in slices (`explain.output_chunks`), written slice by slice into one
+    file: the same file `write_frame` makes of the whole table, except that Parquet gets a row
+    group per slice. Returns the rows written."""
+    rows = 0
+    writer = None
+    try:
+        for i, frame in enumerate(chunks):
+            rows += len(frame)
+            if fmt == "parquet":
+                table = _arrow_table(frame)
+                if writer is None:
+                    writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+                writer.write_table(table)
+            elif fmt == "csv":
+                with path.open("w" if i == 0 else "a", encoding="utf-8-sig" if bom and i == 0 else "utf-8",
+                               newline="") as fh:
+                    _csv_frame(frame).to_csv(fh, index=False, header=i == 0, lineterminator="\n")
+            elif fmt == "jsonl":
+                _write_jsonl(frame, path, append=i > 0)
+            else:
+                raise ValueError(fmt)
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
 
 
 def write_outputs(out_dir: Path, frames: dict[str, pd.DataFrame], fmt: str, manifest: dict[str, Any],

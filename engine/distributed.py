@@ -163,9 +163,9 @@ class PartitionHook:
         self.asked: dict[str, Any] = {}
         self.pending = False  # some answer was missing: this pass's results are not final
 
-    def _ask(self, call: str, make: Callable[[], Any]) -> None:
+    def _ask(self, call: str, make: Callable[[], Any], deps_of: str | None = None) -> None:
         self.pending = True
-        if call not in self.asked and all(d in self.known for d in self.deps.get(call, ())):
+        if call not in self.asked and all(d in self.known for d in self.deps.get(deps_of or call, ())):
             self.asked[call] = make()
 
     def value(self, call: str, func: str, x: np.ndarray, labels: np.ndarray, keys: np.ndarray | None,
@@ -193,8 +193,8 @@ class PartitionHook:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     return np.where(std > 0, (x - mean) / std, np.nan)
             means = self.known.get(call + " #mean")
-            if means is None:
-                self._ask(call + " #mean", lambda: _local_sums(x, labels))
+            if means is None:  # the first round (the mean), once the argument can be computed
+                self._ask(call + " #mean", lambda: _local_sums(x, labels), deps_of=call)
             else:
                 self.deps.setdefault(call, set()).add(call + " #mean")
                 self._ask(call, lambda: _local_sums((x - _per_label(labels, means)) ** 2, labels))

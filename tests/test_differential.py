@@ -29,6 +29,10 @@ from engine.nodes import to_text
 from .test_properties import TEXTS, bool_expr, num_expr
 
 HITS = ["first", "unique", "priority", "collect", "any"]
+# a population function of the feature g (itself often one of population functions): what takes the
+# Dask engine more than one pass, ties by key and groups included
+SECOND = ["pct_rank(g)", "cumshare(g)", "rank(g)", "rank(g, ties='together', by=s)", "mean(g, by=s)", "sum(g)",
+          "zscore(g)", "quantile(g, 0.3)", "count(g)", "pct_rank(g, by=s) + a"]
 VALUES = ["x", "y", "z"]
 
 
@@ -123,7 +127,8 @@ def policies(draw) -> str:
                 if not own_ok and "previous(d1" in past:
                     past = "previous(b) <= 0"
                 cond_text = f"{past} {draw(st.sampled_from(['and', 'or']))} ({cond_text})"
-            texts = ["", "a={a:.1f} s={s} g={g:,.2f}", "{f} {b:.0%}", "规则 {s}", "{a} {g:.3f}", f"own {{d{d}}}"]
+            texts = ["", "a={a:.1f} s={s} g={g:,.2f}", "{f} {b:.0%}", "规则 {s}", "{a} {g:.3f}", f"own {{d{d}}}",
+                     "h={h:.4f}"]
             if d == 1:
                 texts.append("first {d0}")
             because = draw(st.sampled_from(texts))
@@ -150,6 +155,7 @@ def policies(draw) -> str:
         "policy: random\nentity: customer\nfacts:\n  id: {type: string, key: true}\n"
         "  a: {type: number}\n  b: {type: number}\n  s: {type: string}\n  f: {type: boolean}\n"
         f"derive:\n  g: {json.dumps(to_text(feature), ensure_ascii=False)}\n"
+        f"  h: {json.dumps(draw(st.sampled_from(SECOND)), ensure_ascii=False)}\n"
         "decisions:\n" + "".join(decisions)
     )
 

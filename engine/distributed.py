@@ -283,7 +283,8 @@ def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[s
         if isinstance(a, Sums):
             out.small[call] = a
         else:
-            out.small[call] = (sorted({v for v in a.labels.tolist()}, key=_label_sort), _sample(a), int(a.rows.size))
+            out.small[call] = {"labels": sorted(set(a.labels.tolist()), key=_label_sort), "sample": _sample(a),
+                               "rows": int(a.rows.size), "func": a.func, "q": a.q, "ties": a.ties}
     if hook.pending or final_dir is None:
         return out
     from .api import RunResult
@@ -455,7 +456,7 @@ def duplicates(entity: str, key: str, paths: list[str], *pieces: Any) -> list[st
     return out
 
 
-def join_values(ep_other: EntityPlan, names_: tuple[str, ...], result_piece: Any, *refs: Any) -> Any:
+def join_values(names_: tuple[str, ...], result_piece: Any, *refs: Any) -> Any:
     """Look one bucket's references up in that bucket's keys of the other entity."""
     keys, cols = result_piece
     out = {}
@@ -497,7 +498,7 @@ def run(pl: Plan, inputs: dict[str, list[Path]], client: Any, staging: Path, opt
         paths = _paths(inputs[ep.entity])
         driver = _EntityDriver(client, plan_f, pl, ep, paths, options, range_rows)
         driver.check_keys()
-        joins = driver.joins(join_tables, done)
+        joins = driver.joins(join_tables)
         taken = tuple(sorted({n for other in pl.entities for j in other.joins if j.entity == ep.entity
                               for n in j.take}))
         done[ep.entity] = driver.passes(joins, str(staging), taken)
@@ -522,8 +523,6 @@ class _EntityDriver:
 
     def check_keys(self) -> None:
         """Every partition readable and checked, and each key once over all of them."""
-        from .read import FactsOptions  # noqa: F401  (options travel to the workers as they are)
-
         sizes = self.client.gather([self.submit(_count_rows, self.plan_f, self.ep.entity, p, self.options)
                                     for p in self.paths])
         problems = [p for s in sizes if isinstance(s, InputError) for p in s.problems]
@@ -542,7 +541,7 @@ class _EntityDriver:
             raise InputError([Problem("duplicate-key", f"{self.ep.entity} facts: {m}", Location(self.paths[0]),
                                       "each id may appear once over all partitions") for m in found[:5]])
 
-    def joins(self, tables: dict[str, list[Any]], done: dict[str, dict[str, Any]]) -> list[Any]:
+    def joins(self, tables: dict[str, list[Any]]) -> list[Any]:
         """Per partition, a future of {join name: (taken columns, rows without partner)}."""
         per_part: list[dict[str, Any]] = [dict() for _ in self.paths]
         for j in self.ep.joins:
@@ -550,7 +549,7 @@ class _EntityDriver:
             nb = len(table)
             refs = [self.submit(key_buckets, self.plan_f, self.ep.entity, p, self.options, nb, i, j.on)
                     for i, p in enumerate(self.paths)]
-            looked = [self.submit(join_values, None, tuple(j.take), table[b],
+            looked = [self.submit(join_values, tuple(j.take), table[b],
                                   *[self.submit(operator.getitem, r, b) for r in refs]) for b in range(nb)]
             for i in range(len(self.paths)):
                 per_part[i][j.name] = self.submit(_assemble_join, self.rows[i], i, tuple(j.take), *looked)
@@ -587,8 +586,7 @@ class _EntityDriver:
         if isinstance(first, Sums):
             self._resolve_sums(call, [s for s in small if s is not None])
             return
-        func = self.client.submit(_func_of, outs[0], call).result()
-        self._resolve_ordered(call, func, outs, [s for s in small if s is not None])
+        self._resolve_ordered(call, outs, [s for s in small if s is not None])
 
     def _resolve_sums(self, call: str, parts: list[Sums]) -> None:
         labels = list(dict.fromkeys(lab for p in parts for lab in p.sums))
@@ -609,12 +607,13 @@ class _EntityDriver:
         for k in self.known:
             k[call] = value
 
-    def _resolve_ordered(self, call: str, func: str, outs: list[Any], small: list[tuple]) -> None:
-        labels = sorted({lab for s in small for lab in s[0]}, key=_label_sort)
+    def _resolve_ordered(self, call: str, outs: list[Any], small: list[dict[str, Any]]) -> None:
+        func, q, ties = small[0]["func"], small[0]["q"], small[0]["ties"]
+        labels = sorted({lab for s in small for lab in s["labels"]}, key=_label_sort)
         code_of = {lab: i for i, lab in enumerate(labels)}
-        total = sum(s[2] for s in small)
+        total = sum(s["rows"] for s in small)
         nranges = max(1, math.ceil(total / self.range_rows))
-        sample = sorted((code_of[t[0]], *t[1:]) for s in small for t in s[1])
+        sample = sorted((code_of[t[0]], *t[1:]) for s in small for t in s["sample"])
         splitters: list[tuple] = []
         for k in range(1, nranges):
             s = sample[min(len(sample) - 1, k * len(sample) // nranges)] if sample else None
@@ -633,9 +632,7 @@ class _EntityDriver:
         for codes, cnt, fld in groups:  # later ranges hold the later running totals
             count[codes] = cnt
             fold[codes] = fld
-        ties = self.client.submit(_ties_of, outs[0], call).result() if func in ("rank", "quota") else "key"
         if func == "quantile":
-            q = self.client.submit(_q_of, outs[0], call).result()
             wanted: dict[int, list[int]] = {}
             for code in range(len(labels)):
                 lo, hi, _ = popu.quantile_positions(int(count[code]), q) if count[code] else (0, 0, 0.0)
@@ -671,18 +668,6 @@ def _count_rows(pl: Plan, entity: str, path: str, options: Any) -> int | InputEr
 
 def _small_of(o: PassOut) -> dict[str, Any]:
     return {"asked": list(o.asked), "small": o.small, "final": o.final}
-
-
-def _func_of(o: PassOut, call: str) -> str:
-    return o.asked[call].func if call in o.asked else call.split("(")[0]
-
-
-def _ties_of(o: PassOut, call: str) -> str:
-    return o.asked[call].ties if call in o.asked else "key"
-
-
-def _q_of(o: PassOut, call: str) -> float:
-    return o.asked[call].q if call in o.asked else 0.5
 
 
 def _split_asked(o: PassOut, call: str, part: int, code_of: dict[Any, int], splitters: list[tuple]) -> list[Block]:

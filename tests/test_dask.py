@@ -185,3 +185,24 @@ def test_dask_agrees_on_random_policies(client, tmp_path_factory):
 @pytest.mark.slow
 def test_dask_agrees_on_random_policies_long_run(client, tmp_path_factory):
     _differential(300)(client, tmp_path_factory)
+
+
+def test_a_partition_without_any_row_of_a_quota(client, tmp_path):
+    """The first partition holds only prospects declined before the quota ranks them: the quota's
+    kind, ties and rows come from the partitions that have some (a regression: they were read from
+    the first partition)."""
+    pl = compile_policies(ROOT / "policies").only(["prospect"])
+    frame = distributed.read_partition(pl, "prospect", str(ROOT / "examples/prospects.csv"), None)
+    low = (0.35 * (frame["industry_influence"] + frame["referral_potential"]) < 3) & \
+        ~frame["co_branding"].fillna(False).astype(bool) & ~frame["opens_new_field"].fillna(False).astype(bool)
+    assert low.sum() >= 3
+    parts = []
+    for i, rows in enumerate([frame[low], frame[~low]]):
+        path = tmp_path / f"part-{i}.parquet"
+        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path)
+        parts.append(path)
+    _, expected = _pandas_outputs(pl, {"prospect": parts})
+    staging = tmp_path / "staged"
+    staging.mkdir()
+    distributed.run(pl, {"prospect": parts}, client, staging, range_rows=50)
+    _same_outputs(expected, staging, tmp_path)

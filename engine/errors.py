@@ -69,6 +69,10 @@ class KamError(Exception):
         self.problems: list[Problem] = sort_problems(problems)
         super().__init__("\n".join(p.render() for p in self.problems))
 
+    def __reduce__(self) -> tuple:
+        # pickled with its problems (a Dask worker sends it to the driver), not with its text
+        return (self.__class__, (self.problems,))
+
 
 class PolicyError(KamError):
     """The policy set is wrong (schema, syntax, names, types, cycles). Exit code 1."""

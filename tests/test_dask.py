@@ -206,3 +206,20 @@ def test_a_partition_without_any_row_of_a_quota(client, tmp_path):
     staging.mkdir()
     distributed.run(pl, {"prospect": parts}, client, staging, range_rows=50)
     _same_outputs(expected, staging, tmp_path)
+
+
+def test_a_bad_partition_is_named_and_nothing_is_written(tmp_path):
+    pl = compile_policies(ROOT / "policies").only(["prospect"])
+    frame = distributed.read_partition(pl, "prospect", str(ROOT / "examples/prospects.csv"), None)
+    folder = tmp_path / "data" / "prospects"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(frame.iloc[:100], preserve_index=False), folder / "part-0.parquet")
+    bad = frame.iloc[100:].copy()
+    bad.loc[bad.index[4], "quality_fit"] = -3.0  # below the declared min
+    pq.write_table(pa.Table.from_pandas(bad, preserve_index=False), folder / "part-1.parquet")
+    out = tmp_path / "out"
+    r = kam_here("run", "--engine", "dask", "--entity", "prospect", "--data", str(tmp_path / "data"),
+                 "--out", str(out), "--workers", "1")
+    assert r.returncode == 2, r.stderr
+    assert "part-1.parquet" in r.stderr and "quality_fit" in r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.kam-*"))

@@ -511,7 +511,8 @@ def _calibration_in(target: "OutputTarget", path: Path | None) -> bool:
               help="Deprecated spelling of --facts-format.")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
               help="Output folder, replaced as a whole: <entity>_decisions.<ext> and manifest.json.")
-@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default="csv", show_default=True,
+@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default=None,
+              show_default="csv; parquet with --engine dask",
               help="xlsx: one workbook, decisions.xlsx, with a sheet per entity and a summary sheet.")
 @click.option("--csv-bom", is_flag=True, help="Start CSV outputs with a UTF-8 byte order mark, so that Excel "
               "opens Chinese text correctly.")
@@ -542,7 +543,7 @@ def _calibration_in(target: "OutputTarget", path: Path | None) -> bool:
               help="With --engine dask and no --scheduler: the memory limit of each local worker.")
 @_engine_options
 def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_format: str | None, out: Path,
-        output_format: str, csv_bom: bool, quiet: bool, save_calibration: Path | None, allow_violations: bool,
+        output_format: str | None, csv_bom: bool, quiet: bool, save_calibration: Path | None, allow_violations: bool,
         history_path: Path | None, period: str | None, replace: bool, report_path: Path | None,
         engine: str, scheduler: str | None, workers: int, worker_memory: str,
         entities: tuple[str, ...], backend: str, calibration: Path | None, facts_format: str | None,
@@ -560,6 +561,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
       kam run --data exports/ --delimiter ';' --encoding gb18030
       kam run --entity customer --backend durable --save-calibration out/calibration.json
       kam run --data examples/periods/2026-11 --history history.duckdb --period 2026-11
+      kam run --engine dask --data /data/2026-11 --out out/2026-11   (folders of Parquet partitions)
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -572,8 +574,10 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
                                             ("--save-calibration", save_calibration), ("--calibration", calibration),
                                             ("--backend durable", backend == "durable"), ("--csv-bom", csv_bom))
                    if given]
-        if refused or output_format != "csv" and output_format != "parquet":
-            _fail(_usage(f"--engine dask does not take {', '.join(refused) or '--output-format ' + output_format}",
+        if output_format not in (None, "parquet"):
+            refused.append(f"--output-format {output_format}")
+        if refused:
+            _fail(_usage(f"--engine dask does not take {', '.join(refused)}",
                          "it writes partitioned Parquet; run those with the pandas engine"))
             return
         _run_dask(policies, data or (None if inputs else DEFAULT_DATA), inputs, out, quiet, allow_violations,
@@ -583,6 +587,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
     if scheduler is not None:
         _fail(_usage("--scheduler is for --engine dask"))
         return
+    output_format = output_format or "csv"
     if old_format is not None:
         err.print("note: `kam run --format` is now `--facts-format` (the old spelling still works)", markup=False)
         facts_format = facts_format or old_format

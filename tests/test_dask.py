@@ -116,6 +116,8 @@ def test_dask_refusals(tmp_path):
     assert r.returncode == 2 and "--engine dask does not take --report" in r.stderr
     r = kam_here("run", "--engine", "dask", "--data", str(tmp_path))
     assert r.returncode == 2 and "no Parquet partitions of customer" in r.stderr
+    r = kam_here("run", "--engine", "dask", "--output-format", "csv")
+    assert r.returncode == 2 and "--engine dask does not take --output-format csv" in r.stderr
     r = kam_here("run", "--scheduler", "tcp://127.0.0.1:1")
     assert r.returncode == 2 and "--scheduler is for --engine dask" in r.stderr
 

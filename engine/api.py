@@ -19,6 +19,7 @@ from .durable import DurableBackend
 from .evaluate import CONFLICT, EntityResult, decide, evaluate_entity
 from .history import History, Past, Recorder, needs_past
 from .plan import past_note
+from . import explain as explain_module
 from .explain import Trace, decision_counts, output_chunks, output_frame, plain_value, rule_column, show, trace_row
 from .compiler import compile_docs, compile_policies  # noqa: F401  (part of the facade)
 from .model import Invariant
@@ -349,7 +350,7 @@ class EntityWriter:
 
     def _write(self, result: EntityResult) -> int:
         t0 = time.perf_counter()
-        chunks = output_chunks(result, self._texts)
+        chunks = output_chunks(result, self._texts, explain_module.CHUNK_ROWS)
 
         def timed() -> Iterator[pd.DataFrame]:
             while True:

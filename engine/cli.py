@@ -622,7 +622,8 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
                         "output": str(out), "output_format": output_format}
             options.history, options.period = history, period
             options.recorder = hist.Recorder(history, period, recorded, replace)
-        if output_format != "xlsx":  # a workbook is written whole, at the end
+        # a workbook is written whole, at the end; the report reads the whole tables, rendered once
+        if output_format != "xlsx" and report_path is None:
             assert target.staging is not None
             options.writer = api.EntityWriter(target.staging, output_format, csv_bom)
         timings["compile"] = round(time.perf_counter() - t_start, 4)

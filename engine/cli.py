@@ -715,10 +715,10 @@ def _run_dask(policies: Path | None, data: Path | None, inputs: tuple[str, ...],
               allow_violations: bool, scheduler: str | None, workers: int, worker_memory: str,
               options: EngineOptions) -> None:
     """`kam run --engine dask`: partitions evaluated on a cluster, one output set swapped in as usual."""
-    import hashlib
     import logging
 
     from . import api, distributed
+    from .read import file_sha256
     from .write import OutputTarget
 
     err = _stderr()
@@ -751,8 +751,7 @@ def _run_dask(policies: Path | None, data: Path | None, inputs: tuple[str, ...],
             "kam_version": __version__,
             "policy_set": {"directory": ps.directory, "sha256": ps.hash, "policies": [p.name for p in ps.policies]},
             "engine": {"name": "dask", "scheduler": scheduler or f"local ({workers} workers, {worker_memory} each)"},
-            "inputs": [{"entity": e, "path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
-                        "rows": r} for e, ps_ in files.items() for p, r in zip(ps_, done.entities[e]["rows"])],
+            "inputs": [{"entity": e, "path": str(p), "sha256": file_sha256(p), "rows": r} for e, ps_ in files.items() for p, r in zip(ps_, done.entities[e]["rows"])],
             "decision_counts": merged["counts"],
             "measures": merged["measures"],
             "invariants": [r.to_dict() for r in merged["invariants"]],

@@ -69,9 +69,9 @@ def _generated(client, tmp_path: Path, customers: int, partitions: int, tie_rows
 
 
 def test_generated_partitions_give_the_pandas_outputs(client, tmp_path):
-    # ranges of 1,000 sorted values and buckets of 1,000 keys: every population call and join crosses
+    # ranges of 500 sorted values and buckets of 500 keys: every population call and join crosses
     # many ranges, and the tie groups sit across range boundaries' reach
-    pl, done, result = _generated(client, tmp_path, 12_000, 6, 300, 1_000)
+    pl, done, result = _generated(client, tmp_path, 6_000, 6, 300, 500)
     merged = distributed.merge(pl, done)
     assert merged["counts"] == result.counts()
     assert merged["measures"] == result.measures()
@@ -95,7 +95,7 @@ def test_kam_run_engine_dask_on_partitioned_examples(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stderr and "customer: 2,000 decided" in r.stdout
     reference = tmp_path / "ref"
-    r2 = kam("run", "--out", str(reference), "--output-format", "parquet", "-q")
+    r2 = kam_here("run", "--out", str(reference), "--output-format", "parquet", "-q")
     assert r2.returncode == 0, r2.stderr
     for entity in ("customer", "quote", "prospect"):
         want = pq.read_table(reference / f"{entity}_decisions.parquet")
@@ -210,18 +210,20 @@ def test_a_partition_without_any_row_of_a_quota(client, tmp_path):
     _same_outputs(expected, staging, tmp_path)
 
 
-def test_a_bad_partition_is_named_and_nothing_is_written(tmp_path):
+def test_a_bad_partition_is_named(client, tmp_path):
+    """A partition's fact check fails on a worker; the driver gets the problem itself (it pickles
+    with its problems), naming the partition and the column."""
+    from engine.errors import InputError
+
     pl = compile_policies(ROOT / "policies").only(["prospect"])
     frame = distributed.read_partition(pl, "prospect", str(ROOT / "examples/prospects.csv"), None)
-    folder = tmp_path / "data" / "prospects"
-    folder.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pandas(frame.iloc[:100], preserve_index=False), folder / "part-0.parquet")
+    parts = [tmp_path / "part-0.parquet", tmp_path / "part-1.parquet"]
+    pq.write_table(pa.Table.from_pandas(frame.iloc[:100], preserve_index=False), parts[0])
     bad = frame.iloc[100:].copy()
     bad.loc[bad.index[4], "quality_fit"] = -3.0  # below the declared min
-    pq.write_table(pa.Table.from_pandas(bad, preserve_index=False), folder / "part-1.parquet")
-    out = tmp_path / "out"
-    r = kam_here("run", "--engine", "dask", "--entity", "prospect", "--data", str(tmp_path / "data"),
-                 "--out", str(out), "--workers", "1")
-    assert r.returncode == 2, r.stderr
-    assert "part-1.parquet" in r.stderr and "quality_fit" in r.stderr
-    assert not out.exists() and not list(tmp_path.glob(".out.kam-*"))
+    pq.write_table(pa.Table.from_pandas(bad, preserve_index=False), parts[1])
+    staging = tmp_path / "staged"
+    staging.mkdir()
+    with pytest.raises(InputError) as caught:
+        distributed.run(pl, {"prospect": parts}, client, staging)
+    assert any("part-1.parquet" in p.render() and "quality_fit" in p.render() for p in caught.value.problems)

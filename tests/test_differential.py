@@ -281,7 +281,7 @@ def test_the_generator_reads_earlier_periods():
     assert "policy" in found
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(policies(), tables())
 def test_a_few_rows_render_as_many_rows_do(tmp_path_factory, policy, table):
     """The because texts of a handful of rows (`kam stream`'s events, `kam explain`) are made with

@@ -50,7 +50,7 @@ import pyarrow.compute as pc
 
 from . import population as popu
 from .errors import InputError, Location, Problem
-from .evaluate import ListVec, Text, Tri, Vec, evaluate_entity, take
+from .evaluate import CONFLICT, ListVec, Text, Tri, Vec, _joined, evaluate_entity, is_missing, missing_vector, take
 from .functions import POPULATION_FUNCTIONS
 from .model import Join
 from .nodes import Call, Node, names, to_text, walk
@@ -135,8 +135,13 @@ class Sums:
     counts: dict[Any, int]
 
 
+def _present(labels: np.ndarray) -> np.ndarray:
+    """Where a group label is given (`Context.group_labels` has None for a missing one)."""
+    return pd.notna(labels).astype(bool) if labels.size else np.zeros(0, bool)
+
+
 def _labels_codes(labels: np.ndarray) -> tuple[list[Any], np.ndarray]:
-    present = np.array([v is not None for v in labels], dtype=bool) if labels.size else np.zeros(0, bool)
+    present = _present(labels)
     codes = np.full(labels.size, -1, dtype=np.int64)
     if not present.any():
         return [], codes
@@ -175,7 +180,7 @@ class PartitionHook:
         if func in ORDERED and func != "quantile":
             if got is not None:
                 return got
-            valid = np.flatnonzero(~np.isnan(x) & np.array([v is not None for v in labels], dtype=bool))
+            valid = np.flatnonzero(~np.isnan(x) & _present(labels))
             xv = x[valid]
             self._ask(call, lambda: Ordered(func, valid, labels[valid], [-xv if func == "rank" else xv],
                                             keys[valid] if keys is not None else None,
@@ -184,7 +189,7 @@ class PartitionHook:
         if func == "quantile":
             if got is not None:
                 return _per_label(labels, got)
-            valid = np.flatnonzero(~np.isnan(x) & np.array([v is not None for v in labels], dtype=bool))
+            valid = np.flatnonzero(~np.isnan(x) & _present(labels))
             self._ask(call, lambda: Ordered(func, valid, labels[valid], [x[valid]], None, None, q, ties))
             return np.full(x.size, np.nan)
         if func == "zscore":
@@ -211,7 +216,7 @@ class PartitionHook:
         got = self.known.get(call)
         if got is not None:  # kept per eligible row, in the eligible rows' order
             return got[0][:n], got[1][:n], got[2][:n], np.arange(n)
-        valid = np.flatnonzero(np.array([v is not None for v in labels], dtype=bool)) if n else np.zeros(0, np.int64)
+        valid = np.flatnonzero(_present(labels))
         self._ask(call, lambda: Ordered("quota", valid, labels[valid], [k[valid] for k in keys], ids[valid], None,
                                         0.5, ties))
         nan = np.full(n, np.nan)
@@ -219,8 +224,6 @@ class PartitionHook:
 
     def join(self, j: Join, ref: Vec) -> tuple[dict[str, Vec], np.ndarray]:
         """The columns a join takes, for this partition's references, and the rows that found none."""
-        from .evaluate import is_missing
-
         taken, found = self.joins[j.name]
         return taken, np.flatnonzero(~found & ~is_missing(ref))
 
@@ -303,20 +306,12 @@ def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[s
         "invariants": [(i.invariant.id, i.count, i.examples) for i in rr.invariants()],
         "conflicts": _conflicts(res),
         "unknown": {j: (len(f), f.head(50)) for j, f in res.unknown_refs.items()},
-        "ref_totals": {j.name: int((~_missing(res.ctx.env[j.on])).sum()) for j in ep.joins},
+        "ref_totals": {j.name: int((~is_missing(res.ctx.env[j.on])).sum()) for j in ep.joins},
     }
     return out
 
 
-def _missing(v: Vec) -> np.ndarray:
-    from .evaluate import is_missing
-
-    return is_missing(v)
-
-
 def _conflicts(res: Any) -> dict[str, tuple[int, list[str], tuple[str, str]]]:
-    from .evaluate import CONFLICT
-
     out = {}
     for name, d in res.decisions.items():
         rows = np.flatnonzero(d.rule_index == CONFLICT)
@@ -462,14 +457,8 @@ def join_values(names_: tuple[str, ...], result_piece: Any, *refs: Any) -> Any:
     out = {}
     for part, rows, ref in refs:
         pos = pc.index_in(ref, value_set=keys).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        out[part] = (rows, pos, {n: _take_vec(cols[n], pos) for n in names_})
+        out[part] = (rows, pos, {n: _joined(cols[n], pos) for n in names_})
     return out
-
-
-def _take_vec(v: Vec, pos: np.ndarray) -> Vec:
-    from .evaluate import _joined
-
-    return _joined(v, pos)
 
 
 # -- the driver -----------------------------------------------------------------------------------
@@ -710,8 +699,6 @@ def _assemble_join(n: int, part: int, take_names: tuple[str, ...], *looked: Any)
 
 def _scatter(pieces: list[tuple[np.ndarray, Vec]], n: int) -> Vec:
     """Vectors for some rows each, put together into one vector of n rows (missing elsewhere)."""
-    from .evaluate import missing_vector
-
     kinds = [v for _, v in pieces if len(v)]
     if not kinds:
         if pieces and isinstance(pieces[0][1], Text):

@@ -72,28 +72,33 @@ class JoinReport:
     other: str
     on: str
     total: int  # references given (not missing)
-    unmatched: pd.DataFrame  # key and reference of each row that found no partner
+    unmatched: pd.DataFrame  # key and reference of each row that found no partner (or of the first ones)
     other_keys: list[str]
+    count: int | None = None  # how many found no partner, when `unmatched` holds only the first
+
+    @property
+    def unmatched_count(self) -> int:
+        return len(self.unmatched) if self.count is None else self.count
 
     @property
     def share(self) -> float:
-        return len(self.unmatched) / self.total if self.total else 0.0
+        return self.unmatched_count / self.total if self.total else 0.0
 
     @property
     def mostly_unmatched(self) -> bool:
         return self.share > self.MOSTLY
 
     def text(self) -> str:
-        rows = self.unmatched
-        sample = ", ".join(f"{k} ({v})" for k, v in rows.head(self.SAMPLE).itertuples(index=False))
-        more = f" and {len(rows) - self.SAMPLE} more" if len(rows) > self.SAMPLE else ""
-        return (f"{len(rows)} {self.entity}(s) name a {self.other} that is not in the {self.other} facts: "
+        n = self.unmatched_count
+        sample = ", ".join(f"{k} ({v})" for k, v in self.unmatched.head(self.SAMPLE).itertuples(index=False))
+        more = f" and {n - self.SAMPLE} more" if n > self.SAMPLE else ""
+        return (f"{n} {self.entity}(s) name a {self.other} that is not in the {self.other} facts: "
                 f"{sample}{more}")
 
     def alarm(self) -> str:
         """The message when most references find no partner: almost always ids written differently."""
         refs = [str(v) for v in self.unmatched.iloc[: self.SAMPLE, 1]]
-        text = (f"{len(self.unmatched):,} of {self.total:,} {self.entity}s ({self.share:.0%}) name a {self.other} "
+        text = (f"{self.unmatched_count:,} of {self.total:,} {self.entity}s ({self.share:.0%}) name a {self.other} "
                 f"that is not in the {self.other} facts, so their decisions were made without it. "
                 f"Their `{self.on}` values look like {', '.join(repr(r) for r in refs)}; "
                 f"{self.other} ids look like {', '.join(repr(k) for k in self.other_keys)}.")
@@ -216,11 +221,16 @@ class RunResult:
             for name, res in r.decisions.items():
                 rows = np.flatnonzero(res.rule_index == CONFLICT)
                 if rows.size:
-                    keys = ", ".join(str(r.ctx.key[i]) for i in rows[:5])
                     a, b = res.conflict_with[rows[0]]  # type: ignore[index]
-                    out.append(f"decision `{name}`: {rows.size} {e}(s) match more than one rule "
-                               f"(e.g. `{res.rules[a].id}` and `{res.rules[b].id}`): {keys}")
+                    out.append(conflict_warning(e, name, int(rows.size), [str(r.ctx.key[i]) for i in rows[:5]],
+                                                (res.rules[a].id, res.rules[b].id)))
         return out
+
+
+def conflict_warning(entity: str, decision: str, count: int, keys: list[str], pair: tuple[str, str]) -> str:
+    """Rows of a unique/any decision that matched several rules: how many, the first ids, the first pair."""
+    return (f"decision `{decision}`: {count} {entity}(s) match more than one rule "
+            f"(e.g. `{pair[0]}` and `{pair[1]}`): {', '.join(keys[:5])}")
 
 
 def identifier_facts(pl: Plan, entity: str) -> set[str]:

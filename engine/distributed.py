@@ -800,7 +800,7 @@ def partition_files(pl: Plan, data: Path | None, given: dict[str, str]) -> dict[
 
 def merge(pl: Plan, run_: DaskRun) -> dict[str, Any]:
     """The partitions' figures as one run's: counts, measures, invariants, warnings, outputs."""
-    from .api import InvariantReport, JoinReport
+    from .api import InvariantReport, JoinReport, conflict_warning
 
     counts: dict[str, Any] = {}
     measures: dict[str, Any] = {}
@@ -831,20 +831,13 @@ def merge(pl: Plan, run_: DaskRun) -> dict[str, Any]:
             if unknown:
                 frame = pd.concat([u[1] for u in unknown], ignore_index=True)
                 total = sum(p["ref_totals"][j.name] for p in parts)
-                report = JoinReport(ep.entity, j.entity, j.on, total, frame, [])
-                count = sum(u[0] for u in unknown)
-                sample = ", ".join(f"{k} ({v})" for k, v in frame.head(JoinReport.SAMPLE).itertuples(index=False))
-                more = f" and {count - JoinReport.SAMPLE} more" if count > JoinReport.SAMPLE else ""
-                warnings.append(f"{count} {report.entity}(s) name a {report.other} that is not in the "
-                                f"{report.other} facts: {sample}{more}")
+                warnings.append(JoinReport(ep.entity, j.entity, j.on, total, frame, [],
+                                           count=sum(u[0] for u in unknown)).text())
         for d in ep.decisions:
             found_c = [p["conflicts"][d.name] for p in parts if d.name in p["conflicts"]]
             if found_c:
-                n = sum(c[0] for c in found_c)
-                keys = ", ".join([k for c in found_c for k in c[1]][:5])
-                a, b = found_c[0][2]
-                warnings.append(f"decision `{d.name}`: {n} {ep.entity}(s) match more than one rule "
-                                f"(e.g. `{a}` and `{b}`): {keys}")
+                warnings.append(conflict_warning(ep.entity, d.name, sum(c[0] for c in found_c),
+                                                 [k for c in found_c for k in c[1]], found_c[0][2]))
         outputs.append({"entity": ep.entity, "path": f"{ep.entity}_decisions/", "rows": rows[ep.entity],
                         "parts": [{"path": p["path"], "rows": p["rows"], "sha256": p["sha256"]} for p in parts]})
     return {"counts": counts, "measures": measures, "invariants": invariants, "warnings": warnings,

@@ -148,7 +148,8 @@ def _random_case(client, tmp: Path, policy: str, table: pd.DataFrame, cuts: list
     from .test_differential import compile_random
 
     pl, frame = compile_random(tmp, policy, table)
-    expected = api.run(pl, {"customer": frame}).outputs()
+    batch = api.run(pl, {"customer": frame})
+    expected = batch.outputs()
     bounds = sorted({0, len(frame), *[c % (len(frame) + 1) for c in cuts]})
     bounds = [0] + bounds[1:-1] + [bounds[-1], bounds[-1]]  # and an empty partition at the end
     parts = []
@@ -159,7 +160,11 @@ def _random_case(client, tmp: Path, policy: str, table: pd.DataFrame, cuts: list
         parts.append(path)
     staging = tmp / "staged"
     staging.mkdir()
-    distributed.run(pl, {"customer": parts}, client, staging, range_rows=2)  # ranges of two rows
+    done = distributed.run(pl, {"customer": parts}, client, staging, range_rows=2)  # ranges of two rows
+    merged = distributed.merge(pl, done)
+    # the figures too: counts, measures and the conflicts' warnings, gathered from the partitions
+    assert merged["counts"] == batch.counts() and merged["measures"] == batch.measures(), policy
+    assert merged["warnings"] == batch.warnings() + batch.conflicts(), policy
     want = tmp / "want.parquet"
     write_frame(expected["customer"], want, "parquet")
     got = pq.read_table(sorted((staging / "customer_decisions").glob("*.parquet")))

@@ -141,10 +141,6 @@ def dictionary(codes: np.ndarray, values: list[str]) -> pa.Array:
     return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int8), mask=codes < 0), pa.array(values))
 
 
-def table_of(columns: dict[str, pa.Array]) -> pa.Table:
-    return pa.table(columns)
-
-
 # -- the policies ---------------------------------------------------------------------------------
 
 def customers(t: pa.Table) -> tuple[pa.Table, np.ndarray]:
@@ -286,7 +282,7 @@ def customers(t: pa.Table) -> tuple[pa.Table, np.ndarray]:
         "offer_rule": dictionary(offer, ["price-driven", "function-driven", "image-driven"]),
         "offer_because": rendered["offer_because"],
     }
-    return table_of(out), tier
+    return pa.table(out), tier
 
 
 def quotes(t: pa.Table, customer_ids: pa.Array, tier: np.ndarray) -> pa.Table:
@@ -312,7 +308,7 @@ def quotes(t: pa.Table, customer_ids: pa.Array, tier: np.ndarray) -> pa.Table:
              fmt(floor_ratio, ".0%"), " of list)"),
         join(*below, ", within the ", fmt(escalation, ".0%"), " the sales manager may approve"),
         join(*below, ": not allowed")])
-    return table_of({
+    return pa.table({
         "quote_id": texts(t, "quote_id"),
         "approval": dictionary(np.array([1, 0, 1, 2])[which], ["approve", "escalate", "reject"]),
         "approval_rule": dictionary(which, ["unknown-customer", "at-or-above-floor", "within-escalation-band",
@@ -366,7 +362,7 @@ def prospects(t: pa.Table) -> pa.Table:
              " (strategic value ", fmt(sv, ".1f"), ")"),
         join("qualified, but ranked ", fmt(rank, ".0f"), " of ", fmt(qsize, ".0f"), " in ", reg, ties,
              "; only the top ", fmt(limit, ".0f"), " are pursued")])
-    return table_of({
+    return pa.table({
         "prospect_id": keys,
         "pursue": dictionary(np.array([1, 1, 0, 1])[which], ["pursue", "decline"]),
         "pursue_rule": dictionary(which, ["no-strategic-value", "poor-fit", "top-two-of-ten", "outside-quota"]),

@@ -25,16 +25,13 @@ from .population import GroupPopulation, evaluate_against
 FORMAT_VERSION = 1
 
 
-GroupStats = GroupPopulation  # the name saved calibrations were made with
-
-
 @dataclass
 class Calibration:
     """Population statistics per entity and call (its canonical text, e.g. `pct_rank(profit, by=region)`)."""
 
     policy_hash: str
     created: str
-    stats: dict[str, dict[str, dict[Any, GroupStats]]] = field(default_factory=dict)
+    stats: dict[str, dict[str, dict[Any, GroupPopulation]]] = field(default_factory=dict)
     # entity -> call text -> group value ("" when no by=) -> stats
 
     def check(self, policy_hash: str, where: str) -> None:
@@ -45,11 +42,11 @@ class Calibration:
                 f"({self.policy_hash[:12]}, these are {policy_hash[:12]})", Location(where),
                 "make a new one with `kam run --save-calibration FILE` on these policies"))
 
-    def group(self, entity: str, call: str, group: Any) -> GroupStats | None:
+    def group(self, entity: str, call: str, group: Any) -> GroupPopulation | None:
         return self.stats.get(entity, {}).get(call, {}).get(group)
 
 
-def evaluate_calibrated(stats: dict[Any, GroupStats], func: str, x: np.ndarray, groups: np.ndarray,
+def evaluate_calibrated(stats: dict[Any, GroupPopulation], func: str, x: np.ndarray, groups: np.ndarray,
                         keys: np.ndarray, q: float = 0.5, ties: str = "key") -> np.ndarray:
     """A population function over rows whose population is the calibration's (vectorized per group)."""
     out = np.full(x.size, np.nan)
@@ -72,13 +69,13 @@ def build(policy_hash: str, records: dict[str, dict[str, tuple[np.ndarray, np.nd
     cal = Calibration(policy_hash, _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     for entity, calls in records.items():
         for call, (values, groups, keys) in calls.items():
-            per: dict[Any, GroupStats] = {}
+            per: dict[Any, GroupPopulation] = {}
             for g in dict.fromkeys(groups.tolist()):
                 if g is None:
                     continue
                 rows = np.flatnonzero((groups == g) & ~np.isnan(values))
                 order = np.lexsort((keys[rows].astype(str), values[rows]))
-                per[g] = GroupStats(values[rows][order], keys[rows][order].astype(object))
+                per[g] = GroupPopulation(values[rows][order], keys[rows][order].astype(object))
             cal.stats.setdefault(entity, {})[call] = per
     return cal
 
@@ -113,7 +110,7 @@ def load(path: Path) -> Calibration:
         for entity, calls in doc["entities"].items():
             for call, groups in calls.items():
                 cal.stats.setdefault(entity, {})[call] = {
-                    g["group"]: GroupStats(np.asarray(g["values"], dtype=float),
+                    g["group"]: GroupPopulation(np.asarray(g["values"], dtype=float),
                                            np.asarray(g["keys"], dtype=object) if g["keys"] is not None else None)
                     for g in groups}
         return cal

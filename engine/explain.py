@@ -6,6 +6,7 @@ template is split into literal pieces and formatted value columns, then joined.
 
 from __future__ import annotations
 
+import functools
 import string
 from collections import ChainMap
 from concurrent.futures import Executor
@@ -64,6 +65,7 @@ class CompiledTemplate:
     pieces: tuple[tuple[str, str | None, str], ...]  # (literal, field name or None, spec)
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)  # parsed once per text: `kam stream` renders every event
     def of(text: str | None) -> "CompiledTemplate":
         if not text:
             return CompiledTemplate(())

@@ -576,15 +576,7 @@ def write_workbook(frames: dict[str, pd.DataFrame], path: Path) -> None:
 
 def write_frame(frame: pd.DataFrame, path: Path, fmt: str, bom: bool = False) -> None:
     """One output table in one format (`bom`: CSV starts with a UTF-8 byte order mark)."""
-    if fmt == "csv":
-        _csv_frame(frame).to_csv(path, index=False, encoding="utf-8-sig" if bom else "utf-8", lineterminator="\n")
-    elif fmt == "parquet":
-        # no pandas metadata: it embeds library versions, and identical runs must be identical bytes
-        pq.write_table(_arrow_table(frame), path, compression="zstd")
-    elif fmt == "jsonl":
-        _write_jsonl(frame, path)
-    else:
-        raise ValueError(fmt)
+    write_chunks([frame], path, fmt, bom)
 
 
 def write_chunks(chunks: Iterable[pd.DataFrame], path: Path, fmt: str, bom: bool = False) -> int:
@@ -597,6 +589,7 @@ def write_chunks(chunks: Iterable[pd.DataFrame], path: Path, fmt: str, bom: bool
         for i, frame in enumerate(chunks):
             rows += len(frame)
             if fmt == "parquet":
+                # no pandas metadata: it embeds library versions, and identical runs must be identical bytes
                 table = _arrow_table(frame)
                 if writer is None:
                     writer = pq.ParquetWriter(path, table.schema, compression="zstd")

@@ -297,3 +297,23 @@ def test_a_few_rows_render_as_many_rows_do(tmp_path_factory, policy, table):
     finally:
         ex.FEW_ROWS = saved
     assert_same(policy, few, many)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(policies(), tables())
+def test_an_event_reads_the_values_the_output_columns_hold(tmp_path_factory, policy, table):
+    """`kam stream` reads an event's decided values and rule ids straight from the vectors; they are
+    the values of the output table's columns, row by row."""
+    from engine.explain import rule_column, value_columns
+    from engine.stream import _cell, _jsonable, _rule_of
+    from engine.evaluate import decision_vectors
+
+    pl, frame = compile_random(tmp_path_factory.mktemp("event"), policy, table)
+    result = api.run(pl, {"customer": frame}).results["customer"]
+    for d in pl.entity("customer").decisions:
+        res = result.decisions[d.name]
+        columns, vectors = value_columns(res), decision_vectors(res)
+        for o in d.outputs:
+            assert [_jsonable(v) for v in columns[o.name]] == \
+                [_jsonable(_cell(vectors[o.name], i)) for i in range(len(frame))], policy
+        assert [_jsonable(v) for v in rule_column(res)] == [_jsonable(_rule_of(res, i)) for i in range(len(frame))]

@@ -26,7 +26,7 @@ from .model import Invariant
 from .nodes import names
 from .plan import Plan
 from .read import FORMATS, FactsOptions, file_sha256, read_facts
-from .write import OUTPUT_FORMATS, OutputTarget, fault_point, write_chunks
+from .write import OUTPUT_FORMATS, OutputTarget, Written, fault_point, write_chunks
 
 
 def find_inputs(pl: Plan, data_dir: Path | None, given: dict[str, Path]) -> dict[str, Path]:
@@ -358,7 +358,7 @@ class EntityWriter:
     def submit(self, result: EntityResult) -> None:
         self.pending[result.entity] = self._thread.submit(self._write, result)
 
-    def _write(self, result: EntityResult) -> int:
+    def _write(self, result: EntityResult) -> Written:
         t0 = time.perf_counter()
         chunks = output_chunks(result, self._texts, explain_module.CHUNK_ROWS)
 
@@ -371,16 +371,17 @@ class EntityWriter:
                     return
                 yield chunk
 
-        rows = write_chunks(timed(), self.staging / self.name(result.entity), self.fmt, self.bom)
+        written = write_chunks(timed(), self.staging / self.name(result.entity), self.fmt, self.bom)
         self.seconds["write"] += time.perf_counter() - t0
         fault_point("staged-file")
-        return rows
+        return written
 
     def finish(self) -> list[dict[str, Any]]:
         """Wait for every file; the manifest's entries for them (an error in a writer is raised here)."""
         try:
-            return [{"entity": e, "path": self.name(e), "rows": f.result(),
-                     "sha256": file_sha256(self.staging / self.name(e))} for e, f in self.pending.items()]
+            done = {e: f.result() for e, f in self.pending.items()}
+            return [{"entity": e, "path": self.name(e), "rows": w.rows,
+                     "sha256": file_sha256(self.staging / self.name(e)), **w.record()} for e, w in done.items()]
         finally:
             self.close()
 

@@ -682,6 +682,9 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
             err.print(f"\nwarning: {join.alarm()}\n", markup=False, style="bold")
         elif not quiet:
             err.print(f"warning: {join.text()}", markup=False)
+    if not quiet:
+        for line in _formula_warnings(target.manifest or {}):
+            err.print(line, markup=False)
     conflicts = result.conflicts()
     for c in conflicts:
         err.print(f"error: {c}", markup=False)
@@ -698,6 +701,35 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
                   markup=False)
     if conflicts:
         sys.exit(1)
+
+
+def _formula_warnings(manifest: dict[str, Any]) -> list[str]:
+    """Per CSV file, the text cells a spreadsheet would take for a formula: escaped (--csv-bom) or not."""
+    out = []
+    for o in manifest.get("outputs", []):
+        n = o.get("formula_cells")
+        if not n:
+            continue
+        cells = f"{n:,} text cell{'s' if n != 1 else ''} of {o['path']} begin{'s' if n == 1 else ''}"
+        if o.get("formula_cells_escaped"):
+            out.append(f"note: {cells} with =, +, -, @, a tab or a carriage return (e.g. {o['formula_example']}): "
+                       "written with a leading ' so that a spreadsheet shows them as text (--csv-bom)")
+        else:
+            out.append(f"warning: {cells} with =, +, -, @, a tab or a carriage return (e.g. {o['formula_example']}): "
+                       "a spreadsheet would run them as formulas; open the file in Excel only as written with "
+                       "--csv-bom, which keeps them text")
+    return out
+
+
+def _csv_text(frame: Any, excel: bool) -> "tuple[str, Any]":
+    """A table as kam writes CSV files (quoting, numbers, formula cells), as text."""
+    import io
+
+    from .write import write_csv
+
+    buffer = io.BytesIO()
+    written = write_csv([frame], buffer, excel)
+    return ("\ufeff" if excel else "") + buffer.getvalue().decode("utf-8"), written
 
 
 def _refuse_broken(broken: list[Any], target: "OutputTarget", hint: str) -> None:
@@ -955,8 +987,10 @@ def history_command(entity_id: str, history_path: Path, entity: str | None, full
 @click.option("--format", "out_fmt", type=click.Choice(["text", "markdown", "json", "csv"]), default="text",
               show_default=True, help="json and csv list every mover.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
+@click.option("--csv-bom", is_flag=True, help="With --format csv: start with a UTF-8 byte order mark and write "
+              "text that starts like a formula with a leading ' (for Excel), as `kam run --csv-bom` does.")
 def changes_command(history_path: Path, before: str | None, after: str | None, entity: str | None,
-                    decision: str | None, top: int, out_fmt: str, output: Path | None) -> None:
+                    decision: str | None, top: int, out_fmt: str, output: Path | None, csv_bom: bool) -> None:
     """Who moved between two periods: per decision the transition matrix, the moves with the money that
     moved with them (the facts marked `measure`), and the entities that moved with their reasons.
 
@@ -968,19 +1002,25 @@ def changes_command(history_path: Path, before: str | None, after: str | None, e
     """
     from . import history as hist, timeline
 
+    written = None
     try:
+        if csv_bom and out_fmt != "csv":
+            raise _usage("--csv-bom is for --format csv")
         with hist.History.open(history_path) as h:
             transitions = timeline.changes(h, before, after, entity, decision)
             if out_fmt == "json":
                 text = json.dumps([{**t.to_dict(), "movers": timeline._records(timeline.with_reasons(h, t))}
                                    for t in transitions], indent=2, ensure_ascii=False, default=str) + "\n"
             elif out_fmt == "csv":
-                text = timeline.movers_csv(h, transitions).to_csv(index=False)
+                text, written = _csv_text(timeline.movers_csv(h, transitions), csv_bom)
             else:
                 text = timeline.render_changes(h, transitions, top, markdown=out_fmt == "markdown")
     except KamError as exc:
         _fail(exc)
         return
+    if written is not None:
+        for line in _formula_warnings({"outputs": [{**written.record(), "path": str(output or "the movers")}]}):
+            click.echo(line, err=True)
     if output is not None:
         from .write import write_text_atomic
 

@@ -295,7 +295,7 @@ def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[s
     folder = Path(final_dir) / f"{entity}_decisions"
     folder.mkdir(exist_ok=True)
     name = f"part-{index:05d}.parquet"
-    rows = write_chunks(output_chunks(res), folder / name, "parquet")  # a slice of texts at a time
+    rows = write_chunks(output_chunks(res), folder / name, "parquet").rows  # a slice of texts at a time
     if taken:
         out.pieces = _bucket_pieces(res, taken, buckets)
     rr = RunResult(pl, {entity: res}, {entity: frame}, {})

@@ -18,6 +18,7 @@ in Parquet and JSON Lines and as `a, b` in CSV.
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import errno
 import fcntl
@@ -39,7 +40,7 @@ import pyarrow.parquet as pq
 
 from .errors import InputError, Location, Problem
 from .numbers import list_text, number_texts
-from .read import file_sha256
+from .read import file_sha256, shown
 
 OUTPUT_FORMATS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl", "xlsx": ".xlsx"}
 WORKBOOK = "decisions.xlsx"  # --output-format xlsx: one workbook, a sheet per entity and a summary
@@ -132,6 +133,7 @@ class OutputTarget:
     real: Path = field(init=False)
     token: str = field(init=False, default="")
     staging: Path | None = field(init=False, default=None)
+    manifest: dict[str, Any] | None = field(init=False, default=None)  # the manifest of the set swapped in
     lock_path: Path | None = field(init=False, default=None)
     _lock_fd: int | None = field(init=False, default=None)
 
@@ -201,8 +203,10 @@ class OutputTarget:
         ext = OUTPUT_FORMATS[fmt]
         names = {entity: WORKBOOK if fmt == "xlsx" else f"{entity}_decisions{ext}" for entity in frames}
 
+        written: dict[str, Written] = {}
+
         def write_one(entity: str) -> None:
-            write_frame(frames[entity], staging / names[entity], fmt, bom)
+            written[entity] = write_frame(frames[entity], staging / names[entity], fmt, bom)
             fault_point("staged-file")
             if on_file:
                 on_file(entity)
@@ -221,11 +225,13 @@ class OutputTarget:
             (staging / name).write_bytes(data)
         manifest = dict(manifest() if callable(manifest) else manifest)
         manifest["outputs"] = [{"entity": e, "path": names[e], **({"sheet": e} if fmt == "xlsx" else {}),
-                                "rows": int(len(frames[e])), "sha256": file_sha256(staging / names[e])}
+                                "rows": int(len(frames[e])), "sha256": file_sha256(staging / names[e]),
+                                **written.get(e, Written()).record()}
                                for e in frames]
         manifest["outputs"] += staged_outputs or []
         if extra_files:
             manifest["extra_files"] = [{"path": name, "sha256": file_sha256(staging / name)} for name in extra_files]
+        self.manifest = manifest
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=_json_default)
                                         + "\n", encoding="utf-8")
         fault_point("staged-manifest")
@@ -386,22 +392,115 @@ def _list_codes(col: pd.Series) -> tuple[np.ndarray, list[Any]]:
     return codes.astype(np.int64), [objects[i] for i in firsts]
 
 
-def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every value as CSV text the way kam shows it everywhere (numbers, true/false, `a, b` lists)."""
-    out = {}
-    for name in frame.columns:
-        col = frame[name]
-        if _is_list_column(col):
-            codes, lists = _list_codes(col)
-            texts = np.array([None if v is None else list_text(v) for v in lists] + [None], dtype=object)
-            out[name] = texts[codes]
-        elif pd.api.types.is_bool_dtype(col.dtype):
-            out[name] = col.astype(object).map({True: "true", False: "false"})
-        elif pd.api.types.is_float_dtype(col.dtype):
-            out[name] = pd.arrays.ArrowStringArray(number_texts(col.to_numpy(dtype=float), missing=None))
-        else:
-            out[name] = col
-    return pd.DataFrame(out, copy=False)
+# OWASP's list for CSV injection: a spreadsheet reads a cell that starts with one of these as a formula
+FORMULA_START = "=+-@\t\r"
+_FORMULA_PATTERN = "^[=+\\-@\t\r]"
+
+
+@dataclass
+class Written:
+    """What writing one output file did: its rows, and the text cells a spreadsheet would take for a
+    formula (`formula_cells`, the first of them in `formula_example`; in CSV only)."""
+
+    rows: int = 0
+    formula_cells: int = 0
+    formula_example: str | None = None
+    escaped: bool = False  # the formula cells were written with a leading `'` (a CSV meant for Excel)
+
+    def add(self, other: "Written") -> None:
+        self.rows += other.rows
+        self.formula_cells += other.formula_cells
+        self.formula_example = self.formula_example or other.formula_example
+
+    def record(self) -> dict[str, Any]:
+        """The manifest's words for it (nothing when there were no such cells)."""
+        if not self.formula_cells:
+            return {}
+        return {"formula_cells": self.formula_cells, "formula_cells_escaped": self.escaped,
+                "formula_example": shown(self.formula_example)}
+
+
+def _csv_cells(col: pd.Series) -> tuple[pa.Array, bool]:
+    """One column's cells as CSV text the way kam shows values everywhere (numbers by `number_text`,
+    true/false, `a, b` lists), missing as null; and whether the column holds text (numbers and
+    yes/no are never formulas)."""
+    if _is_list_column(col):
+        codes, lists = _list_codes(col)
+        texts = pa.array([None if v is None else list_text(v) for v in lists], pa.string())
+        return texts.take(pa.array(codes)), True
+    if pd.api.types.is_bool_dtype(col.dtype):
+        return pc.if_else(pa.Array.from_pandas(col.astype("boolean")), "true", "false"), False
+    if pd.api.types.is_float_dtype(col.dtype):
+        return number_texts(col.to_numpy(dtype=float, na_value=np.nan), missing=None), False
+    if pd.api.types.is_integer_dtype(col.dtype):
+        return pa.Array.from_pandas(col).cast(pa.string()), False
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cats = pa.array(col.cat.categories.astype(str).tolist(), pa.string())
+        codes = col.cat.codes.to_numpy()
+        return cats.take(pa.array(codes, mask=codes < 0)), True
+    arr = pa.Array.from_pandas(col.astype("string"))
+    return (arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr).cast(pa.string()), True
+
+
+def csv_field(texts: pa.Array) -> pa.Array:
+    """CSV's own quoting rule (RFC 4180): a cell holding a quote, the comma, a line feed or a carriage
+    return is written in quotes with its quotes doubled; missing is an empty cell."""
+    if not len(texts):
+        return texts
+    needs = pc.match_substring_regex(texts, '[",\r\n]')
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(texts, '"', '""'), '"', "")
+    return pc.fill_null(pc.if_else(needs, quoted, texts), "")
+
+
+def _csv_lines(frame: pd.DataFrame, excel: bool, header: bool) -> tuple[list[pa.Array], Written]:
+    """The rows of a table as CSV lines (each ending in a line feed), and the formula cells found."""
+    written = Written(rows=len(frame), escaped=excel)
+    parts: list[Any] = []
+    comma, newline = pa.scalar(",", pa.large_string()), pa.scalar("\n", pa.large_string())
+    for i, name in enumerate(frame.columns):
+        texts, is_text = _csv_cells(frame[name])
+        if is_text and len(texts):
+            formula = pc.fill_null(pc.match_substring_regex(texts, _FORMULA_PATTERN), False)
+            n = pc.sum(formula).as_py() or 0
+            if n:
+                written.formula_cells += n
+                if written.formula_example is None:
+                    written.formula_example = pc.filter(texts, formula)[0].as_py()
+                if excel:  # OWASP: a leading apostrophe makes a spreadsheet take the cell as text
+                    texts = pc.if_else(formula, pc.binary_join_element_wise("'", texts, ""), texts)
+        parts += [comma] if i else []
+        parts.append(csv_field(texts).cast(pa.large_string()))
+    parts.append(newline)
+    lines = [pc.binary_join_element_wise(*parts, pa.scalar("", pa.large_string()))] if len(frame) else []
+    if header:
+        names = csv_field(pa.array([str(c) for c in frame.columns], pa.string())).to_pylist()
+        lines.insert(0, pa.array([",".join(names) + "\n"], pa.large_string()))
+    return lines, written
+
+
+def _write_texts(fh: Any, lines: Iterable[pa.Array | pa.ChunkedArray]) -> None:
+    """Text arrays written one after the other, straight from their buffers (a string array's value
+    buffer is every row's text in a row)."""
+    for array in lines:
+        for piece in array.chunks if isinstance(array, pa.ChunkedArray) else [array]:
+            if len(piece) == 0:
+                continue
+            offsets = np.frombuffer(piece.buffers()[1], dtype=np.int64)
+            begin, end = int(offsets[piece.offset]), int(offsets[piece.offset + len(piece)])
+            fh.write(memoryview(piece.buffers()[2])[begin:end])
+
+
+def write_csv(frames: Iterable[pd.DataFrame], fh: Any, excel: bool = False) -> Written:
+    """Tables (slices of one table) as one CSV text on a binary file: a header, then a line per row,
+    every cell quoted where CSV needs it. `excel`: the file is meant for a spreadsheet (`--csv-bom`),
+    so text cells that start like a formula (`=`, `+`, `-`, `@`, tab, carriage return) get a leading
+    `'`; otherwise they are written as they are and counted, for a warning."""
+    total = Written(escaped=excel)
+    for i, frame in enumerate(frames):
+        lines, written = _csv_lines(frame, excel, header=i == 0)
+        _write_texts(fh, lines)
+        total.add(written)
+    return total
 
 
 _LIST_ITEMS = {"boolean": pa.bool_(), "number": pa.float64(), "integer": pa.float64(), "string": pa.string()}
@@ -487,14 +586,7 @@ def _write_jsonl(frame: pd.DataFrame, path: Path, append: bool = False) -> None:
                 parts.append(pa.scalar(prefix, pa.large_string()))
                 parts.append(_json_fragments(chunk[name]).cast(pa.large_string()))
             parts.append(pa.scalar("}\n", pa.large_string()))
-            lines = pc.binary_join_element_wise(*parts, pa.scalar("", pa.large_string()))
-            for piece in lines.chunks if isinstance(lines, pa.ChunkedArray) else [lines]:
-                if len(piece) == 0:
-                    continue
-                # the value buffer of a string array is every row's text one after the other: the file
-                offsets = np.frombuffer(piece.buffers()[1], dtype=np.int64)
-                begin, end = int(offsets[piece.offset]), int(offsets[piece.offset + len(piece)])
-                fh.write(memoryview(piece.buffers()[2])[begin:end])
+            _write_texts(fh, [pc.binary_join_element_wise(*parts, pa.scalar("", pa.large_string()))])
 
 
 def _decision_columns(columns: list[str]) -> list[tuple[str, str]]:
@@ -574,30 +666,32 @@ def write_workbook(frames: dict[str, pd.DataFrame], path: Path) -> None:
     book.close()
 
 
-def write_frame(frame: pd.DataFrame, path: Path, fmt: str, bom: bool = False) -> None:
-    """One output table in one format (`bom`: CSV starts with a UTF-8 byte order mark)."""
-    write_chunks([frame], path, fmt, bom)
+def write_frame(frame: pd.DataFrame, path: Path, fmt: str, bom: bool = False) -> Written:
+    """One output table in one format (`bom`: CSV starts with a UTF-8 byte order mark and is written
+    for a spreadsheet, see `write_csv`)."""
+    return write_chunks([frame], path, fmt, bom)
 
 
-def write_chunks(chunks: Iterable[pd.DataFrame], path: Path, fmt: str, bom: bool = False) -> int:
+def write_chunks(chunks: Iterable[pd.DataFrame], path: Path, fmt: str, bom: bool = False) -> Written:
     """An output table given in slices (`explain.output_chunks`), written slice by slice into one
     file: the same file `write_frame` makes of the whole table, except that Parquet gets a row
-    group per slice. Returns the rows written."""
-    rows = 0
+    group per slice."""
+    if fmt == "csv":
+        with path.open("wb") as fh:
+            if bom:
+                fh.write(codecs.BOM_UTF8)
+            return write_csv(chunks, fh, excel=bom)
+    written = Written()
     writer = None
     try:
         for i, frame in enumerate(chunks):
-            rows += len(frame)
+            written.rows += len(frame)
             if fmt == "parquet":
                 # no pandas metadata: it embeds library versions, and identical runs must be identical bytes
                 table = _arrow_table(frame)
                 if writer is None:
                     writer = pq.ParquetWriter(path, table.schema, compression="zstd")
                 writer.write_table(table)
-            elif fmt == "csv":
-                with path.open("w" if i == 0 else "a", encoding="utf-8-sig" if bom and i == 0 else "utf-8",
-                               newline="") as fh:
-                    _csv_frame(frame).to_csv(fh, index=False, header=i == 0, lineterminator="\n")
             elif fmt == "jsonl":
                 _write_jsonl(frame, path, append=i > 0)
             else:
@@ -605,7 +699,7 @@ def write_chunks(chunks: Iterable[pd.DataFrame], path: Path, fmt: str, bom: bool
     finally:
         if writer is not None:
             writer.close()
-    return rows
+    return written
 
 
 def write_outputs(out_dir: Path, frames: dict[str, pd.DataFrame], fmt: str, manifest: dict[str, Any],

@@ -227,3 +227,106 @@ def test_texts_written_a_slice_at_a_time_make_the_same_file(tmp_path, monkeypatc
             assert pq.ParquetFile(sliced / name).num_row_groups > 1
         else:
             assert (whole / name).read_bytes() == (sliced / name).read_bytes()
+
+
+# -- text from outside, in CSV -------------------------------------------------------------------------
+
+CONTROL = [chr(c) for c in range(32)] + ["\x7f"]
+FORMULAS = ['=HYPERLINK("http://example.com","click me")', "+1", "-1+2", "@SUM(1)", "\tx", "=1+1"]
+
+
+def hostile_customers(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """A policy folder whose texts repeat a name fact, and customers whose ids and names hold every
+    control character (inside: ends are trimmed as facts are read) or start like a formula."""
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "c.yaml").write_text(
+        "policy: c\nentity: customer\nfacts:\n  customer_id: {type: string, key: true}\n"
+        "  name: {type: string}\n  profit: {type: number}\ndecisions:\n  tier:\n    values: [A, B]\n"
+        "    rules:\n      - {id: a, when: profit > 0, then: A, because: \"{name} earns {profit}\"}\n"
+        "      - {id: b, then: B, because: \"{name}\"}\n", encoding="utf-8")
+    ids = [f"C{ch}{i}" for i, ch in enumerate(CONTROL)] + [f"Q{i}" for i in range(len(FORMULAS))]
+    names = [f"n{ch}x" for ch in CONTROL] + FORMULAS
+    facts = tmp_path / "customers.jsonl"
+    facts.write_text("".join(json.dumps({"customer_id": k, "name": n, "profit": i - 5}) + "\n"
+                             for i, (k, n) in enumerate(zip(ids, names))) + json.dumps(
+        {"customer_id": FORMULAS[0], "name": "x", "profit": -5}) + "\n", encoding="utf-8")
+    return folder, facts, ids + [FORMULAS[0]]
+
+
+def read_back_everywhere(path: Path) -> list[list[str]]:
+    """The ids of a CSV file as pandas, pyarrow and DuckDB read it (each must read the same rows)."""
+    import duckdb
+    import pyarrow.csv as pv
+
+    by_pandas = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")["customer_id"].tolist()
+    by_arrow = pv.read_csv(path, parse_options=pv.ParseOptions(newlines_in_values=True)).column(
+        "customer_id").to_pylist()
+    con = duckdb.connect()
+    by_duckdb = [r[0] for r in con.execute("SELECT customer_id FROM read_csv(?, all_varchar = true, header = true, "
+                                           "quote = '\"', escape = '\"', delim = ',', new_line = '\\n')",
+                                           [str(path)]).fetchall()]
+    return [by_pandas, by_arrow, by_duckdb]
+
+
+def test_every_control_character_in_ids_and_texts_reads_back_as_written(tmp_path):
+    """A carriage return inside an id was written unquoted: the file read back with one row more than
+    the manifest said (pandas), or not at all (pyarrow, DuckDB)."""
+    folder, facts, ids = hostile_customers(tmp_path)
+    out = tmp_path / "out"
+    r = kam_here("run", "--policies", str(folder), "--input", f"customer={facts}", "--out", str(out), "-q")
+    assert r.returncode == 0, r.stderr
+    manifest = checked_manifest(out)
+    assert manifest["outputs"][0]["rows"] == len(ids)
+    for read in read_back_everywhere(out / "customer_decisions.csv"):
+        assert read == ids
+    written = pd.read_csv(out / "customer_decisions.csv", dtype=str, keep_default_na=False)
+    assert written["tier_because"].str.startswith(tuple(f"n{ch}x" for ch in CONTROL)).sum() == len(CONTROL)
+
+
+def test_changes_csv_quotes_a_carriage_return(tmp_path):
+    from engine.write import write_csv
+    import io
+
+    frame = pd.DataFrame({"customer_id": ["a\rb", "c\nd", 'e"f', "g,h", "plain"], "n": [1.0, 2.5, None, 4.0, 5.0]})
+    buffer = io.BytesIO()
+    write_csv([frame], buffer)
+    assert buffer.getvalue() == b'customer_id,n\n"a\rb",1\n"c\nd",2.5\n"e""f",\n"g,h",4\nplain,5\n'
+
+
+def test_formula_cells_are_escaped_for_excel_and_counted_otherwise(tmp_path):
+    """OWASP's rule for CSV injection: a text cell that starts with =, +, -, @, a tab or a carriage
+    return gets a leading ' in a file meant for a spreadsheet (--csv-bom); otherwise it is written as
+    it came and the run warns. Numbers (-5) are not text and stay as they are."""
+    folder, facts, ids = hostile_customers(tmp_path)
+    formula_ids = [k for k in ids if k[:1] in "=+-@\t\r"]
+    formula_names = [n for n in FORMULAS if n.strip()[:1] in "=+-@"]  # facts are trimmed as read
+    plain, excel = tmp_path / "plain", tmp_path / "excel"
+    r = kam_here("run", "--policies", str(folder), "--input", f"customer={facts}", "--out", str(plain))
+    assert r.returncode == 0, r.stderr
+    expected = len(formula_ids) + len(formula_names)
+    assert f"warning: {expected} text cells of customer_decisions.csv begin with =" in r.stderr
+    assert "--csv-bom" in r.stderr
+    written = pd.read_csv(plain / "customer_decisions.csv", dtype=str, keep_default_na=False)
+    assert written["customer_id"].tolist()[-1] == FORMULAS[0]  # as it came
+    assert checked_manifest(plain)["outputs"][0]["formula_cells"] == expected
+    r = kam_here("run", "--policies", str(folder), "--input", f"customer={facts}", "--out", str(excel), "--csv-bom")
+    assert r.returncode == 0, r.stderr
+    assert f"note: {expected} text cells of customer_decisions.csv begin with =" in r.stderr
+    written = pd.read_csv(excel / "customer_decisions.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    texts = pd.concat([written[c] for c in ("customer_id", "tier", "tier_rule", "tier_because")])
+    assert not texts.str.match(r"^[=+\-@\t\r]").any()
+    assert (texts.str.startswith("'") & texts.str[1:].str.match(r"^[=+\-@\t\r]")).sum() == expected
+    assert "'" + FORMULAS[0] in written["customer_id"].tolist()
+    assert len(written) == len(ids)
+
+
+def test_a_negative_number_is_not_a_formula(tmp_path):
+    from engine.write import write_csv
+    import io
+
+    frame = pd.DataFrame({"id": ["a"], "x": [-5.0], "n": pd.array([-3], dtype="Int64"), "t": ["-5 below"]})
+    buffer = io.BytesIO()
+    written = write_csv([frame], buffer, excel=True)
+    assert buffer.getvalue() == b"id,x,n,t\na,-5,-3,'-5 below\n"
+    assert written.formula_cells == 1

@@ -39,6 +39,7 @@ TRUE_WORDS = {"true", "yes", "1", "y", "t"}
 FALSE_WORDS = {"false", "no", "0", "n", "f"}
 SHOW_ROWS = 5
 SHOW_CHARS = 60
+CELL_CHARS = 32_767  # the most characters an Excel cell holds
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,13 @@ def detect_format(path: Path, given: str | None = None) -> str:
     """The facts format: given explicitly, or from the file extension."""
     if given:
         return given
-    fmt = FORMATS.get(split_sheet(path)[0].suffix.lower())
+    suffix = split_sheet(path)[0].suffix.lower()
+    fmt = FORMATS.get(suffix)
     if fmt is None:
+        hint = ("it is the old Excel format: open it in Excel and save it as .xlsx (Excel Workbook)" if suffix == ".xls"
+                else "use .csv, .parquet, .jsonl or .xlsx, or pass --facts-format")
         raise InputError(Problem("input-format", f"cannot tell the format of {path.name} from its extension",
-                                 Location(str(path)), "use .csv, .parquet, .jsonl or .xlsx, or pass --facts-format"))
+                                 Location(str(path)), hint))
     return fmt
 
 
@@ -367,10 +371,68 @@ def _sheet_column(cells: tuple[Any, ...]) -> pd.Series:
     return pd.Series([_cell_value(v) for v in cells], dtype=object)
 
 
-def _read_xlsx(path: Path, sheet: str | None, entity: str, loc: Location) -> tuple[pd.DataFrame, Lines]:
+def _read_xlsx(path: Path, sheet: str | None, entity: str, loc: Location,
+               wanted: list[str]) -> tuple[pd.DataFrame, Lines]:
     from python_calamine import CalamineWorkbook
 
+    from .workbook import bounded
+
+    parts = bounded(path)  # before a cell is read: a small file may unpack to gigabytes
     book = CalamineWorkbook.from_path(str(path))
+    try:
+        sheet, rows = _sheet_rows(book, path, sheet, entity, loc)
+    finally:
+        book.close()
+    header = [str(h).strip() for h in rows[0]] if rows else []
+    width = len(header)
+    body = rows[1:]
+    # trailing rows that are empty in every column are the sheet's formatting, not entities
+    while body and all(v == "" or v is None for v in body[-1]):
+        body.pop()
+    columns = list(zip(*[r[:width] + [""] * (width - len(r)) for r in body])) if body else [()] * width
+    doubled = sorted({h for h in header if h and header.count(h) > 1})
+    if doubled:
+        cells = ", ".join(f"{column_letters(j)}1" for j, h in enumerate(header) if h in doubled)
+        raise InputError(Problem("input-duplicate-column", f"{_sheet_ref(sheet)}!{cells}: the header names "
+                                 f"{', '.join('`' + h + '`' for h in doubled)} twice", loc, "keep one of them"))
+    letters = {name: column_letters(j) for j, name in enumerate(header)}
+    read = {letters[name] for name in wanted if name in letters}
+    _refuse_long_cells(columns, header, sheet, loc, read)
+    uncalculated = parts.uncalculated(sheet, read)
+    if uncalculated:
+        first = uncalculated[0]
+        more = f" and {len(uncalculated) - SHOW_ROWS} more" if len(uncalculated) > SHOW_ROWS else ""
+        refs = ", ".join(c.ref for c in uncalculated[:SHOW_ROWS])
+        holds = "holds a formula" if len(uncalculated) == 1 else "hold formulas"
+        if parts.recalculate and first.value is not None:
+            why = (f"whose value was never calculated (={first.formula[:SHOW_CHARS]}: the workbook was written by a "
+                   f"program and asks to be calculated when opened, so the stored {first.value[:SHOW_CHARS]} is no result)")
+        else:
+            why = f"with no saved value (={first.formula[:SHOW_CHARS]})"
+        raise InputError(Problem("input-formula", f"{_sheet_ref(sheet)}!{refs}{more} {holds} {why}", loc,
+                                 "open and save the workbook in Excel or LibreOffice, so that the results are stored, "
+                                 "or paste the values in place of the formulas"))
+    frame = pd.DataFrame({name: _sheet_column(columns[j]) for j, name in enumerate(header) if name})
+    return frame, Lines("xlsx", sheet=sheet, letters=letters)
+
+
+def _refuse_long_cells(columns: list[tuple[Any, ...]], header: list[str], sheet: str, loc: Location,
+                       read: set[str]) -> None:
+    """A cell longer than Excel allows did not come from Excel: refused, where a policy reads it."""
+    for j, cells in enumerate(columns):
+        if column_letters(j) not in read:
+            continue
+        long = [i for i, v in enumerate(cells) if type(v) is str and len(v) > CELL_CHARS]
+        if long:
+            raise InputError(Problem("input-workbook", f"{_sheet_ref(sheet)}!{column_letters(j)}{long[0] + 2} "
+                                     f"holds {len(cells[long[0]]):,} characters; an Excel cell holds at most "
+                                     f"{CELL_CHARS:,}", loc, "the workbook was not written by Excel: check how it "
+                                     "was made, or give the facts as CSV or Parquet"))
+
+
+def _sheet_rows(book: Any, path: Path, sheet: str | None, entity: str, loc: Location
+                ) -> tuple[str, list[list[Any]]]:
+    """The sheet to read (the one named, or the one named after the entity, or the only one) and its rows."""
     names = list(book.sheet_names)
     if sheet is None:
         wanted = {entity.casefold(), f"{entity}s".casefold()} if entity else set()
@@ -385,22 +447,7 @@ def _read_xlsx(path: Path, sheet: str | None, entity: str, loc: Location) -> tup
     elif sheet not in names:
         raise InputError(Problem("input-sheet", f"{path.name} has no sheet `{sheet}`", loc,
                                  did_you_mean(sheet, names) or f"its sheets: {', '.join(names)}"))
-    rows = book.get_sheet_by_name(sheet).to_python(skip_empty_area=False)
-    header = [str(h).strip() for h in rows[0]] if rows else []
-    width = len(header)
-    body = rows[1:]
-    # trailing rows that are empty in every column are the sheet's formatting, not entities
-    while body and all(v == "" or v is None for v in body[-1]):
-        body.pop()
-    columns = list(zip(*[r[:width] + [""] * (width - len(r)) for r in body])) if body else [()] * width
-    doubled = sorted({h for h in header if h and header.count(h) > 1})
-    if doubled:
-        cells = ", ".join(f"{column_letters(j)}1" for j, h in enumerate(header) if h in doubled)
-        raise InputError(Problem("input-duplicate-column", f"{_sheet_ref(sheet)}!{cells}: the header names "
-                                 f"{', '.join('`' + h + '`' for h in doubled)} twice", loc, "keep one of them"))
-    frame = pd.DataFrame({name: _sheet_column(columns[j]) for j, name in enumerate(header) if name})
-    letters = {name: column_letters(j) for j, name in enumerate(header)}
-    return frame, Lines("xlsx", sheet=sheet, letters=letters)
+    return sheet, book.get_sheet_by_name(sheet).to_python(skip_empty_area=False)
 
 
 def _read_parquet(path: Path, wanted: list[str]) -> tuple[pd.DataFrame, Lines]:
@@ -669,7 +716,7 @@ def read_facts(path: Path, facts: dict[str, Fact], options: FactsOptions | str |
         elif fmt == "parquet":
             raw, lines = _read_parquet(path, list(facts))
         elif fmt == "xlsx":
-            raw, lines = _read_xlsx(path, sheet, entity, loc)
+            raw, lines = _read_xlsx(path, sheet, entity, loc, list(facts))
         else:
             raise InputError(Problem("input-format", f"unknown format {fmt!r}", loc,
                                      "use csv, parquet, jsonl or xlsx"))

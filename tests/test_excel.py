@@ -170,3 +170,171 @@ def test_a_sheet_too_long_for_excel_is_refused_before_anything_is_written(tmp_pa
         write_workbook({"customer": pd.DataFrame({"customer_id": pd.RangeIndex(rows).astype(str)})},
                        tmp_path / "d.xlsx")
     assert "at most 1,048,575 rows" in str(exc.value) and not (tmp_path / "d.xlsx").exists()
+
+
+# -- workbooks from outside, bounded ------------------------------------------------------------------
+
+CUSTOMER_POLICY = """
+policy: c
+entity: customer
+facts:
+  customer_id: {type: string, key: true}
+  profit: {type: number}
+decisions:
+  tier:
+    values: [A, B]
+    rules:
+      - {id: a, when: profit > 10000, then: A}
+      - {id: b, then: B}
+"""
+
+
+def _with_sheet(source: Path, path: Path, rows: int, row: bytes, lie: bool = False) -> Path:
+    """`source` with its sheet replaced by `rows` copies of `row` (a zip bomb when the row repeats well);
+    `lie`: the zip directory and the local header say the sheet unpacks to twice its packed size."""
+    src = zipfile.ZipFile(source)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as out:
+        for info in src.infolist():
+            if info.filename == "xl/worksheets/sheet1.xml":
+                with out.open(info.filename, "w") as fh:
+                    fh.write(b"<worksheet><sheetData>")
+                    block = row * 1000
+                    for _ in range(rows // 1000):
+                        fh.write(block)
+                    fh.write(b"</sheetData></worksheet>")
+            else:
+                out.writestr(info, src.read(info))
+    if lie:
+        data = bytearray(path.read_bytes())
+        info = zipfile.ZipFile(path).getinfo("xl/worksheets/sheet1.xml")
+        small = (info.compress_size * 2).to_bytes(4, "little")
+        data[info.header_offset + 22: info.header_offset + 26] = small  # the local header's size
+        central = data.index(b"PK\x01\x02" + data[data.index(b"PK\x01\x02") + 4:][:0])
+        while True:  # the sheet's entry in the central directory
+            name_len = int.from_bytes(data[central + 28: central + 30], "little")
+            if data[central + 46: central + 46 + name_len] == b"xl/worksheets/sheet1.xml":
+                data[central + 24: central + 28] = small
+                break
+            extra = int.from_bytes(data[central + 30: central + 32], "little")
+            comment = int.from_bytes(data[central + 32: central + 34], "little")
+            central += 46 + name_len + extra + comment
+        path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("lie", [False, True], ids=["directory", "lying-directory"])
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(tmp_path, lie):
+    """A 3 MB workbook holding a 3 GiB sheet ran the reader past 16 GB. A sheet that packs far better
+    than real sheets do is refused from the zip directory, or, where the directory lies about the
+    size, while it is unpacked: the reader never sees it."""
+    import resource
+
+    write_policy(tmp_path / "p", "c.yaml", CUSTOMER_POLICY)
+    plain = workbook(tmp_path / "plain.xlsx", {"customers": [["customer_id", "profit"], ["001", 5]]})
+    row = b'<row><c t="inlineStr"><is><t>' + b"A" * 1000 + b"</t></is></c></row>"
+    bomb = _with_sheet(plain, tmp_path / "bomb.xlsx", 20_000, row, lie)
+    assert bomb.stat().st_size < 200_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={bomb}", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2, r.stderr
+    assert "error[input-workbook]: bomb.xlsx is not a workbook kam reads: its part xl/worksheets/sheet1.xml " \
+           "unpacks to" in r.stderr
+    assert ("at least" in r.stderr) == lie  # counted while unpacking where the directory lied
+    assert not (tmp_path / "o").exists()
+    # the 20 MB sheet was never held: the process grew by far less than it
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 15_000  # kilobytes
+
+
+def test_a_workbook_of_ordinary_size_and_packing_is_read(tmp_path):
+    write_policy(tmp_path / "p", "c.yaml", CUSTOMER_POLICY)
+    plain = workbook(tmp_path / "plain.xlsx", {"customers": [["customer_id", "profit"], ["001", 5]]})
+    # 40,000 rows of varied ids pack like a real sheet
+    rows = b"".join(b'<row><c t="inlineStr"><is><t>%06d</t></is></c><c><v>%d</v></c></row>' % (i, i * 7919 % 100003)
+                    for i in range(40_000))
+    header = b'<row><c t="inlineStr"><is><t>customer_id</t></is></c><c t="inlineStr"><is><t>profit</t></is></c></row>'
+    src = zipfile.ZipFile(plain)
+    with zipfile.ZipFile(tmp_path / "real.xlsx", "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = b"<worksheet><sheetData>" + header + rows + b"</sheetData></worksheet>"
+            out.writestr(info.filename, data)
+    r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={tmp_path / 'real.xlsx'}",
+                 "--out", str(tmp_path / "o"), "-q")
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_csv(tmp_path / "o" / "customer_decisions.csv")) == 40_000
+
+
+def test_a_cell_longer_than_excel_allows_is_refused(tmp_path):
+    """Excel holds 32,767 characters in a cell (XlsxWriter cuts longer texts); a longer one was made by
+    something else, and an id that long is no id."""
+    write_policy(tmp_path / "p", "c.yaml", CUSTOMER_POLICY)
+    plain = workbook(tmp_path / "plain.xlsx", {"customers": [["customer_id", "profit"], ["001", 5]]})
+    src = zipfile.ZipFile(plain)
+    with zipfile.ZipFile(tmp_path / "long.xlsx", "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = (b'<worksheet><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>customer_id</t></is></c>'
+                        b'<c r="B1" t="inlineStr"><is><t>profit</t></is></c></row><row r="2"><c r="A2" t="inlineStr">'
+                        b'<is><t>001</t></is></c><c r="B2"><v>5</v></c></row><row r="3"><c r="A3" t="inlineStr">'
+                        b"<is><t>" + b"x" * 40_000 + b'</t></is></c><c r="B3"><v>7</v></c></row>'
+                        b"</sheetData></worksheet>")
+            out.writestr(info.filename, data)
+    r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={tmp_path / 'long.xlsx'}",
+                 "--out", str(tmp_path / "o"))
+    assert r.returncode == 2, r.stderr
+    assert "customers!A3 holds 40,000 characters; an Excel cell holds at most 32,767" in r.stderr
+
+
+@pytest.mark.parametrize("engine", ["openpyxl", "xlsxwriter"])
+def test_a_formula_without_a_calculated_value_is_refused_with_its_cell(tmp_path, engine):
+    """pandas `to_excel` writes a text starting with = as a formula: openpyxl stores no value (read as
+    an empty fact: the customer moved from C to D with exit 0), XlsxWriter a placeholder 0. Both ask
+    the spreadsheet to calculate on opening; no spreadsheet has, so the cell is refused."""
+    pytest.importorskip(engine)
+    write_policy(tmp_path / "p", "c.yaml", CUSTOMER_POLICY)
+    path = tmp_path / f"{engine}.xlsx"
+    pd.DataFrame({"customer_id": ["001", "002", "003"], "note": ["=1+1", "", ""],
+                  "profit": ["=10000+898.16", 5, "=2*3"]}).to_excel(path, index=False, engine=engine,
+                                                                   sheet_name="customers")
+    r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={path}", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2, r.stderr
+    assert "error[input-formula]: customers!C2, C4 hold formulas" in r.stderr  # not B2: no policy reads `note`
+    assert "(=10000+898.16" in r.stderr and "open and save the workbook in Excel" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_formulas_with_values_saved_by_a_spreadsheet_are_read(tmp_path):
+    """What Excel saves: the formula and its last result (no request to calculate on opening)."""
+    write_policy(tmp_path / "p", "c.yaml", CUSTOMER_POLICY)
+    plain = workbook(tmp_path / "plain.xlsx", {"customers": [["customer_id", "profit"], ["001", 5]]})
+    src = zipfile.ZipFile(plain)
+    with zipfile.ZipFile(tmp_path / "saved.xlsx", "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = (b'<worksheet><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>customer_id</t></is></c>'
+                        b'<c r="B1" t="inlineStr"><is><t>profit</t></is></c></row><row r="2"><c r="A2" t="inlineStr">'
+                        b'<is><t>001</t></is></c><c r="B2"><f>10000+898.16</f><v>10898.16</v></c></row>'
+                        b"</sheetData></worksheet>")
+            elif info.filename == "xl/workbook.xml":
+                data = data.replace(b' fullCalcOnLoad="1"', b"")
+            out.writestr(info.filename, data)
+    r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={tmp_path / 'saved.xlsx'}",
+                 "--out", str(tmp_path / "o"), "-q")
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(tmp_path / "o" / "customer_decisions.csv", dtype=str)["tier"].tolist() == ["A"]
+
+
+def test_an_old_excel_file_gets_a_hint(tmp_path):
+    write_policy(tmp_path / "p", "c.yaml", CUSTOMER_POLICY)
+    old = tmp_path / "crm.xls"
+    old.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 512)
+    for given in (str(old), f"{old}"):
+        r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={given}",
+                     "--out", str(tmp_path / "o"))
+        assert r.returncode == 2 and "save it as .xlsx" in r.stderr, r.stderr
+    r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={old}", "--facts-format", "xlsx",
+                 "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "it is an old Excel file (.xls)" in r.stderr, r.stderr

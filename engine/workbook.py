@@ -1,0 +1,222 @@
+"""A workbook from outside, bounded before it is read: what an `.xlsx` file may unpack to, and the
+formula cells whose values a spreadsheet never calculated.
+
+An `.xlsx` file is a zip of XML parts. A small file can unpack to gigabytes (a "zip bomb": a 3 MB
+workbook holding a 3 GiB sheet took the reader past 16 GB of memory), so before any cell is read
+every part is checked against the zip directory and then unpacked as a stream, counting: no part may
+unpack to more than `PART_LIMIT` bytes or, past its first megabyte, more than `RATIO_LIMIT` times
+its packed size (real sheets pack about 10:1). A directory that lies about the sizes is caught by
+the counting.
+
+A formula cell holds its formula and the value the spreadsheet last calculated. A workbook written
+by a script (openpyxl, pandas `to_excel`, XlsxWriter) has formulas but no calculated values: the
+cell is empty or holds a placeholder 0, and the workbook asks to be calculated when opened
+(`fullCalcOnLoad`). Reading such a cell would read a fact that is not there, so the cells of the
+columns a policy reads are found here and refused with their references.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+from .errors import InputError, Location, Problem
+
+PART_LIMIT = 1 << 30  # bytes of XML one part may unpack to (Excel's largest sheets stay well below)
+RATIO_LIMIT = 100  # unpacked : packed, for parts past SMALL_PART (sheets written by Excel: about 10)
+SMALL_PART = 1 << 20  # below this, a part may pack as well as it likes
+SMALL_XML = 16 << 20  # the workbook's own index parts (workbook.xml, its relationships)
+_CHUNK = 1 << 20
+
+_FORMULA_TAG = re.compile(rb"<(?:\w+:)?f[\s/>]")
+_CELL = re.compile(rb"<(?:\w+:)?c\b([^>]*?)(?:/>|>(.*?)</(?:\w+:)?c>)", re.S)
+_REF = re.compile(rb'\br="([A-Z]+[0-9]+)"')
+_STRING_RESULT = re.compile(rb'\bt="(?:str|s|inlineStr|e|b)"')
+_VALUE = re.compile(rb"<(?:\w+:)?v>\s*([^<\s][^<]*)</(?:\w+:)?v>")
+_FORMULA_TEXT = re.compile(rb"<(?:\w+:)?f\b[^>]*>([^<]*)</(?:\w+:)?f>")
+_SHEET = re.compile(r'<(?:\w+:)?sheet\b[^>]*?\bname="([^"]*)"[^>]*?\b(?:\w+:)?id="([^"]*)"')
+_REL = re.compile(r'<(?:\w+:)?Relationship\b([^>]*)/?>')
+_ATTR = re.compile(r'\b(Id|Target)="([^"]*)"')
+_FULL_CALC = re.compile(r'\bfullCalcOnLoad="(?:1|true)"')
+
+
+@dataclass
+class FormulaCell:
+    ref: str  # `H2`
+    formula: str
+    value: str | None  # the value stored with it (None: no value)
+
+
+@dataclass
+class Workbook:
+    """What was learnt of a workbook while bounding it."""
+
+    path: Path
+    sheet_parts: dict[str, zipfile.ZipInfo] = field(default_factory=dict)  # sheet name -> its part
+    with_formulas: set[str] = field(default_factory=set)  # the parts that hold a formula
+    recalculate: bool = False  # the workbook asks to be calculated when opened: stored values are not results
+
+    def uncalculated(self, sheet: str, columns: set[str]) -> list[FormulaCell]:
+        """The formula cells of a sheet (in the given column letters) whose values no spreadsheet
+        calculated: no value stored, or only a placeholder in a workbook that asks to be calculated."""
+        info = self.sheet_parts.get(sheet)
+        if info is None or info.filename not in self.with_formulas:
+            return []
+        return [cell for cell in _formula_cells(self.path, info)
+                if cell.ref.rstrip("0123456789") in columns and (cell.value is None or self.recalculate)]
+
+
+def _problem(path: Path, message: str, hint: str = "save the workbook again in Excel") -> InputError:
+    return InputError(Problem("input-workbook", message, Location(str(path)), hint))
+
+
+def _stream(path: Path, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """A part's bytes, a megabyte at a time, stopped with an error as soon as it unpacks to more than
+    the bounds allow, whatever the zip directory says (the packed bytes are counted here)."""
+    if info.flag_bits & 0x1:
+        raise _problem(path, f"{path.name} is encrypted (its part {info.filename})",
+                       "save it without a password, or export the sheet as CSV")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _problem(path, f"{path.name}: the part {info.filename} is packed in a way Excel never uses "
+                       f"(method {info.compress_type})")
+    with path.open("rb") as raw:
+        raw.seek(info.header_offset)
+        head = raw.read(30)
+        if len(head) < 30 or head[:4] != b"PK\x03\x04":
+            raise _problem(path, f"{path.name} is damaged: the part {info.filename} is not where its directory says")
+        name_len, extra_len = struct.unpack("<HH", head[26:30])
+        raw.seek(info.header_offset + 30 + name_len + extra_len)
+        packed = unpacked = 0
+        inflate = zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
+        left = info.compress_size
+        pending = b""
+        while True:
+            if inflate is None:
+                chunk = raw.read(min(_CHUNK, left))
+                left -= len(chunk)
+                packed += len(chunk)
+                if not chunk:
+                    return
+            else:
+                if not pending:
+                    if inflate.eof:
+                        return
+                    pending = raw.read(_CHUNK // 16)
+                    if not pending:
+                        raise _problem(path, f"{path.name} is damaged: its part {info.filename} ends early")
+                    packed += len(pending)
+                try:
+                    chunk = inflate.decompress(pending, _CHUNK)
+                except zlib.error as exc:
+                    raise _problem(path, f"{path.name} is damaged: its part {info.filename} cannot be unpacked "
+                                   f"({exc})") from None
+                pending = inflate.unconsumed_tail
+                if inflate.eof:
+                    pending = b""
+            unpacked += len(chunk)
+            if unpacked > PART_LIMIT or (unpacked > SMALL_PART and unpacked > RATIO_LIMIT * packed):
+                raise _bomb(path, info, unpacked, packed)
+            if chunk:
+                yield chunk
+
+
+def _bomb(path: Path, info: zipfile.ZipInfo, unpacked: int, packed: int, counted: bool = True) -> InputError:
+    size = f"more than {_size(PART_LIMIT)}" if unpacked > PART_LIMIT else \
+        f"{'at least ' if counted else ''}{_size(unpacked)} from {_size(packed)}"
+    return _problem(path, f"{path.name} is not a workbook kam reads: its part {info.filename} unpacks to {size} "
+                    f"(kam reads parts of up to {_size(PART_LIMIT)}, packed at most {RATIO_LIMIT}:1)",
+                    "a real sheet packs about 10:1; save the data as CSV or Parquet if it is really this large")
+
+
+def _size(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,} bytes"
+
+
+def bounded(path: Path) -> Workbook:
+    """Check a workbook before it is read: every part within the bounds (from the zip directory,
+    then by unpacking it), and learn which part holds which sheet and which hold formulas. Raises
+    InputError (exit 2)."""
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        hint = "save it as an Excel workbook (.xlsx), or export the sheet as CSV"
+        with path.open("rb") as fh:
+            if fh.read(8) == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":  # the old binary format (.xls)
+                hint = "it is an old Excel file (.xls): open it in Excel and save it as .xlsx (Excel Workbook)"
+        raise _problem(path, f"{path.name} is not an .xlsx workbook ({exc})", hint) from None
+    with z:
+        infos = z.infolist()
+        book = _small_text(z, "xl/workbook.xml", path)
+        rels = _small_text(z, "xl/_rels/workbook.xml.rels", path)
+    for info in infos:
+        if info.file_size > PART_LIMIT or (info.file_size > SMALL_PART
+                                           and info.file_size > RATIO_LIMIT * max(info.compress_size, 1)):
+            raise _bomb(path, info, info.file_size, info.compress_size, counted=False)
+    formulas = set()
+    for info in infos:
+        tail = b""
+        for chunk in _stream(path, info):
+            if info.filename not in formulas and _FORMULA_TAG.search(tail + chunk):
+                formulas.add(info.filename)
+            tail = chunk[-16:]
+    targets: dict[str, str] = {}
+    for rel in _REL.finditer(rels):
+        attrs = dict(_ATTR.findall(rel.group(1)))
+        if "Id" in attrs and "Target" in attrs:
+            target = attrs["Target"]
+            targets[attrs["Id"]] = target.lstrip("/") if target.startswith("/") else str(PurePosixPath("xl") / target)
+    by_name = {info.filename: info for info in infos}
+    parts = {_unescape(name): by_name[targets[rid]] for name, rid in _SHEET.findall(book)
+             if targets.get(rid) in by_name}
+    return Workbook(path, parts, formulas, bool(_FULL_CALC.search(book)))
+
+
+def _small_text(z: zipfile.ZipFile, name: str, path: Path) -> str:
+    """One of the workbook's small index parts as text (empty when it has none)."""
+    try:
+        info = z.getinfo(name)
+    except KeyError:
+        return ""
+    if info.file_size > SMALL_XML:
+        raise _problem(path, f"{path.name}: its index part {name} is {_size(info.file_size)}")
+    return b"".join(_stream(path, info)).decode("utf-8", errors="replace")
+
+
+def _unescape(text: str) -> str:
+    return (text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&apos;", "'")
+            .replace("&amp;", "&"))
+
+
+def _formula_cells(path: Path, info: zipfile.ZipInfo) -> list[FormulaCell]:
+    """Every formula cell of a sheet part, with the value stored with it. Read row by row: each piece
+    is cut after its last complete row."""
+    out: list[FormulaCell] = []
+    rest = b""
+    for chunk in [*_stream(path, info), b""]:
+        data = rest + chunk
+        cut = data.rfind(b"row>") + 4 if chunk else len(data)
+        if cut < 4:
+            rest = data
+            continue
+        rest = data[cut:]
+        for cell in _CELL.finditer(data[:cut]):
+            inner = cell.group(2) or b""
+            if not _FORMULA_TAG.search(inner):
+                continue
+            ref = _REF.search(cell.group(1))
+            value = _VALUE.search(inner)
+            text = _FORMULA_TEXT.search(inner)
+            # an empty value is a calculated empty text only where the cell says it holds text
+            kept = value.group(1) if value else (b"" if _STRING_RESULT.search(cell.group(1)) else None)
+            out.append(FormulaCell(ref.group(1).decode() if ref else "?",
+                                   _unescape(text.group(1).decode("utf-8", "replace")) if text else "",
+                                   None if kept is None else kept.decode("utf-8", "replace")))
+    return out

@@ -401,7 +401,9 @@ def write_run(result: RunResult, inputs: dict[str, Path], target: OutputTarget, 
     """Render the outputs and replace the output folder with them and the manifest, as one set.
 
     With a `recorder`, the period is written into the history while the files are written, and
-    committed just before the output folder is swapped in (a failure before leaves both as they were).
+    committed just before the output folder is swapped in, with a note of the set that is removed once
+    the set is in place (a failure or a kill in between is settled by the next user of either: see
+    `History._settle`).
     With a `writer`, the files were written into the staging folder already, entity by entity.
     `timings` gets `explain` (rendering the texts), `write` (writing the files; the manifest itself
     is written after it, so its own few milliseconds are not in it) and `history` (recording)."""
@@ -435,10 +437,16 @@ def write_run(result: RunResult, inputs: dict[str, Path], target: OutputTarget, 
             timings["history"] = recorder.seconds
         return manifest(result, records, timings, recorder.summary() if recorder is not None else None)
 
+    def before_swap() -> None:
+        # the period and the output set commit as one: the period first, with a note of the set
+        assert recorder is not None
+        target.note_history(recorder.history.path)
+        recorder.commit(target.real, file_sha256(target.staged_manifest))
+
     try:
         paths = target.commit(frames, fmt, make_manifest, extra_files, on_file,
-                              before_swap=recorder.commit if recorder is not None else None, bom=bom,
-                              staged_outputs=staged)
+                              before_swap=before_swap if recorder is not None else None, bom=bom,
+                              staged_outputs=staged, after_swap=recorder.finish if recorder is not None else None)
         return {**paths, **{o["entity"]: target.out / o["path"] for o in staged}}
     except BaseException:
         if recorder is not None:

@@ -355,7 +355,7 @@ def stream_command(events: Path | None, entity: str, policies: Path | None, cali
                 click.echo(f"note: no --history: previous() is missing for everyone ({past_note(pl.only([entity]))})",
                            err=True)
             else:
-                with hist.History.open(history_path) as h:
+                with _open_history(history_path) as h:
                     found, past = h.past_by_key(pl, entity, hist.check_period(period) if period else None)
                 for note in found.notes[:1]:
                     click.echo(f"note: {note}", err=True)
@@ -612,12 +612,13 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
         options = EngineOptions(entities, backend, calibration, save_calibration,
                                 _read_options(facts_format, encoding, delimiter))
         pl = _compile_for_run(policies, options)
-        target = OutputTarget(out).prepare()  # before any fact is read: a bad --out fails at once
+        # before any fact is read: a bad --out fails at once (and a killed run's history is settled)
+        target = OutputTarget(out, hist.settle).prepare()
         if history_path is not None and period is not None:
             # also before any fact is read: a period recorded already, or a history in use, fails at once
             history = hist.History.open(history_path, write=True)
             history.check_new(hist.check_period(period), replace)
-            notes += _history_notes(history, period, pl.checked.policy_set.hash)
+            notes += history.notes + _history_notes(history, period, pl.checked.policy_set.hash)
             recorded = {"backend": backend, "entities": list(entities), "calibration": calibration,
                         "output": str(out), "output_format": output_format}
             options.history, options.period = history, period
@@ -813,6 +814,16 @@ def _run_dask(policies: Path | None, data: Path | None, inputs: tuple[str, ...],
                   f"in {time.perf_counter() - t_start:.2f}s", markup=False)
 
 
+def _open_history(path: Path) -> "History":
+    """A history opened for reading; what opening it settled (a period a stopped run left) is said."""
+    from .history import History
+
+    h = History.open(path)
+    for note in h.notes:
+        click.echo(f"note: {note}", err=True)
+    return h
+
+
 def _history_notes(history: "History", period: str, policy_hash: str) -> list[str]:
     """What a run should know about the periods around it: a policy change, a period recorded out of order."""
     notes = []
@@ -848,7 +859,7 @@ def _decide_reading_history(policies: Path | None, data: Path | None, inputs: tu
     if data is None and not inputs:
         data = DEFAULT_DATA
     pl = _compile_for_run(policies, options)
-    history = hist.History.open(history_path) if history_path is not None else None
+    history = _open_history(history_path) if history_path is not None else None
     try:
         if history is not None:
             options.history, options.period = history, hist.check_period(period) if period else None
@@ -964,10 +975,10 @@ def history_command(entity_id: str, history_path: Path, entity: str | None, full
       kam history 000123 --history history.duckdb
       kam history 000123 --history history.duckdb --format json
     """
-    from . import history as hist, timeline
+    from . import timeline
 
     try:
-        with hist.History.open(history_path) as h:
+        with _open_history(history_path) as h:
             path = timeline.entity_path(h, entity_id, entity)
     except KamError as exc:
         _fail(exc)
@@ -1000,13 +1011,13 @@ def changes_command(history_path: Path, before: str | None, after: str | None, e
       kam changes --history history.duckdb --from 2026-09 --to 2026-11 --decision tier --format markdown
       kam changes --history history.duckdb --format csv -o movers.csv
     """
-    from . import history as hist, timeline
+    from . import timeline
 
     written = None
     try:
         if csv_bom and out_fmt != "csv":
             raise _usage("--csv-bom is for --format csv")
-        with hist.History.open(history_path) as h:
+        with _open_history(history_path) as h:
             transitions = timeline.changes(h, before, after, entity, decision)
             if out_fmt == "json":
                 text = json.dumps([{**t.to_dict(), "movers": timeline._records(timeline.with_reasons(h, t))}

@@ -40,6 +40,7 @@ from .evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, FactEnv, 
     column_to_vec
 from .model import Decision
 from .plan import DeriveStep, EntityPlan, Plan, past_note, past_readers  # noqa: F401  (re-exported)
+from .read import file_sha256
 from .typecheck import Type
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ META = "kam_meta"
 PERIOD = "kam_period"
 ROW = "kam_row"  # the row's place in its period, as the facts listed it
 HASH = "kam_hash"  # `key_hashes` of an id: what `<entity>_keys` is sorted by
+PENDING = "pending"  # kam_meta: a period recorded whose output set is not yet known to be in place
 CONFLICTS = "kam_conflicts"  # per row, the two rules of each decision that conflicted (JSON), else null
 QUOTA_COLUMNS = ("quota_rank", "quota_size", "quota_limit", "quota_tie")
 PERIOD_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
@@ -415,6 +417,7 @@ class History:
         self._hashes: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
         self._writer: "duckdb.DuckDBPyConnection | None" = None
         self._runs: list[RunInfo] | None = None
+        self.notes: list[str] = []  # what opening it settled (a period of a run that was stopped)
 
     @property
     def w(self) -> "duckdb.DuckDBPyConnection":
@@ -427,7 +430,8 @@ class History:
 
     @classmethod
     def open(cls, path: Path, write: bool = False) -> "History":
-        """Open (and, for writing, create) a history. Only one process may write at a time."""
+        """Open (and, for writing, create) a history. Only one process may write at a time. A period
+        left half-done by a run that was stopped is settled first (see `_settle`)."""
         import duckdb
 
         path = Path(path)
@@ -436,11 +440,15 @@ class History:
                            "record one with `kam run --history FILE --period LABEL`")
         if path.is_dir():
             raise _problem(f"{path} is a folder, not a history file", "pass the path of a .duckdb file")
-        if write and not path.absolute().parent.is_dir():
-            raise _problem(f"the folder of {path} does not exist", "create it first")
+        if write:
+            _check_writable(path)
+        _check_not_other_database(path)
         threads_before = _threads()
         try:
-            con = duckdb.connect(str(path), read_only=not write)
+            # never fetch or load an extension: a file that is not a DuckDB database is refused, not
+            # handed to a reader downloaded from the internet
+            con = duckdb.connect(str(path), read_only=not write,
+                                 config={"autoload_known_extensions": False, "autoinstall_known_extensions": False})
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise _problem(f"the history {path} is in use by another kam process",
@@ -462,9 +470,29 @@ class History:
         h = cls(con, path, write)
         try:
             h._check_format()
+            if write:
+                h._settle()
+            elif META in h._tables() and h._pending() is not None:
+                con.close()
+                return cls._settled_then_read(path)
         except BaseException:
             con.close()
             raise
+        return h
+
+    @classmethod
+    def _settled_then_read(cls, path: Path) -> "History":
+        """A history opened for reading that holds a period half-done by a stopped run: settled with a
+        writable connection first, then opened for reading."""
+        try:
+            with cls.open(path, write=True) as w:
+                notes = w.notes
+        except InputError as exc:
+            raise _problem(f"the history {path} holds a period that a stopped run left half-done, and kam cannot "
+                           f"write to it to settle it ({exc.problems[0].message})",
+                           "make the file and its folder writable and run the command again") from None
+        h = cls.open(path)
+        h.notes = notes
         return h
 
     def close(self) -> None:
@@ -749,31 +777,47 @@ class History:
             raise _problem(f"period {period} is already in the history {self.path}",
                            "pass --replace to record it again (its old decisions are dropped), or another --period")
 
-    def begin(self, period: str, replace: bool = False) -> None:
-        """Start the transaction of one period (dropping its old rows when it is recorded again)."""
+    def label_for(self, period: str) -> str:
+        """What a run's rows of `period` are recorded under until its output set is in place: the period
+        itself, or, where the run replaces a recorded period, a label no period can have (`~2026-11`),
+        so that the old rows stay until the new set is swapped in."""
+        return f"~{period}" if self.run(period) is not None else period
+
+    def begin(self, period: str, label: str | None = None, replace: bool = False) -> None:
+        """Start the transaction of one period, recorded under `label` (see `label_for`)."""
         assert self.writable, "open the history with write=True"
         self.w.execute("BEGIN TRANSACTION")
         self._recording = True
         try:
-            if self.w.execute(f"SELECT count(*) FROM {RUNS} WHERE period = ?", [period]).fetchall()[0][0]:
-                if not replace:
-                    raise _problem(f"period {period} is already in the history {self.path}",
-                                   "pass --replace to record it again (its old decisions are dropped)")
-                self.w.execute(f"DELETE FROM {RUNS} WHERE period = ?", [period])
-                self.w.execute("RESET max_vacuum_tasks")
-                for t in self._tables(self.w):
-                    if t.endswith(("_history", "_keys")):
-                        self.w.execute(f"DELETE FROM {quote(t)} WHERE {PERIOD} = ?", [period])
+            recorded = self.w.execute(f"SELECT count(*) FROM {RUNS} WHERE period = ?", [period]).fetchall()[0][0]
+            if recorded and not replace:
+                raise _problem(f"period {period} is already in the history {self.path}",
+                               "pass --replace to record it again (its old decisions are dropped)")
+            if (label or period) == period and recorded:
+                self._drop(period)
         except BaseException:
             self.rollback()
             raise
+
+    def _drop(self, label: str) -> None:
+        """Delete every row recorded under a label (inside a transaction)."""
+        self.w.execute(f"DELETE FROM {RUNS} WHERE period = ?", [label])
+        self.w.execute("RESET max_vacuum_tasks")  # the deleted rows' space is reclaimed
+        for t in self._tables(self.w):
+            if t.endswith(("_history", "_keys")):
+                self.w.execute(f"DELETE FROM {quote(t)} WHERE {PERIOD} = ?", [label])
+
+    def drop_period(self, period: str) -> None:
+        """Take a recorded period out of the history."""
+        self.begin(period, replace=True)
+        self.commit()
 
     def insert_entity(self, pl: Plan, r: EntityResult, period: str) -> None:
         """One entity's rows of the period (inside the transaction `begin` opened), and the hashes of its
         ids, sorted, into `<entity>_keys`: a lookup by id then reads one block per period instead of
         every id (24 periods: 200 ms unsorted, a few ms sorted), and previous() aligns the periods by
         merging sorted numbers. (Sorting the whole rows cost a million-row period 1 s of CPU, sorting
-        the ids 0.35 s, sorting their hashes 0.1 s.)"""
+        the ids 0.35 s, sorting their hashes 0.1 s.) `period` is the label the rows are recorded under."""
         self._insert(table_name(r.entity), entity_columns(pl, r.plan), values_table(pl, r), period,
                      keys=r.plan.key)
 
@@ -794,7 +838,7 @@ class History:
     def record(self, result: "RunResult", period: str, inputs: list[dict[str, Any]], options: dict[str, Any],
                replace: bool = False) -> None:
         """Write one period in a transaction that `commit` ends (and `rollback` or a crash undoes)."""
-        self.begin(period, replace)
+        self.begin(period, replace=replace)
         try:
             for r in result.results.values():
                 self.insert_entity(result.plan, r, period)
@@ -851,6 +895,74 @@ class History:
             except Exception:  # the transaction may already be gone with the error that brought us here
                 pass
 
+    # -- a period and its output set, as one commit ---------------------------------------------------
+    # A run's period and its output folder are two stores; a reader must never find one without the
+    # other. The period is committed first, with a note of the output set it belongs to (the folder,
+    # and the hash of the manifest that lists the set's files); then the folder is swapped in; then the
+    # note is removed. A run killed in between leaves the note, and whoever opens the history next
+    # settles it: the folder holds that manifest -> the swap happened, the period stays; it does not ->
+    # the period is taken out again, and a replaced period gets its old rows back.
+
+    def commit_pending(self, period: str, label: str, out: Path, manifest_sha256: str) -> None:
+        """End the period's transaction with the note of the output set it belongs to."""
+        note = {"period": period, "label": label, "out": str(out), "manifest_sha256": manifest_sha256}
+        self.w.execute(f"INSERT INTO {META} VALUES ('{PENDING}', ?)", [json.dumps(note, ensure_ascii=False)])
+        self.commit()
+
+    def _pending(self, con: "duckdb.DuckDBPyConnection | None" = None) -> dict[str, str] | None:
+        rows = (con or self.con).execute(f"SELECT value FROM {META} WHERE key = '{PENDING}'").fetchall()
+        return json.loads(rows[0][0]) if rows else None
+
+    def finish_pending(self) -> None:
+        """The output set is in place: the period recorded under a temporary label takes its name
+        (dropping the rows it replaces) and the note goes."""
+        note = self._pending(self.w)
+        if note is None:
+            return
+        self.w.execute("BEGIN TRANSACTION")
+        self._recording = True
+        period, label = note["period"], note["label"]
+        if label != period:
+            self._drop(period)
+            for t in self._tables(self.w):
+                if t.endswith(("_history", "_keys")):
+                    self.w.execute(f"UPDATE {quote(t)} SET {PERIOD} = ? WHERE {PERIOD} = ?", [period, label])
+            self.w.execute(f"UPDATE {RUNS} SET period = ? WHERE period = ?", [period, label])
+        self.w.execute(f"DELETE FROM {META} WHERE key = '{PENDING}'")
+        self.commit()
+
+    def undo_pending(self) -> None:
+        """The output set never came into place: the period's rows go (a replaced period keeps its own)."""
+        note = self._pending(self.w)
+        if note is None:
+            return
+        self.w.execute("BEGIN TRANSACTION")
+        self._recording = True
+        self._drop(note["label"])
+        self.w.execute(f"DELETE FROM {META} WHERE key = '{PENDING}'")
+        self.commit()
+
+    def _settle(self) -> None:
+        """Settle the period of a run killed between recording it and swapping its output set in."""
+        note = self._pending()
+        if note is None:
+            return
+        manifest = Path(note["out"]) / "manifest.json"
+        try:
+            swapped = file_sha256(manifest) == note["manifest_sha256"]
+        except OSError:
+            swapped = False
+        if swapped:
+            self.finish_pending()
+            self.notes.append(f"the run that recorded period {note['period']} was stopped after swapping in its "
+                              f"output set ({note['out']}): the period is kept")
+        else:
+            self.undo_pending()
+            self.notes.append(f"the run that recorded period {note['period']} was stopped before its output set "
+                              f"was swapped in ({note['out']} holds the set before it): the period is taken out "
+                              "of the history again" + (" and the period it was to replace is kept"
+                                                         if note["label"] != note["period"] else ""))
+
 
 def _pandas_type(t: pa.DataType) -> Any:
     """How history columns come to pandas: yes/no with missing values, lists kept as Arrow lists."""
@@ -869,6 +981,37 @@ def _series(col: pa.Array, kind: str) -> pd.Series:
         return pd.Series(col.to_pandas(), dtype="boolean")
     return pd.Series(pd.arrays.ArrowStringArray(col.cast(pa.large_string())) if len(col) else
                      pd.array([], dtype="string"))
+
+
+def _check_writable(path: Path) -> None:
+    """Before a run reads any fact: the history and its folder can be written (DuckDB writes a
+    journal, `<name>.wal`, beside the file), or a message now instead of a failure after the work."""
+    folder = path.absolute().parent
+    if not folder.is_dir():
+        raise _problem(f"the folder of {path} does not exist", "create it first")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise _problem(f"the history {path} is read-only: kam cannot record a period in it",
+                       "make it writable (chmod u+w), or pass another --history")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _problem(f"cannot write the history {path}: its folder {folder} is read-only (DuckDB keeps a "
+                       f"journal, {path.name}.wal, beside the file while it writes)",
+                       "make the folder writable, or keep the history in a folder you can write to")
+
+
+_OTHER_DATABASES = {b"SQLite format 3\x00": "a SQLite database", b"PAR1": "a Parquet file", b"PK\x03\x04": "a zip file"}
+
+
+def _check_not_other_database(path: Path) -> None:
+    """A file that is plainly something else is named as such (DuckDB would try to load a reader for it)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return
+    for magic, what in _OTHER_DATABASES.items():
+        if head.startswith(magic):
+            raise _problem(f"{path} is {what}, not a DuckDB history file", "pass the file written by "
+                           "`kam run --history`, or a new name to start a history")
 
 
 def _threads() -> set[int]:
@@ -892,15 +1035,23 @@ def _yield_to_run(threads: set[int]) -> None:
             pass
 
 
+def settle(path: Path) -> None:
+    """Settle a history that a killed run was recording into (opening it for writing does)."""
+    if Path(path).exists():
+        History.open(path, write=True).close()
+
+
 class Recorder:
     """Records one run's period while the run goes on: each entity's rows as soon as it is decided,
     in one background thread (DuckDB sorts, compresses and writes while the engine decides the next
     entity, renders the texts and writes the files), all in one transaction that `commit` ends right
-    before the output folder is swapped in."""
+    before the output folder is swapped in, with a note of that output set that `finish` removes
+    once it is in place (see `History._settle`)."""
 
     def __init__(self, history: History, period: str, options: dict[str, Any], replace: bool = False):
         self.history = history
         self.period = period
+        self.label = history.label_for(period)
         self.options = options
         self.replace = replace
         self.past = Past()
@@ -908,9 +1059,11 @@ class Recorder:
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._error: BaseException | None = None
         self._rows: dict[str, int] = {}
+        self._committed = False
+        history.w  # the recording connection is made here, before its thread starts (DuckDB's own rule)
         self._thread = threading.Thread(target=self._work, name="kam-history", daemon=True)
         self._thread.start()
-        self._queue.put(lambda: history.begin(period, replace))
+        self._queue.put(lambda: history.begin(period, self.label, replace))
 
     def _work(self) -> None:
         _yield_to_run({threading.get_native_id()})
@@ -932,31 +1085,50 @@ class Recorder:
     def decided(self, pl: Plan, r: EntityResult) -> None:
         """An entity is decided: its rows can be written."""
         self._rows[r.entity] = r.ctx.n
-        self._queue.put(lambda: self.history.insert_entity(pl, r, self.period))
+        self._queue.put(lambda: self.history.insert_entity(pl, r, self.label))
 
     def finished(self, result: "RunResult", inputs: list[dict[str, Any]]) -> None:
         """Every entity is decided: the run's own row closes the period."""
         self.past = result.past
-        self._queue.put(lambda: self.history.insert_run(result.plan, result.results, self.period, inputs,
+        self._queue.put(lambda: self.history.insert_run(result.plan, result.results, self.label, inputs,
                                                         self.options))
 
     def wait(self, raise_error: bool = True) -> None:
         """Wait until everything submitted is written; raise the recording's error (once) unless told not to."""
+        import duckdb
+
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
         if raise_error and self._error is not None:
             error, self._error = self._error, None
+            if isinstance(error, duckdb.Error):
+                raise _problem(f"cannot record period {self.period} in the history {self.history.path}: "
+                               f"{str(error).splitlines()[0]}") from error
             raise error
 
-    def commit(self) -> None:
+    def commit(self, out: Path, manifest_sha256: str) -> None:
+        """Everything is staged: commit the period with the note of its output set (folder and manifest)."""
+        from .write import fault_point
+
         self.wait()
-        self.history.commit()
+        self.history.commit_pending(self.period, self.label, out, manifest_sha256)
+        self._committed = True
+        fault_point("history-committed")
+
+    def finish(self) -> None:
+        """The output set is in place: the period is recorded for good."""
+        self.history.finish_pending()
+        self._committed = False
 
     def abandon(self) -> None:
-        """The run failed: nothing of the period stays."""
+        """The run failed: nothing of the period stays, unless its output set is in place already."""
         self.wait(raise_error=False)
-        self.history.rollback()
+        if self._committed:
+            self.history._settle()
+            self._committed = False
+        else:
+            self.history.rollback()
 
     def summary(self) -> dict[str, Any]:
         """What the manifest says of the history."""

@@ -130,6 +130,7 @@ class OutputTarget:
     """
 
     out: Path
+    settle_history: Callable[[Path], None] | None = None  # see clean_leftovers
     real: Path = field(init=False)
     token: str = field(init=False, default="")
     staging: Path | None = field(init=False, default=None)
@@ -182,7 +183,7 @@ class OutputTarget:
             self.abandon()
             raise _usage(f"cannot replace the output folder {out}: its files cannot be removed",
                          "make it writable, or choose another --out", out)
-        clean_leftovers(real)
+        clean_leftovers(real, self.settle_history)
         return self
 
     def commit(self, frames: dict[str, pd.DataFrame], fmt: str,
@@ -190,14 +191,16 @@ class OutputTarget:
                extra_files: dict[str, bytes] | None = None,
                on_file: Callable[[str], None] | None = None,
                before_swap: Callable[[], None] | None = None, bom: bool = False,
-               staged_outputs: list[dict[str, Any]] | None = None) -> dict[str, Path]:
+               staged_outputs: list[dict[str, Any]] | None = None,
+               after_swap: Callable[[], None] | None = None) -> dict[str, Path]:
         """Write every file into the staging folder, then swap it in for the output folder.
 
         `manifest` (or a function making it once the files are written) gets the list of outputs;
         `before_swap` runs once everything is staged, right before the swap (an error there leaves the
         output folder as it was). `bom` starts CSV files with a UTF-8 byte order mark (for Excel).
         `staged_outputs` lists outputs others wrote into the staging folder already (the Dask
-        workers' partitions): they are listed in the manifest and swapped in with the rest."""
+        workers' partitions): they are listed in the manifest and swapped in with the rest.
+        `after_swap` runs once the new set is in place."""
         assert self.staging is not None, "prepare() first"
         staging, real = self.staging, self.real
         ext = OUTPUT_FORMATS[fmt]
@@ -245,11 +248,27 @@ class OutputTarget:
         swap_in(staging, real)
         _fsync(real.parent)
         fault_point("swapped")
+        if after_swap is not None:
+            after_swap()
         # the staging path now holds the previous set (or nothing, on a first run)
         _remove_tree(staging)
         self.staging = None
         self._unlock()
         return {e: self.out / names[e] for e in frames}
+
+    @property
+    def staged_manifest(self) -> Path:
+        assert self.staging is not None, "prepare() first"
+        return self.staging / MANIFEST
+
+    def note_history(self, history: Path) -> None:
+        """Say in the run's lock file which history records this set, so that whoever cleans up after
+        this run, should it be killed, settles that history first (see `clean_leftovers`)."""
+        assert self.lock_path is not None, "prepare() first"
+        with open(self.lock_path, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"history": os.path.abspath(history)}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def abandon(self) -> None:
         """Remove what this run staged (after an error); the output folder is untouched."""
@@ -267,9 +286,11 @@ class OutputTarget:
             self._lock_fd = None
 
 
-def clean_leftovers(real: Path) -> None:
+def clean_leftovers(real: Path, settle_history: Callable[[Path], None] | None = None) -> None:
     """Remove the folders of runs that were killed (their lock is free), restoring a previous set
-    that a two-step swap had moved aside when the output folder is missing."""
+    that a two-step swap had moved aside when the output folder is missing. A killed run that was
+    recording a history (its lock file names it) has that history settled first by `settle_history`
+    (`history.settle`), while the output folder still shows whether the run's set was swapped in."""
     prefix = f".{real.name}.kam-"
     for locking in sorted(real.parent.glob(f"{prefix}*.locking")):  # killed while taking its lock
         fd = os.open(locking, os.O_RDWR)
@@ -291,12 +312,26 @@ def clean_leftovers(real: Path) -> None:
             aside = real.parent / f"{base}-previous"
             if aside.is_dir() and not real.exists():
                 os.rename(aside, real)
+            if settle_history is not None:
+                _settle_history_of(lock, settle_history)
             for leftover in (real.parent / base, aside):
                 if leftover.exists():
                     _remove_tree(leftover)
             lock.unlink(missing_ok=True)
         finally:
             os.close(fd)
+
+
+def _settle_history_of(lock: Path, settle_history: Callable[[Path], None]) -> None:
+    try:
+        note = json.loads(lock.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return
+    if isinstance(note, dict) and note.get("history"):
+        try:
+            settle_history(Path(note["history"]))
+        except InputError:
+            pass  # in use (its user settled it on opening), or gone: nothing to settle from here
 
 
 _RENAME_EXCHANGE = 2

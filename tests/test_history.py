@@ -4,7 +4,10 @@ previous(), `kam history`, `kam changes` and `kam explain`; atomicity, re-runnin
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -18,7 +21,7 @@ from hypothesis import given, settings, strategies as st
 from engine import api, history as hist, timeline, write
 from engine.history import History
 
-from .conftest import ROOT, kam, kam_here
+from .conftest import KAM, ROOT, kam, kam_here
 from .test_cli import golden
 from .test_language import PAST, compile_text
 
@@ -214,8 +217,7 @@ def test_a_killed_run_leaves_the_history_without_the_period_or_with_all_of_it(re
     folder.mkdir()
     shutil.copy(recorded / "history.duckdb", folder / "history.duckdb")
     with History.open(folder / "history.duckdb", write=True) as h:  # drop 2026-11 to record it again
-        h.begin("2026-11", replace=True)
-        h.commit()
+        h.drop_period("2026-11")
     r = run_period(folder, "2026-11", env={write.KILL_ENV: point})
     assert r.returncode == -9, r.stderr  # killed by SIGKILL
     with History.open(folder / "history.duckdb") as h:
@@ -226,6 +228,111 @@ def test_a_killed_run_leaves_the_history_without_the_period_or_with_all_of_it(re
     # the next run records the period as if nothing had happened
     r = run_period(folder, "2026-11", *(["--replace"] if recorded_after else []))
     assert r.returncode == 0, r.stderr
+
+
+def _recorded_rows(path: Path, period: str) -> tuple[int, str | None]:
+    """How many customers a history holds for a period, and the customers file that run read."""
+    with History.open(path) as h:
+        n = h.con.execute("SELECT count(*) FROM customer_history WHERE kam_period = ?", [period]).fetchone()[0]
+        run = h.run(period)
+        assert h.con.execute("SELECT count(*) FROM kam_meta WHERE key = 'pending'").fetchone()[0] == 0
+        assert not any(p.startswith("~") for p in h.con.execute(
+            "SELECT DISTINCT kam_period FROM customer_history").fetchall()[0])
+    return n, next((i["path"] for i in run.inputs if i["entity"] == "customer"), None) if run else None
+
+
+# The period and the output set commit as one: a run killed after the history committed and before the
+# folder was swapped in (history-committed), or after the swap and before the history heard of it
+# (swapped), is settled by whoever comes next: a reader of the history, or a run into the same folder.
+@pytest.mark.parametrize("point, replace, settled_by", [
+    ("history-committed", False, "reading"), ("history-committed", True, "next-run"),
+    ("swapped", True, "reading"), ("swapped", False, "next-run")])
+def test_the_history_and_the_output_folder_never_disagree_after_a_kill(recorded, tmp_path, point, replace,
+                                                                       settled_by):
+    folder = tmp_path / "pair"
+    (folder / "out").mkdir(parents=True)
+    history = folder / "history.duckdb"
+    shutil.copy(recorded / "history.duckdb", history)
+    out = folder / "out" / "2026-11"
+    shutil.copytree(recorded / "out" / "2026-11", out)  # the set the period wrote when it was recorded
+    previous = (out / "manifest.json").read_bytes()
+    if not replace:
+        with History.open(history, write=True) as h:
+            h.drop_period("2026-11")
+    old = _recorded_rows(history, "2026-11")
+    # the new run decides other facts under the same label, so that its rows can be told from the old ones
+    new_data = EXAMPLES / "2026-10"
+    r = kam("run", "--data", str(new_data), "--out", str(out), "--history", str(history), "--period", "2026-11",
+            *(["--replace"] if replace else []), env={write.KILL_ENV: point})
+    assert r.returncode == -9, r.stderr
+    swapped = point == "swapped"
+    assert ((out / "manifest.json").read_bytes() != previous) == swapped
+    if settled_by == "reading":
+        r = kam("history", "000320", "--history", str(history))
+        assert r.returncode in (0, 2), r.stderr
+        assert ("output set" in r.stderr) and ("is kept" in r.stderr if swapped else "taken out" in r.stderr)
+    else:  # a run into the same folder, without the history: it settles the history before replacing the set
+        r = kam("run", "--data", str(EXAMPLES / "2026-09"), "--out", str(out), "-q")
+        assert r.returncode == 0, r.stderr
+        assert json.loads((out / "manifest.json").read_text())["inputs"][0]["path"].endswith(
+            "2026-09/customers.csv")
+    n, source = _recorded_rows(history, "2026-11")
+    if swapped:  # the set was in place: the period is the new run's
+        assert (n, source) == (len(facts("2026-10")), str(new_data / "customers.csv"))
+    else:  # it never was: the history is as before the run (the replaced period keeps its old rows)
+        assert (n, source) == old
+    if settled_by == "reading":
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert (manifest["inputs"][0]["path"] == str(new_data / "customers.csv")) == swapped
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")] or settled_by == "reading"
+
+
+def test_a_history_that_cannot_be_written_is_refused_before_the_facts_are_read(recorded, tmp_path):
+    """DuckDB could not create its journal in a read-only folder: a traceback after all the computing."""
+    shared = Path(tempfile.mkdtemp(prefix="kam-readonly-"))
+    try:
+        os.chmod(shared, 0o777)
+        folder = shared / "history"
+        folder.mkdir()
+        shutil.copy(recorded / "history.duckdb", folder / "history.duckdb")
+        os.chmod(folder / "history.duckdb", 0o666)
+        for mode, words in ((0o555, "its folder"), (0o777, "is read-only")):
+            os.chmod(folder, mode)
+            if mode == 0o777:
+                os.chmod(folder / "history.duckdb", 0o444)
+            r = as_another_user(["run", "--policies", str(ROOT / "policies"), "--data", str(EXAMPLES / "2026-11"),
+                                 "--out", str(shared / "out"),
+                                 "--history", str(folder / "history.duckdb"), "--period", "2026-12"])
+            assert r.returncode == 2, r.stderr
+            assert words in r.stderr and "Traceback" not in r.stderr, r.stderr
+            assert not (shared / "out").exists()
+        # reading a read-only history is fine
+        r = as_another_user(["history", "000320", "--history", str(folder / "history.duckdb")])
+        assert r.returncode == 0, r.stderr
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwX", str(shared)], check=False)
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def as_another_user(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """`kam` as a user without root's right to write anywhere (tests run as root in CI)."""
+    env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "HOME": "/tmp"}
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    return subprocess.run(prefix + [str(KAM), *args], capture_output=True, text=True, env=env, cwd="/tmp",
+                          timeout=120)
+
+
+def test_a_sqlite_file_is_named_as_such_and_nothing_is_fetched(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.commit()
+    for args in (["history", "000320", "--history", str(path)],
+                 ["run", "--out", str(tmp_path / "o"), "--history", str(path), "--period", "2026-12"]):
+        r = kam_here(*args)
+        assert r.returncode == 2, r.stderr
+        assert "is a SQLite database, not a DuckDB history file" in r.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_second_writer_is_refused_while_a_run_records(recorded, tmp_path):

@@ -74,6 +74,14 @@ def _check_entity(pl: "Plan", entity: str) -> None:
         raise _usage(f"--entity {entity} is not an entity of the policies", did_you_mean(entity, names))
 
 
+def _data_folder(data: Path | None, inputs: tuple[str, ...]) -> Path | None:
+    """Where the facts files not given by --input are: --data, else examples/ (where it exists, once
+    some entity is given by --input)."""
+    if data is not None:
+        return data
+    return DEFAULT_DATA if not inputs or DEFAULT_DATA.is_dir() else None
+
+
 def _parse_inputs(values: tuple[str, ...]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for v in values:
@@ -276,8 +284,7 @@ def diff_command(policy_dir: Path | None, base: str, data: Path | None, inputs: 
     """
     from . import api, diff
 
-    if data is None and not inputs:
-        data = DEFAULT_DATA
+    data = _data_folder(data, inputs)
     try:
         for rule in fail_on:
             diff.parse_fail_on(rule)
@@ -591,8 +598,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
     if old_format is not None:
         err.print("note: `kam run --format` is now `--facts-format` (the old spelling still works)", markup=False)
         facts_format = facts_format or old_format
-    if data is None and not inputs:
-        data = DEFAULT_DATA
+    data = _data_folder(data, inputs)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     target = None
@@ -856,8 +862,7 @@ def _decide_reading_history(policies: Path | None, data: Path | None, inputs: tu
 
     if period is not None and history_path is None:
         raise _usage("--period needs --history FILE: the history the earlier periods come from")
-    if data is None and not inputs:
-        data = DEFAULT_DATA
+    data = _data_folder(data, inputs)
     pl = _compile_for_run(policies, options)
     history = _open_history(history_path) if history_path is not None else None
     try:

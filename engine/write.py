@@ -108,6 +108,24 @@ def _is_kam_output(folder: Path, name: str, listed: set[str]) -> bool:
     return name.startswith(".") and name.endswith(".tmp")  # an older kam's temporary files
 
 
+def _is_output_set(folder: Path) -> bool:
+    """Whether a folder holds an output set (a manifest that kam wrote)."""
+    try:
+        with (folder / MANIFEST).open("rb") as fh:
+            head = fh.read(200)
+    except OSError:
+        return False
+    return head.startswith(b"{") and b'"kam_version"' in head
+
+
+def _free_folder(out: Path, beside: Path) -> Path:
+    """A folder next to `beside` that nothing uses yet, for a hint (relative where --out was)."""
+    names = ["decisions", "kam-out"] + [f"{beside.name}-{i}" for i in range(2, 100)]
+    candidate = next((beside.parent / n for n in names if not (beside.parent / n).exists()),
+                     beside.parent / f"{beside.name}-{secrets.token_hex(2)}")
+    return candidate if Path(out).is_absolute() else Path(os.path.relpath(candidate))
+
+
 def _listed(folder: Path) -> set[str]:
     try:
         doc = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -150,18 +168,18 @@ class OutputTarget:
     def prepare(self) -> "OutputTarget":
         out, real = self.out, self.real
         if real.exists() and not real.is_dir():
-            raise _usage(f"--out {out} is a file, not a folder", "give a folder for the decisions, e.g. --out out/",
-                         out)
+            raise _usage(f"--out {out} is a file, not a folder",
+                         f"give a folder for the decisions, e.g. --out {_free_folder(out, real)}", out)
         if real.parent == real:
             raise _usage(f"--out {out} is the root of the file system", "give a folder of its own", out)
+        outer = next((p for p in real.parents if _is_output_set(p)), None)
+        if outer is not None:
+            raise _usage(f"--out {out} is inside the output set {outer} (it holds {outer / MANIFEST})",
+                         f"kam replaces an output folder as a whole, so the next run into {outer} would find this "
+                         f"one in its way; give this run a folder outside it, e.g. --out {_free_folder(out, outer)}",
+                         out)
         if real.is_dir():
-            listed = _listed(real)
-            foreign = sorted(p.name for p in real.iterdir() if not _is_kam_output(real, p.name, listed))
-            if foreign:
-                more = f" and {len(foreign) - SHOW_FOREIGN} more" if len(foreign) > SHOW_FOREIGN else ""
-                raise _usage(f"--out {out} holds files kam did not write: {', '.join(foreign[:SHOW_FOREIGN])}{more}",
-                             "kam replaces the whole output folder at every run (so it never holds a mix of two "
-                             "runs); give it a folder of its own, e.g. --out out/", out)
+            self._refuse_foreign(out, real)
         try:
             real.parent.mkdir(parents=True, exist_ok=True)
             self.token = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -179,12 +197,61 @@ class OutputTarget:
             raise _usage(f"cannot write the output folder {out}: {exc.strerror or exc}",
                          f"kam builds the new set next to it and swaps it in, so {real.parent} must be writable; "
                          "choose --out inside a folder you can write to", out) from None
-        if real.is_dir() and not os.access(real, os.W_OK | os.X_OK):
+        busy = self._other_run()
+        if busy:
             self.abandon()
-            raise _usage(f"cannot replace the output folder {out}: its files cannot be removed",
-                         "make it writable, or choose another --out", out)
+            raise _usage(f"another kam run (process {busy}) is writing the output folder {out} right now",
+                         "wait for it to finish, or give this run another --out: two runs into one folder would "
+                         "leave only the last one's set", out)
+        # an empty folder goes whatever its mode (removing it is its parent's business); files need it writable
+        if real.is_dir() and not os.access(real, os.W_OK | os.X_OK) and any(real.iterdir()):
+            self.abandon()
+            raise _usage(f"cannot replace the output folder {out}: it is read-only, so the files of its previous "
+                         "set cannot be removed", "make it writable, or choose another --out", out)
         clean_leftovers(real, self.settle_history)
         return self
+
+    def _refuse_foreign(self, out: Path, real: Path) -> None:
+        """An output folder holds only what kam wrote there: other files, or the output sets of other
+        runs, would go with the next swap."""
+        listed = _listed(real)
+        foreign = sorted(p.name for p in real.iterdir() if not _is_kam_output(real, p.name, listed))
+        if not foreign:
+            return
+        sets = [name for name in foreign if _is_output_set(real / name)]
+        others = [name for name in foreign if name not in sets]
+
+        def names(items: list[str]) -> str:
+            more = f" and {len(items) - SHOW_FOREIGN} more" if len(items) > SHOW_FOREIGN else ""
+            return ", ".join(items[:SHOW_FOREIGN]) + more
+
+        what = []
+        if sets:
+            what.append(f"the output sets of other runs ({names([f'{n}/' for n in sets])})")
+        if others:
+            what.append(f"files kam did not write ({names(others)})")
+        raise _usage(f"--out {out} holds {' and '.join(what)}",
+                     "kam replaces the whole output folder at every run (so it never holds a mix of two runs), "
+                     f"which would delete them; give this run a folder of its own, e.g. --out "
+                     f"{_free_folder(out, real)}", out)
+
+    def _other_run(self) -> str | None:
+        """The process of another run working on the same output folder (its lock is held), if any."""
+        assert self.lock_path is not None
+        for lock in sorted(self.real.parent.glob(f"{self.prefix}*.lock")):
+            if lock == self.lock_path:
+                continue
+            try:
+                fd = os.open(lock, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return lock.name[len(self.prefix):].split("-")[0]
+            finally:
+                os.close(fd)  # closing releases a lock taken here: the run it belonged to is dead
+        return None
 
     def commit(self, frames: dict[str, pd.DataFrame], fmt: str,
                manifest: dict[str, Any] | Callable[[], dict[str, Any]],

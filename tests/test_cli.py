@@ -327,3 +327,13 @@ def test_a_yaml_bomb_is_refused_quickly(tmp_path: Path):
     (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     r = kam("check", str(tmp_path))
     assert r.returncode == 1 and "error[yaml-too-large]" in r.stderr
+
+
+def test_input_for_one_entity_reads_the_others_from_the_examples(tmp_path):
+    """`--input customer=FILE` without --data: the other entities come from examples/, as the README says."""
+    customers = tmp_path / "crm.csv"
+    shutil.copy(ROOT / "examples" / "customers.csv", customers)
+    r = kam_here("run", "--input", f"customer={customers}", "--out", str(tmp_path / "o"), "-q")
+    assert r.returncode == 0, r.stderr
+    inputs = {i["entity"]: i["path"] for i in json.loads((tmp_path / "o" / "manifest.json").read_text())["inputs"]}
+    assert inputs == {"customer": str(customers), "quote": "examples/quotes.csv", "prospect": "examples/prospects.csv"}

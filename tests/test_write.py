@@ -330,3 +330,77 @@ def test_a_negative_number_is_not_a_formula(tmp_path):
     written = write_csv([frame], buffer, excel=True)
     assert buffer.getvalue() == b"id,x,n,t\na,-5,-3,'-5 below\n"
     assert written.formula_cells == 1
+
+
+# -- where output sets go -------------------------------------------------------------------------------
+
+def test_an_output_set_is_never_made_inside_another(tmp_path):
+    """The README's periods walkthrough once wrote `--out out/2026-09`: the next `kam run` into `out/`
+    was refused as holding "files kam did not write" (kam had written them) with the hint `--out out/`."""
+    write.write_outputs(tmp_path / "out", frames("a"), "csv", {"kam_version": "x"})
+    with pytest.raises(InputError) as exc:
+        write.OutputTarget(tmp_path / "out" / "2026-09").prepare()
+    (p,) = exc.value.problems
+    assert f"is inside the output set {tmp_path / 'out'}" in p.message and "--out" in p.hint
+    assert not (tmp_path / "out" / "2026-09").exists()
+    write.write_outputs(tmp_path / "runs" / "2026-09", frames("b"), "csv", {"kam_version": "x"})
+    (tmp_path / "runs" / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(InputError) as exc:
+        write.OutputTarget(tmp_path / "runs").prepare()
+    (p,) = exc.value.problems
+    assert "holds the output sets of other runs (2026-09/) and files kam did not write (notes.txt)" in p.message
+    suggested = Path(p.hint.rsplit("--out ", 1)[1])
+    assert not suggested.exists() and suggested.resolve() != (tmp_path / "runs").resolve()
+
+
+def test_the_default_out_after_the_periods_walkthrough(tmp_path):
+    """The README's walkthrough and `kam run`'s default folder fit together: every command as written."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = [line.split("#")[0].split() for line in readme.splitlines()
+                if line.startswith("kam run --data examples/periods/")]
+    assert len(commands) == 3
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    (tmp_path / "policies").symlink_to(ROOT / "policies")
+    for command in commands + [["kam", "run", "-q"]]:
+        r = kam_here(*command[1:], cwd=tmp_path)
+        assert r.returncode == 0, (command, r.stderr)
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_works(tmp_path):
+    out = tmp_path / "out"
+    first = write.OutputTarget(out).prepare()
+    try:
+        r = kam_here("run", "--out", str(out), "-q")
+        assert r.returncode == 2
+        assert f"another kam run (process {os.getpid()}) is writing the output folder {out} right now" in r.stderr
+    finally:
+        first.commit(frames("first"), "csv", {"run": "first"})
+    assert complete_set(out) == "first"
+    assert kam_here("run", "--out", str(out), "-q").returncode == 0  # the first is done: free again
+    assert leftovers(out) == []
+
+
+def test_an_empty_read_only_folder_is_replaced_and_one_with_files_is_refused_truly(tmp_path):
+    from .test_history import as_another_user
+
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="kam-out-"))
+    try:
+        os.chmod(shared, 0o777)
+        out = shared / "out"
+        out.mkdir()
+        os.chmod(out, 0o555)
+        r = as_another_user(["run", "--policies", str(ROOT / "policies"), "--data", str(ROOT / "examples"),
+                             "--out", str(out), "-q"])
+        assert r.returncode == 0, r.stderr  # nothing to remove: the empty folder goes
+        assert (out / "manifest.json").exists() and stat.S_IMODE(out.stat().st_mode) == 0o555
+        r = as_another_user(["run", "--policies", str(ROOT / "policies"), "--data", str(ROOT / "examples"),
+                             "--out", str(out), "-q"])
+        assert r.returncode == 2
+        assert "it is read-only, so the files of its previous set cannot be removed" in r.stderr
+    finally:
+        os.system(f"chmod -R u+rwX {shared}")
+        import shutil
+
+        shutil.rmtree(shared, ignore_errors=True)

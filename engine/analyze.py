@@ -568,6 +568,7 @@ def _past_notes(ep: EntityPlan) -> list[Problem]:
         follow = [n for n in ep.from_past if n not in ep.past_direct and n in {x.name for x in ep.decisions}]
         then = f"; {', '.join(follow)} depend{'s' if len(follow) == 1 else ''} on it" if follow else ""
         out.append(_warn("reads-past", f"decision `{d.name}` reads earlier periods ({', '.join(dict.fromkeys(reads))})"
-                         f"{then}", d.loc, f"run it with --history FILE --period LABEL; without a history every "
-                         f"{ep.entity} counts as new", "note"))
+                         f"{then}", d.loc, f"run it with --history FILE --period LABEL; without a history previous() "
+                         f"is missing for every {ep.entity}, and its rules decide as they do for a missing value",
+                         "note"))
     return out

@@ -98,10 +98,11 @@ class JoinReport:
     def alarm(self) -> str:
         """The message when most references find no partner: almost always ids written differently."""
         refs = [str(v) for v in self.unmatched.iloc[: self.SAMPLE, 1]]
+        others = (f"{self.other} ids look like {', '.join(repr(k) for k in self.other_keys)}" if self.other_keys
+                  else f"the {self.other} facts hold no {self.other} at all")
         text = (f"{self.unmatched_count:,} of {self.total:,} {self.entity}s ({self.share:.0%}) name a {self.other} "
                 f"that is not in the {self.other} facts, so their decisions were made without it. "
-                f"Their `{self.on}` values look like {', '.join(repr(r) for r in refs)}; "
-                f"{self.other} ids look like {', '.join(repr(k) for k in self.other_keys)}.")
+                f"Their `{self.on}` values look like {', '.join(repr(r) for r in refs)}; {others}.")
         if any(r.isdigit() for r in refs) and any(k.isdigit() and k.startswith("0") for k in self.other_keys):
             text += (" The ids may have lost their leading zeros (a spreadsheet or a number column): "
                      "keep ids as text in both files.")
@@ -333,8 +334,7 @@ def load_past(pl: Plan, frames: dict[str, pd.DataFrame], history: "History | Non
     if not needs_past(pl):
         return Past()
     if history is None:
-        return Past(notes=[f"no --history: previous() is missing for everyone, so every entity counts as new "
-                           f"({past_note(pl)})"])
+        return Past(notes=[f"no --history: previous() is missing for everyone ({past_note(pl)})"])
     keys = {ep.entity: frames[ep.entity][ep.key] for ep in pl.entities if ep.past}
     return history.load_past(pl, period, keys)
 

@@ -333,7 +333,7 @@ def decision_counts(result: EntityResult) -> dict[str, dict[str, int]]:
             for i, r in enumerate(res.rules):
                 hits = int((idx == i).sum())
                 if hits:
-                    label = then_text(dict(r.then).get(d.main.name)) if d.single else _then_text(r)
+                    label = _count_label(r, d.single, d.main.name)
                     counts[label] = counts.get(label, 0) + hits
         for code, label in ((NO_RULE, "(no rule matched)"), (CONFLICT, "(conflict)")):
             k = int((idx == code).sum())
@@ -345,6 +345,15 @@ def decision_counts(result: EntityResult) -> dict[str, dict[str, int]]:
 
 def _then_text(rule: Rule) -> str:
     return ", ".join(f"{k}={then_text(v)}" for k, v in rule.then)
+
+
+def _count_label(rule: Rule, single: bool, main: str) -> str:
+    """What a rule's entities are counted under: its fixed values. A computed output has a value per
+    entity, not one to count by: it is left out, and a rule that computes all it gives is named."""
+    fixed = [(k, v) for k, v in rule.then if not isinstance(v, Expr) and (not single or k == main)]
+    if not fixed:
+        return f"(computed by rule {rule.id})"
+    return value_text(fixed[0][1]) if single else ", ".join(f"{k}={value_text(v)}" for k, v in fixed)
 
 
 def then_text(v: Any) -> str:

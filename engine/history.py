@@ -128,7 +128,8 @@ def _problem(message: str, hint: str = "", where: str = "command line", code: st
 def check_period(label: str) -> str:
     """A period label: letters, digits, `-`, `_` and `.`, up to 64; ordered as text."""
     if not PERIOD_PATTERN.match(label):
-        raise _problem(f"`{label}` is not a period label kam can keep",
+        shown_ = label if len(label) <= 64 else f"{label[:60]}… ({len(label):,} characters)"
+        raise _problem(f"`{shown_}` is not a period label kam can keep",
                        "write the period so that labels sort in time order, e.g. 2026-11 or 2026-Q4 "
                        "(letters, digits, - _ and ., at most 64)")
     return label
@@ -670,7 +671,7 @@ class History:
             return past
         if not past.periods:
             past.notes.append(f"no period before {period or 'this run'} in the history: previous() is missing for "
-                              "everyone (every entity is new)")
+                              "everyone")
         for ep in pl.entities:
             if ep.past:
                 past.frames[ep.entity] = self._past_columns(ep, past, keys[ep.entity])

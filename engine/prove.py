@@ -450,7 +450,8 @@ def _example(result: "EntityResult", row: int, inv: Invariant, box_fields: set[s
         for rule in res.rules:
             if rule.id in (rules if isinstance(rules, list) else [rules]):
                 locs.append((rule.id, rule.when.loc if rule.when is not None else rule.loc))
-    others = {n: scalar_at(ctx.env[n], row) for n in read if n in ctx.env and not any(
+    # the other names the invariant reads (a fact shown above is not shown twice)
+    others = {n: scalar_at(ctx.env[n], row) for n in read if n in ctx.env and n not in facts and not any(
         n in {o.name for o in r.decision.outputs} for r in result.decisions.values())}
     return {"id": str(ctx.key[row]), "facts": facts, "values": others, "decided": decided,
             "population": result.ctx.n}, locs

@@ -134,6 +134,7 @@ def entity_path(history: History, key: str, entity: str | None = None) -> Entity
     runs = {r.period: r for r in history.runs()}
     steps: list[Step] = []
     previous: dict[str, str] = {}
+    decided_before: set[str] = set()
     last_hash = None
     for i, row in enumerate(records):
         run = runs[row[PERIOD]]
@@ -152,11 +153,16 @@ def entity_path(history: History, key: str, entity: str | None = None) -> Entity
         now.update({f: v for f, v in facts.items() if f in schema.get("measures", [])})
         changed = [{"name": n, "before": previous[n], "after": v} for n, v in now.items()
                    if n in previous and previous[n] != v]
-        changed += [{"name": n, "before": MISSING_TEXT, "after": v} for n, v in now.items()
-                    if previous and n not in previous]
+        # a name the policies of one period have and those of the other do not (added, removed, renamed)
+        changed += [{"name": n, "before": "(not decided then)" if n in schema.get("decisions", {}) else
+                     "(not recorded then)", "after": v} for n, v in now.items() if previous and n not in previous]
+        changed += [{"name": n, "before": v, "after": f"(no longer decided: the policies of {run.period} have no "
+                     f"decision `{n}`)" if n in decided_before else f"(no longer recorded: the policies of "
+                     f"{run.period} do not read `{n}`)"} for n, v in previous.items() if n not in now]
         steps.append(Step(run.period, run.policy_hash, last_hash is not None and last_hash != run.policy_hash,
                           decisions, changed, facts))
         previous, last_hash = now, run.policy_hash
+        decided_before = set(schema.get("decisions", {}))
     present = {s.period for s in steps}
     first = steps[0].period if steps else ""
     absent = [p for p in runs if p not in present and p > first and entity in runs[p].entities]

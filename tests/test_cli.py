@@ -337,3 +337,36 @@ def test_input_for_one_entity_reads_the_others_from_the_examples(tmp_path):
     assert r.returncode == 0, r.stderr
     inputs = {i["entity"]: i["path"] for i in json.loads((tmp_path / "o" / "manifest.json").read_text())["inputs"]}
     assert inputs == {"customer": str(customers), "quote": "examples/quotes.csv", "prospect": "examples/prospects.csv"}
+
+
+def test_the_summary_counts_a_computed_output_by_its_fixed_values(tmp_path):
+    """The summary (and the report, from the same counts) showed `floor=list_price * 0.8` as a value."""
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "q.yaml").write_text(
+        "policy: q\nentity: quote\nfacts:\n  quote_id: {type: string, key: true}\n  list_price: {type: number}\n"
+        "decisions:\n  price:\n    outputs:\n      approval: {values: [approve, escalate]}\n      floor: {type: number}\n"
+        "    rules:\n      - {id: big, when: list_price > 100, then: {approval: escalate, floor: list_price * 0.8}}\n"
+        "      - {id: small, then: {approval: approve, floor: list_price * 0.9}}\n"
+        "  floor_only:\n    type: number\n    rules:\n      - {id: ninety, then: list_price * 0.9}\n",
+        encoding="utf-8")
+    (tmp_path / "q.csv").write_text("quote_id,list_price\nQ1,50\nQ2,500\nQ3,70\n", encoding="utf-8")
+    r = kam_here("run", "--policies", str(folder), "--input", f"quote={tmp_path / 'q.csv'}", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    assert "list_price *" not in r.stdout
+    assert "approval=approve" in r.stdout and "approval=escalate" in r.stdout
+    assert "(computed by rule ninety)" in r.stdout
+    counts = json.loads((tmp_path / "o" / "manifest.json").read_text())["decision_counts"]["quote"]
+    assert counts == {"price": {"approval=approve": 2, "approval=escalate": 1},
+                      "floor_only": {"(computed by rule ninety)": 3}}
+
+
+def test_a_join_against_an_empty_entity_says_it_is_empty(tmp_path):
+    """A header-only customers file: the warning ended "customer ids look like ."."""
+    customers = tmp_path / "customers.csv"
+    customers.write_text((ROOT / "examples" / "customers.csv").read_text(encoding="utf-8").splitlines()[0] + "\n",
+                         encoding="utf-8")
+    r = kam_here("run", "--input", f"customer={customers}", "--out", str(tmp_path / "o"), "-q")
+    assert r.returncode == 0, r.stderr
+    assert "name a customer that is not in the customer facts" in r.stderr
+    assert "the customer facts hold no customer at all." in r.stderr and "look like ." not in r.stderr

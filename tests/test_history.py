@@ -322,6 +322,32 @@ def as_another_user(args: list[str]) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
+def test_a_long_period_label_is_not_echoed_whole(tmp_path):
+    r = kam_here("run", "--out", str(tmp_path / "o"), "--history", str(tmp_path / "h.duckdb"), "--period", "x" * 10_000)
+    assert r.returncode == 2 and "is not a period label" in r.stderr
+    assert "(10,000 characters)" in r.stderr and len(r.stderr) < 1_000
+
+
+def test_kam_history_says_when_the_policies_renamed_a_decision(tmp_path):
+    """A decision that the policies of a later period no longer have (here renamed) was left out silently."""
+    policy = ("policy: p\nentity: customer\nfacts:\n  customer_id: {type: string, key: true}\n  x: {type: number}\n"
+              "decisions:\n  NAME:\n    values: [hi, lo]\n    rules:\n      - {id: hi, when: x > 1, then: hi}\n"
+              "      - {id: lo, then: lo}\n")
+    data = tmp_path / "c.csv"
+    data.write_text("customer_id,x\n001,5\n", encoding="utf-8")
+    for period, name in (("2026-01", "tier"), ("2026-02", "segment")):
+        folder = tmp_path / period
+        folder.mkdir()
+        (folder / "p.yaml").write_text(policy.replace("NAME", name), encoding="utf-8")
+        r = kam_here("run", "--policies", str(folder), "--input", f"customer={data}", "--out",
+                     str(tmp_path / "runs" / period), "--history", str(tmp_path / "h.duckdb"), "--period", period, "-q")
+        assert r.returncode == 0, r.stderr
+    r = kam_here("history", "001", "--history", str(tmp_path / "h.duckdb"))
+    assert r.returncode == 0, r.stderr
+    assert "tier: hi (rule hi) -> (no longer decided: the policies of 2026-02 have no decision `tier`)" in r.stdout
+    assert "segment: (not decided then) -> hi (rule hi)" in r.stdout
+
+
 def test_a_sqlite_file_is_named_as_such_and_nothing_is_fetched(tmp_path):
     import sqlite3
 

@@ -67,6 +67,25 @@ def test_a_broken_rule_order_is_refuted_with_a_real_example(moved: Path):
     assert any(line.startswith("::notice") and "rule `chicken-rib-" in line for line in notes)  # the rule to fix
 
 
+def test_an_example_names_each_fact_once(tmp_path: Path):
+    """A fact that the rules look at and the invariant reads was shown twice (`quoted_price = 0.89, ...,
+    quoted_price = 0.89`)."""
+    folder = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", folder)
+    path = folder / "pricing.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert "        when: quoted_price >= floor_price\n" in text
+    path.write_text(text.replace("        when: quoted_price >= floor_price\n",
+                                 "        when: quoted_price >= floor_price * 0.9\n"), encoding="utf-8")
+    r = kam_here("check", str(folder))
+    assert r.returncode == 1
+    error = next(line for line in r.stderr.splitlines() if "error[invariant-violated]" in line)
+    example = error.split("can be broken: a quote with ", 1)[1].split(" gets ", 1)[0]
+    names = [part.split(" = ")[0] for part in example.split(", ")]
+    assert "quoted_price" in names and "floor_price" in names
+    assert len(names) == len(set(names)), example
+
+
 def test_kam_run_stops_on_a_broken_invariant_and_writes_nothing(moved: Path, tmp_path: Path):
     out = tmp_path / "out"
     r = kam_here("run", "--policies", str(moved), "--out", str(out), "--entity", "customer")

@@ -415,6 +415,10 @@ def test_check_notes_which_decisions_read_the_past_and_analyses_them(tmp_path):
     assert "note[reads-past]: decision `level` reads earlier periods (previous(level), previous(above), " \
            "previous(level, 2), previous(x))" in r.stderr
     assert "not-analysed" not in r.stderr  # previous(x) is a field of its own for the rule analysis
+    # what a missing previous value means is up to the rules (here: `unknown`), not "every customer is new"
+    assert "without a history previous() is missing for every customer, and its rules decide as they do for " \
+           "a missing value" in r.stderr
+    assert "counts as new" not in r.stderr
 
 
 def test_kam_test_cases_give_the_earlier_values(tmp_path):

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from .errors import InputError, Location, Problem
 from .numbers import list_text, number_texts
-from .read import file_sha256, shown
+from .read import CELL_CHARS, file_sha256, shown
 
 OUTPUT_FORMATS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl", "xlsx": ".xlsx"}
 WORKBOOK = "decisions.xlsx"  # --output-format xlsx: one workbook, a sheet per entity and a summary
@@ -731,6 +731,16 @@ def write_workbook(frames: dict[str, pd.DataFrame], path: Path) -> None:
         raise _usage(f"an Excel sheet holds at most {XLSX_ROWS:,} rows; "
                      + ", ".join(f"{e} has {n:,}" for e, n in too_big.items()),
                      "use --output-format csv or parquet for this many", path)
+    cells = {e: [_cell_texts(f[c]) for c in f.columns] for e, f in frames.items()}
+    for entity, columns in cells.items():
+        for name, values in zip(frames[entity].columns, columns):
+            long = next((r for r, v in enumerate(values) if isinstance(v, str) and len(v) > CELL_CHARS), None)
+            if long is not None:  # Excel's own limit: XlsxWriter would cut the text, an id included
+                key = frames[entity].iloc[long, 0]
+                raise _usage(f"{entity} {key if len(str(key)) <= 40 else str(key)[:40] + '…'}: its `{name}` holds "
+                             f"{len(values[long]):,} characters, and an Excel cell holds at most "
+                             f"{CELL_CHARS:,}", "use --output-format csv, parquet or jsonl, which keep every "
+                             "character", path)
     # text that looks like a formula or a link stays text: policies' texts are never Excel's to run
     book = xlsxwriter.Workbook(str(path), {"constant_memory": True, "strings_to_formulas": False,
                                            "strings_to_urls": False, "strings_to_numbers": False})
@@ -742,9 +752,8 @@ def write_workbook(frames: dict[str, pd.DataFrame], path: Path) -> None:
         sheet = book.add_worksheet(entity[:31])
         columns = [str(c) for c in frame.columns]
         sheet.write_row(0, 0, columns, bold)
-        cells = [_cell_texts(frame[c]) for c in frame.columns]
         for r in range(len(frame)):
-            for c, values in enumerate(cells):
+            for c, values in enumerate(cells[entity]):
                 v = values[r]
                 if isinstance(v, str):
                     sheet.write_string(r + 1, c, v)

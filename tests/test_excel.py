@@ -338,3 +338,20 @@ def test_an_old_excel_file_gets_a_hint(tmp_path):
     r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={old}", "--facts-format", "xlsx",
                  "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "it is an old Excel file (.xls)" in r.stderr, r.stderr
+
+
+def test_a_text_longer_than_a_cell_is_never_cut_in_the_workbook(tmp_path):
+    """XlsxWriter cuts a text past 32,767 characters, an id's included, and says nothing."""
+    folder = tmp_path / "p"
+    write_policy(folder, "c.yaml", CUSTOMER_POLICY.replace("{id: b, then: B}", '{id: b, then: B, because: "{note}"}')
+                 .replace("  profit: {type: number}", "  profit: {type: number}\n  note: {type: string}"))
+    (tmp_path / "c.csv").write_text(f"customer_id,profit,note\n001,5,{'n' * 40_000}\n002,7,short\n", encoding="utf-8")
+    out = tmp_path / "o"
+    r = kam_here("run", "--policies", str(folder), "--input", f"customer={tmp_path / 'c.csv'}", "--out", str(out),
+                 "--output-format", "xlsx")
+    assert r.returncode == 2, r.stderr
+    assert "customer 001: its `tier_because` holds 40,000 characters, and an Excel cell holds at most 32,767" \
+        in r.stderr
+    assert not out.exists()
+    r = kam_here("run", "--policies", str(folder), "--input", f"customer={tmp_path / 'c.csv'}", "--out", str(out), "-q")
+    assert r.returncode == 0 and len(pd.read_csv(out / "customer_decisions.csv")["tier_because"][0]) == 40_000

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import io
 import math
+import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -29,25 +30,61 @@ MAP_POINTS = 5000  # above this many customers the profitability map is a 2-D hi
 COLORS = ["#1b6ca8", "#5aa469", "#f0a500", "#c0392b", "#8e44ad", "#7f8c8d", "#16a085", "#d35400"]
 
 
+_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "kam", "font.size": 9,
+          "axes.spines.top": False, "axes.spines.right": False}
+LABEL_CHARS = 24  # a label in a chart
+WORD_CHARS = 24  # a table cell may break a longer run of characters without a space
+CELL_CHARS = 300  # a cell in a table (reason texts fit; a hostile 20,000-character value does not)
+
+
 def _svg(fig: Any) -> str:
-    import matplotlib.pyplot as plt
+    import matplotlib
 
     out = io.StringIO()
-    fig.savefig(out, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
-    plt.close(fig)
+    with matplotlib.rc_context(_STYLE):
+        fig.savefig(out, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
     text = out.getvalue()
     return text[text.index("<svg"):]
 
 
 def _figure(width: float = 7.0, height: float = 3.6) -> tuple[Any, Any]:
+    """A figure of its own (not in pyplot's registry; the host process's backend and style untouched)."""
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    with matplotlib.rc_context(_STYLE):
+        fig = Figure(figsize=(width, height))
+        return fig, fig.subplots()
 
-    plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "kam", "font.size": 9,
-                         "axes.spines.top": False, "axes.spines.right": False})
-    return plt.subplots(figsize=(width, height))
+
+def _legend(ax: Any, **options: Any) -> None:
+    """A legend, where the chart has something to put in it (an empty portfolio has not)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**options)
+
+
+def _cut(text: Any, limit: int) -> str:
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit - 1]}…"
+
+
+def _category_bars(ax: Any, labels: list[str]) -> None:
+    """Category labels that do not fit under their bar are set at a slant."""
+    if max((len(x) for x in labels), default=0) > 10:
+        ax.tick_params(axis="x", labelrotation=30)
+        for t in ax.get_xticklabels():
+            t.set_horizontalalignment("right")
+
+
+def _labels(values: Any) -> list[str]:
+    """Category labels for a chart, cut short; two that would read alike after the cut stay apart."""
+    out: list[str] = []
+    for v in values:
+        label = _cut(v, LABEL_CHARS)
+        while label in out:
+            label = f"{label} ({sum(x.startswith(label) for x in out) + 1})"
+        out.append(label)
+    return out
 
 
 def _pct(x: float) -> str:
@@ -63,7 +100,10 @@ def _esc(v: Any) -> str:
         v = ", ".join(map(str, v))
     if isinstance(v, float):
         v = number_text(v) if math.isfinite(v) else ""
-    return html.escape("" if v is None or v is pd.NA else str(v))
+    text = _cut("" if v is None or v is pd.NA else v, CELL_CHARS)
+    # a run of characters without a space may break every WORD_CHARS (ids and numbers are shorter)
+    return "".join("<wbr>".join(html.escape(part[i:i + WORD_CHARS]) for i in range(0, len(part), WORD_CHARS))
+                   if len(part) > WORD_CHARS else html.escape(part) for part in re.split(r"(\s+)", text))
 
 
 def _table(frame: pd.DataFrame, caption: str = "") -> str:
@@ -131,7 +171,7 @@ def _pareto_section(c: pd.DataFrame) -> str:
     ax.set_ylabel("cumulative share")
     ax.xaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
     ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
-    ax.legend(loc="lower right", frameon=False)
+    _legend(ax, loc="lower right", frameon=False)
     heads = "".join([
         _headline("top20_profit_share", "of profit comes from the top 20% of customers",
                   figs["top20_profit_share"], _pct(figs["top20_profit_share"])),
@@ -157,7 +197,7 @@ def _tier_section(c: pd.DataFrame, target: dict[str, float], values: list[str]) 
                    label="target")
     ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
     ax.set_ylabel("share of customers")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    _legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     rows = []
     for v, share in zip(order, shares):
         part = c[c["tier"] == v]
@@ -211,7 +251,7 @@ def _map_section(c: pd.DataFrame) -> str:
     ax.set_ylabel("profit")
     ax.xaxis.set_major_formatter(lambda v, _: f"{v:,.0f}")
     ax.yaxis.set_major_formatter(lambda v, _: f"{v:,.0f}")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.25 if len(c) > MAP_POINTS else 1.02, 1), frameon=False,
+    _legend(ax, loc="upper left", bbox_to_anchor=(1.25 if len(c) > MAP_POINTS else 1.02, 1), frameon=False,
               fontsize=7)
     corner = c[(c["profit"] < 0)].sort_values("profit").head(TOP)
     cols = [x for x in ("customer_id", "revenue", "profit", "tier", "retention", "retention_because") if x in c]
@@ -227,13 +267,16 @@ def _counts_section(frame: pd.DataFrame, section: str, title: str, decision: str
         table = pd.crosstab(frame[group].astype(str), frame[decision].astype(str))
         bottom = np.zeros(len(table))
         for i, value in enumerate(table.columns):
-            ax.bar(table.index, table[value], bottom=bottom, color=COLORS[i % len(COLORS)], label=value)
+            ax.bar(_labels(table.index), table[value], bottom=bottom,
+                   color=COLORS[i % len(COLORS)], label=_cut(value, LABEL_CHARS))
             bottom += table[value].to_numpy()
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+        _category_bars(ax, _labels(table.index))
+        _legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
         ax.set_ylabel("entities")
     else:
         counts = frame[decision].astype(str).value_counts()
-        ax.bar(counts.index, counts.to_numpy(), color=COLORS[0])
+        ax.bar(_labels(counts.index), counts.to_numpy(), color=COLORS[0])
+        _category_bars(ax, _labels(counts.index))
         ax.set_ylabel("entities")
     agg = frame.groupby(frame[decision].astype(str)).agg(
         entities=(decision, "size"), **{m: (m, "sum") for m in money if m in frame}).reset_index()

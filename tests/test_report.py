@@ -52,11 +52,12 @@ def open_page(path: Path, screenshot: Path) -> dict:
             sizes = {c: page.locator(f"#chart-{c} svg").bounding_box() for c in CHARTS}
             heads = {h.get_attribute("data-figure"): float(h.get_attribute("data-value"))
                      for h in page.locator(".headline").all()}
-            tiers = page.locator("#tiers table").inner_text()
+            tiers = page.locator("#tiers table").inner_text() if page.locator("#tiers table").count() else ""
+            width = page.evaluate("document.documentElement.scrollWidth")
             page.screenshot(path=str(screenshot), full_page=True, type="jpeg", quality=70)
         finally:
             browser.close()
-    return {"errors": errors, "charts": charts, "sizes": sizes, "heads": heads, "tiers": tiers}
+    return {"errors": errors, "charts": charts, "sizes": sizes, "heads": heads, "tiers": tiers, "width": width}
 
 
 def test_the_report_opens_in_a_browser_with_every_chart_and_the_right_figures(tmp_path):
@@ -116,3 +117,39 @@ def test_kam_report_shows_who_moved_since_the_previous_period(tmp_path):
     assert not re.search(r"<script|<link|<img|src=|url\((?!#)", text)
     r = kam_here("report", "-o", str(tmp_path), "--data", str(periods / "2026-10"))
     assert r.returncode == 2 and "is a folder" in r.stderr
+
+
+def test_a_very_long_value_does_not_widen_the_page(tmp_path):
+    """A 20,000-character region made the report 186,612 pixels wide: labels are cut in the charts and
+    tables, and a long run of characters may break."""
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    path = policies / "prospects.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert "{type: string, values: [north, south, east, west, central]}" in text
+    path.write_text(text.replace("{type: string, values: [north, south, east, west, central]}", "{type: string}"),
+                    encoding="utf-8")
+    prospects = pd.read_csv(ROOT / "examples" / "prospects.csv", dtype=str)
+    prospects.loc[:40, "region"] = "R" * 20_000
+    prospects.to_csv(tmp_path / "prospects.csv", index=False)
+    page = tmp_path / "report.html"
+    r = kam_here("report", "--policies", str(policies), "--input", f"prospect={tmp_path / 'prospects.csv'}",
+                 "-o", str(page))
+    assert r.returncode == 0, r.stderr
+    assert "R" * 400 not in page.read_text(encoding="utf-8")
+    found = open_page(page, tmp_path / "report.jpg")
+    assert found["errors"] == [] and found["charts"]["prospects"] > 5
+    assert found["width"] <= 1100
+
+
+def test_an_empty_portfolio_renders_quietly(tmp_path):
+    """No customer, prospect or quote: the report says so, and matplotlib warns of no empty legend."""
+    inputs = []
+    for entity in ("customer", "prospect", "quote"):
+        header = (ROOT / "examples" / f"{entity}s.csv").read_text(encoding="utf-8").splitlines()[0]
+        (tmp_path / f"{entity}s.csv").write_text(header + "\n", encoding="utf-8")
+        inputs += ["--input", f"{entity}={tmp_path / f'{entity}s.csv'}"]
+    r = kam("run", *inputs, "--out", str(tmp_path / "out"), "--report", str(tmp_path / "report.html"), "-q")
+    assert r.returncode == 0, r.stderr
+    assert "Warning" not in r.stderr and "legend" not in r.stderr, r.stderr
+    assert (tmp_path / "report.html").exists()

@@ -7,6 +7,7 @@ value). A rule matches only where its condition is true; unknown is not true.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Union
 
@@ -17,11 +18,12 @@ import pyarrow.compute as pc
 
 from . import population
 from .calibrate import evaluate_calibrated
+from .errors import InputError, Problem
 from .functions import POPULATION_FUNCTIONS
 from .model import Decision, Expr, Rule
 from .numbers import round_half_away
 from .nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str, past_key, \
-    STREAK, expand_streak, to_text
+    STREAK, expand_streak, map_children, to_text
 from .plan import DecisionStep, DeriveStep, EntityPlan
 
 
@@ -687,10 +689,11 @@ def measure_values(ep: EntityPlan, ctx: Context) -> dict[str, Any]:
     the first row's; missing (None) for an empty population or an undefined figure (0 / 0)."""
     out: dict[str, Any] = {}
     for m in ep.measures:
-        vec = evaluate_node(m.expr.node, ctx)  # type: ignore[arg-type]
-        if ctx.n == 0:
-            out[m.name] = None
-        elif isinstance(vec, Tri):
+        if ctx.n == 0:  # no row to read the figure from: worked out for a population of no one
+            vec = evaluate_node(_over_no_one(m.expr.node), Context({}, 1, np.array([""], dtype=object)))  # type: ignore[arg-type]
+        else:
+            vec = evaluate_node(m.expr.node, ctx)  # type: ignore[arg-type]
+        if isinstance(vec, Tri):
             out[m.name] = bool(vec.value[0]) if vec.known[0] else None
         else:
             value = float(np.asarray(vec, dtype=float)[0])
@@ -698,6 +701,36 @@ def measure_values(ep: EntityPlan, ctx: Context) -> dict[str, Any]:
             out[m.name] = None if not np.isfinite(value) else int(value) if value.is_integer() and \
                 abs(value) < 2**53 else value
     return out
+
+
+def _refuse_overflow(res: "DecisionResult", vectors: dict[str, Vec], key: Any) -> None:
+    """A computed output too large for a number (infinite) is an error naming the rule and the
+    entities: written, it would be `inf` in one format and empty in another."""
+    for name, v in vectors.items():
+        if not isinstance(v, np.ndarray) or v.dtype.kind != "f":
+            continue
+        rows = np.flatnonzero(np.isinf(v))
+        if not rows.size:
+            continue
+        d = res.decision
+        i = int(res.rule_index[rows[0]]) if res.collected is None else -1
+        rule = res.rules[i] if 0 <= i < len(res.rules) else None
+        more = f" (and {rows.size - 1:,} more)" if rows.size > 1 else ""
+        ids = str(key.iloc[rows[0]]) if hasattr(key, "iloc") else str(key[rows[0]])
+        by = f"rule `{rule.id}` of decision `{d.name}`" if rule is not None else f"decision `{d.name}`"
+        raise InputError(Problem("overflow", f"{by} computes an infinite `{name}` for {ids}{more}: the number is "
+                                 "too large to hold", rule.loc if rule is not None else d.loc,
+                                 "check the facts of that entity, or the formula; nothing was written"))
+
+
+def _over_no_one(node: Node) -> Node:
+    """A measure of an empty population: each aggregate is what it is over no rows (a count or a sum
+    is 0, a mean or a quantile missing); the rest reads no entity (the type checker sees to that)."""
+    if isinstance(node, Call) and node.func in ("count", "sum"):
+        return Num(0.0, node.pos)
+    if isinstance(node, Call) and node.func in ("mean", "quantile"):
+        return Num(math.nan, node.pos)
+    return map_children(node, _over_no_one)
 
 
 def column_to_vec(series: pd.Series, kind: str) -> Vec:
@@ -964,6 +997,8 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series
         elif isinstance(step, DecisionStep):
             res = decider(step.decision, ctx)
             results[step.name] = res
-            env.update(decision_vectors(res))
+            vectors = decision_vectors(res)
+            _refuse_overflow(res, vectors, key)
+            env.update(vectors)
     return EntityResult(ep.entity, ep, ctx, results, unknown, invariant_violations(ep, ctx),
                         measure_values(ep, ctx) if measures else {})

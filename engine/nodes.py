@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterator, Union
+from typing import Callable, Iterator, Union
 
 
 @dataclass(frozen=True)
@@ -149,39 +149,40 @@ def children(node: Node) -> Iterator[Node]:
             yield value
 
 
+def map_children(node: Node, fn: "Callable[[Node], Node]") -> Node:
+    """The same node with `fn` applied to each direct sub-expression (a `by=` column name excepted)."""
+    if isinstance(node, (Neg, Not)):
+        return replace(node, operand=fn(node.operand))
+    if isinstance(node, Arith):
+        return replace(node, left=fn(node.left), right=fn(node.right))
+    if isinstance(node, Compare):
+        return replace(node, operands=tuple(map(fn, node.operands)))
+    if isinstance(node, Logic):
+        return replace(node, items=tuple(map(fn, node.items)))
+    if isinstance(node, In):
+        return replace(node, operand=fn(node.operand), items=tuple(map(fn, node.items)))
+    if isinstance(node, Member):
+        return replace(node, item=fn(node.item), collection=fn(node.collection))
+    if isinstance(node, ListLit):
+        return replace(node, items=tuple(map(fn, node.items)))
+    if isinstance(node, MapLit):
+        return replace(node, items=tuple((k, fn(v)) for k, v in node.items))
+    if isinstance(node, Call):
+        # `by=` names a column to group by, never a value
+        return replace(node, args=tuple(map(fn, node.args)),
+                       kwargs=tuple((k, v if k == "by" else fn(v)) for k, v in node.kwargs))
+    return node
+
+
 def substitute(node: Node, values: "dict[str, Node]") -> Node:
     """The same tree with the names in `values` replaced by their nodes (used to inline parameters)."""
-    def sub(n: Node) -> Node:
-        return substitute(n, values)
-
     if isinstance(node, Name):
         found = values.get(node.name)
         return replace(found, pos=node.pos) if found is not None else node
-    if isinstance(node, Neg):
-        operand = sub(node.operand)
-        # `-low` with low = 1 is the number -1, as `-1` written out is
-        return Num(-operand.value, node.pos) if isinstance(operand, Num) else replace(node, operand=operand)
-    if isinstance(node, Not):
-        return replace(node, operand=sub(node.operand))
-    if isinstance(node, Arith):
-        return replace(node, left=sub(node.left), right=sub(node.right))
-    if isinstance(node, Compare):
-        return replace(node, operands=tuple(map(sub, node.operands)))
-    if isinstance(node, Logic):
-        return replace(node, items=tuple(map(sub, node.items)))
-    if isinstance(node, In):
-        return replace(node, operand=sub(node.operand), items=tuple(map(sub, node.items)))
-    if isinstance(node, Member):
-        return replace(node, item=sub(node.item), collection=sub(node.collection))
-    if isinstance(node, ListLit):
-        return replace(node, items=tuple(map(sub, node.items)))
-    if isinstance(node, MapLit):
-        return replace(node, items=tuple((k, sub(v)) for k, v in node.items))
-    if isinstance(node, Call):
-        # `by=` names a column to group by, never a value
-        return replace(node, args=tuple(map(sub, node.args)),
-                       kwargs=tuple((k, v if k == "by" else sub(v)) for k, v in node.kwargs))
-    return node
+    out = map_children(node, lambda n: substitute(n, values))
+    if isinstance(out, Neg) and isinstance(out.operand, Num):
+        return Num(-out.operand.value, node.pos)  # `-low` with low = 1 is the number -1, as `-1` written out is
+    return out
 
 
 def walk(node: Node) -> Iterator[Node]:

@@ -337,7 +337,10 @@ class StreamRunner:
                     event = json.loads(text)
                 except json.JSONDecodeError as exc:
                     raise EventError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
-                key, facts, decisions, changes = self.apply(event)
+                try:
+                    key, facts, decisions, changes = self.apply(event)
+                except InputError as exc:  # what the event's facts make the rules do (an overflow)
+                    raise EventError(exc.problems[0].message) from None
             except EventError as exc:
                 err.write(f"{source}:{line_no}: error: {exc}; line skipped\n")
                 err.flush()

@@ -653,12 +653,12 @@ class _Checker:
 
     def check_decision(self, p: Policy, d: Decision) -> None:
         ns = self.namespaces[p.entity]
-        if d.hit in ("priority", "output-order"):
-            for o in d.outputs:
-                if not o.values:
-                    where = f"decision `{d.name}`" if d.single else f"output `{o.name}` of `{d.name}`"
-                    self.error("priority-values", f"hit policy {d.hit} needs `values:` on {where}", o.loc or d.loc,
-                               "list the values from highest to lowest priority")
+        # as in DMN, the outputs that list their values order the rules (the first such output first);
+        # an output without `values:` plays no part in the order
+        if d.hit in ("priority", "output-order") and not any(o.values for o in d.outputs):
+            where = f"decision `{d.name}`" if d.single else f"one of the outputs of `{d.name}`"
+            self.error("priority-values", f"hit policy {d.hit} needs `values:` on {where}", d.outputs[0].loc or d.loc,
+                       "list the values from highest to lowest priority")
         if d.hit == "collect" and d.aggregate in ("sum", "min", "max") and d.main.type != "number":
             self.error("type", f"`aggregate: {d.aggregate}` needs a number output", d.loc)
         if d.hit == "collect" and d.aggregate != "list" and not d.single:

@@ -8,6 +8,7 @@ Semantic checks that need names and types live in `typecheck`.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from functools import lru_cache
@@ -260,9 +261,23 @@ def param_value(value: Any) -> Any:
     return value
 
 
+def _non_finite(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], float]]:
+    """Where a document holds `.nan` or `.inf` (YAML's words for them): (path, value)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return [(path, data)]
+    if isinstance(data, dict):
+        return [found for k, v in data.items() for found in _non_finite(v, path + (k,))]
+    if isinstance(data, list):
+        return [found for i, v in enumerate(data) for found in _non_finite(v, path + (i,))]
+    return []
+
+
 def _semantic_problems(doc: LocatedDoc) -> list[Problem]:
-    """What the schema cannot say: settings that only make sense for some fact and output types."""
-    problems = []
+    """What the schema cannot say: settings that only make sense for some fact and output types, and
+    numbers that are no numbers (a parameter of `.nan` made every comparison with it quietly false)."""
+    problems = [Problem("schema", f"`{path[-1]}` is {'.nan (not a number)' if value != value else '.inf (infinite)'}: "
+                        "kam needs a finite number here", doc.loc(path), "write the number, e.g. 0.8 or 80%")
+                for path, value in _non_finite(doc.data)]
     for d_name, d in (doc.data.get("decisions") or {}).items():
         outputs = d.get("outputs", {d_name: d}) if isinstance(d, dict) else {}
         for o_name, o in outputs.items():

@@ -30,7 +30,7 @@ def kam(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
                           timeout=120, input=stdin)
 
 
-def kam_here(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+def kam_here(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, stdin: str | None = None
              ) -> subprocess.CompletedProcess[str]:
     """The same command inside this test process: for refusals and output details, where starting a
     process (a second of imports) would be most of the test. Each command still has an end-to-end
@@ -43,7 +43,7 @@ def kam_here(*args: str, env: dict[str, str] | None = None, cwd: Path | None = N
     os.chdir(cwd or ROOT)
     try:
         result = CliRunner().invoke(main, list(args), env={"COLUMNS": "120", "NO_COLOR": "1", **(env or {})},
-                                    catch_exceptions=False)
+                                    catch_exceptions=False, input=stdin)
     finally:
         os.chdir(here)
     return subprocess.CompletedProcess(["kam", *args], result.exit_code, result.stdout, result.stderr)

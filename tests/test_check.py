@@ -236,100 +236,49 @@ decisions:
     assert codes == ["priority-values", "type"]
 
 
-def test_missing_key_and_unknown_join(tmp_path):
+def test_an_output_without_values_plays_no_part_in_the_priority(tmp_path):
+    """DMN: only the outputs that list their values order the rules; `hours` (a number without values)
+    was refused with error[priority-values]. Ties keep the written order, on both backends."""
+    import pandas as pd
+
+    from engine import api
+    from engine.explain import output_frame
+
     text = """
-policy: q
-entity: quote
-facts:
-  quote_id: {type: string}
-joins:
-  customr: {on: quote_id, take: [tier]}
-decisions:
-  d:
-    values: [x]
-    rules:
-      - id: r
-        then: x
-"""
-    codes = sorted(p.code for p in problems(tmp_path, text))
-    assert codes == ["no-key", "unknown-entity"]
-
-
-def test_a_cycle_of_features_is_a_cycle_error_not_unknown_types(tmp_path):
-    text = BASE + """
-derive:
-  a: b + 1
-  b: a * 2
-  c: a + profit
-decisions:
-  tier:
-    values: [A, B]
-    rules:
-      - {id: r1, when: "c > 1", then: A}
-"""
-    found = problems(tmp_path, text)
-    assert [p.code for p in found] == ["cycle"], [p.render() for p in found]
-    assert "a -> b -> a" in found[0].message
-
-
-@pytest.mark.parametrize("derive, code", [
-    ("pct_rnk(profit)", "unknown-function"),
-    ("abs(profit, 2)", "arity"),
-])
-def test_a_broken_feature_is_reported_once_not_at_every_use(tmp_path, derive, code):
-    text = BASE + f"""
-derive:
-  score: {derive}
-  twice: score * 2
-decisions:
-  tier:
-    values: [A, B]
-    rules:
-      - id: r1
-        when: "score > 1 and twice < 5 and score + twice > 0"
-        then: A
-        because: "{{score:.1f}} {{twice:.0%}}"
-"""
-    found = problems(tmp_path, text)
-    assert [p.code for p in found] == [code], [p.render() for p in found]
-
-
-def test_a_fact_type_conflict_is_reported_once(tmp_path):
-    other = """
-policy: other
+policy: p
 entity: customer
 facts:
-  customer_id: {type: string, key: true}
-  profit: {type: string}
-derive:
-  p2: profit * 2
-  p3: profit + 1
+  id: {type: string, key: true}
+  x: {type: number}
 decisions:
-  flag:
-    values: [x, y]
+  p:
+    hit: priority
+    outputs:
+      level: {values: [high, low]}
+      hours: {type: number}
     rules:
-      - {id: one, when: "profit > 0 and p2 > 1 and p3 > 1", then: x, because: "{profit:.1f}"}
-      - {id: two, when: "profit == 'a'", then: y}
-"""
-    found = problems(tmp_path, decision("profit > 0 and profit < 10"), other)
-    assert [p.code for p in found] == ["fact-type-conflict"], [p.render() for p in found]
-
-
-def test_check_counts_rules_as_coverage_does(tmp_path):
-    r = kam("check", "policies/")
-    t = kam("test", "policies/", "--coverage")
-    checked = int(re.search(r"(\d+) rules", r.stdout).group(1))
-    covered = t.stdout.split("total: ")[1].split(" rules")[0]
-    assert covered == f"{checked}/{checked}"  # the quota's `else` rule counts in both
-
-
-def test_decimals_only_for_numbers(tmp_path):
-    text = BASE.replace("region: {type: string}", "region: {type: string, decimals: 2}") + """
-decisions:
-  tier:
-    values: [A]
+      - {id: low-slow, when: x > 1, then: {level: low, hours: 48}}
+      - {id: high-late, when: x > 2, then: {level: high, hours: 72}}
+      - {id: high-soon, when: x > 3, then: {level: high, hours: 4}}
+  o:
+    hit: output-order
+    outputs:
+      o_level: {values: [high, low]}
+      n: {type: number}
     rules:
-      - {id: r1, then: A}
+      - {id: a, when: x > 1, then: {o_level: low, n: 1}}
+      - {id: b, when: x > 3, then: {o_level: high, n: 2}}
 """
-    p = one(tmp_path, text)
-    assert p.code == "schema" and "`decimals` applies to facts of type number" in p.message
+    pl = compile_text(tmp_path, text)
+    path = tmp_path / "c.csv"
+    pd.DataFrame({"id": ["1", "2", "3", "4"], "x": [0, 2, 3, 4]}).to_csv(path, index=False)
+    frames = api.read_inputs(pl, {"customer": path})
+    for backend in ("pandas", "durable"):
+        out = output_frame(api.run(pl, frames, backend=backend).results["customer"])
+        rules = [None if pd.isna(v) else v for v in out["p_rule"].astype(object)]
+        assert rules == [None, "low-slow", "high-late", "high-late"], backend  # high-late ties high-soon: written order
+        assert list(out["hours"].astype(object).where(out["hours"].notna(), None)) == [None, 48, 72, 72], backend
+        assert [list(v) for v in out["o_rule"]] == [[], ["a"], ["a"], ["b", "a"]], backend
+    bad = text.replace("level: {values: [high, low]}", "level: {type: string}")
+    codes = [p.code for p in problems(tmp_path / "bad", bad.split("  o:")[0])]
+    assert codes == ["priority-values"]

@@ -370,3 +370,42 @@ def test_a_join_against_an_empty_entity_says_it_is_empty(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "name a customer that is not in the customer facts" in r.stderr
     assert "the customer facts hold no customer at all." in r.stderr and "look like ." not in r.stderr
+
+
+def test_measures_of_an_empty_population(tmp_path):
+    """count() over no customers is 0, not missing (the manifest and the report said "customers: missing");
+    a sum is 0 and a share of a sum of nothing is missing."""
+    customers = tmp_path / "customers.csv"
+    customers.write_text((ROOT / "examples" / "customers.csv").read_text(encoding="utf-8").splitlines()[0] + "\n",
+                         encoding="utf-8")
+    r = kam_here("run", "--input", f"customer={customers}", "--entity", "customer", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    measures = json.loads((tmp_path / "o" / "manifest.json").read_text())["measures"]["customer"]
+    assert measures["customers"] == 0 and measures["key_accounts"] == 0 and measures["loss_makers"] == 0
+    assert measures["profit_lost_to_loss_makers"] == 0 and measures["key_account_profit_share"] is None
+
+
+def test_a_computed_output_that_overflows_is_an_error_naming_the_rule(tmp_path):
+    """An output computed past the largest number was `inf` in CSV, Parquet and the reason but `null` in
+    JSON Lines: now no format gets it, and the run says which rule and which entity."""
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "q.yaml").write_text(
+        "policy: q\nentity: quote\nfacts:\n  quote_id: {type: string, key: true}\n  list_price: {type: number}\n"
+        "decisions:\n  floor:\n    type: number\n    rules:\n      - {id: fixed, when: list_price < 0, then: 0}\n"
+        "      - {id: scaled, then: list_price * 1e300, because: \"{floor}\"}\n", encoding="utf-8")
+    (tmp_path / "q.csv").write_text("quote_id,list_price\nQ1,5\nQ2,1e10\nQ3,1e12\n", encoding="utf-8")
+    for fmt in ("csv", "jsonl", "parquet"):
+        for backend in ("pandas", "durable"):
+            out = tmp_path / f"o-{fmt}-{backend}"
+            r = kam_here("run", "--policies", str(folder), "--input", f"quote={tmp_path / 'q.csv'}", "--out", str(out),
+                         "--output-format", fmt, "--backend", backend)
+            assert r.returncode == 2, r.stderr
+            assert "error[overflow]: rule `scaled` of decision `floor` computes an infinite `floor` for Q2 (and 1 " \
+                   "more)" in r.stderr
+            assert "q.yaml:" in r.stderr and not out.exists()
+    r = kam_here("stream", "--policies", str(folder), "--entity", "quote", "--backend", "pandas",
+                 stdin='{"quote_id": "Q9", "list_price": 1e12}\n{"quote_id": "Q8", "list_price": 3}\n')
+    assert r.returncode == 0, r.stderr
+    assert "stdin:1: error: rule `scaled` of decision `floor` computes an infinite `floor` for Q9" in r.stderr
+    assert '"id": "Q8"' in r.stdout and "Q9" not in r.stdout

@@ -146,7 +146,8 @@ def policies(draw) -> str:
         if aggregate == "sum":
             head += "    type: number\n"
         elif multi:
-            number = "{values: [1, 2, 3]}" if fixed else "{type: number}"
+            # fixed numbers may come without `values:` (under priority they then play no part in the order)
+            number = "{values: [1, 2, 3]}" if fixed and draw(st.booleans()) else "{type: number}"
             head += f"    outputs:\n      d{d}: {{values: [x, y, z]}}\n      n{d}: {number}\n"
         else:
             head += "    values: [x, y, z]\n"

@@ -149,8 +149,9 @@ def entity_path(history: History, key: str, entity: str | None = None) -> Entity
             decisions.append({"decision": name, "value": value, "rule": rule,
                               "because": None if because is None or because is pd.NA else str(because)})
             now[name] = f"{value} (rule {rule or '-'})"
-        facts = {c: _shown(_cell(row, c)) for c, role in columns.items() if role == "fact"}
-        now.update({f: v for f, v in facts.items() if f in schema.get("measures", [])})
+        # as recorded (numbers as numbers, in JSON too); the changes between periods in words
+        facts = {c: _plain(_cell(row, c)) for c, role in columns.items() if role == "fact"}
+        now.update({f: _shown(v) for f, v in facts.items() if f in schema.get("measures", [])})
         changed = [{"name": n, "before": previous[n], "after": v} for n, v in now.items()
                    if n in previous and previous[n] != v]
         # a name the policies of one period have and those of the other do not (added, removed, renamed)
@@ -176,6 +177,18 @@ def _cell(row: dict[str, Any], column: str) -> Any:
     if isinstance(v, list):
         return v
     return None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v
+
+
+def _plain(v: Any) -> Any:
+    """A recorded value as JSON has it: numbers (whole ones without a fraction), yes/no, text, lists."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        x = float(v)
+        return int(x) if x.is_integer() and abs(x) < 2**53 else x
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
 
 
 def _shown(v: Any) -> str:

@@ -301,6 +301,7 @@ class OutputTarget:
         manifest["outputs"] += staged_outputs or []
         if extra_files:
             manifest["extra_files"] = [{"path": name, "sha256": file_sha256(staging / name)} for name in extra_files]
+        manifest["identity_sha256"] = identity(manifest)
         self.manifest = manifest
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=_json_default)
                                         + "\n", encoding="utf-8")
@@ -466,6 +467,19 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_NOT_IDENTITY = ("timings_seconds", "identity_sha256")  # what two runs of the same inputs may differ in
+
+
+def identity(manifest: dict[str, Any]) -> str:
+    """What identifies a run's set: the sha256 of its manifest without the seconds it took (two runs of
+    the same policies, inputs and options have the same identity, and their files the same bytes)."""
+    import hashlib
+
+    same = {k: v for k, v in manifest.items() if k not in _NOT_IDENTITY}
+    return hashlib.sha256(json.dumps(same, sort_keys=True, ensure_ascii=False, default=_json_default)
+                          .encode("utf-8")).hexdigest()
 
 
 def _json_default(o: Any) -> Any:

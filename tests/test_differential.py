@@ -39,7 +39,7 @@ VALUES = ["x", "y", "z"]
 @contextmanager
 def deadline(seconds: int) -> Iterator[None]:
     def fail(*_: object) -> None:
-        raise TimeoutError(f"durable_rules did not answer within {seconds}s")
+        raise TimeoutError(f"no answer within {seconds}s (a hang, not a slow machine)")
 
     previous = signal.signal(signal.SIGALRM, fail)
     signal.alarm(seconds)

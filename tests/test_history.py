@@ -544,3 +544,17 @@ def test_ids_whose_hashes_collide_are_still_told_apart(tmp_path, monkeypatch, we
         assert h.find("customer", "dddd") == [("p1", 3), ("p2", 1)]
         assert h.find("customer", "qqqq") == [("p2", 5)]
         assert h.find("customer", "eeee") == []
+
+
+def test_json_gives_numbers_as_numbers_in_history_and_changes(recorded):
+    """`kam history --format json` gave facts as text ("145.03") while `kam changes` gave numbers."""
+    r = kam_here("history", "000320", "--history", str(recorded / "history.duckdb"), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    facts = json.loads(r.stdout)["periods"][0]["facts"]
+    row = pd.read_csv(EXAMPLES / "2026-09" / "customers.csv", dtype={"customer_id": str}).set_index(
+        "customer_id").loc["000320"]
+    assert facts["profit"] == row["profit"] and isinstance(facts["orders_12m"], int)
+    assert facts["strategic_account"] is bool(row["strategic_account"]) and facts["value_type"] == row["value_type"]
+    r = kam_here("changes", "--history", str(recorded / "history.duckdb"), "--format", "json", "--decision", "tier")
+    mover = json.loads(r.stdout)[0]["movers"][0]
+    assert isinstance(mover["profit"], float)

@@ -1,10 +1,11 @@
-import time
 from pathlib import Path
 
 import pytest
 
 from engine.errors import PolicyError
 from engine.load import load_policy_dir, load_text
+
+from .test_differential import deadline
 
 
 def test_locations_are_kept_for_every_node():
@@ -56,10 +57,9 @@ def billion_laughs(levels: int = 9) -> str:
 
 
 def test_alias_expansion_is_bounded_and_located():
-    start = time.perf_counter()
-    with pytest.raises(PolicyError) as exc:
+    # unbounded, the bomb would expand to a billion items: the deadline only stops a hang (no timing is asserted)
+    with deadline(60), pytest.raises(PolicyError) as exc:
         load_text(billion_laughs(), "bomb.yaml")
-    assert time.perf_counter() - start < 1
     (p,) = exc.value.problems
     assert p.code == "yaml-too-large" and "aliases" in p.message and p.loc.line == 5  # the first too large
     merges = "a0: &a0 {x: 1, y: 2}\n" + "".join(f"a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}]}}\n" for i in range(1, 40))
@@ -68,12 +68,10 @@ def test_alias_expansion_is_bounded_and_located():
 
 
 def test_nesting_is_bounded_without_a_recursion_error():
-    start = time.perf_counter()
     for text in ("x: " + "[" * 10000 + "]" * 10000 + "\n", "".join("  " * i + f"k{i}:\n" for i in range(200))):
         with pytest.raises(PolicyError) as exc:
             load_text(text, "deep.yaml")
         assert exc.value.problems[0].code == "yaml-too-large" and "nested more than 100" in exc.value.problems[0].message
-    assert time.perf_counter() - start < 2
 
 
 def test_a_few_aliases_are_still_fine():

@@ -119,8 +119,6 @@ def test_nothing_applied_is_a_non_zero_exit(tmp_path: Path, calibration: Path):
 
 
 def test_the_starting_state_is_decided_as_one_batch(calibration: Path):
-    import time
-
     from engine import api, calibrate, stream
     from engine.read import read_facts
 
@@ -130,12 +128,10 @@ def test_the_starting_state_is_decided_as_one_batch(calibration: Path):
     posted = []
     original = runner.decider
     runner.decider = lambda d, ctx: posted.append(d.name) or original(d, ctx)
-    start = time.perf_counter()
     assert runner.seed(frame) == 2000
-    # posting the 2,000 customers one at a time to durable_rules took 0.9 s here (8.5 s on slower
-    # machines); as one batch it takes about 0.06 s (the bound leaves room for a busy test machine:
-    # that nothing was posted is the real check)
-    assert time.perf_counter() - start < 0.8
+    # posting the 2,000 customers one at a time to durable_rules took 0.9 s (8.5 s on slower
+    # machines); as one batch, nothing is posted (the time is benchmarks/stream_bench.py's business:
+    # a timing here failed a newcomer's first run on a busy machine)
     assert posted == []
     runner.decider = original
     key, facts, decisions, changes = runner.apply({"customer_id": "005945", "tenure_years": 1,
@@ -144,13 +140,13 @@ def test_the_starting_state_is_decided_as_one_batch(calibration: Path):
     assert decisions["protected_by"]["value"] == ["strategic-new"] and changes
 
 
-def test_start_up_with_2000_customers_is_quick(tmp_path: Path, calibration: Path):
+def test_start_up_with_2000_customers_answers_the_first_event(tmp_path: Path, calibration: Path):
+    """The process starts from the 2,000 customers and answers the first event (how fast is measured by
+    benchmarks/stream_bench.py, never asserted here)."""
     import subprocess
-    import time
 
     from .conftest import KAM
 
-    start = time.perf_counter()
     proc = subprocess.Popen([str(KAM), "stream", "--calibration", str(calibration), "--initial",
                              str(EXAMPLES / "customers.csv")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -158,12 +154,9 @@ def test_start_up_with_2000_customers_is_quick(tmp_path: Path, calibration: Path
     proc.stdin.write('{"customer_id": "005945", "tenure_years": 1, "strategic_account": true}\n')
     proc.stdin.flush()
     first = proc.stdout.readline()
-    elapsed = time.perf_counter() - start
     proc.stdin.close()
     proc.wait(timeout=30)
     assert json.loads(first)["id"] == "005945"
-    # 8.5 s before; under 1 s on the project's machine (see README), with room for a busy CI runner
-    assert elapsed < 2.5, elapsed
 
 
 def test_state_resumes_without_losing_or_repeating(tmp_path: Path, calibration: Path):

@@ -404,3 +404,18 @@ def test_an_empty_read_only_folder_is_replaced_and_one_with_files_is_refused_tru
         import shutil
 
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_two_runs_of_the_same_inputs_have_one_identity(tmp_path):
+    """Their manifests differed in the seconds each stage took, and nothing says what to compare."""
+    manifests = []
+    for name in ("a", "b"):
+        r = kam_here("run", "--out", str(tmp_path / name), "-q")
+        assert r.returncode == 0, r.stderr
+        manifests.append(json.loads((tmp_path / name / "manifest.json").read_text(encoding="utf-8")))
+    a, b = manifests
+    assert a["identity_sha256"] == b["identity_sha256"] == write.identity(a)
+    assert {k for k in a if a[k] != b[k]} <= {"timings_seconds"}
+    r = kam_here("run", "--out", str(tmp_path / "c"), "--entity", "customer", "-q")
+    c = json.loads((tmp_path / "c" / "manifest.json").read_text(encoding="utf-8"))
+    assert c["identity_sha256"] != a["identity_sha256"]

@@ -39,12 +39,13 @@ def run_period(folder: Path, period: str, *extra: str, policies: Path = ROOT / "
                *extra, env=env)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def recorded(tmp_path_factory) -> Path:
-    """The three example periods, run and recorded one after the other (read-only for the tests)."""
+    """The three example periods, run and recorded one after the other (read-only for the tests; once
+    per test process: the xdist group keeps this module's tests on one)."""
     folder = tmp_path_factory.mktemp("history")
     for period in PERIODS:
-        r = run_period(folder, period)
+        r = run_period(folder, period, here=True)
         assert r.returncode == 0, r.stderr
     return folder
 
@@ -209,8 +210,8 @@ def test_a_period_is_recorded_once_unless_replaced(recorded, tmp_path):
 
 # before the history's transaction ends, inside it, and after the swap (the output set's own stages
 # are killed in test_write.py)
-@pytest.mark.parametrize("point, recorded_after", [("staged-file", False), ("history-recorded", False),
-                                                   ("swapped", True)])
+# (killed after the swap: see test_the_history_and_the_output_folder_never_disagree_after_a_kill)
+@pytest.mark.parametrize("point, recorded_after", [("staged-file", False), ("history-recorded", False)])
 def test_a_killed_run_leaves_the_history_without_the_period_or_with_all_of_it(recorded, tmp_path, point,
                                                                            recorded_after):
     folder = tmp_path / "killed"
@@ -245,8 +246,7 @@ def _recorded_rows(path: Path, period: str) -> tuple[int, str | None]:
 # folder was swapped in (history-committed), or after the swap and before the history heard of it
 # (swapped), is settled by whoever comes next: a reader of the history, or a run into the same folder.
 @pytest.mark.parametrize("point, replace, settled_by", [
-    ("history-committed", False, "reading"), ("history-committed", True, "next-run"),
-    ("swapped", True, "reading"), ("swapped", False, "next-run")])
+    ("history-committed", False, "reading"), ("history-committed", True, "next-run"), ("swapped", True, "next-run")])
 def test_the_history_and_the_output_folder_never_disagree_after_a_kill(recorded, tmp_path, point, replace,
                                                                        settled_by):
     folder = tmp_path / "pair"
@@ -268,11 +268,11 @@ def test_the_history_and_the_output_folder_never_disagree_after_a_kill(recorded,
     swapped = point == "swapped"
     assert ((out / "manifest.json").read_bytes() != previous) == swapped
     if settled_by == "reading":
-        r = kam("history", "000320", "--history", str(history))
+        r = kam_here("history", "000320", "--history", str(history))
         assert r.returncode in (0, 2), r.stderr
         assert ("output set" in r.stderr) and ("is kept" in r.stderr if swapped else "taken out" in r.stderr)
     else:  # a run into the same folder, without the history: it settles the history before replacing the set
-        r = kam("run", "--data", str(EXAMPLES / "2026-09"), "--out", str(out), "-q")
+        r = kam_here("run", "--data", str(EXAMPLES / "2026-09"), "--out", str(out), "-q")
         assert r.returncode == 0, r.stderr
         assert json.loads((out / "manifest.json").read_text())["inputs"][0]["path"].endswith(
             "2026-09/customers.csv")

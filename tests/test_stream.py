@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .conftest import ROOT, kam
+from .conftest import ROOT, kam, kam_here
 
 EXAMPLES = ROOT / "examples"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def calibration(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("cal")
-    r = kam("run", "--entity", "customer", "--save-calibration", str(folder / "cal.json"), "--out",
+    r = kam_here("run", "--entity", "customer", "--save-calibration", str(folder / "cal.json"), "--out",
             str(folder / "out"), "-q")
     assert r.returncode == 0, r.stderr
     return folder / "cal.json"
@@ -203,7 +203,7 @@ def test_durable_backend_refuses_quotas_at_plan_time(tmp_path: Path):
 
 def test_run_and_explain_with_the_durable_backend(tmp_path: Path, calibration: Path):
     pandas_out, durable_out = tmp_path / "p", tmp_path / "d"
-    assert kam("run", "--entity", "quote", "--out", str(pandas_out), "-q").returncode == 0
+    assert kam_here("run", "--entity", "quote", "--out", str(pandas_out), "-q").returncode == 0
     r = kam("run", "--entity", "quote", "--backend", "durable", "--out", str(durable_out), "-q")
     assert r.returncode == 0, r.stderr
     for name in ("customer_decisions.csv", "quote_decisions.csv"):

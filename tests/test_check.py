@@ -236,6 +236,105 @@ decisions:
     assert codes == ["priority-values", "type"]
 
 
+def test_missing_key_and_unknown_join(tmp_path):
+    text = """
+policy: q
+entity: quote
+facts:
+  quote_id: {type: string}
+joins:
+  customr: {on: quote_id, take: [tier]}
+decisions:
+  d:
+    values: [x]
+    rules:
+      - id: r
+        then: x
+"""
+    codes = sorted(p.code for p in problems(tmp_path, text))
+    assert codes == ["no-key", "unknown-entity"]
+
+
+def test_a_cycle_of_features_is_a_cycle_error_not_unknown_types(tmp_path):
+    text = BASE + """
+derive:
+  a: b + 1
+  b: a * 2
+  c: a + profit
+decisions:
+  tier:
+    values: [A, B]
+    rules:
+      - {id: r1, when: "c > 1", then: A}
+"""
+    found = problems(tmp_path, text)
+    assert [p.code for p in found] == ["cycle"], [p.render() for p in found]
+    assert "a -> b -> a" in found[0].message
+
+
+@pytest.mark.parametrize("derive, code", [
+    ("pct_rnk(profit)", "unknown-function"),
+    ("abs(profit, 2)", "arity"),
+])
+def test_a_broken_feature_is_reported_once_not_at_every_use(tmp_path, derive, code):
+    text = BASE + f"""
+derive:
+  score: {derive}
+  twice: score * 2
+decisions:
+  tier:
+    values: [A, B]
+    rules:
+      - id: r1
+        when: "score > 1 and twice < 5 and score + twice > 0"
+        then: A
+        because: "{{score:.1f}} {{twice:.0%}}"
+"""
+    found = problems(tmp_path, text)
+    assert [p.code for p in found] == [code], [p.render() for p in found]
+
+
+def test_a_fact_type_conflict_is_reported_once(tmp_path):
+    other = """
+policy: other
+entity: customer
+facts:
+  customer_id: {type: string, key: true}
+  profit: {type: string}
+derive:
+  p2: profit * 2
+  p3: profit + 1
+decisions:
+  flag:
+    values: [x, y]
+    rules:
+      - {id: one, when: "profit > 0 and p2 > 1 and p3 > 1", then: x, because: "{profit:.1f}"}
+      - {id: two, when: "profit == 'a'", then: y}
+"""
+    found = problems(tmp_path, decision("profit > 0 and profit < 10"), other)
+    assert [p.code for p in found] == ["fact-type-conflict"], [p.render() for p in found]
+
+
+def test_check_counts_rules_as_coverage_does(tmp_path):
+    r = kam("check", "policies/")
+    t = kam("test", "policies/", "--coverage")
+    checked = int(re.search(r"(\d+) rules", r.stdout).group(1))
+    covered = t.stdout.split("total: ")[1].split(" rules")[0]
+    assert covered == f"{checked}/{checked}"  # the quota's `else` rule counts in both
+
+
+def test_decimals_only_for_numbers(tmp_path):
+    text = BASE.replace("region: {type: string}", "region: {type: string, decimals: 2}") + """
+decisions:
+  tier:
+    values: [A]
+    rules:
+      - {id: r1, then: A}
+"""
+    p = one(tmp_path, text)
+    assert p.code == "schema" and "`decimals` applies to facts of type number" in p.message
+
+
 def test_an_output_without_values_plays_no_part_in_the_priority(tmp_path):
     """DMN: only the outputs that list their values order the rules; `hours` (a number without values)
     was refused with error[priority-values]. Ties keep the written order, on both backends."""

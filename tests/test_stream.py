@@ -210,3 +210,19 @@ def test_run_and_explain_with_the_durable_backend(tmp_path: Path, calibration: P
         assert (pandas_out / name).read_bytes() == (durable_out / name).read_bytes()
     r = kam("explain", "005945", "--entity", "customer", "--backend", "durable", "--calibration", str(calibration))
     assert r.returncode == 0 and "decision retention (hit policy first): exit" in r.stdout
+
+
+def test_the_readme_example_is_what_kam_stream_prints(calibration: Path):
+    """The README shows an event of examples/customer_updates.jsonl and a line kam stream prints for it
+    (it once showed a customer that no event names)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Real-time decisions: `kam stream`")[1]
+    event = json.loads(section.split("is one event: the customer's id and the facts that changed\n(`")[1].split("`)")[0])
+    shown = json.loads(section.split("```json\n")[1].split("\n```")[0])
+    events = [json.loads(line) for line in (EXAMPLES / "customer_updates.jsonl").read_text().splitlines()]
+    assert event in events
+    r = kam_here("stream", str(EXAMPLES / "customer_updates.jsonl"), "--calibration", str(calibration),
+                 "--initial", str(EXAMPLES / "customers.csv"))
+    assert r.returncode == 0, r.stderr
+    assert shown in [json.loads(line) for line in r.stdout.splitlines()]
+    assert shown["id"] == event["customer_id"] and shown["event_time"] == event["event_time"]

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Union
 from .errors import Location, Problem
 from .numbers import number_text
 from .model import Decision, Rule
-from .nodes import PREVIOUS, Bool, Call, Compare, In, Logic, Member, Name, Node, Not, Num, Str, names, past_key, \
+from .nodes import FLIPPED, PREVIOUS, Bool, Call, Compare, In, Logic, Member, Name, Node, Not, Num, Str, names, past_key, \
     past_reads, to_text
 from .plan import DecisionStep, DeriveStep, EntityPlan, Plan, decision_reads, step_nodes
 from .typecheck import Checked, Symbol
@@ -287,10 +287,9 @@ class Space:
         raise NotAnalysed(_describe(node))
 
     def compare(self, op: str, left: Node, right: Node) -> tuple[list[Box], list[Box]]:
-        flipped = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
         left, right = as_field(left), as_field(right)
         if isinstance(right, Name) and not isinstance(left, Name):
-            left, right, op = right, left, flipped[op]
+            left, right, op = right, left, FLIPPED[op]
         if not isinstance(left, Name) or not isinstance(right, (Num, Str, Bool)):
             fixed = (Num, Str, Bool)
             if isinstance(left, fixed) != isinstance(right, fixed):  # a computed value against a fixed one

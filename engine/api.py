@@ -51,9 +51,17 @@ def find_inputs(pl: Plan, data_dir: Path | None, given: dict[str, Path]) -> dict
                         found = found or candidate
         if found is None:
             where = f" in {data_dir}" if data_dir else ""
+            hint = f"name it {entity}s.csv (or .parquet/.jsonl/.xlsx) or pass --input {entity}=FILE"
+            # a file of the right name in a format kam does not read (an old .xls, a .txt export)
+            others = sorted(p.name for stem in (f"{entity}s", entity) for p in (data_dir.glob(f"{stem}.*") if data_dir
+                            else []) if p.suffix.lower() not in FORMATS and p.is_file())
+            if others:
+                xls = next((o for o in others if o.lower().endswith(".xls")), None)
+                hint = (f"{xls} is an old Excel file (.xls): open it in Excel and save it as .xlsx (Excel Workbook)"
+                        if xls else f"{others[0]} is in a format kam does not read: save it as .csv, .xlsx, .parquet "
+                        f"or .jsonl, or pass --input {entity}=FILE with --facts-format if it is one of these")
             problems.append(Problem("input-missing-file", f"no facts file for entity `{entity}`{where}",
-                                    Location(str(data_dir or "command line")),
-                                    f"name it {entity}s.csv (or .parquet/.jsonl) or pass --input {entity}=FILE"))
+                                    Location(str(data_dir or "command line")), hint))
         else:
             out[entity] = found
     if problems:

@@ -622,8 +622,9 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
         target = OutputTarget(out, hist.settle).prepare()
         if history_path is not None and period is not None:
             # also before any fact is read: a period recorded already, or a history in use, fails at once
+            label = hist.check_period(period)  # before the history is opened: a bad label creates no file
             history = hist.History.open(history_path, write=True)
-            history.check_new(hist.check_period(period), replace)
+            history.check_new(label, replace)
             notes += history.notes + _history_notes(history, period, pl.checked.policy_set.hash)
             recorded = {"backend": backend, "entities": list(entities), "calibration": calibration,
                         "output": str(out), "output_format": output_format}

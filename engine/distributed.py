@@ -50,7 +50,8 @@ import pyarrow.compute as pc
 
 from . import population as popu
 from .errors import InputError, Location, Problem
-from .evaluate import CONFLICT, ListVec, Text, Tri, Vec, _joined, evaluate_entity, is_missing, missing_vector, take
+from .evaluate import CONFLICT, ListVec, Overflow, Text, Tri, Vec, _joined, evaluate_entity, is_missing, missing_vector, \
+    take
 from .functions import POPULATION_FUNCTIONS
 from .model import Join
 from .nodes import Call, Node, names, to_text, walk
@@ -127,6 +128,11 @@ class Ordered:
     ties: str = "key"
 
 
+class TooLarge:
+    """The answer to a population call whose total is too large to hold: the partitions' evaluation
+    raises the Overflow that the pandas engine raises, at the step that asked."""
+
+
 @dataclass
 class Sums:
     """One partition's exact sums and counts per group label (see engine.population)."""
@@ -177,6 +183,8 @@ class PartitionHook:
               q: float, ties: str) -> np.ndarray:
         """A population function's values for this partition's rows."""
         got = self.known.get(call)
+        if isinstance(got, TooLarge):
+            raise Overflow(None, np.zeros(0, np.int64))
         if func in ORDERED and func != "quantile":
             if got is not None:
                 return got
@@ -379,7 +387,8 @@ def build_range(carry: popu.Carry, *blocks: Block) -> RangeState:
         tiebreak = np.empty(order.size, dtype=np.int64)
         tiebreak[order] = np.arange(order.size)  # the ids' text order, as the pandas backend breaks ties
     weights = np.concatenate([b.weights for b in blocks]) if blocks and blocks[0].weights is not None else None
-    s = popu.scan(codes, keys, tiebreak, weights, carry)
+    with np.errstate(over="ignore"):  # a running total too large to hold is refused by the driver (TooLarge)
+        s = popu.scan(codes, keys, tiebreak, weights, carry)
     part = np.concatenate([np.full(b.rows.size, b.part) for b in blocks])[s.order] if blocks else codes
     rows = np.concatenate([b.rows for b in blocks])[s.order] if blocks else codes
     first = keys[0][s.order] if keys else np.zeros(0)
@@ -621,6 +630,10 @@ class _EntityDriver:
         for codes, cnt, fld in groups:  # later ranges hold the later running totals
             count[codes] = cnt
             fold[codes] = fld
+        if func == "cumshare" and not np.isfinite(fold).all():  # a running total beyond the largest float
+            for k in self.known:
+                k[call] = TooLarge()
+            return
         if func == "quantile":
             wanted: dict[int, list[int]] = {}
             for code in range(len(labels)):

@@ -26,10 +26,9 @@ import numpy as np
 from .errors import PolicyError, Problem
 from .evaluate import Context, DecisionResult, Tri, Vec, decide, evaluate_node, fixed_value, scalar_at
 from .model import Decision
-from .nodes import Bool, Call, Compare, In, Logic, MapLit, Member, Name, Node, Not, Num, Str
+from .nodes import COMPARE, FLIPPED, NEGATED, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Node, Not, Num, Str
 from .plan import EntityPlan, Plan
 
-_NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
 _LOCK = threading.Lock()
 _counter = itertools.count()
 
@@ -112,11 +111,11 @@ class _Compiler:
             return self.boolean_field(self.pre(Compare((op,), (left, right))), True)
         if lk == "const":  # durable_rules wants the field on the left: `5 < x` is `x > 5`
             lk, lv, rk, rv = rk, rv, lk, lv
-            op = _FLIPPED[op]
+            op = FLIPPED[op]
         field_ = self.ref(lv)
         # a comparison never holds when a field is missing: durable_rules agrees for constants,
         # but compares a present field with an absent one, so presence is required explicitly
-        expr = _OPS[op](field_, rv if rk == "const" else self.ref(rv))
+        expr = COMPARE[op](field_, rv if rk == "const" else self.ref(rv))
         if rk == "field":
             expr = expr & +self.ref(lv) & +self.ref(rv)
         return expr
@@ -160,7 +159,7 @@ class _Compiler:
         if isinstance(node, Compare):
             atoms = []
             for i, op in enumerate(node.ops):
-                atoms.append(self.atom(op if want else _NEGATE[op], node.operands[i], node.operands[i + 1]))
+                atoms.append(self.atom(op if want else NEGATED[op], node.operands[i], node.operands[i + 1]))
             out = atoms[0]
             for a in atoms[1:]:
                 out = (out & a) if want else (out | a)
@@ -191,17 +190,8 @@ class _Compiler:
         return self.boolean_field(self.pre(node), want)
 
 
-_OPS: dict[str, Callable[[Any, Any], Any]] = {
-    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
-}
-
-
-_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
-
-
 def _py_compare(op: str, a: Any, b: Any) -> bool:
-    return bool(_OPS[op](a, b))
+    return bool(COMPARE[op](a, b))
 
 
 def _is_condition(node: Node) -> bool:

@@ -8,8 +8,9 @@ value). A rule matches only where its condition is true; unknown is not true.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Iterator, Mapping, Union
 
 import numpy as np
 import pandas as pd
@@ -20,10 +21,10 @@ from . import population
 from .calibrate import evaluate_calibrated
 from .errors import InputError, Problem
 from .functions import POPULATION_FUNCTIONS
-from .model import Decision, Expr, Rule
+from .model import Decision, Expr, Invariant, Measure, Rule
 from .numbers import round_half_away
-from .nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str, past_key, \
-    STREAK, expand_streak, map_children, to_text
+from .nodes import COMPARE, FLIPPED, Arith, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Neg, Node, Not, Num, \
+    Str, STREAK, expand_streak, map_children, past_key, to_text, walk
 from .plan import DecisionStep, DeriveStep, EntityPlan
 
 
@@ -256,25 +257,18 @@ def _full(ctx: Context, value: Any) -> Vec:
     return np.full(ctx.n, float(value))
 
 
-_OPS: dict[str, Callable[[Any, Any], Any]] = {
-    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
-}
-_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
-
-
 def _text_compare(op: str, a: Text, b: Text) -> Tri:
     known = (a.codes >= 0) & (b.codes >= 0)
-    for text, other, oper in ((b, a, op), (a, b, _FLIPPED[op])):
+    for text, other, oper in ((b, a, op), (a, b, FLIPPED[op])):
         literal = text.constant()
         if literal is not None:
             # decide once per distinct value, then spread to the rows
-            per_value = np.array([bool(_OPS[oper](c, literal)) for c in other.categories] + [False])
+            per_value = np.array([bool(COMPARE[oper](c, literal)) for c in other.categories] + [False])
             return Tri.of(per_value[other.codes], known)
     x, y = a.objects(), b.objects()
     x = np.where(known, x, "")
     y = np.where(known, y, "")
-    return Tri.of(np.asarray(_OPS[op](x, y), dtype=bool), known)
+    return Tri.of(np.asarray(COMPARE[op](x, y), dtype=bool), known)
 
 
 def _compare(op: str, a: Vec, b: Vec) -> Tri:
@@ -286,7 +280,7 @@ def _compare(op: str, a: Vec, b: Vec) -> Tri:
         return _text_compare(op, a, b)
     known = ~is_missing(a) & ~is_missing(b)
     with np.errstate(invalid="ignore"):
-        v = _OPS[op](a, b)
+        v = COMPARE[op](a, b)
     return Tri.of(np.asarray(v, dtype=bool), known)
 
 
@@ -442,6 +436,25 @@ def fixed_value(node: Node) -> Any:
     raise TypeError(f"not a fixed value: {to_text(node)}")
 
 
+class Overflow(Exception):
+    """A number grew too large to hold (infinite) in `node`, at `rows` (empty: in a population figure).
+    Raised while evaluating and turned into a located InputError by the step that evaluated it."""
+
+    def __init__(self, node: Node | None, rows: np.ndarray) -> None:
+        super().__init__(to_text(node) if node is not None else "")
+        self.node, self.rows = node, rows
+
+
+def _arith(op: str, a: Any, b: Any) -> Any:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    return np.where(b != 0, a / np.where(b != 0, b, 1.0), np.nan)
+
+
 def evaluate_node(node: Node, ctx: Context) -> Vec:
     """Evaluate an expression over every row of the context."""
 
@@ -456,14 +469,14 @@ def evaluate_node(node: Node, ctx: Context) -> Vec:
         return -ev(node.operand)  # type: ignore[operator]
     if isinstance(node, Arith):
         a, b = ev(node.left), ev(node.right)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            if node.op == "+":
-                return a + b  # type: ignore[operator]
-            if node.op == "-":
-                return a - b  # type: ignore[operator]
-            if node.op == "*":
-                return a * b  # type: ignore[operator]
-            return np.where(b != 0, a / np.where(b != 0, b, 1.0), np.nan)  # type: ignore[operator]
+        try:
+            # numpy's overflow flag costs nothing where nothing overflows; the rows are found only when it is set
+            with np.errstate(invalid="ignore", divide="ignore", over="raise"):
+                return _arith(node.op, a, b)
+        except FloatingPointError:
+            with np.errstate(all="ignore"):
+                rows = np.flatnonzero(np.isinf(np.asarray(_arith(node.op, a, b), dtype=float)))
+            raise Overflow(node, rows) from None
     if isinstance(node, Compare):
         values = [ev(o) for o in node.operands]
         parts = [_compare(op, values[i], values[i + 1]) for i, op in enumerate(node.ops)]
@@ -676,31 +689,35 @@ class EntityResult:
 def invariant_violations(ep: EntityPlan, ctx: Context) -> dict[str, np.ndarray]:
     """Per invariant, the rows that break it: where a `never` condition is true, or an `always`
     condition false. Unknown (a missing value) breaks neither, as a rule with it would not match."""
-    out = {}
-    for inv in ep.invariants:
-        t = evaluate_node(inv.expr.node, ctx)  # type: ignore[arg-type]
-        assert isinstance(t, Tri)
-        out[inv.id] = t.value.copy() if inv.kind == "never" else (t.known & ~t.value)
-    return out
+    return {inv.id: invariant_violation(inv, ctx) for inv in ep.invariants}
+
+
+def invariant_violation(inv: Invariant, ctx: Context) -> np.ndarray:
+    """The rows that break one invariant."""
+    t = evaluate_node(inv.expr.node, ctx)  # type: ignore[arg-type]
+    assert isinstance(t, Tri)
+    return t.value.copy() if inv.kind == "never" else (t.known & ~t.value)
 
 
 def measure_values(ep: EntityPlan, ctx: Context) -> dict[str, Any]:
     """Each measure's value: the same for every row by construction (the type checker sees to it), so
     the first row's; missing (None) for an empty population or an undefined figure (0 / 0)."""
-    out: dict[str, Any] = {}
-    for m in ep.measures:
-        if ctx.n == 0:  # no row to read the figure from: worked out for a population of no one
-            vec = evaluate_node(_over_no_one(m.expr.node), Context({}, 1, np.array([""], dtype=object)))  # type: ignore[arg-type]
-        else:
-            vec = evaluate_node(m.expr.node, ctx)  # type: ignore[arg-type]
-        if isinstance(vec, Tri):
-            out[m.name] = bool(vec.value[0]) if vec.known[0] else None
-        else:
-            value = float(np.asarray(vec, dtype=float)[0])
-            # whole numbers as whole numbers (150, not 150.0), as kam writes numbers everywhere
-            out[m.name] = None if not np.isfinite(value) else int(value) if value.is_integer() and \
-                abs(value) < 2**53 else value
-    return out
+    return {m.name: measure_value(m, ctx) for m in ep.measures}
+
+
+def measure_value(m: Measure, ctx: Context) -> Any:
+    """One measure's value (see `measure_values`)."""
+    if ctx.n == 0:  # no row to read the figure from: worked out for a population of no one
+        vec = evaluate_node(_over_no_one(m.expr.node), Context({}, 1, np.array([""], dtype=object)))  # type: ignore[arg-type]
+    else:
+        vec = evaluate_node(m.expr.node, ctx)  # type: ignore[arg-type]
+    if isinstance(vec, Tri):
+        return bool(vec.value[0]) if vec.known[0] else None
+    value = float(np.asarray(vec, dtype=float)[0])
+    if np.isinf(value):
+        raise Overflow(None, np.zeros(0, np.int64))
+    # whole numbers as whole numbers (150, not 150.0), as kam writes numbers everywhere
+    return None if not np.isfinite(value) else int(value) if value.is_integer() and abs(value) < 2**53 else value
 
 
 def _refuse_overflow(res: "DecisionResult", vectors: dict[str, Vec], key: Any) -> None:
@@ -991,14 +1008,67 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series
         for name in j.take:
             env[name] = _joined(other.ctx.env[name], pos)
     results: dict[str, DecisionResult] = {}
-    for step in ep.steps:
-        if isinstance(step, DeriveStep):
-            env[step.name] = evaluate_node(step.derive.expr.node, ctx)  # type: ignore[arg-type]
-        elif isinstance(step, DecisionStep):
-            res = decider(step.decision, ctx)
-            results[step.name] = res
-            vectors = decision_vectors(res)
-            _refuse_overflow(res, vectors, key)
-            env.update(vectors)
-    return EntityResult(ep.entity, ep, ctx, results, unknown, invariant_violations(ep, ctx),
-                        measure_values(ep, ctx) if measures else {})
+    # an overflow anywhere (a population sum too) raises, and is reported at the step that computed it
+    with np.errstate(over="raise"):
+        for step in ep.steps:
+            with _overflow_at(step, key):
+                if isinstance(step, DeriveStep):
+                    env[step.name] = _finite(evaluate_node(step.derive.expr.node, ctx))  # type: ignore[arg-type]
+                elif isinstance(step, DecisionStep):
+                    res = decider(step.decision, ctx)
+                    results[step.name] = res
+                    vectors = decision_vectors(res)
+                    _refuse_overflow(res, vectors, key)
+                    env.update(vectors)
+        violations = {}
+        for inv in ep.invariants:
+            with _overflow_at(inv, key):
+                violations[inv.id] = invariant_violation(inv, ctx)
+        figures = {}
+        for m in ep.measures if measures else ():
+            with _overflow_at(m, key):
+                figures[m.name] = measure_value(m, ctx)
+    return EntityResult(ep.entity, ep, ctx, results, unknown, violations, figures)
+
+
+def _finite(v: Vec) -> Vec:
+    """A feature's values, refused where a population figure it reads (a sum) is too large to hold."""
+    if isinstance(v, np.ndarray) and v.dtype.kind == "f":
+        rows = np.flatnonzero(np.isinf(v))
+        if rows.size:
+            raise Overflow(None, rows)
+    return v
+
+
+@contextmanager
+def _overflow_at(step: DeriveStep | DecisionStep | Invariant | Measure, key: Any) -> Iterator[None]:
+    """An Overflow in what `step` computes, as an InputError naming it, where it is written, and the
+    first entity it happened for."""
+    try:
+        yield
+    except (Overflow, FloatingPointError) as exc:
+        node, rows = (exc.node, exc.rows) if isinstance(exc, Overflow) else (None, np.zeros(0, np.int64))
+        if isinstance(step, DecisionStep):
+            d = step.decision
+            # the condition or the computed output that holds the operation
+            found = [(r, e) for r in d.all_rules for e in [r.when] + [v for _, v in r.then if isinstance(v, Expr)]
+                     if node is not None and e is not None and any(n is node for n in walk(e.node))]
+            what = f"rule `{found[0][0].id}` of decision `{d.name}`" if found else f"decision `{d.name}`"
+            loc = found[0][1].loc if found else d.loc
+        elif isinstance(step, DeriveStep):
+            what, loc = f"feature `{step.name}`", step.derive.expr.loc
+        elif isinstance(step, Invariant):
+            what, loc = f"invariant `{step.id}`", step.expr.loc
+        else:
+            what, loc = f"measure `{step.name}`", step.expr.loc
+        text = to_text(node) if node is not None else ""
+        text = text[1:-1] if isinstance(node, Arith) else text  # an operation's own parentheses
+        part = f"`{text}`" if node is not None else "a population figure (a sum, mean, share or spread)"
+        if rows.size:
+            first = str(key.iloc[rows[0]]) if hasattr(key, "iloc") else str(key[rows[0]])
+            more = f" (and {rows.size - 1:,} more)" if rows.size > 1 else ""
+            whom = f" for {first}{more}"
+        else:
+            whom = ""
+        raise InputError(Problem("overflow", f"{what}: {part} is too large to hold (beyond about 1.8e308){whom}", loc,
+                                 "check the facts of that entity, or the formula; nothing was written")) from None

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Union
+from typing import Any, Callable, Iterator, Union
+
+# The comparison operators, defined once: every engine (vectorized, durable_rules, the analyses)
+# reads these tables, and the planted-bug check `tests/planted_bugs.py` mutates every entry.
+COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt,
+    ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
+}
+# `a op b` is `b FLIPPED[op] a`
+FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+# `not (a op b)` is `a NEGATED[op] b` when both are present
+NEGATED = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
 
 
 @dataclass(frozen=True)

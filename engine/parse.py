@@ -17,20 +17,21 @@ indexing and no way to name Python objects, so user text can never reach Python 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 
 from .errors import PolicyError, Problem
 from .model import Expr, PolicySet, Rule
 
-from .nodes import Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str
+from .nodes import COMPARE, Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 40
 MAX_NODES = 500
 
 KEYWORDS = {"and", "or", "not", "in", "true", "false"}
-COMPARE_OPS = {"<", "<=", ">", ">=", "==", "!="}
+COMPARE_OPS = frozenset(COMPARE)
 
 
 class ExprSyntaxError(Exception):
@@ -78,6 +79,9 @@ def tokenize(text: str) -> list[Token]:
         if kind == "num":
             pct = raw.endswith("%")
             number = float(raw.rstrip("%").replace("_", ""))
+            if not math.isfinite(number):  # `1e400` would silently be infinity, which parameters refuse
+                raise ExprSyntaxError(f"`{raw}` is beyond the largest number kam holds (about 1.8e308)", pos,
+                                      "write a finite number")
             tokens.append(Token("num", raw, pos, number / 100 if pct else number))
         elif kind == "str":
             body = raw[1:-1]

@@ -31,9 +31,9 @@ from typing import Any
 from typing import TYPE_CHECKING
 
 from .analyze import INF, MAX_BOXES, Box, NotAnalysed, NumSet, Space, ValSet, _domain, past_domains
-from .errors import Location, Problem
+from .errors import InputError, Location, Problem
 from .model import Decision, Derive, Fact, Invariant, Rule
-from .nodes import Bool, Call, In, Member, Name, Node, Num, Str, names, to_text, walk
+from .nodes import FLIPPED, Bool, Call, In, Member, Name, Node, Num, Str, names, to_text, walk
 from .numbers import number_text
 from .plan import DeriveStep, EntityPlan, Plan
 
@@ -46,7 +46,6 @@ if TYPE_CHECKING:  # the engine and the data libraries are loaded only to look f
 MISSING = object()  # the key of the region where a decision gives nothing
 _ORDER = frozenset({"<", "=", ">"})
 _OP_SETS = {"<": {"<"}, "<=": {"<", "="}, ">": {">"}, ">=": {">", "="}, "==": {"="}, "!=": {"<", ">"}}
-_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 SEARCH_ROUNDS = 6
 POPULATION = 240
 
@@ -79,7 +78,7 @@ class Expanding(Space):
         """A comparison the boxes cannot express, as a field of its own: `<`, `=` or `>`."""
         lt, rt = to_text(left), to_text(right)
         if lt > rt:
-            lt, rt, op = rt, lt, _FLIP[op]
+            lt, rt, op = rt, lt, FLIPPED[op]
         name = f"[{lt} ? {rt}]"
         self.domains.setdefault(name, ValSet(_ORDER, frozenset(), True))
         true = frozenset(_OP_SETS[op])
@@ -224,7 +223,7 @@ class Expanding(Space):
 
     def compare(self, op: str, left: Node, right: Node) -> tuple[list[Box], list[Box]]:
         if isinstance(left, (Num, Str, Bool)) and isinstance(right, Name):
-            left, right, op = right, left, _FLIP[op]
+            left, right, op = right, left, FLIPPED[op]
         if isinstance(left, Name) and isinstance(right, (Num, Str, Bool)) and left.name in self.decisions \
                 and self._is_constant(left.name) and self.decisions[left.name].hit not in ("collect", "output-order"):
             d = self.decisions[left.name]
@@ -289,6 +288,8 @@ def _number_candidates(fs: NumSet | None, fact: Fact, constants: list[float]) ->
         for c in constants:
             points += [c, c + 0.01, c - 0.01, c + 1, c - 1, c * 2, c / 2]
         for p in points:
+            if not math.isfinite(p):  # `c * 2` of a constant near the largest float
+                continue
             p = float(round(p)) if fact.type == "integer" else float(f"{p:.6g}")  # 0.25 - 0.01, not 0.24000000000000002
             inside = (lo < p or (lc and p == lo)) and (p < hi or (hc and p == hi))
             if inside and lo_all <= p <= hi_all:
@@ -422,7 +423,14 @@ def _search(plan: Plan, ep: EntityPlan, inv: Invariant, boxes: list[Box]) -> tup
                 row[j.on] = other[rng.integers(len(other))] if rng.random() < 0.9 else "unknown-id"
             row[ep.key] = f"{ep.entity[:1]}{i:04d}"
             rows.append(row)
-        result = evaluate_entity(ep, _frame(facts, rows), types, joined, decider=decide)
+        try:
+            result = evaluate_entity(ep, _frame(facts, rows), types, joined, decider=decide)
+        except InputError as exc:
+            # made-up facts at the edges of the number range can overflow a formula; the next round's
+            # population is drawn afresh
+            if all(p.code == "overflow" for p in exc.problems):
+                continue
+            raise
         bad = np.flatnonzero(result.violations.get(inv.id, np.zeros(0, bool)))
         if bad.size:
             return result, int(bad[0])

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from .errors import InputError, Location, Problem, did_you_mean
 from .model import Fact
 from .numbers import number_text, round_half_away
+from .workbook import column_letters
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".xlsx": "xlsx"}
@@ -39,7 +40,7 @@ TRUE_WORDS = {"true", "yes", "1", "y", "t"}
 FALSE_WORDS = {"false", "no", "0", "n", "f"}
 SHOW_ROWS = 5
 SHOW_CHARS = 60
-CELL_CHARS = 32_767  # the most characters an Excel cell holds
+CELL_CHARS = 32_767  # the most characters an Excel cell holds, counted as Excel counts them (excel_length)
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,7 @@ def _read_jsonl(path: Path, options: FactsOptions, loc: Location) -> tuple[pd.Da
 
 
 def _nonblank_lines(path: Path) -> list[int]:
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8", newline="\n") as fh:  # lines end at \n, as the readers split them
         return [i for i, line in enumerate(fh, start=1) if line.strip()]
 
 
@@ -306,7 +307,9 @@ def _read_jsonl_lines(path: Path, options: FactsOptions) -> tuple[pd.DataFrame, 
     records: list[Any] = []
     line_of: list[int] = []
     decoder = json.JSONDecoder()
-    for number, line in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
+    # lines end at \n only (a \r before it is JSON whitespace): `splitlines` also cuts at U+2028, U+0085
+    # and the like, which JSON allows unescaped inside a string
+    for number, line in enumerate(text.lstrip("\ufeff").split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -335,16 +338,6 @@ def _read_jsonl_lines(path: Path, options: FactsOptions) -> tuple[pd.DataFrame, 
 def _sheet_ref(sheet: str) -> str:
     """A sheet's name as Excel writes it in a cell reference (quoted when it has spaces and the like)."""
     return sheet if sheet.replace("_", "").isalnum() else "'" + sheet.replace("'", "''") + "'"
-
-
-def column_letters(i: int) -> str:
-    """The letters of the i-th column (0: A, 26: AA)."""
-    out = ""
-    i += 1
-    while i:
-        i, r = divmod(i - 1, 26)
-        out = chr(65 + r) + out
-    return out
 
 
 def _cell_value(v: Any) -> Any:
@@ -416,16 +409,27 @@ def _read_xlsx(path: Path, sheet: str | None, entity: str, loc: Location,
     return frame, Lines("xlsx", sheet=sheet, letters=letters)
 
 
+def excel_length(text: str) -> int:
+    """A text's length as Excel counts it: in UTF-16 units, so a character beyond U+FFFF (an emoji, a
+    rare CJK character) counts twice."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def too_long_for_a_cell(value: Any) -> bool:
+    """Whether a value is a text longer than an Excel cell holds (XlsxWriter would cut it)."""
+    return type(value) is str and len(value) > CELL_CHARS // 2 and excel_length(value) > CELL_CHARS
+
+
 def _refuse_long_cells(columns: list[tuple[Any, ...]], header: list[str], sheet: str, loc: Location,
                        read: set[str]) -> None:
     """A cell longer than Excel allows did not come from Excel: refused, where a policy reads it."""
     for j, cells in enumerate(columns):
         if column_letters(j) not in read:
             continue
-        long = [i for i, v in enumerate(cells) if type(v) is str and len(v) > CELL_CHARS]
+        long = [i for i, v in enumerate(cells) if too_long_for_a_cell(v)]
         if long:
             raise InputError(Problem("input-workbook", f"{_sheet_ref(sheet)}!{column_letters(j)}{long[0] + 2} "
-                                     f"holds {len(cells[long[0]]):,} characters; an Excel cell holds at most "
+                                     f"holds {excel_length(cells[long[0]]):,} characters; an Excel cell holds at most "
                                      f"{CELL_CHARS:,}", loc, "the workbook was not written by Excel: check how it "
                                      "was made, or give the facts as CSV or Parquet"))
 

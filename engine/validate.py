@@ -261,9 +261,21 @@ def param_value(value: Any) -> Any:
     return value
 
 
-def _non_finite(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], float]]:
-    """Where a document holds `.nan` or `.inf` (YAML's words for them): (path, value)."""
+_LARGEST = sys.float_info.max
+
+
+def _not_finite_words(value: float | int) -> str:
+    if isinstance(value, int):
+        return f"a number of {len(str(abs(value)))} digits, beyond the largest kam holds (about 1.8e308)"
+    return ".nan (not a number)" if value != value else ".inf (infinite)"
+
+
+def _non_finite(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], float | int]]:
+    """Where a document holds `.nan` or `.inf` (YAML's words for them), or a whole number too large for
+    a float (it would become one at the first comparison): (path, value)."""
     if isinstance(data, float) and not math.isfinite(data):
+        return [(path, data)]
+    if isinstance(data, int) and not isinstance(data, bool) and abs(data) > _LARGEST:
         return [(path, data)]
     if isinstance(data, dict):
         return [found for k, v in data.items() for found in _non_finite(v, path + (k,))]
@@ -275,7 +287,7 @@ def _non_finite(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, 
 def _semantic_problems(doc: LocatedDoc) -> list[Problem]:
     """What the schema cannot say: settings that only make sense for some fact and output types, and
     numbers that are no numbers (a parameter of `.nan` made every comparison with it quietly false)."""
-    problems = [Problem("schema", f"`{path[-1]}` is {'.nan (not a number)' if value != value else '.inf (infinite)'}: "
+    problems = [Problem("schema", f"`{path[-1]}` is {_not_finite_words(value)}: "
                         "kam needs a finite number here", doc.loc(path), "write the number, e.g. 0.8 or 80%")
                 for path, value in _non_finite(doc.data)]
     for d_name, d in (doc.data.get("decisions") or {}).items():

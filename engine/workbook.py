@@ -5,8 +5,9 @@ An `.xlsx` file is a zip of XML parts. A small file can unpack to gigabytes (a "
 workbook holding a 3 GiB sheet took the reader past 16 GB of memory), so before any cell is read
 every part is checked against the zip directory and then unpacked as a stream, counting: no part may
 unpack to more than `PART_LIMIT` bytes or, past its first megabyte, more than `RATIO_LIMIT` times
-its packed size (real sheets pack about 10:1). A directory that lies about the sizes is caught by
-the counting.
+its packed size (real sheets pack about 10:1), and the same holds for all parts together (within
+`TOTAL_LIMIT`, and `PARTS_LIMIT` parts at most), so that thousands of small parts that each pack
+well are no way around it. A directory that lies about the sizes is caught by the counting.
 
 A formula cell holds its formula and the value the spreadsheet last calculated. A workbook written
 by a script (openpyxl, pandas `to_excel`, XlsxWriter) has formulas but no calculated values: the
@@ -17,6 +18,7 @@ columns a policy reads are found here and refused with their references.
 
 from __future__ import annotations
 
+import html
 import re
 import struct
 import zipfile
@@ -28,18 +30,23 @@ from typing import Iterator
 from .errors import InputError, Location, Problem
 
 PART_LIMIT = 1 << 30  # bytes of XML one part may unpack to (Excel's largest sheets stay well below)
+TOTAL_LIMIT = 2 << 30  # bytes all parts together may unpack to
+PARTS_LIMIT = 10_000  # parts in one workbook (a workbook of 200 sheets has about 500)
 RATIO_LIMIT = 100  # unpacked : packed, for parts past SMALL_PART (sheets written by Excel: about 10)
 SMALL_PART = 1 << 20  # below this, a part may pack as well as it likes
 SMALL_XML = 16 << 20  # the workbook's own index parts (workbook.xml, its relationships)
 _CHUNK = 1 << 20
 
 _FORMULA_TAG = re.compile(rb"<(?:\w+:)?f[\s/>]")
-_CELL = re.compile(rb"<(?:\w+:)?c\b([^>]*?)(?:/>|>(.*?)</(?:\w+:)?c>)", re.S)
+_ROW_OR_CELL = re.compile(rb"<(?:\w+:)?row\b(?P<row>[^>]*)>|<(?:\w+:)?c\b(?P<cell>[^>]*?)(?:/>|>(?P<inner>.*?)</(?:\w+:)?c>)",
+                          re.S)
+_ROW_NUMBER = re.compile(rb'\br="([0-9]+)"')
 _REF = re.compile(rb'\br="([A-Z]+[0-9]+)"')
 _STRING_RESULT = re.compile(rb'\bt="(?:str|s|inlineStr|e|b)"')
 _VALUE = re.compile(rb"<(?:\w+:)?v>\s*([^<\s][^<]*)</(?:\w+:)?v>")
 _FORMULA_TEXT = re.compile(rb"<(?:\w+:)?f\b[^>]*>([^<]*)</(?:\w+:)?f>")
-_SHEET = re.compile(r'<(?:\w+:)?sheet\b[^>]*?\bname="([^"]*)"[^>]*?\b(?:\w+:)?id="([^"]*)"')
+_SHEET = re.compile(r'<(?:\w+:)?sheet\b([^>]*)>')
+_SHEET_ATTR = re.compile(r'(?:^|\s)(?:(\w+):)?(name|id)\s*=\s*"([^"]*)"')  # `name`, and the relationship's `r:id`
 _REL = re.compile(r'<(?:\w+:)?Relationship\b([^>]*)/?>')
 _ATTR = re.compile(r'\b(Id|Target)="([^"]*)"')
 _FULL_CALC = re.compile(r'\bfullCalcOnLoad="(?:1|true)"')
@@ -75,9 +82,19 @@ def _problem(path: Path, message: str, hint: str = "save the workbook again in E
     return InputError(Problem("input-workbook", message, Location(str(path)), hint))
 
 
-def _stream(path: Path, info: zipfile.ZipInfo) -> Iterator[bytes]:
-    """A part's bytes, a megabyte at a time, stopped with an error as soon as it unpacks to more than
-    the bounds allow, whatever the zip directory says (the packed bytes are counted here)."""
+@dataclass
+class Tally:
+    """Bytes packed and unpacked so far over all the parts of a workbook."""
+
+    packed: int = 0
+    unpacked: int = 0
+
+
+def _stream(path: Path, info: zipfile.ZipInfo, tally: Tally | None = None) -> Iterator[bytes]:
+    """A part's bytes, a megabyte at a time, stopped with an error as soon as it (or, with a `tally`,
+    the workbook so far) unpacks to more than the bounds allow, whatever the zip directory says (the
+    packed bytes are counted here)."""
+    tally = tally if tally is not None else Tally()
     if info.flag_bits & 0x1:
         raise _problem(path, f"{path.name} is encrypted (its part {info.filename})",
                        "save it without a password, or export the sheet as CSV")
@@ -100,16 +117,21 @@ def _stream(path: Path, info: zipfile.ZipInfo) -> Iterator[bytes]:
                 chunk = raw.read(min(_CHUNK, left))
                 left -= len(chunk)
                 packed += len(chunk)
+                tally.packed += len(chunk)
                 if not chunk:
                     return
             else:
                 if not pending:
                     if inflate.eof:
                         return
-                    pending = raw.read(_CHUNK // 16)
+                    # no further than the part's packed size: counting the next part's bytes as this
+                    # one's would let many small parts pass the ratio
+                    pending = raw.read(min(_CHUNK // 16, left))
+                    left -= len(pending)
                     if not pending:
                         raise _problem(path, f"{path.name} is damaged: its part {info.filename} ends early")
                     packed += len(pending)
+                    tally.packed += len(pending)
                 try:
                     chunk = inflate.decompress(pending, _CHUNK)
                 except zlib.error as exc:
@@ -119,8 +141,11 @@ def _stream(path: Path, info: zipfile.ZipInfo) -> Iterator[bytes]:
                 if inflate.eof:
                     pending = b""
             unpacked += len(chunk)
+            tally.unpacked += len(chunk)
             if unpacked > PART_LIMIT or (unpacked > SMALL_PART and unpacked > RATIO_LIMIT * packed):
                 raise _bomb(path, info, unpacked, packed)
+            if _too_much(tally.unpacked, tally.packed):
+                raise _bomb_whole(path, tally.unpacked, tally.packed)
             if chunk:
                 yield chunk
 
@@ -131,6 +156,18 @@ def _bomb(path: Path, info: zipfile.ZipInfo, unpacked: int, packed: int, counted
     return _problem(path, f"{path.name} is not a workbook kam reads: its part {info.filename} unpacks to {size} "
                     f"(kam reads parts of up to {_size(PART_LIMIT)}, packed at most {RATIO_LIMIT}:1)",
                     "a real sheet packs about 10:1; save the data as CSV or Parquet if it is really this large")
+
+
+def _too_much(unpacked: int, packed: int) -> bool:
+    return unpacked > TOTAL_LIMIT or (unpacked > SMALL_PART and unpacked > RATIO_LIMIT * packed)
+
+
+def _bomb_whole(path: Path, unpacked: int, packed: int, counted: bool = True) -> InputError:
+    size = f"more than {_size(TOTAL_LIMIT)}" if unpacked > TOTAL_LIMIT else \
+        f"{'at least ' if counted else ''}{_size(unpacked)} from {_size(packed)}"
+    return _problem(path, f"{path.name} is not a workbook kam reads: its parts together unpack to {size} "
+                    f"(kam reads workbooks of up to {_size(TOTAL_LIMIT)}, packed at most {RATIO_LIMIT}:1)",
+                    "a real workbook packs about 10:1; save the data as CSV or Parquet if it is really this large")
 
 
 def _size(n: int) -> str:
@@ -154,16 +191,24 @@ def bounded(path: Path) -> Workbook:
         raise _problem(path, f"{path.name} is not an .xlsx workbook ({exc})", hint) from None
     with z:
         infos = z.infolist()
+        if len(infos) > PARTS_LIMIT:
+            raise _problem(path, f"{path.name} is not a workbook kam reads: it holds {len(infos):,} parts "
+                           f"(kam reads workbooks of up to {PARTS_LIMIT:,})",
+                           "save the data as CSV or Parquet, or the workbook again in Excel")
         book = _small_text(z, "xl/workbook.xml", path)
         rels = _small_text(z, "xl/_rels/workbook.xml.rels", path)
     for info in infos:
         if info.file_size > PART_LIMIT or (info.file_size > SMALL_PART
                                            and info.file_size > RATIO_LIMIT * max(info.compress_size, 1)):
             raise _bomb(path, info, info.file_size, info.compress_size, counted=False)
+    total, packed = sum(i.file_size for i in infos), sum(i.compress_size for i in infos)
+    if _too_much(total, packed):
+        raise _bomb_whole(path, total, packed, counted=False)
     formulas = set()
+    tally = Tally()
     for info in infos:
         tail = b""
-        for chunk in _stream(path, info):
+        for chunk in _stream(path, info, tally):
             if info.filename not in formulas and _FORMULA_TAG.search(tail + chunk):
                 formulas.add(info.filename)
             tail = chunk[-16:]
@@ -171,11 +216,15 @@ def bounded(path: Path) -> Workbook:
     for rel in _REL.finditer(rels):
         attrs = dict(_ATTR.findall(rel.group(1)))
         if "Id" in attrs and "Target" in attrs:
-            target = attrs["Target"]
-            targets[attrs["Id"]] = target.lstrip("/") if target.startswith("/") else str(PurePosixPath("xl") / target)
+            target = _unescape(attrs["Target"])
+            targets[_unescape(attrs["Id"])] = target.lstrip("/") if target.startswith("/") else str(PurePosixPath("xl") / target)
     by_name = {info.filename: info for info in infos}
-    parts = {_unescape(name): by_name[targets[rid]] for name, rid in _SHEET.findall(book)
-             if targets.get(rid) in by_name}
+    parts = {}
+    for tag in _SHEET.finditer(book):
+        attrs = {(bool(prefix), local): value for prefix, local, value in _SHEET_ATTR.findall(tag.group(1))}
+        name, rid = attrs.get((False, "name")), attrs.get((True, "id"))
+        if name is not None and rid is not None and targets.get(_unescape(rid)) in by_name:
+            parts[_unescape(name)] = by_name[targets[_unescape(rid)]]
     return Workbook(path, parts, formulas, bool(_FULL_CALC.search(book)))
 
 
@@ -191,8 +240,8 @@ def _small_text(z: zipfile.ZipFile, name: str, path: Path) -> str:
 
 
 def _unescape(text: str) -> str:
-    return (text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&apos;", "'")
-            .replace("&amp;", "&"))
+    """XML text as written: the five named entities and numeric character references (`&#99;`)."""
+    return html.unescape(text)
 
 
 def _formula_cells(path: Path, info: zipfile.ZipInfo) -> list[FormulaCell]:
@@ -200,6 +249,7 @@ def _formula_cells(path: Path, info: zipfile.ZipInfo) -> list[FormulaCell]:
     is cut after its last complete row."""
     out: list[FormulaCell] = []
     rest = b""
+    row, col = 0, -1  # where the last row and cell were: a row or a cell may leave out its `r` (the next one)
     for chunk in [*_stream(path, info), b""]:
         data = rest + chunk
         cut = data.rfind(b"row>") + 4 if chunk else len(data)
@@ -207,16 +257,43 @@ def _formula_cells(path: Path, info: zipfile.ZipInfo) -> list[FormulaCell]:
             rest = data
             continue
         rest = data[cut:]
-        for cell in _CELL.finditer(data[:cut]):
-            inner = cell.group(2) or b""
+        for found in _ROW_OR_CELL.finditer(data[:cut]):
+            if found.group("row") is not None:
+                at = _ROW_NUMBER.search(found.group("row"))
+                row, col = (int(at.group(1)) if at else row + 1), -1
+                continue
+            attrs, inner = found.group("cell"), found.group("inner") or b""
+            ref = _REF.search(attrs)
+            if ref:
+                letters = ref.group(1).rstrip(b"0123456789")
+                col, row = column_index(letters.decode()), int(ref.group(1)[len(letters):])
+            else:
+                col += 1
             if not _FORMULA_TAG.search(inner):
                 continue
-            ref = _REF.search(cell.group(1))
             value = _VALUE.search(inner)
             text = _FORMULA_TEXT.search(inner)
             # an empty value is a calculated empty text only where the cell says it holds text
-            kept = value.group(1) if value else (b"" if _STRING_RESULT.search(cell.group(1)) else None)
-            out.append(FormulaCell(ref.group(1).decode() if ref else "?",
+            kept = value.group(1) if value else (b"" if _STRING_RESULT.search(attrs) else None)
+            out.append(FormulaCell(f"{column_letters(col)}{row}",
                                    _unescape(text.group(1).decode("utf-8", "replace")) if text else "",
                                    None if kept is None else kept.decode("utf-8", "replace")))
+    return out
+
+
+def column_index(letters: str) -> int:
+    """The index of a column by its letters (A: 0, AA: 26)."""
+    n = 0
+    for ch in letters:
+        n = n * 26 + ord(ch) - 64
+    return n - 1
+
+
+def column_letters(i: int) -> str:
+    """The letters of the i-th column (0: A, 26: AA)."""
+    out = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        out = chr(65 + r) + out
     return out

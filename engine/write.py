@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from .errors import InputError, Location, Problem
 from .numbers import list_text, number_texts
-from .read import CELL_CHARS, file_sha256, shown
+from .read import CELL_CHARS, excel_length, file_sha256, shown, too_long_for_a_cell
 
 OUTPUT_FORMATS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl", "xlsx": ".xlsx"}
 WORKBOOK = "decisions.xlsx"  # --output-format xlsx: one workbook, a sheet per entity and a summary
@@ -748,11 +748,11 @@ def write_workbook(frames: dict[str, pd.DataFrame], path: Path) -> None:
     cells = {e: [_cell_texts(f[c]) for c in f.columns] for e, f in frames.items()}
     for entity, columns in cells.items():
         for name, values in zip(frames[entity].columns, columns):
-            long = next((r for r, v in enumerate(values) if isinstance(v, str) and len(v) > CELL_CHARS), None)
+            long = next((r for r, v in enumerate(values) if too_long_for_a_cell(v)), None)
             if long is not None:  # Excel's own limit: XlsxWriter would cut the text, an id included
                 key = frames[entity].iloc[long, 0]
                 raise _usage(f"{entity} {key if len(str(key)) <= 40 else str(key)[:40] + '…'}: its `{name}` holds "
-                             f"{len(values[long]):,} characters, and an Excel cell holds at most "
+                             f"{excel_length(values[long]):,} characters, and an Excel cell holds at most "
                              f"{CELL_CHARS:,}", "use --output-format csv, parquet or jsonl, which keep every "
                              "character", path)
     # text that looks like a formula or a link stays text: policies' texts are never Excel's to run

@@ -401,11 +401,12 @@ def test_a_computed_output_that_overflows_is_an_error_naming_the_rule(tmp_path):
             r = kam_here("run", "--policies", str(folder), "--input", f"quote={tmp_path / 'q.csv'}", "--out", str(out),
                          "--output-format", fmt, "--backend", backend)
             assert r.returncode == 2, r.stderr
-            assert "error[overflow]: rule `scaled` of decision `floor` computes an infinite `floor` for Q2 (and 1 " \
-                   "more)" in r.stderr
+            assert "error[overflow]: rule `scaled` of decision `floor`: `list_price * 1e+300` is too large to hold " \
+                   "(beyond about 1.8e308) for Q2 (and 1 more)" in r.stderr
             assert "q.yaml:" in r.stderr and not out.exists()
     r = kam_here("stream", "--policies", str(folder), "--entity", "quote", "--backend", "pandas",
                  stdin='{"quote_id": "Q9", "list_price": 1e12}\n{"quote_id": "Q8", "list_price": 3}\n')
     assert r.returncode == 0, r.stderr
-    assert "stdin:1: error: rule `scaled` of decision `floor` computes an infinite `floor` for Q9" in r.stderr
+    assert "stdin:1: error: rule `scaled` of decision `floor`: `list_price * 1e+300` is too large to hold " \
+           "(beyond about 1.8e308) for Q9" in r.stderr
     assert '"id": "Q8"' in r.stdout and "Q9" not in r.stdout

@@ -174,19 +174,19 @@ def _random_case(client, tmp: Path, policy: str, table: pd.DataFrame, cuts: list
 def _differential(examples: int):
     from hypothesis import HealthCheck, given, settings, strategies as st
 
-    from .test_differential import policies, tables
+    from .test_differential import cases
 
     @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(policies(), tables(), st.lists(st.integers(0, 8), max_size=3))
-    def check(client, tmp_path_factory, policy, table, cuts):
-        _random_case(client, tmp_path_factory.mktemp("dask-diff"), policy, table, cuts)
+    @given(cases(), st.lists(st.integers(0, 8), max_size=3))
+    def check(client, tmp_path_factory, case, cuts):
+        _random_case(client, tmp_path_factory.mktemp("dask-diff"), *case, cuts)
     return check
 
 
 def test_dask_agrees_on_random_policies(client, tmp_path_factory):
     """Random policies of the differential generator (population functions of population functions,
     ties, `by=` groups, every hit policy), their rows cut into random partitions and ranges of two rows."""
-    _differential(int(os.environ.get("KAM_DASK_DIFF_EXAMPLES", "8")))(client, tmp_path_factory)
+    _differential(int(os.environ.get("KAM_DASK_DIFF_EXAMPLES", "12")))(client, tmp_path_factory)
 
 
 @pytest.mark.slow
@@ -232,3 +232,31 @@ def test_a_bad_partition_is_named(client, tmp_path):
     with pytest.raises(InputError) as caught:
         distributed.run(pl, {"prospect": parts}, client, staging)
     assert any("part-1.parquet" in p.render() and "quality_fit" in p.render() for p in caught.value.problems)
+
+
+@pytest.mark.parametrize("added", ["derive:\n  share: cumshare(b)\n", "derive:\n  big: a * 1e305\n",
+                                   "measures:\n  total: sum(b)\n"], ids=["cumshare", "product", "sum"])
+def test_a_number_too_large_to_hold_is_refused_as_the_pandas_engine_refuses_it(client, tmp_path, added):
+    """The same error, at the same step, as the pandas engine (tests/test_regressions.py); the running
+    total of a share across partitions was infinite and its shares quietly missing."""
+    from engine.errors import InputError
+
+    from .helpers import compile_text
+    from .test_regressions import OVERFLOW_FACTS, OVERFLOW_POLICY
+
+    pl = compile_text(tmp_path, OVERFLOW_POLICY % (added, "a > 100"))
+    parts = [tmp_path / "part-0.parquet", tmp_path / "part-1.parquet"]
+    OVERFLOW_FACTS.iloc[:2].to_parquet(parts[0], index=False)
+    OVERFLOW_FACTS.iloc[2:].to_parquet(parts[1], index=False)
+    errors = []
+    for run in (lambda: api.run(pl, {"customer": OVERFLOW_FACTS}),
+                lambda: distributed.run(pl, {"customer": parts}, client, tmp_path / "staged")):
+        (tmp_path / "staged").mkdir(exist_ok=True)
+        with pytest.raises(InputError) as caught:
+            run()
+        errors.append(caught.value.problems[0])
+    pandas_error, dask_error = errors
+    assert dask_error.code == pandas_error.code == "overflow"
+    assert dask_error.loc == pandas_error.loc
+    # which entity is named first depends on where the partitions cut
+    assert dask_error.message.split(" for ")[0] == pandas_error.message.split(" for ")[0]

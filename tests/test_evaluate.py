@@ -109,6 +109,25 @@ decisions:
     assert pd.isna(out["d"][3]) and out["d_because"][3] == "no rule matched"
 
 
+def test_priority_among_equal_values_takes_the_first_written_rule(tmp_path):
+    out = decide(tmp_path, HEAD + """
+decisions:
+  d:
+    hit: priority
+    outputs:
+      level: {values: [high, low]}
+      n: {values: [1, 2, 3]}
+    rules:
+      - {id: low-first, when: x > 0, then: {level: low, n: 1}}
+      - {id: high-two, when: x > 5, then: {level: high, n: 2}}
+      - {id: high-two-again, when: x > 7, then: {level: high, n: 2}}
+      - {id: high-three, when: x > 9, then: {level: high, n: 3}}
+      - {id: high-one, when: x > 11, then: {level: high, n: 1}}
+""", frame([3, 6, 8, 10, 12]))
+    # the first output ranks first, the second among equals, then the order the rules are written in
+    assert out["d_rule"].tolist() == ["low-first", "high-two", "high-two", "high-two", "high-one"]
+
+
 def test_collect_list_and_sum(tmp_path):
     out = decide(tmp_path, HEAD + """
 decisions:

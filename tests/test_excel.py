@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import pytest
 import xlsxwriter
 from python_calamine import CalamineWorkbook
+
+from engine.errors import InputError
 
 from .conftest import ROOT, kam_here, write_policy
 
@@ -305,6 +309,89 @@ def test_a_formula_without_a_calculated_value_is_refused_with_its_cell(tmp_path,
     assert not (tmp_path / "o").exists()
 
 
+def _rewritten(source: Path, path: Path, change: dict[str, Callable[[bytes], bytes]]) -> Path:
+    """`source` with some of its parts changed."""
+    src = zipfile.ZipFile(source)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            data = src.read(info)
+            out.writestr(info.filename, change.get(info.filename, lambda b: b)(data))
+    return path
+
+
+REWRITES = {
+    # what the XML standard allows and Excel or other writers produce, each once bypassed the formula check
+    "r:id before name": {"xl/workbook.xml": lambda b: re.sub(
+        rb'<sheet name="customers" sheetId="1" state="visible" r:id="rId1" ?/>',
+        b'<sheet r:id="rId1" sheetId="1" name="customers"/>', b)},
+    "name with character references": {"xl/workbook.xml": lambda b: b.replace(b'name="customers"',
+                                                                              b'name="&#99;ustomer&#x73;"')},
+    "cells and rows without references": {"xl/worksheets/sheet1.xml": lambda b: re.sub(rb' r="[A-Z]*[0-9]+"', b"", b)},
+}
+
+
+@pytest.mark.parametrize("rewrite", list(REWRITES))
+def test_the_formula_check_holds_however_the_workbook_is_written(tmp_path, rewrite):
+    pytest.importorskip("openpyxl")
+    write_policy(tmp_path / "p", "c.yaml", CUSTOMER_POLICY)
+    path = tmp_path / "book.xlsx"
+    pd.DataFrame({"customer_id": ["001", "002", "003"], "note": ["=1+1", "", ""],
+                  "profit": ["=10000+898.16", 5, "=2*3"]}).to_excel(path, index=False, engine="openpyxl",
+                                                                   sheet_name="customers")
+    changed = _rewritten(path, tmp_path / "changed.xlsx", REWRITES[rewrite])
+    assert zipfile.ZipFile(changed).read("xl/workbook.xml") != zipfile.ZipFile(path).read("xl/workbook.xml") or \
+        rewrite.startswith("cells")
+    r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={changed}", "--out",
+                 str(tmp_path / "o"))
+    assert r.returncode == 2, r.stderr
+    assert "error[input-formula]: customers!C2, C4 hold formulas" in r.stderr
+
+
+def _plus_parts(source: Path, path: Path, parts: dict[str, bytes]) -> Path:
+    """`source` with more parts."""
+    src = zipfile.ZipFile(source)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            out.writestr(info.filename, src.read(info))
+        for name, data in parts.items():
+            out.writestr(name, data)
+    return path
+
+
+def test_thousands_of_small_parts_that_pack_too_well_are_refused(tmp_path):
+    """5,000 parts of 1 MiB of zeros (each within the per-part bounds) took 13 s to unpack: the bounds
+    hold for the workbook as a whole too, from the directory, before anything is unpacked."""
+    write_policy(tmp_path / "p", "c.yaml", CUSTOMER_POLICY)
+    plain = workbook(tmp_path / "plain.xlsx", {"customers": [["customer_id", "profit"], ["001", 5]]})
+    zeros = b"\0" * (1 << 20)
+    _plus_parts(plain, tmp_path / "many.xlsx", {f"xl/media/pad{i}.bin": zeros for i in range(200)})
+    assert (tmp_path / "many.xlsx").stat().st_size < 1 << 20
+    r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={tmp_path / 'many.xlsx'}",
+                 "--out", str(tmp_path / "o"))
+    assert r.returncode == 2, r.stderr
+    assert "many.xlsx is not a workbook kam reads: its parts together unpack to 200.0 MiB from " in r.stderr
+    # a directory that hides the parts' sizes is caught while they are unpacked
+    from engine import workbook as wb
+
+    with pytest.raises(InputError, match="its parts together unpack to at least"):
+        tally = wb.Tally()
+        with zipfile.ZipFile(tmp_path / "many.xlsx") as z:
+            for info in z.infolist():
+                for _ in wb._stream(tmp_path / "many.xlsx", info, tally):
+                    pass
+
+
+def test_a_workbook_of_too_many_parts_is_refused(tmp_path):
+    write_policy(tmp_path / "p", "c.yaml", CUSTOMER_POLICY)
+    plain = workbook(tmp_path / "plain.xlsx", {"customers": [["customer_id", "profit"], ["001", 5]]})
+    _plus_parts(plain, tmp_path / "parts.xlsx", {f"xl/media/p{i}": b"" for i in range(10_001)})
+    r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={tmp_path / 'parts.xlsx'}",
+                 "--out", str(tmp_path / "o"))
+    assert r.returncode == 2, r.stderr
+    assert re.search(r"parts.xlsx is not a workbook kam reads: it holds 10,0\d\d parts \(kam reads workbooks of up "
+                     r"to 10,000\)", r.stderr), r.stderr
+
+
 def test_formulas_with_values_saved_by_a_spreadsheet_are_read(tmp_path):
     """What Excel saves: the formula and its last result (no request to calculate on opening)."""
     write_policy(tmp_path / "p", "c.yaml", CUSTOMER_POLICY)
@@ -355,3 +442,22 @@ def test_a_text_longer_than_a_cell_is_never_cut_in_the_workbook(tmp_path):
     assert not out.exists()
     r = kam_here("run", "--policies", str(folder), "--input", f"customer={tmp_path / 'c.csv'}", "--out", str(out), "-q")
     assert r.returncode == 0 and len(pd.read_csv(out / "customer_decisions.csv")["tier_because"][0]) == 40_000
+    # Excel (and XlsxWriter) count UTF-16 units: 20,000 emoji are 40,000 of them
+    (tmp_path / "c.csv").write_text(f"customer_id,profit,note\n001,5,{'😀' * 20_000}\n", encoding="utf-8")
+    r = kam_here("run", "--policies", str(folder), "--input", f"customer={tmp_path / 'c.csv'}", "--out",
+                 str(tmp_path / "o2"), "--output-format", "xlsx")
+    assert r.returncode == 2, r.stderr
+    assert "customer 001: its `tier_because` holds 40,000 characters, and an Excel cell holds at most 32,767" \
+        in r.stderr
+
+
+def test_a_data_folder_with_an_old_excel_file_says_what_to_do(tmp_path):
+    """`--data` with customers.xls only said "no facts file": the file is there, in a format kam cannot read."""
+    write_policy(tmp_path / "p", "c.yaml", CUSTOMER_POLICY)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "customers.xls").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 512)
+    r = kam_here("run", "--policies", str(tmp_path / "p"), "--data", str(tmp_path / "data"), "--out",
+                 str(tmp_path / "o"))
+    assert r.returncode == 2, r.stderr
+    assert "no facts file for entity `customer`" in r.stderr
+    assert "hint: customers.xls is an old Excel file (.xls): open it in Excel and save it as .xlsx" in r.stderr

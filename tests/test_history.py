@@ -328,6 +328,15 @@ def test_a_long_period_label_is_not_echoed_whole(tmp_path):
     assert "(10,000 characters)" in r.stderr and len(r.stderr) < 1_000
 
 
+def test_a_refused_period_label_creates_no_history_and_is_shown_escaped(tmp_path):
+    """A refused label left an empty history file behind, and a newline in it broke the message in two."""
+    r = kam_here("run", "--out", str(tmp_path / "o"), "--history", str(tmp_path / "h.duckdb"), "--period",
+                 "2026\n-11\x1b[31m")
+    assert r.returncode == 2
+    assert "error[history]: '2026\\n-11\\x1b[31m' is not a period label kam can keep" in r.stderr, r.stderr
+    assert not (tmp_path / "h.duckdb").exists() and not (tmp_path / "o").exists()
+
+
 def test_kam_history_says_when_the_policies_renamed_a_decision(tmp_path):
     """A decision that the policies of a later period no longer have (here renamed) was left out silently."""
     policy = ("policy: p\nentity: customer\nfacts:\n  customer_id: {type: string, key: true}\n  x: {type: number}\n"

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from engine import api
 from engine.errors import PolicyError
+from engine.model import Expr
+from engine.plan import DeriveStep
 from engine.prove import prove
 
 from .conftest import ROOT, kam_here
 from .helpers import compile_text
-from .test_differential import policies as random_policies, tables as random_tables
+from .test_differential import boundary_numbers, policies as random_policies, tables as random_tables
 
 PROTECTED = '''      - id: protected
         when: loyal_long_standing or profitable_big or small_with_potential or strategic_new
@@ -193,34 +196,88 @@ invariants:
     assert codes == ["duplicate-invariant"], codes  # reported first; the rest once ids are unique
 
 
+def _invariant_on(policy: str, data) -> tuple[str, str, str, str, str]:
+    """An invariant on one of a random policy's decisions, in the form its shape allows: a value, a
+    list it collected, or a total; or one true by construction. Returns (target, its shape, the
+    condition on it, extra, kind)."""
+    decisions = re.findall(r"^  (d\d):\n    hit: ([\w-]+)\n(?:    aggregate: (\w+)\n)?", policy, re.M)
+    target, hit, aggregate = data.draw(st.sampled_from(decisions))
+    value = data.draw(st.sampled_from("xyz"))
+    if hit in ("first", "unique", "any", "priority") and data.draw(st.booleans()):
+        # true by construction: a value is decided only by a rule that gives it, so it never comes
+        # without one of their conditions (a default rule's condition is true)
+        block = policy.split(f"  {target}:\n", 1)[1].split("\n  d", 1)[0]
+        rules = re.findall(r"      - id: \w+\n(?:        when: (.*)\n)?        then: (.*)\n", block)
+        giving = [json.loads(when) if when else "true" for when, then in rules
+                  if re.fullmatch(rf"{value}|\{{{target}: {value}, .*\}}", then)]
+        reasons = " or ".join(f"({c})" for c in giving) or "false"
+        return target, "implied", f"{target} == '{value}' and not ({reasons})", "", "never"
+    if aggregate in ("count", "sum"):
+        shape, cond = "total", f"{target} {data.draw(st.sampled_from(['>=', '<', '==']))} {data.draw(st.integers(0, 2))}"
+    elif hit in ("collect", "output-order"):
+        shape, cond = "list", f"'{value}' {data.draw(st.sampled_from(['in', 'not in']))} {target}"
+    else:
+        shape, cond = "value", f"{target} {data.draw(st.sampled_from(['==', '!=']))} '{value}'"
+    extra = data.draw(st.sampled_from(["", " and a > 0", " and s == 'north'", " and f", " and is_missing(b)"]))
+    return target, shape, cond, extra, data.draw(st.sampled_from(["never", "always"]))
+
+
+def _reads_population(pl) -> bool:
+    """Whether any decision or feature reads a population function: then an entity's decisions depend
+    on the others, and a one-entity run is not the population the prover searched."""
+    from engine.functions import POPULATION_FUNCTIONS
+    from engine.nodes import Call, Name, walk
+
+    ep = pl.entity("customer")
+    roots = [e.node for d in ep.decisions for r in d.all_rules
+             for e in [r.when] + [v for _, v in r.then if isinstance(v, Expr)] if e is not None]
+    read = {n.name for root in roots for n in walk(root) if isinstance(n, Name)}
+    for step in reversed([s for s in ep.steps if isinstance(s, DeriveStep)]):  # the features decisions read
+        if step.name in read:
+            roots.append(step.derive.expr.node)
+            read |= {n.name for n in walk(step.derive.expr.node) if isinstance(n, Name)}
+    return any(isinstance(n, Call) and n.func in POPULATION_FUNCTIONS for root in roots for n in walk(root))
+
+
 @settings(max_examples=int(os.environ.get("KAM_INVARIANT_EXAMPLES", "40")), deadline=None,
           suppress_health_check=list(HealthCheck))
 @given(random_policies(), st.data())
-def test_a_proved_invariant_holds_on_any_data(tmp_path_factory, policy, data):
-    """Soundness: whatever `kam check` proves, no table breaks; what it refutes comes with a real example."""
-    decisions = [line.strip()[:-1] for line in policy.splitlines() if line.startswith("  d") and line.endswith(":")]
-    target = data.draw(st.sampled_from(decisions))
-    hit = policy.split(f"  {target}:\n    hit: ")[1].split("\n")[0]
-    if hit == "collect":
-        if f"  {target}:\n    hit: collect\n    aggregate: count" in policy:
-            return
-        cond = f"'{data.draw(st.sampled_from('xyz'))}' {data.draw(st.sampled_from(['in', 'not in']))} {target}"
-    else:
-        cond = f"{target} {data.draw(st.sampled_from(['==', '!=']))} '{data.draw(st.sampled_from('xyz'))}'"
-    extra = data.draw(st.sampled_from(["", " and a > 0", " and s == 'north'", " and f", " and is_missing(b)"]))
-    kind = data.draw(st.sampled_from(["never", "always"]))
+def test_a_proved_invariant_holds_on_any_data_and_a_refuted_one_breaks(tmp_path_factory, policy, data):
+    """Soundness: whatever `kam check` proves, no table breaks (tables on the boundaries of the policy's
+    conditions); what it refutes comes with an example that the engine confirms: run alone, the
+    example entity breaks the invariant (where no decision depends on the rest of the population),
+    and its decided value is one that breaks it."""
+    target, shape, cond, extra, kind = _invariant_on(policy, data)
     text = policy + f"invariants:\n  - id: i\n    {kind}: {json.dumps(cond + extra)}\n"
     tmp = tmp_path_factory.mktemp("inv")
     try:
         pl = compile_text(tmp, text)
-    except PolicyError:
-        return
+    except PolicyError as exc:
+        # the generator writes valid policies and invariants, except for an empty lookup table
+        assert all("lookup" in p.message for p in exc.problems), "\n".join(p.render() for p in exc.problems)
+        assume(False)
     (result,) = prove(pl)
+    event(f"{shape}: {result.status}")
+    assert not (shape == "implied" and result.status == "violated"), f"true by construction, refuted:\n{text}"
     if result.status == "proved":
         for _ in range(3):
-            table = data.draw(random_tables())
+            table = data.draw(random_tables(boundary_numbers(text)))
             frame_path = tmp / "c.jsonl"
             table.to_json(frame_path, orient="records", lines=True, force_ascii=False)
             frames = api.read_inputs(pl, {"customer": frame_path})
             run = api.run(pl, frames)
             assert not run.violations(), f"proved but broken:\n{text}\n{table}"
+    elif result.status == "violated":
+        example = result.example
+        decided = example["decided"][target]["value"][target]
+        if kind == "never":  # the decision's part of the condition holds for the example
+            holds = {"value": lambda: (decided == cond.split("'")[1]) == (" == " in cond),
+                     "list": lambda: (cond.split("'")[1] in (decided or [])) == (" not in " not in cond),
+                     "total": lambda: decided is not None and eval(cond.replace(target, repr(decided)))}[shape]
+            assert holds(), f"the example's {target} = {decided!r} does not break `{cond}`:\n{text}\n{example}"
+        if not _reads_population(pl) and "previous(" not in text and "streak(" not in text:
+            event("refutation run alone")  # the whole example: no population, no earlier periods
+            row = {"id": example["id"], "a": None, "b": None, "s": None, "f": None, **example["facts"]}
+            (tmp / "e.jsonl").write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+            run = api.run(pl, api.read_inputs(pl, {"customer": tmp / "e.jsonl"}))
+            assert run.violations(), f"refuted, but the example alone breaks nothing:\n{text}\n{example}"

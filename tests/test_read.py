@@ -82,6 +82,23 @@ def test_a_bad_json_line_is_named_by_its_number(tmp_path):
     assert "c.jsonl line 3 is not valid JSON" in problem(path)
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+def test_json_lines_end_at_a_newline_only(tmp_path, separator):
+    """JSON allows these unescaped inside a string; the line-by-line reader (another encoding, mixed
+    types) cut the line there and refused a valid file, naming a line that does not exist."""
+    path = tmp_path / "c.jsonl"
+    lines = [{"customer_id": f"a{separator}b", "x": 1, "region": f"n{separator}w", "ok": True},
+             {"customer_id": "2", "x": 2, "region": "s", "ok": False}]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines) + '{"customer_id": "3", "x": 200}\r\n'
+    path.write_text(text, encoding="gb18030", newline="")
+    refused = problem(path, options=FactsOptions(encoding="gb18030"))
+    assert "above the maximum 100 at line 3: 200" in refused, refused
+    path.write_text(text.replace("200", "20"), encoding="gb18030", newline="")
+    frame = read_facts(path, FACTS, FactsOptions(encoding="gb18030"))
+    assert frame["customer_id"].tolist() == [f"a{separator}b", "2", "3"]
+    assert frame["region"].tolist()[0] == f"n{separator}w"
+
+
 def test_messages_show_values_as_written_and_cut_long_ones(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text(json.dumps({"customer_id": "1", "x": True, "region": "n", "ok": True}) + "\n"

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from engine import api
-from engine.errors import PolicyError
+from engine.errors import InputError, PolicyError
 from engine.explain import output_frame
 
 from .helpers import compile_text
@@ -62,3 +62,71 @@ def test_json_lines_yes_no_column_with_gaps(tmp_path):
     values = frames["customer"]["f"]
     assert pd.isna(values[0]) and not bool(values[1])
     assert str(values.dtype) == "boolean"
+
+
+OVERFLOWS = [
+    # (what the policy adds, where the number grows too large, the words of the error)
+    ("derive:\n  big: a * 1e305\n", "feature `big`: `a * 1e+305` is too large to hold (beyond about 1.8e308) for c2"),
+    ("measures:\n  lost: sum(if(a < 0, a * 1e306, 0))\n",
+     "measure `lost`: `a * 1e+306` is too large to hold (beyond about 1.8e308) for c2"),
+    ("derive:\n  share: cumshare(b)\n", "feature `share`: a population figure (a sum, mean, share or spread) is too large"),
+    ("derive:\n  spread: zscore(b)\n", "feature `spread`: a population figure"),
+    ("derive:\n  total: sum(b)\n", "feature `total`: a population figure (a sum, mean, share or spread) is too large "
+     "to hold (beyond about 1.8e308) for c1 (and 2 more)"),
+    ("measures:\n  total: sum(b)\n", "measure `total`: a population figure"),
+    ("", "rule `huge` of decision `d`: `b * 10` is too large to hold (beyond about 1.8e308) for c1 (and 1 more)"),
+]
+OVERFLOW_POLICY = """
+policy: o
+entity: customer
+facts:
+  id: {type: string, key: true}
+  a: {type: number}
+  b: {type: number}
+%s
+decisions:
+  d:
+    values: [x, y]
+    rules:
+      - {id: huge, when: %s, then: x}
+      - {id: rest, then: y}
+"""
+OVERFLOW_FACTS = pd.DataFrame({"id": ["c1", "c2", "c3"], "a": [1.0, -6000.0, 2.0], "b": [1.7e308, 1.0, 1.7e308]})
+
+
+@pytest.mark.parametrize("backend", ["pandas", "durable"])
+@pytest.mark.parametrize("added, words", OVERFLOWS, ids=[w.split(":")[0] for _, w in OVERFLOWS])
+def test_a_number_too_large_to_hold_is_an_error_naming_where_and_for_whom(tmp_path, added, words, backend):
+    """A feature, a measure, a population figure or a condition computed past the largest number was
+    quietly missing (or infinite, and then shares of it 0): now it is an input error at the step."""
+    condition = "b * 10 > 0" if not added else "a > 100"
+    pl = compile_text(tmp_path, OVERFLOW_POLICY % (added, condition))
+    OVERFLOW_FACTS.to_json(tmp_path / "c.jsonl", orient="records", lines=True)
+    frames = api.read_inputs(pl, {"customer": tmp_path / "c.jsonl"})
+    with pytest.raises(InputError) as caught, deadline(60):
+        api.run(pl, frames, backend=backend)
+    (problem,) = caught.value.problems
+    assert problem.code == "overflow" and words in problem.message, problem.message
+    assert problem.loc.file.endswith("p0.yaml") and problem.loc.line > 1
+
+
+def test_numbers_beyond_the_largest_float_are_refused_where_written(tmp_path):
+    """`1e400` in an expression was infinity, a 400-digit parameter a traceback: both are check errors."""
+    with pytest.raises(PolicyError) as caught:
+        compile_text(tmp_path, OVERFLOW_POLICY % ("", "a > 1e400"))
+    assert "`1e400` is beyond the largest number kam holds" in caught.value.problems[0].message
+    with pytest.raises(PolicyError) as caught:
+        compile_text(tmp_path / "2", OVERFLOW_POLICY % ("params:\n  big: " + "9" * 400 + "\n", "a > big"))
+    assert "`big` is a number of 400 digits, beyond the largest kam holds" in caught.value.problems[0].message
+
+
+def test_the_prover_passes_over_made_up_facts_that_overflow(tmp_path):
+    """The prover decides made-up populations at the edges of the number range; a formula that
+    overflows there made `kam check` fail with a run's overflow error naming a made-up entity."""
+    from engine.prove import prove
+
+    pl = compile_text(tmp_path, OVERFLOW_POLICY.replace("decisions:", "derive:\n  big: a * 1e300\ninvariants:\n"
+                                                        "  - {id: i, never: \"d == 'x' and a > 1e300\"}\ndecisions:")
+                      % ("", "big > 5"))
+    (result,) = prove(pl)
+    assert result.status == "not-analysed", result

@@ -124,9 +124,8 @@ def main() -> None:
         labels = record_periods(args.data, path, args.periods)
         size = path.stat().st_size / 2**20
         with hist.History.open(path) as h:
-            keys = h.con.execute("SELECT customer_id FROM customer_history WHERE kam_period = ? ORDER BY hash(customer_id) "
-                                 "LIMIT 5",
-                                 [labels[-1]]).fetchall()
+            keys = h.con.execute("SELECT customer_id FROM customer_history WHERE kam_period = ? "
+                                 "ORDER BY hash(customer_id) LIMIT 5", [labels[-1]]).fetchall()
             path_s = statistics.median(timed(lambda k=k: timeline.entity_path(h, k[0], "customer")) for k in keys)
             matrix_s = timed(lambda: timeline.changes(h, entity="customer", decision="tier"), 3)
             moved = timeline.changes(h, entity="customer", decision="tier")[0].moved

@@ -18,8 +18,8 @@ from typing import Any, Iterable, Union
 from .errors import Location, Problem
 from .numbers import number_text
 from .model import Decision, Rule
-from .nodes import FLIPPED, PREVIOUS, Bool, Call, Compare, In, Logic, Member, Name, Node, Not, Num, Str, names, past_key, \
-    past_reads, to_text
+from .nodes import FLIPPED, PREVIOUS, Bool, Call, Compare, In, Logic, Member, Name, Node, Not, Num, Str, names, \
+    past_key, past_reads, to_text
 from .plan import DecisionStep, DeriveStep, EntityPlan, Plan, decision_reads, step_nodes
 from .typecheck import Checked, Symbol
 

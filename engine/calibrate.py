@@ -115,6 +115,8 @@ def load(path: Path) -> Calibration:
                     for g in groups}
         return cal
     except FileNotFoundError:
-        raise InputError(Problem("calibration", f"calibration file {path} does not exist", Location(str(path))))
+        raise InputError(Problem("calibration", f"calibration file {path} does not exist", Location(str(path)))) \
+            from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(Problem("calibration", f"{path} is not a kam calibration: {exc}", Location(str(path))))
+        raise InputError(Problem("calibration", f"{path} is not a kam calibration: {exc}", Location(str(path)))) \
+            from None

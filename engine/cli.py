@@ -465,10 +465,11 @@ def _compile_for_run(policies: Path | None, options: EngineOptions) -> "Plan":
 
 
 def _compute(pl: "Plan", data: Path | None, inputs: tuple[str, ...], timings: dict[str, float],
-             steps: _Steps | None = None, options: EngineOptions = EngineOptions()
+             steps: _Steps | None = None, options: EngineOptions | None = None
              ) -> tuple["api.RunResult", dict[str, Path]]:
     from . import api, calibrate
 
+    options = options if options is not None else EngineOptions()  # its own: a run records its history in it
     t0 = time.perf_counter()
     calibration = calibrate.load(options.calibration) if options.calibration else None
     given = _parse_inputs(inputs)
@@ -791,7 +792,8 @@ def _run_dask(policies: Path | None, data: Path | None, inputs: tuple[str, ...],
             "kam_version": __version__,
             "policy_set": {"directory": ps.directory, "sha256": ps.hash, "policies": [p.name for p in ps.policies]},
             "engine": {"name": "dask", "scheduler": scheduler or f"local ({workers} workers, {worker_memory} each)"},
-            "inputs": [{"entity": e, "path": str(p), "sha256": file_sha256(p), "rows": r} for e, ps_ in files.items() for p, r in zip(ps_, done.entities[e]["rows"])],
+            "inputs": [{"entity": e, "path": str(p), "sha256": file_sha256(p), "rows": r} for e, ps_ in files.items()
+                       for p, r in zip(ps_, done.entities[e]["rows"])],
             "decision_counts": merged["counts"],
             "measures": merged["measures"],
             "invariants": [r.to_dict() for r in merged["invariants"]],

@@ -37,7 +37,8 @@ def _git(args: list[str], cwd: Path) -> str:
         raise InputError(Problem("usage", "git is not installed", Location("command line"))) from None
     except subprocess.CalledProcessError as exc:
         raise InputError(Problem("usage", f"git {' '.join(args)} failed: {exc.stderr.strip()}",
-                                 Location("command line"), "pass a revision such as HEAD~1 or main, or a folder"))
+                                 Location("command line"), "pass a revision such as HEAD~1 or main, or a folder")) \
+            from None
     return out.stdout
 
 
@@ -286,10 +287,11 @@ def render_text(comparison: Comparison, markdown: bool = False) -> str:
             cw = [max(len(c), *(len(f"{r[1][i]:,}") for r in rows)) for i, c in enumerate(cols)]
             lines.append("  " + "base \\ new".ljust(width) + "  " + "  ".join(c.rjust(w) for c, w in zip(cols, cw)))
             for label, values in rows:
-                lines.append("  " + label.ljust(width) + "  " + "  ".join(f"{v:,}".rjust(w) for v, w in zip(values, cw)))
+                figures = "  ".join(f"{v:,}".rjust(w) for v, w in zip(values, cw))
+                lines.append("  " + label.ljust(width) + "  " + figures)
         if d.rules:
             lines.append("")
-            lines.append("rules that gained or lost entities:" if not markdown else "Rules that gained or lost entities:")
+            lines.append("Rules that gained or lost entities:" if markdown else "rules that gained or lost entities:")
             for r, b, n in d.rules:
                 lines.append(f"{'- ' if markdown else '  '}`{r}`: {b:,} -> {n:,} ({n - b:+,})")
         lines.append("")

@@ -50,8 +50,8 @@ import pyarrow.compute as pc
 
 from . import population as popu
 from .errors import InputError, Location, Problem
-from .evaluate import CONFLICT, ListVec, Overflow, Text, Tri, Vec, _joined, evaluate_entity, is_missing, missing_vector, \
-    take
+from .evaluate import CONFLICT, ListVec, Overflow, Text, Tri, Vec, _joined, evaluate_entity, is_missing, \
+    missing_vector, take
 from .functions import POPULATION_FUNCTIONS
 from .model import Join
 from .nodes import Call, Node, names, to_text, walk

@@ -1062,7 +1062,7 @@ class Recorder:
         self._error: BaseException | None = None
         self._rows: dict[str, int] = {}
         self._committed = False
-        history.w  # the recording connection is made here, before its thread starts (DuckDB's own rule)
+        _ = history.w  # the recording connection is made here, before its thread starts (DuckDB's own rule)
         self._thread = threading.Thread(target=self._work, name="kam-history", daemon=True)
         self._thread.start()
         self._queue.put(lambda: history.begin(period, self.label, replace))

@@ -146,8 +146,9 @@ class Policies:
         needed = [ep.entity for ep in pl.entities if ep.entity not in frames]
         if needed:
             readers = [ep.entity for ep in pl.entities if any(j.entity in needed for j in ep.joins)]
-            raise InputError(Problem("input-missing-file", f"{', '.join(readers)} read{'s' if len(readers) == 1 else ''}"
-                                     f" {', '.join(needed)}: pass {'its' if len(needed) == 1 else 'their'} frame too",
+            raise InputError(Problem("input-missing-file",
+                                     f"{', '.join(readers)} read{'s' if len(readers) == 1 else ''} {', '.join(needed)}"
+                                     f": pass {'its' if len(needed) == 1 else 'their'} frame too",
                                      Location(self.folder),
                                      f"e.g. policies.run({{{', '.join(f'{e!r}: ...' for e in [*frames, *needed])}}})"))
         if backend not in api.BACKENDS:

@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 from .errors import PolicyError, Problem
 from .model import Expr, PolicySet, Rule
 
-from .nodes import COMPARE, Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str
+from .nodes import COMPARE, Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Member, Name, Neg, Node, Not, Num, \
+    Str
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 40

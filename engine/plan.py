@@ -213,7 +213,7 @@ def plan(checked: Checked) -> Plan:
         graph: dict[str, list[str]] = {}
         locs: dict[str, Location] = {}
 
-        def producer(name: str) -> str | None:
+        def producer(name: str, ns: Any = ns) -> str | None:
             sym = ns.symbols.get(name)
             if sym is None:
                 return None
@@ -279,5 +279,7 @@ def past_note(pl: Plan) -> str:
     direct = past_readers(pl)
     follow = [n for n in past_readers(pl, direct=False) if n not in direct]
     text = f"{', '.join(direct)} read{'s' if len(direct) == 1 else ''} earlier periods with previous()"
-    return text + (f"; {', '.join(follow)} follow{'s' if len(follow) == 1 else ''} from {'it' if len(direct) == 1 else 'them'}"
-                   if follow else "")
+    if not follow:
+        return text
+    return text + f"; {', '.join(follow)} follow{'s' if len(follow) == 1 else ''} from " \
+                  f"{'it' if len(direct) == 1 else 'them'}"

@@ -30,7 +30,7 @@ MAP_POINTS = 5000  # above this many customers the profitability map is a 2-D hi
 COLORS = ["#1b6ca8", "#5aa469", "#f0a500", "#c0392b", "#8e44ad", "#7f8c8d", "#16a085", "#d35400"]
 
 
-_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "kam", "font.size": 9,
+_STYLE: dict[str, Any] = {"svg.fonttype": "none", "svg.hashsalt": "kam", "font.size": 9,
           "axes.spines.top": False, "axes.spines.right": False}
 LABEL_CHARS = 24  # a label in a chart
 WORD_CHARS = 24  # a table cell may break a longer run of characters without a space
@@ -296,7 +296,8 @@ def _counts_section(frame: pd.DataFrame, section: str, title: str, decision: str
             part = part.sort_values(sort_by, ascending=False)
         cols = [c for c in who if c in part]
         if cols:
-            tables += _table(part[cols].head(TOP), f"{decision} {value}: the first {min(TOP, len(part))} of {len(part):,}")
+            caption = f"{decision} {value}: the first {min(TOP, len(part))} of {len(part):,}"
+            tables += _table(part[cols].head(TOP), caption)
     return (f'<section id="{section}"><h2>{html.escape(title)}</h2><figure id="chart-{section}">{_svg(fig)}'
             f'<figcaption>{html.escape(caption)}</figcaption></figure>{tables}</section>')
 
@@ -315,7 +316,8 @@ def _since_section(result: "RunResult", c: pd.DataFrame) -> str:
     for m in money:
         moves[m] = moves[m].map(_money)
     cols = [x for x in ("customer_id", "before", "tier", "revenue", "profit", "tier_because") if x in moved]
-    top = moved.sort_values("profit", ascending=False, key=abs)[cols].head(TOP) if "profit" in moved else moved[cols].head(TOP)
+    by_money = moved.sort_values("profit", ascending=False, key=abs) if "profit" in moved else moved
+    top = by_money[cols].head(TOP)
     return (f'<section id="since"><h2>Since the previous period ({html.escape(result.past.periods[0])})</h2>'
             f'{_table(matrix.reset_index(), "tier before (rows) and now (columns)")}'
             f'{_table(moves, "the moves, with the money that moved")}{_table(top, "the biggest movers")}</section>')
@@ -374,8 +376,9 @@ def render(result: "RunResult", title: str = "Key-account portfolio") -> str:
         if "shortfall" in q:
             q = q.assign(below_floor=np.clip(q["shortfall"].to_numpy(dtype=float), 0, None))
         parts.append(_counts_section(q, "pricing", "Pricing: quotes approved, escalated and rejected", "approval",
-                                     ["quoted_price", "below_floor"], ["quote_id", "customer_id", "tier", "quoted_price",
-                                                                       "below_floor", "approval_because"],
+                                     ["quoted_price", "below_floor"],
+                                     ["quote_id", "customer_id", "tier", "quoted_price", "below_floor",
+                                      "approval_because"],
                                      "Quotes per approval decision; below_floor is how far under the tier's floor "
                                      "price they are (0 at or above it).", sort_by="below_floor"))
     measures = [{"entity": e, "measure": k, "value": "missing" if v is None else
@@ -392,5 +395,5 @@ def render(result: "RunResult", title: str = "Key-account portfolio") -> str:
     rows = ", ".join(f"{len(f):,} {e}s" for e, f in result.frames_in.items())
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head><body>'
-            f'<h1>{html.escape(title)}</h1><p class="meta">{rows}; policies {ps.hash[:12]} ({html.escape(ps.directory)});'
-            f' kam {__version__}; {when}</p>{note}{"".join(parts)}</body></html>')
+            f'<h1>{html.escape(title)}</h1><p class="meta">{rows}; policies {ps.hash[:12]} '
+            f'({html.escape(ps.directory)}); kam {__version__}; {when}</p>{note}{"".join(parts)}</body></html>')

@@ -370,8 +370,8 @@ def _joined_results(plan: Plan, ep: EntityPlan, rng: "np.random.Generator", size
                 env[name] = Tri(rng.random(size) < 0.5, np.ones(size, bool))
             elif t.kind == "list":
                 values = sorted(t.values or {"a"}, key=str)
-                lists = tuple(tuple(v for v, keep in zip(values, bits) if keep)
-                              for bits in np.array(np.meshgrid(*[[False, True]] * len(values))).T.reshape(-1, len(values)))
+                every_subset = np.array(np.meshgrid(*[[False, True]] * len(values))).T.reshape(-1, len(values))
+                lists = tuple(tuple(v for v, keep in zip(values, bits) if keep) for bits in every_subset)
                 env[name] = ListVec(rng.integers(0, len(lists), size).astype(np.int64), lists)
             else:
                 values = np.array(sorted(t.values or {"a", "b"}, key=str), dtype=object)

@@ -317,7 +317,8 @@ def _read_jsonl_lines(path: Path, options: FactsOptions) -> tuple[pd.DataFrame, 
         except json.JSONDecodeError as exc:
             raise InputError(Problem("input-unreadable", f"{path.name} line {number} is not valid JSON: "
                                      f"{exc.msg} (column {exc.colno})", Location(str(path), number, exc.colno),
-                                     "each line must hold one JSON object, like {\"customer_id\": \"000123\", ...}"))
+                                     "each line must hold one JSON object, like {\"customer_id\": \"000123\", ...}")) \
+                from None
         if not isinstance(record, dict):
             raise InputError(Problem("input-unreadable", f"{path.name} line {number} holds a JSON "
                                      f"{type(record).__name__}, not an object", Location(str(path), number, 1),
@@ -399,7 +400,8 @@ def _read_xlsx(path: Path, sheet: str | None, entity: str, loc: Location,
         holds = "holds a formula" if len(uncalculated) == 1 else "hold formulas"
         if parts.recalculate and first.value is not None:
             why = (f"whose value was never calculated (={first.formula[:SHOW_CHARS]}: the workbook was written by a "
-                   f"program and asks to be calculated when opened, so the stored {first.value[:SHOW_CHARS]} is no result)")
+                   f"program and asks to be calculated when opened, so the stored {first.value[:SHOW_CHARS]} is "
+                   "no result)")
         else:
             why = f"with no saved value (={first.formula[:SHOW_CHARS]})"
         raise InputError(Problem("input-formula", f"{_sheet_ref(sheet)}!{refs}{more} {holds} {why}", loc,
@@ -574,8 +576,8 @@ def check_column(fact: Fact, col: pd.Series, lines: Lines, loc: Location, proble
         arr = values.to_numpy(dtype=float, na_value=np.nan)
         inf = np.flatnonzero(np.isinf(arr))
         if inf.size:
-            problems.append(Problem("input-range", f"column `{name}` holds an infinite value at {lines.label(inf, name)}",
-                                    loc))
+            problems.append(Problem("input-range",
+                                    f"column `{name}` holds an infinite value at {lines.label(inf, name)}", loc))
         if fact.decimals is not None:
             arr = round_half_away(arr, fact.decimals)
         if fact.type == "integer":
@@ -592,7 +594,8 @@ def check_column(fact: Fact, col: pd.Series, lines: Lines, loc: Location, proble
             if out.size:
                 problems.append(Problem("input-range",
                                         f"column `{name}` has {_verb(out, 'a value', 'values')} {word} "
-                                        f"{number_text(bound)} at {lines.label(out, name)}: {_examples(pd.Series(arr), out)}",
+                                        f"{number_text(bound)} at {lines.label(out, name)}: "
+                                        f"{_examples(pd.Series(arr), out)}",
                                         loc, f"the policy of `{name}` (at {fact.loc}) allows "
                                         f"{'at least' if op is np.less else 'at most'} {number_text(bound)}"))
         result = pd.Series(arr, index=col.index, name=name)
@@ -695,6 +698,18 @@ def _check_table(raw: pd.DataFrame, facts: dict[str, Fact], lines: Lines, loc: L
     return pd.DataFrame(columns, copy=False)
 
 
+def _parser_errors(fmt: str) -> tuple[type[BaseException], ...]:
+    """What the parsers raise on a file they cannot read: these become input errors; anything else is
+    kam's own bug and keeps its traceback."""
+    errors: tuple[type[BaseException], ...] = (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError,
+                                               csv.Error, UnicodeError, OSError, EOFError)
+    if fmt == "xlsx":
+        from python_calamine import CalamineError
+
+        errors += (CalamineError,)
+    return errors
+
+
 def read_facts(path: Path, facts: dict[str, Fact], options: FactsOptions | str | None = None,
                identifiers: set[str] | None = None, entity: str = "") -> pd.DataFrame:
     """Read and check one facts file; raise InputError naming file, column and lines on any problem.
@@ -726,7 +741,7 @@ def read_facts(path: Path, facts: dict[str, Fact], options: FactsOptions | str |
                                      "use csv, parquet, jsonl or xlsx"))
     except InputError:
         raise
-    except Exception as exc:  # a parser's own message is the most precise we have
+    except _parser_errors(fmt) as exc:  # a parser's own message is the most precise we have
         raise InputError(Problem("input-unreadable", f"cannot read {path.name} as {fmt}: {exc}", loc)) from None
     raw.columns = [str(c).strip() for c in raw.columns]
     return _check_table(raw, facts, lines, loc, identifiers, f"{path.name}#{lines.sheet}" if lines.sheet else path.name,

@@ -117,7 +117,8 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             with self.db:
-                self.db.execute("CREATE TABLE IF NOT EXISTS entities (key TEXT PRIMARY KEY, facts TEXT, decisions TEXT)")
+                self.db.execute("CREATE TABLE IF NOT EXISTS entities "
+                                "(key TEXT PRIMARY KEY, facts TEXT, decisions TEXT)")
                 self.db.execute("CREATE TABLE IF NOT EXISTS sources (name TEXT PRIMARY KEY, lines INTEGER)")
                 self.db.execute("CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, line TEXT)")
                 self.db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")

@@ -287,8 +287,8 @@ def run_tests(pl: Plan, files: list[Path]) -> SuiteResult:
             unknown = [k for k in case if k not in ("name", "expect", "data", "description", "previous")
                        and k not in entities]
             if unknown:
-                res.failures.append(f"`{unknown[0]}` is neither an entity of the policies nor a case setting "
-                                    f"({did_you_mean(unknown[0], sorted(entities)) or 'entities: ' + ', '.join(sorted(entities))})")
+                known = did_you_mean(unknown[0], sorted(entities)) or "entities: " + ", ".join(sorted(entities))
+                res.failures.append(f"`{unknown[0]}` is neither an entity of the policies nor a case setting ({known})")
                 continue
             with tempfile.TemporaryDirectory() as tmp:
                 try:

@@ -303,7 +303,7 @@ def _entity_changes(history: History, entity: str, a: RunInfo, b: RunInfo, decis
     cols = list(dict.fromkeys(list(outputs.values()) + measures))
     select = [f"coalesce(b.{quote(key)}, a.{quote(key)}) AS kam_key", f"a.{quote(key)} IS NOT NULL AS kam_before",
               f"b.{quote(key)} IS NOT NULL AS kam_after"]
-    select += [f"a.{quote(c)} AS {quote('a:' + c)}" for c in cols] + [f"b.{quote(c)} AS {quote('b:' + c)}" for c in cols]
+    select += [f"{side}.{quote(c)} AS {quote(side + ':' + c)}" for side in 'ab' for c in cols]
     rules = [f"b.{quote(d + '_rule')} AS {quote('rule:' + d)}" for d in outputs if f"{d}_rule" in have]
     table = quote(table_name(entity))
     joined = history._arrow(

@@ -38,8 +38,8 @@ SMALL_XML = 16 << 20  # the workbook's own index parts (workbook.xml, its relati
 _CHUNK = 1 << 20
 
 _FORMULA_TAG = re.compile(rb"<(?:\w+:)?f[\s/>]")
-_ROW_OR_CELL = re.compile(rb"<(?:\w+:)?row\b(?P<row>[^>]*)>|<(?:\w+:)?c\b(?P<cell>[^>]*?)(?:/>|>(?P<inner>.*?)</(?:\w+:)?c>)",
-                          re.S)
+_ROW_OR_CELL = re.compile(rb"<(?:\w+:)?row\b(?P<row>[^>]*)>"
+                          rb"|<(?:\w+:)?c\b(?P<cell>[^>]*?)(?:/>|>(?P<inner>.*?)</(?:\w+:)?c>)", re.S)
 _ROW_NUMBER = re.compile(rb'\br="([0-9]+)"')
 _REF = re.compile(rb'\br="([A-Z]+[0-9]+)"')
 _STRING_RESULT = re.compile(rb'\bt="(?:str|s|inlineStr|e|b)"')
@@ -217,7 +217,8 @@ def bounded(path: Path) -> Workbook:
         attrs = dict(_ATTR.findall(rel.group(1)))
         if "Id" in attrs and "Target" in attrs:
             target = _unescape(attrs["Target"])
-            targets[_unescape(attrs["Id"])] = target.lstrip("/") if target.startswith("/") else str(PurePosixPath("xl") / target)
+            inside = target.lstrip("/") if target.startswith("/") else str(PurePosixPath("xl") / target)
+            targets[_unescape(attrs["Id"])] = inside
     by_name = {info.filename: info for info in infos}
     parts = {}
     for tag in _SHEET.finditer(book):

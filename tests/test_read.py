@@ -152,3 +152,22 @@ def test_an_unclosed_quote_is_refused_and_a_bare_header_is_an_empty_table(tmp_pa
     assert "a quoted value that starts on line 3 is never closed" in problem(path)
     path.write_text("customer_id,x,region,ok", encoding="utf-8")  # no line end after the header
     assert len(read_facts(path, FACTS)) == 0
+
+
+def test_a_bug_in_the_reader_is_not_shown_as_a_bad_file(tmp_path, monkeypatch):
+    """`except Exception` turned kam's own errors while reading into "cannot read the file" (exit 2, no
+    traceback); only what the parsers raise is the file's fault."""
+    import engine.read as read
+
+    path = tmp_path / "c.csv"
+    path.write_text("customer_id,x,region,ok\n1,2,n,true\n", encoding="utf-8")
+
+    def broken(*_args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(read, "_read_csv", broken)
+    with pytest.raises(ZeroDivisionError):
+        read_facts(path, FACTS)
+    bad = tmp_path / "c.parquet"
+    bad.write_bytes(b"PAR1 not really parquet PAR1")
+    assert "cannot read c.parquet as parquet" in problem(bad)

@@ -8,6 +8,7 @@ value). A rule matches only where its condition is true; unknown is not true.
 from __future__ import annotations
 
 import math
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Union
@@ -783,8 +784,18 @@ class FactEnv(dict):
         self.params = dict(params or {})
         self.past = past if past is not None else {}
         self.past_kinds = dict(past_kinds or {})
+        # the writer's and the recorder's threads read columns too: each is made once, by one of them
+        self._making = threading.Lock()
 
     def __missing__(self, name: str) -> Vec:
+        with self._making:
+            if dict.__contains__(self, name):  # made by another thread while this one waited
+                return dict.__getitem__(self, name)
+            vec = self._make(name)
+            self[name] = vec
+            return vec
+
+    def _make(self, name: str) -> Vec:
         if name in self.params:
             vec = _full(Context({}, self.n, None), self.params[name])
         elif name in self.fact_types:
@@ -798,7 +809,6 @@ class FactEnv(dict):
                 missing_vector(self.past_kinds[name], self.n)
         else:
             raise KeyError(name)
-        self[name] = vec
         return vec
 
 

@@ -417,6 +417,7 @@ class History:
         self._recording = False
         self._plans: dict[str, Plan] = {}
         self._hashes: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
+        self._hashing = threading.Lock()  # reading the past (main thread) and recording (its own) both ask
         self._writer: "duckdb.DuckDBPyConnection | None" = None
         self._runs: list[RunInfo] | None = None
         self.notes: list[str] = []  # what opening it settled (a period of a run that was stopped)
@@ -766,10 +767,11 @@ class History:
         (reading the past and recording the period both need them)."""
         if isinstance(ids, pa.ChunkedArray):
             ids = ids.combine_chunks()
-        found = self._hashes.get(entity)
-        if found is None or len(found[0]) != len(ids) or not found[0].equals(ids):
-            hashes = key_hashes(ids)
-            found = self._hashes[entity] = (ids, hashes, np.argsort(hashes))
+        with self._hashing:
+            found = self._hashes.get(entity)
+            if found is None or len(found[0]) != len(ids) or not found[0].equals(ids):
+                hashes = key_hashes(ids)
+                found = self._hashes[entity] = (ids, hashes, np.argsort(hashes))
         return found[1], found[2]
 
     # -- recording ----------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import textwrap
+import threading
 from pathlib import Path
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -27,3 +29,20 @@ def decide(tmp: Path, policy: str, frame: pd.DataFrame, entity: str = "customer"
     frames = api.read_inputs(pl, {entity: path})
     result = api.run(pl, frames)
     return output_frame(result.results[entity])
+
+
+def at_once(ask: Callable[[], Any], threads: int) -> list[Any]:
+    """`ask()` in several threads released together (a race, on purpose); what each got."""
+    start = threading.Barrier(threads)
+    got: list[Any] = []
+
+    def run() -> None:
+        start.wait()
+        got.append(ask())
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return got

@@ -7,7 +7,7 @@ import pytest
 from engine import api
 from engine.evaluate import Context, Text, pop_cumshare, pop_pct_rank, pop_rank, pop_stat
 
-from .helpers import compile_text, decide
+from .helpers import at_once, compile_text, decide
 
 HEAD = """
 policy: t
@@ -296,3 +296,17 @@ def test_group_statistics():
     assert pop_stat("zscore", x, ctx, "g")[[0, 1, 2, 4]].tolist() == [-1, 1, -1, 1]
     assert pop_stat("quantile", x, ctx, "g", 0.5).tolist() == [2, 2, 15, 15, 15]
     assert pop_cumshare(x, ctx, "g")[[0, 1, 2, 4]].tolist() == pytest.approx([1.0, 0.75, 1.0, 20 / 30])
+
+
+def test_a_fact_column_is_made_once_however_many_threads_ask():
+    """The writer's threads and the history's recorder read columns of the same FactEnv while the main
+    thread does: each column is made once, and every thread gets that one vector (two threads making
+    it at once kept the one made last, so a thread could hold a vector the environment no longer had)."""
+    from engine.evaluate import FactEnv
+
+    n = 50_000
+    frame = pd.DataFrame({f"x{i}": (np.arange(n) % 997).astype(str) for i in range(12)})  # text: slow to make
+    for _ in range(10):
+        env = FactEnv(frame, {c: "string" for c in frame.columns}, n)
+        seen = at_once(lambda env=env: {c: id(env[c]) for c in frame.columns}, 8)
+        assert all(s == {c: id(env[c]) for c in frame.columns} for s in seen)

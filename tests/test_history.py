@@ -22,6 +22,7 @@ from engine import api, history as hist, timeline, write
 from engine.history import History
 
 from .conftest import KAM, ROOT, kam, kam_here
+from .helpers import at_once
 from .test_cli import golden
 from .test_language import PAST, compile_text
 
@@ -567,3 +568,17 @@ def test_json_gives_numbers_as_numbers_in_history_and_changes(recorded):
     r = kam_here("changes", "--history", str(recorded / "history.duckdb"), "--format", "json", "--decision", "tier")
     mover = json.loads(r.stdout)[0]["movers"][0]
     assert isinstance(mover["profit"], float)
+
+
+def test_the_ids_are_hashed_once_whichever_thread_asks_first():
+    """Reading the past (main thread) and recording the period (the recorder's thread) both ask for the
+    ids' hashes: one of them works them out, and both get the same arrays."""
+    import pyarrow as pa
+
+    from engine.history import History
+
+    ids = pa.array([f"{i:07d}" for i in range(300_000)])
+    for _ in range(10):
+        h = History(duckdb.connect(), Path("memory"), False)
+        got = at_once(lambda h=h: tuple(map(id, h.hashed("customer", ids))), 6)
+        assert len(set(got)) == 1

@@ -1,22 +1,23 @@
 """The durable_rules backend: the same plan, with rule conditions matched by durable_rules.
 
-Each decision becomes one durable_rules ruleset (named after the policy-set hash, so two policy
-versions can live in one process); each rule becomes a `when_all` condition whose action records
-that the rule matched. Only comparisons of a field with a constant or another field, and `&`/`|`,
-are given to durable_rules; `not` is pushed down to the comparisons (De Morgan, with the same
-three-valued logic as the pandas backend, since a missing field never matches a comparison).
-Everything else in a condition — functions, arithmetic, population functions, text ordering — is
-computed before the fact is posted by the shared evaluator (`engine.evaluate`), and posted as an
-extra field. Derived features, hit policies and `because` texts are the shared code too, so the
-two backends can only differ in how durable_rules matches conditions; the differential tests
-check that they do not.
+Each decision becomes one durable_rules ruleset (named after the conditions it matches, so that
+two policy versions can live in one process and the same conditions are registered once); each
+rule becomes a `when_all` condition whose action records that the rule matched. Only comparisons
+of a field with a constant or another field, and `&`/`|`, are given to durable_rules; `not` is
+pushed down to the comparisons (De Morgan, with the same three-valued logic as the pandas
+backend, since a missing field never matches a comparison). Everything else in a condition —
+functions, arithmetic, population functions, text ordering — is computed before the fact is
+posted by the shared evaluator (`engine.evaluate`), and posted as an extra field. Derived
+features, hit policies and `because` texts are the shared code too, so the two backends can only
+differ in how durable_rules matches conditions; the differential tests check that they do not.
 
 What this backend cannot do is refused at plan time: quotas rank a whole batch.
 """
 
 from __future__ import annotations
 
-import itertools
+import hashlib
+import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -30,7 +31,12 @@ from .nodes import COMPARE, FLIPPED, NEGATED, Bool, Call, Compare, In, Logic, Ma
 from .plan import EntityPlan, Plan
 
 _LOCK = threading.Lock()
-_counter = itertools.count()
+# A ruleset is named after what it matches (the decision's conditions, as durable_rules defines them)
+# and registered once per process: durable_rules cannot release one (and dispatches every one it holds
+# on its own timer threads), so a notebook or a server that decides with many backends, or with many
+# edits of the same policies, adds a ruleset only for a condition it has not seen.
+_REGISTERED: set[str] = set()
+_MATCHED: dict[str, dict[str, set[int]]] = {}  # ruleset -> fact id -> the rules that matched it
 
 
 # Message fields: `f_<name>` for the entity's names (the prefix keeps them clear of durable_rules'
@@ -217,14 +223,12 @@ def refuse_unsupported(plan: Plan, entities: list[str] | None = None) -> None:
 
 
 class DurableBackend:
-    """Compiles the decisions of a plan into durable_rules rulesets, once per process and version."""
+    """Compiles the decisions of a plan into durable_rules rulesets, each registered once per process."""
 
     def __init__(self, plan: Plan, entities: list[str] | None = None):
         refuse_unsupported(plan, entities)
         self.plan = plan
         self.compiled: dict[tuple[str, str], CompiledDecision] = {}
-        self.version = plan.checked.policy_set.hash[:12]
-        self.instance = next(_counter)
         for ep in plan.entities:
             if entities is None or ep.entity in entities:
                 for d in ep.decisions:
@@ -240,15 +244,21 @@ class DurableBackend:
         for i, r in enumerate(d.rules):
             cond = compiler.true(r.when.node) if r.when is not None and r.when.node is not None else None
             rules.append(CompiledRule(i, cond))
-        name = f"kam_{self.version}_{self.instance}_{ep.entity}_{d.name}"
-        compiled = CompiledDecision(d, name, compiler.precomputed, sorted(compiler.fields), rules)
-        with ruleset(name):
-            for rule in rules:
-                if rule.condition is None:
-                    continue
-                when_all(rule.condition)(_recorder(compiled, rule.index))
-            # matches every fact, so that durable_rules never reports an unhandled message
-            when_all(+m.kam_id)(_recorder(compiled, -1))
+        definition = json.dumps([r.condition.define() if r.condition is not None else None for r in rules],
+                                sort_keys=True, default=str)
+        name = f"kam_{ep.entity}_{d.name}_{hashlib.sha256(definition.encode()).hexdigest()[:20]}"
+        with _LOCK:
+            matched = _MATCHED.setdefault(name, {})
+            compiled = CompiledDecision(d, name, compiler.precomputed, sorted(compiler.fields), rules, matched)
+            if name not in _REGISTERED:
+                with ruleset(name):
+                    for rule in rules:
+                        if rule.condition is None:
+                            continue
+                        when_all(rule.condition)(_recorder(matched, rule.index))
+                    # matches every fact, so that durable_rules never reports an unhandled message
+                    when_all(+m.kam_id)(_recorder(matched, -1))
+                _REGISTERED.add(name)
         return compiled
 
     def decider(self, entity: str) -> Callable[[Decision, Context], DecisionResult]:
@@ -292,9 +302,9 @@ class DurableBackend:
         return out
 
 
-def _recorder(compiled: CompiledDecision, index: int) -> Callable[[Any], None]:
+def _recorder(matched: dict[str, set[int]], index: int) -> Callable[[Any], None]:
     def action(c: Any) -> None:
-        compiled.matched.setdefault(c.m.kam_id, set()).add(index)
+        matched.setdefault(c.m.kam_id, set()).add(index)
 
     action.__name__ = f"rule_{index}" if index >= 0 else "any_fact"
     return action

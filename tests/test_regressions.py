@@ -130,3 +130,22 @@ def test_the_prover_passes_over_made_up_facts_that_overflow(tmp_path):
                       % ("", "big > 5"))
     (result,) = prove(pl)
     assert result.status == "not-analysed", result
+
+
+def test_durable_rulesets_do_not_grow_with_backends_or_runs(tmp_path):
+    """Every backend registered its own rulesets, never released: a notebook or a server deciding again
+    and again grew without bound (and durable_rules dispatches every ruleset on its timers)."""
+    from durable.lang import get_host
+
+    pl = compile_text(tmp_path, POLICY)
+    frames = {"customer": pd.DataFrame({"id": ["1", "2"], "a": [1.0, 3.0], "b": [2.0, 2.0], "f": [True, None]})}
+    first = output_frame(api.run(pl, frames, backend="durable").results["customer"])
+    registered = len(get_host()._ruleset_directory)
+    for _ in range(100):
+        again = output_frame(api.run(pl, frames, backend="durable").results["customer"])
+    assert len(get_host()._ruleset_directory) == registered
+    assert again.equals(first)
+    # an edit registers the decision whose conditions changed, and only it
+    edited = compile_text(tmp_path / "edited", POLICY.replace("when: a < b", "when: a <= b"))
+    api.run(edited, frames, backend="durable")
+    assert len(get_host()._ruleset_directory) == registered + 1

@@ -368,14 +368,15 @@ def stream_command(events: Path | None, entity: str, policies: Path | None, cali
                     click.echo(f"note: {note}", err=True)
                 if found.periods:
                     click.echo(f"note: previous() reads {', '.join(found.periods)} from {history_path}", err=True)
-        runner = stream.StreamRunner(pl, entity, cal, backend, stream.Store(state), past)
-        if initial is not None:
-            ep = pl.entity(entity)
-            runner.seed(read_facts(initial, pl.checked.policy_set.facts(entity), options,
-                                   {ep.key} | {j.on for j in ep.joins}))
-        source = str(events) if events is not None else "stdin"
-        with (events.open(encoding="utf-8") if events is not None else sys.stdin) as lines:
-            applied, rejected = runner.run(lines, source, sys.stdout, sys.stderr)
+        with stream.Store(state) as store:
+            runner = stream.StreamRunner(pl, entity, cal, backend, store, past)
+            if initial is not None:
+                ep = pl.entity(entity)
+                runner.seed(read_facts(initial, pl.checked.policy_set.facts(entity), options,
+                                       {ep.key} | {j.on for j in ep.joins}))
+            source = str(events) if events is not None else "stdin"
+            with (events.open(encoding="utf-8") if events is not None else sys.stdin) as lines:
+                applied, rejected = runner.run(lines, source, sys.stdout, sys.stderr)
     except KamError as exc:
         _fail(exc)
         return

@@ -123,6 +123,18 @@ class Store:
                 self.db.execute("CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, line TEXT)")
                 self.db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
 
+    def close(self) -> None:
+        """Close the state file (each event was committed as it was applied)."""
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def check_policy(self, policy_hash: str, entity: str) -> None:
         if self.db is None:
             return

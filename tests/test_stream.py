@@ -227,3 +227,25 @@ def test_the_readme_example_is_what_kam_stream_prints(calibration: Path):
     assert r.returncode == 0, r.stderr
     assert shown in [json.loads(line) for line in r.stdout.splitlines()]
     assert shown["id"] == event["customer_id"] and shown["event_time"] == event["event_time"]
+
+
+def test_the_state_file_is_closed_when_the_stream_ends(tmp_path: Path, calibration: Path):
+    """The SQLite state stayed open until the process ended: a long-lived host (a notebook, a server)
+    held it, and its write-ahead log, open after the stream."""
+    import gc
+    import sqlite3
+
+    state = tmp_path / "state.sqlite"
+    gc.disable()  # closed by kam, not by the garbage collector finding the connection
+    try:
+        feed = write_events(tmp_path / "feed.jsonl", updates(3, seed=2))
+        r = kam_here("stream", str(feed), "--calibration",
+                     str(calibration), "--initial", str(EXAMPLES / "customers.csv"), "--state", str(state))
+        assert r.returncode == 0, r.stderr
+        # closed: the log was checkpointed into the file and removed, and the events are in the file
+        assert not (tmp_path / "state.sqlite-wal").exists()
+        with sqlite3.connect(str(state)) as con:
+            lines = len(feed.read_text(encoding="utf-8").splitlines())
+            assert con.execute("SELECT lines FROM sources WHERE name = ?", (str(feed),)).fetchone() == (lines,)
+    finally:
+        gc.enable()

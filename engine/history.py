@@ -469,7 +469,9 @@ class History:
             # neighbours at every close cost 0.27 s per run and saves a few kilobytes (a replaced
             # period's deleted rows are still reclaimed: `begin` turns the merging back on then)
             con.execute("SET max_vacuum_tasks = 0")
-            _yield_to_run(_threads() - threads_before)  # DuckDB's worker threads
+            # DuckDB's worker threads: those that appeared meanwhile, but for Python's own (a thread pool
+            # of the run started by then keeps its priority)
+            _yield_to_run(_threads() - threads_before - {t.native_id for t in threading.enumerate()})
         h = cls(con, path, write)
         try:
             h._check_format()

@@ -582,3 +582,30 @@ def test_the_ids_are_hashed_once_whichever_thread_asks_first():
         h = History(duckdb.connect(), Path("memory"), False)
         got = at_once(lambda h=h: tuple(map(id, h.hashed("customer", ids))), 6)
         assert len(set(got)) == 1
+
+
+def test_opening_a_history_lowers_only_duckdbs_threads(tmp_path, monkeypatch):
+    """Opening a history for writing lowers the priority of DuckDB's worker threads (they record beside
+    the run); a thread of the run started at the same moment was lowered with them."""
+    import threading
+
+    import duckdb as real
+
+    from engine.history import History
+
+    ready, done = threading.Event(), threading.Event()
+    started: list[threading.Thread] = []
+    connect = real.connect
+
+    def connect_while_a_thread_starts(*args, **kwargs):
+        t = threading.Thread(target=lambda: (ready.set(), done.wait(30)))
+        t.start()
+        ready.wait(30)
+        started.append(t)
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(real, "connect", connect_while_a_thread_starts)
+    with History.open(tmp_path / "h.duckdb", write=True):
+        assert os.getpriority(os.PRIO_PROCESS, started[0].native_id) == 0
+    done.set()
+    started[0].join()

@@ -35,7 +35,6 @@ folder and swapped in as one set with the manifest (engine.write).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import operator
 import time
@@ -282,6 +281,7 @@ def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[s
     """Evaluate one partition with what is known; on the final pass write its decisions (and keep
     the columns other entities join, `taken`, spread over hash buckets)."""
     from .explain import decision_counts, output_chunks
+    from .read import file_sha256
     from .write import write_chunks
 
     ep = pl.entity(entity)
@@ -309,7 +309,7 @@ def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[s
     rr = RunResult(pl, {entity: res}, {entity: frame}, {})
     out.final = {
         "path": f"{entity}_decisions/{name}", "rows": rows,
-        "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest(),
+        "sha256": file_sha256(folder / name),  # a megabyte at a time, not the part whole
         "counts": decision_counts(res), "measures": dict(res.measures) if len(frame) else None,
         "invariants": [(i.invariant.id, i.count, i.examples) for i in rr.invariants()],
         "conflicts": _conflicts(res),

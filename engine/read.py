@@ -77,6 +77,7 @@ def detect_format(path: Path, given: str | None = None) -> str:
 
 
 def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read a megabyte at a time (inputs, outputs and Dask parts alike)."""
     h = hashlib.sha256()
     with split_sheet(path)[0].open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -156,7 +157,8 @@ def _csv_records(path: Path, options: FactsOptions) -> list[tuple[int, list[str]
 # -- reading ------------------------------------------------------------------------------------------
 
 def _decode_problem(path: Path, options: FactsOptions, exc: Exception) -> InputError:
-    head = path.read_bytes()[:4096]
+    with path.open("rb") as fh:
+        head = fh.read(4096)
     hint = "pass --encoding with the file's encoding, or save it as UTF-8"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         hint = "it is UTF-16 (Excel's \"Unicode text\"): pass --encoding utf-16, or save it as CSV UTF-8"

@@ -171,3 +171,24 @@ def test_a_bug_in_the_reader_is_not_shown_as_a_bad_file(tmp_path, monkeypatch):
     bad = tmp_path / "c.parquet"
     bad.write_bytes(b"PAR1 not really parquet PAR1")
     assert "cannot read c.parquet as parquet" in problem(bad)
+
+
+def test_files_are_hashed_a_megabyte_at_a_time(tmp_path):
+    """Inputs, outputs and the Dask engine's parts are hashed with one function, which never holds a
+    file whole (a part was read into memory to hash it)."""
+    import hashlib
+    import tracemalloc
+
+    from engine.read import file_sha256
+
+    path = tmp_path / "big.bin"
+    data = np.random.default_rng(0).bytes(64 << 20)
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        digest = file_sha256(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert peak < 4 << 20, peak

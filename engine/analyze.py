@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterable, Union
 
 from .errors import Location, Problem
-from .numbers import number_text
+from .numbers import number_text, plain_number
 from .model import Decision, Rule
 from .nodes import FLIPPED, PREVIOUS, Bool, Call, Compare, In, Logic, Member, Name, Node, Not, Num, Str, names, \
     past_key, past_reads, to_text
@@ -140,11 +140,11 @@ def sample(a: FieldSet) -> object:
                 return 0
             if math.isfinite(lo):
                 if lc:
-                    return _plain(lo)
+                    return plain_number(lo)
                 step = 1 if not math.isfinite(hi) or hi - lo > 1 else (hi - lo) / 2
-                return _plain(lo + step)
+                return plain_number(lo + step)
             if math.isfinite(hi):
-                return _plain(hi if hc else hi - 1)
+                return plain_number(hi if hc else hi - 1)
         return None
     if a.values is not None:
         return sorted(a.values, key=str)[0] if a.values else None
@@ -152,10 +152,6 @@ def sample(a: FieldSet) -> object:
     while candidate in a.excluded:
         candidate += "_"
     return candidate
-
-
-def _plain(x: float) -> float | int:
-    return int(x) if float(x).is_integer() else x
 
 
 # -- conditions as unions of boxes ---------------------------------------------------------------

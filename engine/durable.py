@@ -27,6 +27,7 @@ import numpy as np
 from .errors import PolicyError, Problem
 from .evaluate import Context, DecisionResult, Tri, Vec, decide, evaluate_node, fixed_value, scalar_at
 from .model import Decision
+from .numbers import plain_number
 from .nodes import COMPARE, FLIPPED, NEGATED, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Node, Not, Num, Str
 from .plan import EntityPlan, Plan
 
@@ -319,6 +320,5 @@ def _plain(vec: Vec, row: int) -> Any:
 
 
 def _posted(x: Any) -> Any:
-    if isinstance(x, float) and x.is_integer() and abs(x) < 2**53:
-        return int(x)  # durable_rules then compares whole numbers as integers
-    return x
+    # durable_rules then compares whole numbers as integers
+    return plain_number(x) if isinstance(x, float) else x

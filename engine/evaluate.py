@@ -23,7 +23,7 @@ from .calibrate import evaluate_calibrated
 from .errors import InputError, Problem
 from .functions import POPULATION_FUNCTIONS
 from .model import Decision, Expr, Invariant, Measure, Rule
-from .numbers import round_half_away
+from .numbers import plain_number, round_half_away
 from .nodes import COMPARE, FLIPPED, Arith, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Neg, Node, Not, Num, \
     Str, STREAK, expand_streak, map_children, past_key, to_text, walk
 from .plan import DecisionStep, DeriveStep, EntityPlan
@@ -717,8 +717,7 @@ def measure_value(m: Measure, ctx: Context) -> Any:
     value = float(np.asarray(vec, dtype=float)[0])
     if np.isinf(value):
         raise Overflow(None, np.zeros(0, np.int64))
-    # whole numbers as whole numbers (150, not 150.0), as kam writes numbers everywhere
-    return None if not np.isfinite(value) else int(value) if value.is_integer() and abs(value) < 2**53 else value
+    return plain_number(value) if np.isfinite(value) else None
 
 
 def _refuse_overflow(res: "DecisionResult", vectors: dict[str, Vec], key: Any) -> None:

@@ -6,6 +6,8 @@ import operator
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Union
 
+from .numbers import number_text
+
 # The comparison operators, defined once: every engine (vectorized, durable_rules, the analyses)
 # reads these tables, and the planted-bug check `tests/planted_bugs.py` mutates every entry.
 COMPARE: dict[str, Callable[[Any, Any], Any]] = {
@@ -278,8 +280,7 @@ def _operand_text(node: Node) -> str:
 def to_text(node: Node) -> str:
     """A canonical source text for a node (used in traces)."""
     if isinstance(node, Num):
-        v = node.value
-        return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(v)
+        return number_text(node.value)
     if isinstance(node, Str):
         return repr(node.value)
     if isinstance(node, Bool):

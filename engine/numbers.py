@@ -31,17 +31,23 @@ if TYPE_CHECKING:
 MISSING_TEXT = "missing"
 SPEC = re.compile(r"^(?P<comma>,)?(?:\.(?P<prec>\d{1,2}))?(?P<kind>[f%d])?$")
 _EXACT_INT = 2.0 ** 52  # below this, float arithmetic on whole numbers is exact
-_INT_TEXT_LIMIT = 1e16  # Python's repr switches to exponents from here on
+# Whole numbers below this are shown and handed on as whole numbers (150, not 150.0); from here on
+# not every whole number is a float, and JSON readers would round an integer: the float it is.
+WHOLE_LIMIT = 2.0 ** 53
+
+
+def plain_number(x: float) -> int | float:
+    """A number as kam hands it on (JSON, the manifest, durable_rules, measures): a whole one below
+    `WHOLE_LIMIT` as an int, anything else as the float. `json.dumps` of it is its `number_text`."""
+    x = float(x)
+    return int(x) if x.is_integer() and abs(x) < WHOLE_LIMIT else x
 
 
 def number_text(x: float | None) -> str:
     """One number as kam shows it everywhere: `150`, `0.1`, `1e+16`; `missing` for None or NaN."""
     if x is None or x != x:
         return MISSING_TEXT
-    x = float(x)
-    if x.is_integer() and abs(x) < _INT_TEXT_LIMIT:
-        return str(int(x))
-    return repr(x)
+    return repr(plain_number(x))
 
 
 def number_texts(x: np.ndarray, missing: str | None = MISSING_TEXT, grouped: bool = False) -> pa.Array:
@@ -51,7 +57,7 @@ def number_texts(x: np.ndarray, missing: str | None = MISSING_TEXT, grouped: boo
 
     x = np.asarray(x, dtype=float)
     nan = np.isnan(x)
-    whole = ~nan & (np.abs(x) < _INT_TEXT_LIMIT) & (x == np.floor(np.where(nan, 0.0, x)))
+    whole = ~nan & (np.abs(x) < WHOLE_LIMIT) & (x == np.floor(np.where(nan, 0.0, x)))
     ints = pa.array(np.where(whole, x, 0.0).astype(np.int64)).cast(pa.string())
     if grouped:
         ints = _grouped(ints)

@@ -26,13 +26,13 @@ import pandas as pd
 from .calibrate import Calibration
 from .durable import DurableBackend
 from .errors import InputError, Location, Problem, did_you_mean
-from .evaluate import ListVec, Text, Tri, collected, decide, decision_vectors, evaluate_entity
+from .evaluate import Text, Tri, collected, decide, decision_vectors, evaluate_entity, scalar_at
 from .explain import FEW_ROWS, because_column, plain_value, rule_column, value_columns
 from .functions import POPULATION_FUNCTIONS
 from .model import Fact
 from .nodes import Call, walk
 from .plan import Plan
-from .numbers import round_half_away
+from .numbers import plain_number, round_half_away
 from .read import FALSE_WORDS, TRUE_WORDS
 
 
@@ -271,7 +271,7 @@ class StreamRunner:
             res = result.decisions[d.name]
             if result.ctx.n <= FEW_ROWS:  # an event: the values read straight from the vectors
                 vectors = decision_vectors(res)
-                values = {o.name: [_jsonable(_cell(vectors[o.name], i)) for i in range(result.ctx.n)]
+                values = {o.name: [_jsonable(scalar_at(vectors[o.name], i)) for i in range(result.ctx.n)]
                           for o in d.outputs}
                 rules = [_jsonable(_rule_of(res, i)) for i in range(result.ctx.n)]
             else:
@@ -373,18 +373,6 @@ class StreamRunner:
         return applied, rejected
 
 
-def _cell(v: Any, i: int) -> Any:
-    """Row i of a decided vector as a plain value (what `value_columns` gives for that row)."""
-    if isinstance(v, ListVec):
-        return list(v.lists[v.codes[i]]) if v.codes[i] >= 0 else None
-    if isinstance(v, Tri):
-        return bool(v.value[i]) if v.known[i] else None
-    if isinstance(v, Text):
-        return v.categories[v.codes[i]] if v.codes[i] >= 0 else None
-    x = float(v[i])
-    return None if x != x else x
-
-
 def _rule_of(res: Any, i: int) -> Any:
     """The deciding rule's id of row i (every matching rule's, for `collect`), as `rule_column` gives it."""
     if res.collected is not None:
@@ -397,5 +385,5 @@ def _jsonable(v: Any) -> Any:
     """A cell as JSON: whole numbers without a trailing `.0`, as the facts were written."""
     v = plain_value(v)
     if isinstance(v, list):
-        return [int(x) if isinstance(x, float) and x.is_integer() else x for x in v]
-    return int(v) if isinstance(v, float) and v.is_integer() else v
+        return [plain_number(x) if isinstance(x, float) else x for x in v]
+    return plain_number(v) if isinstance(v, float) else v

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from .errors import InputError, Location, Problem, did_you_mean
 from .history import PERIOD, History, RunInfo, quote, table_name
-from .numbers import MISSING_TEXT, list_text, number_text, number_texts
+from .numbers import MISSING_TEXT, list_text, number_text, number_texts, plain_number
 
 NEW = "(new)"
 GONE = "(gone)"
@@ -184,8 +184,7 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (bool, np.bool_)):
         return bool(v)
     if isinstance(v, (int, float, np.integer, np.floating)):
-        x = float(v)
-        return int(x) if x.is_integer() and abs(x) < 2**53 else x
+        return plain_number(float(v))
     if isinstance(v, list):
         return [_plain(x) for x in v]
     return v

@@ -14,6 +14,7 @@ from .errors import Location, PolicyError, Problem, did_you_mean
 from .functions import FUNCTIONS, MAX_BACK, POPULATION_FUNCTIONS
 from .model import Decision, Derive, Expr, Fact, Invariant, Measure, Output, Policy, PolicySet, Rule, Scalar, \
     Template
+from .numbers import SPEC
 from .nodes import Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Member, Name, Neg, Node, Not, Num, Str, \
     PREVIOUS, STREAK, children, names, past_reads, to_text, walk
 
@@ -47,7 +48,7 @@ LIST_HINT = ("a collected list can only be searched: write e.g. `'loyal' in prot
 # the quota keeps, and (text) whether a tie was broken by key
 QUOTA_VARIABLES = {"quota_rank": Type("number"), "quota_size": Type("number"), "quota_limit": Type("number"),
                    "quota_tie": Type("string")}
-FORMAT_SPEC = re.compile(r"^(?P<comma>,)?(?:\.(?P<prec>\d{1,2}))?(?P<kind>[f%d])?$")
+FORMAT_SPEC = SPEC  # the formatter's own: what the checker accepts, the formatter formats
 TIES = ("key", "together")
 LIST_SEPARATOR = ", "  # between the items of a collected list wherever it is written as one text
 ROUND_DIGITS = 15

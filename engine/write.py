@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import InputError, Location, Problem
-from .numbers import list_text, number_texts
+from .numbers import list_text, number_texts, plain_number
 from .read import CELL_CHARS, excel_length, file_sha256, shown, too_long_for_a_cell
 
 OUTPUT_FORMATS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl", "xlsx": ".xlsx"}
@@ -729,8 +729,7 @@ def _cell_texts(col: pd.Series) -> list[Any]:
         return [None if v is pd.NA or v is None else bool(v) for v in col.astype(object)]
     if pd.api.types.is_float_dtype(col.dtype) or pd.api.types.is_integer_dtype(col.dtype):
         x = col.to_numpy(dtype=float, na_value=np.nan)
-        return [None if not np.isfinite(v) else (int(v) if v.is_integer() and abs(v) < 2**53 else float(v))
-                for v in x.tolist()]
+        return [plain_number(v) if np.isfinite(v) else None for v in x.tolist()]
     return [None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v)
             for v in col.astype(object)]
 

@@ -330,8 +330,8 @@ def test_an_event_reads_the_values_the_output_columns_hold(tmp_path_factory, pol
     """`kam stream` reads an event's decided values and rule ids straight from the vectors; they are
     the values of the output table's columns, row by row."""
     from engine.explain import rule_column, value_columns
-    from engine.stream import _cell, _jsonable, _rule_of
-    from engine.evaluate import decision_vectors
+    from engine.evaluate import decision_vectors, scalar_at
+    from engine.stream import _jsonable, _rule_of
 
     pl, frame = compile_random(tmp_path_factory.mktemp("event"), policy, table)
     result = api.run(pl, {"customer": frame}).results["customer"]
@@ -340,5 +340,5 @@ def test_an_event_reads_the_values_the_output_columns_hold(tmp_path_factory, pol
         columns, vectors = value_columns(res), decision_vectors(res)
         for o in d.outputs:
             assert [_jsonable(v) for v in columns[o.name]] == \
-                [_jsonable(_cell(vectors[o.name], i)) for i in range(len(frame))], policy
+                [_jsonable(scalar_at(vectors[o.name], i)) for i in range(len(frame))], policy
         assert [_jsonable(v) for v in rule_column(res)] == [_jsonable(_rule_of(res, i)) for i in range(len(frame))]

@@ -21,7 +21,7 @@ SPECS = ["", ",", ".0f", ".2f", ",.2f", ",.0f", ".1%", ".0%", ",.3%", "d", ",d",
 
 def python(x: float, spec: str) -> str:
     if spec in ("", ","):
-        whole = x.is_integer() and abs(x) < 1e16
+        whole = x.is_integer() and abs(x) < 2**53  # whole numbers below 2**53 are shown without `.0`
         return (f"{int(x):,}" if spec else str(int(x))) if whole else format(x, spec) if spec else repr(x)
     return format(x, {"d": ".0f", ",d": ",.0f"}.get(spec, spec))
 
@@ -106,3 +106,38 @@ def test_what_cannot_run_is_a_check_error(tmp_path, derive, text, words):
         compile_text(tmp_path, POLICY.replace("WHEN", derive).replace("TEXT", text))
     rendered = "\n".join(p.render() for p in exc.value.problems)
     assert words in rendered, rendered
+
+
+SURFACE_NUMBERS = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(-(2**60), 2**60).map(float),  # whole numbers on both sides of 2**53
+    st.sampled_from([150.0, 0.1, -0.0, 2.0**53 - 1, 2.0**53, 2.0**53 + 2, 9.1e15, 1e15, 1e16, 1e300, -5.0]),
+)
+
+
+@settings(max_examples=500)
+@given(SURFACE_NUMBERS)
+def test_every_surface_shows_a_number_the_same_way(x):
+    """One definition of a whole number (below 2**53: no `.0`): the text kam shows, the JSON it writes
+    (JSON Lines, the manifest, `kam stream`, `kam history`), a trace's source text, a workbook cell
+    and what durable_rules is given agree for every number (they used limits of 1e15, 1e16, 2**53
+    and none)."""
+    import json
+
+    import pandas as pd
+
+    from engine.durable import _posted
+    from engine.nodes import Num, to_text
+    from engine.numbers import plain_number
+    from engine.stream import _jsonable
+    from engine.timeline import _plain
+    from engine.write import _cell_texts
+
+    shown = number_text(x)
+    assert json.dumps(plain_number(x)) == shown
+    assert to_text(Num(x)) == shown
+    assert json.dumps(_jsonable(x)) == shown
+    assert json.dumps(_plain(x)) == shown
+    assert json.dumps(_posted(x)) == shown
+    assert json.dumps(_cell_texts(pd.Series([x]))[0]) == shown
+    assert number_texts(np.array([x])).to_pylist() == [shown]

@@ -320,17 +320,25 @@ def input_records(result: RunResult, inputs: dict[str, Path]) -> list[dict[str, 
 def manifest(result: RunResult, inputs: dict[str, Path] | list[dict[str, Any]], timings: dict[str, float],
              history: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run manifest: versions, hashes, counts and timings (and where the run was recorded)."""
-    ps = result.plan.checked.policy_set
-    out = {
+    return run_manifest(result.plan, input_records(result, inputs) if isinstance(inputs, dict) else inputs,
+                        result.counts(), result.measures(), [i.to_dict() for i in result.invariants()],
+                        result.warnings() + result.conflicts(), timings, history=history)
+
+
+def run_manifest(pl: Plan, inputs: list[dict[str, Any]], counts: dict[str, Any], measures: dict[str, Any],
+                 invariants: list[dict[str, Any]], warnings: list[str], timings: dict[str, float], *,
+                 engine: dict[str, Any] | None = None, history: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of a run by any engine (the pandas engine's result, or the Dask engine's merged
+    figures): one layout, one order of keys."""
+    ps = pl.checked.policy_set
+    out: dict[str, Any] = {
         "kam_version": __version__,
-        "policy_set": {"directory": ps.directory, "sha256": ps.hash,
-                       "policies": [p.name for p in ps.policies]},
-        "inputs": input_records(result, inputs) if isinstance(inputs, dict) else inputs,
-        "decision_counts": result.counts(),
-        "measures": result.measures(),
-        "invariants": [i.to_dict() for i in result.invariants()],
-        "warnings": result.warnings() + result.conflicts(),
+        "policy_set": {"directory": ps.directory, "sha256": ps.hash, "policies": [p.name for p in ps.policies]},
     }
+    if engine is not None:
+        out["engine"] = engine
+    out.update({"inputs": inputs, "decision_counts": counts, "measures": measures, "invariants": invariants,
+                "warnings": warnings})
     if history is not None:
         out["history"] = history
     out["timings_seconds"] = timings

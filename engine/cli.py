@@ -788,19 +788,12 @@ def _run_dask(policies: Path | None, data: Path | None, inputs: tuple[str, ...],
         broken = [r for r in merged["invariants"] if r.count]
         if broken and not allow_violations:
             _refuse_broken(broken, target, "")
-        ps = pl.checked.policy_set
-        manifest = {
-            "kam_version": __version__,
-            "policy_set": {"directory": ps.directory, "sha256": ps.hash, "policies": [p.name for p in ps.policies]},
-            "engine": {"name": "dask", "scheduler": scheduler or f"local ({workers} workers, {worker_memory} each)"},
-            "inputs": [{"entity": e, "path": str(p), "sha256": file_sha256(p), "rows": r} for e, ps_ in files.items()
-                       for p, r in zip(ps_, done.entities[e]["rows"])],
-            "decision_counts": merged["counts"],
-            "measures": merged["measures"],
-            "invariants": [r.to_dict() for r in merged["invariants"]],
-            "warnings": merged["warnings"],
-            "timings_seconds": {**done.timings, "total": round(time.perf_counter() - t_start, 4)},
-        }
+        inputs_ = [{"entity": e, "path": str(p), "sha256": file_sha256(p), "rows": r} for e, ps_ in files.items()
+                   for p, r in zip(ps_, done.entities[e]["rows"])]
+        manifest = api.run_manifest(
+            pl, inputs_, merged["counts"], merged["measures"], [r.to_dict() for r in merged["invariants"]],
+            merged["warnings"], {**done.timings, "total": round(time.perf_counter() - t_start, 4)},
+            engine={"name": "dask", "scheduler": scheduler or f"local ({workers} workers, {worker_memory} each)"})
         target.commit({}, "parquet", manifest, staged_outputs=merged["outputs"])
     except BaseException as exc:
         if target is not None:

@@ -1,10 +1,11 @@
 """The planted-bug check: does a green suite prove that the engines compare and apply hit policies right?
 
 Each mutant is one small, plausible mistake in the operator tables (`engine/nodes.py`: every entry of
-COMPARE, FLIPPED and NEGATED replaced by each other operator) or in the hit-policy order
-(`engine/evaluate.py`, `engine/model.py`). Every mutant is applied to a scratch copy of the project,
-the tests that guard that code run against the copy, and the check fails unless every mutant makes
-them fail. A surviving mutant is a missing test.
+COMPARE, FLIPPED and NEGATED replaced by each other operator), in the hit-policy order
+(`engine/evaluate.py`, `engine/model.py`) or in three-valued logic (`not`, De Morgan, membership).
+Every mutant is applied to a scratch copy of the project, the tests that guard that code run
+against the copy, and the check fails unless every mutant makes them fail. A surviving mutant is a
+missing test.
 
     python tests/planted_bugs.py            # all mutants, two at a time
     python tests/planted_bugs.py --list     # what would be planted
@@ -110,13 +111,28 @@ HIT_POLICY_MISTAKES = [
 ]
 
 
-def hit_policy_mutants() -> list[Mutant]:
+# mistakes in three-valued logic, where a missing value makes a comparison unknown
+LOGIC_MISTAKES = [
+    ("engine/durable.py", 'conj = (node.op == "and") == want', 'conj = node.op == "and"',
+     "durable: `not (A and B)` translated without De Morgan"),
+    ("engine/evaluate.py", "Tri(np.zeros(ctx.n, bool), ~is_missing(x))", "Tri(np.zeros(ctx.n, bool), np.ones(ctx.n, bool))",
+     "a missing value is known to be in no empty list"),
+    ("engine/evaluate.py", "return Tri(~t.value & t.known, t.known)", "return Tri(~t.value, np.ones(ctx.n, bool))",
+     "`not` of unknown is true"),
+]
+
+
+def text_mutants(mistakes: list[tuple[str, str, str, str]], tests: list[str]) -> list[Mutant]:
     out = []
-    for path, old, new, what in HIT_POLICY_MISTAKES:
+    for path, old, new, what in mistakes:
         text = (ROOT / path).read_text(encoding="utf-8")
         assert text.count(old) == 1, f"{path}: {old!r} appears {text.count(old)} times, expected once"
-        out.append(Mutant(path, text.index(old), old, new, what, tuple(HIT_TESTS)))
+        out.append(Mutant(path, text.index(old), old, new, what, tuple(tests)))
     return out
+
+
+def hit_policy_mutants() -> list[Mutant]:
+    return text_mutants(HIT_POLICY_MISTAKES, HIT_TESTS) + text_mutants(LOGIC_MISTAKES, TABLE_TESTS)
 
 
 def scratch_copy(into: Path) -> Path:
@@ -180,7 +196,7 @@ def main() -> int:
     in_tables = sum(1 for m in mutants if m.path == "engine/nodes.py")
     caught_tables = sum(1 for m, caught in results if caught and m.path == "engine/nodes.py")
     print(f"planted bugs: {len(mutants)} ({in_tables} in the operator tables, {len(mutants) - in_tables} in the "
-          f"hit policies); caught {len(mutants) - len(survivors)} ({caught_tables} + "
+          f"hit policies and the logic); caught {len(mutants) - len(survivors)} ({caught_tables} + "
           f"{len(mutants) - len(survivors) - caught_tables}) in {time.monotonic() - started:.0f} s")
     for m in survivors:
         print(f"  SURVIVED {m.path}: {m.what}", file=sys.stderr)

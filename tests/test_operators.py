@@ -53,8 +53,41 @@ FORMS = [
     ("not (s {op} t)", lambda op, r: None if None in (r["s"], r["t"]) else not PYTHON[op](r["s"], r["t"])),
     ("4 < a {op} 5", lambda op, r: None if r["a"] is None else 4 < r["a"] and PYTHON[op](r["a"], 5)),
     ("not (4 <= a {op} 6)", lambda op, r: None if r["a"] is None else not (4 <= r["a"] and PYTHON[op](r["a"], 6))),
+    # `and`, `or` and `not` over comparisons that may be unknown (a missing side): Kleene's logic, which
+    # the durable translation reaches by pushing `not` down (De Morgan)
+    ("not (a {op} 5 and b > 4)", lambda op, r: _not(_and(_cmp(op, r["a"], 5), _cmp(">", r["b"], 4)))),
+    ("not (a {op} 5 or b > 4)", lambda op, r: _not(_or(_cmp(op, r["a"], 5), _cmp(">", r["b"], 4)))),
+    ("a {op} 5 or not (b > 4)", lambda op, r: _or(_cmp(op, r["a"], 5), _not(_cmp(">", r["b"], 4)))),
 ]
-CASES = [(form, op) for form, _ in FORMS for op in PYTHON]
+# membership: a missing value is in no list and out of none (unknown), an empty list included
+MEMBERSHIP = [
+    ("s in ['m', 'n']", lambda r: None if r["s"] is None else r["s"] in ("m", "n")),
+    ("s not in ['m']", lambda r: None if r["s"] is None else r["s"] != "m"),
+    ("not (s in ['m'])", lambda r: None if r["s"] is None else r["s"] != "m"),
+    ("s in []", lambda r: None if r["s"] is None else False),
+    ("not (s in [])", lambda r: None if r["s"] is None else True),
+    ("not (s not in ['l'] and a > 4)", lambda r: _not(_and(None if r["s"] is None else r["s"] != "l",
+                                                           _cmp(">", r["a"], 4)))),
+]
+
+
+def _cmp(op: str, x: object, y: object) -> bool | None:
+    return None if x is None or y is None else PYTHON[op](x, y)
+
+
+def _not(x: bool | None) -> bool | None:
+    return None if x is None else not x
+
+
+def _and(x: bool | None, y: bool | None) -> bool | None:
+    return False if x is False or y is False else None if x is None or y is None else True
+
+
+def _or(x: bool | None, y: bool | None) -> bool | None:
+    return True if x is True or y is True else None if x is None or y is None else False
+CASES = [(form, op) for form, _ in FORMS for op in PYTHON] + [(form, "") for form, _ in MEMBERSHIP]
+MEANING = {**{(form, op): (lambda r, m=m, op=op: m(op, r)) for form, m in FORMS for op in PYTHON},
+           **{(form, ""): m for form, m in MEMBERSHIP}}
 
 
 def _policy() -> str:
@@ -93,10 +126,9 @@ def test_every_operator_in_every_form_on_equal_and_missing_values(decided, backe
     rows = _table().astype(object).where(_table().notna(), None).to_dict("records")
     wrong = []
     for i, (form, op) in enumerate(CASES):
-        meaning = dict(FORMS)[form]
         for row in rows:
-            held = meaning(op, row)
-            expected = "yes" if held else "no"  # a comparison with a missing side does not hold
+            held = MEANING[(form, op)](row)
+            expected = "yes" if held else "no"  # unknown (a missing side) does not hold
             got = out.loc[row["id"], f"d{i}"]
             if got != expected:
                 wrong.append(f"{form.format(op=op)} with a={row['a']} b={row['b']} s={row['s']} t={row['t']}: "

@@ -500,7 +500,13 @@ def evaluate_node(node: Node, ctx: Context) -> Vec:
         result = logic_or(hits) if hits else Tri(np.zeros(ctx.n, bool), ~is_missing(x))
         return Tri(~result.value & result.known, result.known) if node.negate else result
     if isinstance(node, Call):
-        return _call(node, ctx, ev)
+        out = _call(node, ctx, ev)
+        if node.func in POPULATION_FUNCTIONS and isinstance(out, np.ndarray) and out.dtype.kind == "f":
+            # a sum (or a mean, a spread) of numbers that each fit can be too large to hold
+            rows = np.flatnonzero(np.isinf(out))
+            if rows.size:
+                raise Overflow(node, rows)
+        return out
     raise NotImplementedError(f"{type(node).__name__} has no pandas implementation")
 
 

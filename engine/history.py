@@ -127,7 +127,7 @@ def _problem(message: str, hint: str = "", where: str = "command line", code: st
 
 def check_period(label: str) -> str:
     """A period label: letters, digits, `-`, `_` and `.`, up to 64; ordered as text."""
-    if not PERIOD_PATTERN.match(label):
+    if not PERIOD_PATTERN.fullmatch(label):  # `$` alone lets a final newline through
         # as Python writes it (quoted, control characters escaped): a newline in it would break the message
         shown_ = repr(label) if len(label) <= 64 else f"{repr(label[:60])[:-1]}… ({len(label):,} characters)"
         raise _problem(f"{shown_} is not a period label kam can keep",

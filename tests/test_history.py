@@ -336,6 +336,9 @@ def test_a_refused_period_label_creates_no_history_and_is_shown_escaped(tmp_path
     assert r.returncode == 2
     assert "error[history]: '2026\\n-11\\x1b[31m' is not a period label kam can keep" in r.stderr, r.stderr
     assert not (tmp_path / "h.duckdb").exists() and not (tmp_path / "o").exists()
+    # a final newline too (the label would have been a second `2026-11`)
+    r = kam_here("run", "--out", str(tmp_path / "o"), "--history", str(tmp_path / "h.duckdb"), "--period", "2026-11\n")
+    assert r.returncode == 2 and "'2026-11\\n' is not a period label" in r.stderr, r.stderr
 
 
 def test_kam_history_says_when_the_policies_renamed_a_decision(tmp_path):

@@ -71,10 +71,14 @@ OVERFLOWS = [
      "measure `lost`: `a * 1e+306` is too large to hold (beyond about 1.8e308) for c2"),
     ("derive:\n  share: cumshare(b)\n", "feature `share`: a population figure (a sum, mean, share or spread) is too large"),
     ("derive:\n  spread: zscore(b)\n", "feature `spread`: a population figure"),
-    ("derive:\n  total: sum(b)\n", "feature `total`: a population figure (a sum, mean, share or spread) is too large "
-     "to hold (beyond about 1.8e308) for c1 (and 2 more)"),
-    ("measures:\n  total: sum(b)\n", "measure `total`: a population figure"),
+    ("derive:\n  total: sum(b)\n", "feature `total`: `sum(b)` is too large to hold (beyond about 1.8e308) for c1 "
+     "(and 2 more)"),
+    ("derive:\n  part: b / sum(b)\n", "feature `part`: `sum(b)` is too large to hold"),  # was 0 for everyone
+    ("measures:\n  total: sum(b)\n", "measure `total`: `sum(b)` is too large to hold"),
+    ("measures:\n  positive: sum(b) > 0\n", "measure `positive`: `sum(b)` is too large to hold"),
+    ("invariants:\n  - {id: sums, never: \"sum(b) < 0\"}\n", "invariant `sums`: `sum(b)` is too large to hold"),
     ("", "rule `huge` of decision `d`: `b * 10` is too large to hold (beyond about 1.8e308) for c1 (and 1 more)"),
+    ("#sum", "rule `huge` of decision `d`: `sum(b)` is too large to hold"),
 ]
 OVERFLOW_POLICY = """
 policy: o
@@ -88,7 +92,7 @@ decisions:
   d:
     values: [x, y]
     rules:
-      - {id: huge, when: %s, then: x}
+      - {id: huge, when: "%s", then: x}
       - {id: rest, then: y}
 """
 OVERFLOW_FACTS = pd.DataFrame({"id": ["c1", "c2", "c3"], "a": [1.0, -6000.0, 2.0], "b": [1.7e308, 1.0, 1.7e308]})
@@ -99,7 +103,7 @@ OVERFLOW_FACTS = pd.DataFrame({"id": ["c1", "c2", "c3"], "a": [1.0, -6000.0, 2.0
 def test_a_number_too_large_to_hold_is_an_error_naming_where_and_for_whom(tmp_path, added, words, backend):
     """A feature, a measure, a population figure or a condition computed past the largest number was
     quietly missing (or infinite, and then shares of it 0): now it is an input error at the step."""
-    condition = "b * 10 > 0" if not added else "a > 100"
+    condition = {"": "b * 10 > 0", "#sum": "sum(b) > 0"}.get(added, "a > 100")
     pl = compile_text(tmp_path, OVERFLOW_POLICY % (added, condition))
     OVERFLOW_FACTS.to_json(tmp_path / "c.jsonl", orient="records", lines=True)
     frames = api.read_inputs(pl, {"customer": tmp_path / "c.jsonl"})

@@ -47,6 +47,7 @@ MISSING = object()  # the key of the region where a decision gives nothing
 _ORDER = frozenset({"<", "=", ">"})
 _OP_SETS = {"<": {"<"}, "<=": {"<", "="}, ">": {">"}, ">=": {">", "="}, "==": {"="}, "!=": {"<", ">"}}
 SEARCH_ROUNDS = 6
+ALONE_ROWS = 120  # entities tried one at a time in a population that overflows
 POPULATION = 240
 
 
@@ -319,7 +320,8 @@ def _broad(rng: "np.random.Generator", fact: Fact, constants: list[float], words
         lo = fact.min if fact.min is not None else None
         hi = fact.max if fact.max is not None else None
         if lo is not None and hi is not None:
-            v = rng.uniform(lo, hi)
+            u = rng.random()
+            v = lo * (1 - u) + hi * u  # not lo + (hi - lo) * u: the width of a range may not fit in a float
         elif lo is not None:
             v = lo + rng.lognormal(6, 2.5)
         elif hi is not None:
@@ -329,6 +331,8 @@ def _broad(rng: "np.random.Generator", fact: Fact, constants: list[float], words
         if constants and rng.random() < 0.3:
             v = constants[rng.integers(len(constants))] * rng.uniform(0.5, 1.5)
             v = min(max(v, lo if lo is not None else v), hi if hi is not None else v)
+        if not math.isfinite(v):  # a constant near the largest number, scaled past it
+            v = lo if lo is not None else hi if hi is not None else 0.0
         return float(round(v)) if fact.type == "integer" else round(float(v), 2)
     return _text_candidates(None, fact, words)[rng.integers(len(_text_candidates(None, fact, words)))]
 
@@ -426,14 +430,34 @@ def _search(plan: Plan, ep: EntityPlan, inv: Invariant, boxes: list[Box]) -> tup
         try:
             result = evaluate_entity(ep, _frame(facts, rows), types, joined, decider=decide)
         except InputError as exc:
-            # made-up facts at the edges of the number range can overflow a formula; the next round's
-            # population is drawn afresh
-            if all(p.code == "overflow" for p in exc.problems):
-                continue
-            raise
+            if not all(p.code == "overflow" for p in exc.problems):
+                raise
+            # made-up facts at the edges of the number range overflow a formula: each entity alone then,
+            # a population of one (as real as any), leaving out those that overflow
+            alone = _one_at_a_time(ep, facts, rows, types, joined, inv)
+            if alone is not None:
+                return alone
+            continue
         bad = np.flatnonzero(result.violations.get(inv.id, np.zeros(0, bool)))
         if bad.size:
             return result, int(bad[0])
+    return None
+
+
+def _one_at_a_time(ep: EntityPlan, facts: dict[str, Fact], rows: list[dict[str, Any]], types: dict[str, str],
+                   joined: dict[str, "EntityResult"], inv: Invariant) -> tuple["EntityResult", int] | None:
+    """The first of `rows` that breaks the invariant decided on its own, or None."""
+    from .evaluate import decide, evaluate_entity
+
+    for row in rows[:ALONE_ROWS]:
+        try:
+            result = evaluate_entity(ep, _frame(facts, [row]), types, joined, decider=decide)
+        except InputError as exc:
+            if all(p.code == "overflow" for p in exc.problems):
+                continue
+            raise
+        if result.violations.get(inv.id, [False])[0]:
+            return result, 0
     return None
 
 

@@ -153,3 +153,25 @@ def test_durable_rulesets_do_not_grow_with_backends_or_runs(tmp_path):
     edited = compile_text(tmp_path / "edited", POLICY.replace("when: a < b", "when: a <= b"))
     api.run(edited, frames, backend="durable")
     assert len(get_host()._ruleset_directory) == registered + 1
+
+
+@pytest.mark.parametrize("facts, derive, rules, status", [
+    # an integer fact past 1.5e308 (a traceback: a made-up value scaled to infinity, then rounded)
+    ("  n: {type: integer}\n", "derive:\n  y: n + 1\n", "y > 1.5e308", "violated"),
+    # a range wider than a float holds (a traceback: numpy's uniform draw of it)
+    ("  n: {type: number, min: -1.7e+308, max: 1.7e+308}\n", "derive:\n  y: n + 1\n", "y > 5", "violated"),
+    # no finite number exceeds the largest float (refuted with n = inf, which no input can hold)
+    ("  n: {type: number}\n", "", "n > 1.7976931348623157e308", "not-analysed"),
+    # every made-up population held a square too large to hold: refuted now by a population of one
+    ("  n: {type: number}\n", "derive:\n  sq: n * n\n", "n < 1e200 and sq > 100", "violated"),
+])
+def test_the_prover_at_the_edges_of_the_number_range(tmp_path, facts, derive, rules, status):
+    from engine.prove import prove
+
+    text = (f"policy: t\nentity: customer\nfacts:\n  customer_id: {{type: string, key: true}}\n{facts}{derive}"
+            "invariants:\n  - {id: i, never: \"d == 'hi'\"}\ndecisions:\n  d:\n    values: [hi, rest]\n    rules:\n"
+            f"      - {{id: big, when: \"{rules}\", then: hi}}\n      - {{id: rest, then: rest}}\n")
+    (result,) = prove(compile_text(tmp_path, text))
+    assert result.status == status, result
+    if status == "violated":
+        assert all(isinstance(v, (int, float)) and abs(v) < 1.8e308 for v in result.example["facts"].values())

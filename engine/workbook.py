@@ -18,14 +18,14 @@ columns a policy reads are found here and refused with their references.
 
 from __future__ import annotations
 
-import html
 import re
 import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Any, Iterator
+from xml.etree import ElementTree
 
 from .errors import InputError, Location, Problem
 
@@ -35,21 +35,16 @@ PARTS_LIMIT = 10_000  # parts in one workbook (a workbook of 200 sheets has abou
 RATIO_LIMIT = 100  # unpacked : packed, for parts past SMALL_PART (sheets written by Excel: about 10)
 SMALL_PART = 1 << 20  # below this, a part may pack as well as it likes
 SMALL_XML = 16 << 20  # the workbook's own index parts (workbook.xml, its relationships)
+EXCEL_ROWS, EXCEL_COLUMNS = 1_048_576, 16_384  # the most a sheet has in Excel
+CELLS_LIMIT = 50_000_000  # rows x columns a sheet may span: the reader holds about 32 bytes per cell
 _CHUNK = 1 << 20
 
-_FORMULA_TAG = re.compile(rb"<(?:\w+:)?f[\s/>]")
-_ROW_OR_CELL = re.compile(rb"<(?:\w+:)?row\b(?P<row>[^>]*)>"
-                          rb"|<(?:\w+:)?c\b(?P<cell>[^>]*?)(?:/>|>(?P<inner>.*?)</(?:\w+:)?c>)", re.S)
-_ROW_NUMBER = re.compile(rb'\br="([0-9]+)"')
-_REF = re.compile(rb'\br="([A-Z]+[0-9]+)"')
-_STRING_RESULT = re.compile(rb'\bt="(?:str|s|inlineStr|e|b)"')
-_VALUE = re.compile(rb"<(?:\w+:)?v>\s*([^<\s][^<]*)</(?:\w+:)?v>")
-_FORMULA_TEXT = re.compile(rb"<(?:\w+:)?f\b[^>]*>([^<]*)</(?:\w+:)?f>")
-_SHEET = re.compile(r'<(?:\w+:)?sheet\b([^>]*)>')
-_SHEET_ATTR = re.compile(r'(?:^|\s)(?:(\w+):)?(name|id)\s*=\s*"([^"]*)"')  # `name`, and the relationship's `r:id`
-_REL = re.compile(r'<(?:\w+:)?Relationship\b([^>]*)/?>')
-_ATTR = re.compile(r'\b(Id|Target)="([^"]*)"')
-_FULL_CALC = re.compile(r'\bfullCalcOnLoad="(?:1|true)"')
+# a formula element, with any namespace prefix XML allows (a quick look at every part's bytes)
+_FORMULA_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?f[\s/>]")
+_REF_TEXT = re.compile(r"([A-Z]{1,3})([0-9]+)")
+# a row's or a cell's place (`<row r="7">`, `<c r="B7">`), however quoted
+_PLACE = re.compile(rb"""<(?:[A-Za-z_][\w.-]*:)?(?:row|c)\s[^>]*?\br\s*=\s*["']\s*([A-Za-z]*)([0-9]+)""")
+_TEXT_RESULTS = {"str", "s", "inlineStr", "e", "b"}  # result types whose empty value is a calculated value
 
 
 @dataclass
@@ -208,77 +203,109 @@ def bounded(path: Path) -> Workbook:
     tally = Tally()
     for info in infos:
         tail = b""
+        sheet = info.filename.lower().startswith("xl/worksheets/")
+        rows = columns = 0
         for chunk in _stream(path, info, tally):
             if info.filename not in formulas and _FORMULA_TAG.search(tail + chunk):
                 formulas.add(info.filename)
-            tail = chunk[-16:]
+            if sheet:  # how far the cells reach: the reader makes room for every cell up to the last
+                for letters, digits in _PLACE.findall(tail + chunk):
+                    rows = max(rows, int(digits[:12]) if len(digits) <= 12 else 10**12)
+                    columns = max(columns, column_index(letters[:4].decode("ascii", "replace").upper()) + 1)
+            tail = chunk[-64:]
+        if sheet and (rows > EXCEL_ROWS or columns > EXCEL_COLUMNS or rows * columns > CELLS_LIMIT):
+            raise _problem(path, f"{path.name} is not a workbook kam reads: its part {info.filename} places a "
+                           f"cell at row {rows:,}, column {columns:,} ({rows * columns:,} cells to make room for; "
+                           f"kam reads sheets of up to {CELLS_LIMIT:,} cells, within Excel's {EXCEL_ROWS:,} rows "
+                           f"and {EXCEL_COLUMNS:,} columns)",
+                           "save the data as CSV or Parquet, or the workbook again in Excel")
+    # the index parts read as XML (quotes, spacing, prefixes, comments and references as XML allows
+    # them); part names compared as OPC says, without regard to case, as the reader finds them
     targets: dict[str, str] = {}
-    for rel in _REL.finditer(rels):
-        attrs = dict(_ATTR.findall(rel.group(1)))
-        if "Id" in attrs and "Target" in attrs:
-            target = _unescape(attrs["Target"])
+    for rel in _elements(rels, "Relationship", path, "xl/_rels/workbook.xml.rels"):
+        rid, target = rel.get("Id"), rel.get("Target")
+        if rid is not None and target is not None:
+            target = target.strip()
             inside = target.lstrip("/") if target.startswith("/") else str(PurePosixPath("xl") / target)
-            targets[_unescape(attrs["Id"])] = inside
-    by_name = {info.filename: info for info in infos}
-    parts = {}
-    for tag in _SHEET.finditer(book):
-        attrs = {(bool(prefix), local): value for prefix, local, value in _SHEET_ATTR.findall(tag.group(1))}
-        name, rid = attrs.get((False, "name")), attrs.get((True, "id"))
-        if name is not None and rid is not None and targets.get(_unescape(rid)) in by_name:
-            parts[_unescape(name)] = by_name[targets[_unescape(rid)]]
-    return Workbook(path, parts, formulas, bool(_FULL_CALC.search(book)))
+            targets[rid.strip()] = inside.lower()
+    by_name = {info.filename.lower(): info for info in infos}
+    parts: dict[str, zipfile.ZipInfo] = {}
+    recalculate = False
+    for element in _elements(book, "*", path, "xl/workbook.xml"):
+        local = _local(element.tag)
+        if local == "sheet":
+            name = element.get("name")
+            rid = next((v for k, v in element.attrib.items() if k.startswith("{") and _local(k) == "id"), None)
+            target = targets.get(rid.strip()) if rid is not None else None
+            if name is not None and target in by_name and name not in parts:  # the first of a name, as read
+                parts[name] = by_name[target]
+        elif local == "calcPr":
+            recalculate = (element.get("fullCalcOnLoad") or "").strip().lower() in ("1", "true")
+    return Workbook(path, parts, formulas, recalculate)
 
 
-def _small_text(z: zipfile.ZipFile, name: str, path: Path) -> str:
-    """One of the workbook's small index parts as text (empty when it has none)."""
-    try:
-        info = z.getinfo(name)
-    except KeyError:
-        return ""
+def _small_text(z: zipfile.ZipFile, name: str, path: Path) -> bytes:
+    """One of the workbook's small index parts (empty when it has none; its name in any case)."""
+    info = next((i for i in z.infolist() if i.filename.lower() == name), None)
+    if info is None:
+        return b""
     if info.file_size > SMALL_XML:
         raise _problem(path, f"{path.name}: its index part {name} is {_size(info.file_size)}")
-    return b"".join(_stream(path, info)).decode("utf-8", errors="replace")
+    return b"".join(_stream(path, info))
 
 
-def _unescape(text: str) -> str:
-    """XML text as written: the five named entities and numeric character references (`&#99;`)."""
-    return html.unescape(text)
+def _local(tag: str) -> str:
+    """An element's or attribute's name without its namespace (`{uri}sheet` is `sheet`)."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def _elements(xml: bytes, local: str, path: Path, part: str) -> list[ElementTree.Element]:
+    """The elements of an index part with a local name (`*`: all), whatever their namespace prefix."""
+    if not xml:
+        return []
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError as exc:
+        raise _problem(path, f"{path.name} is damaged: its part {part} is not XML ({exc})") from None
+    return [e for e in root.iter() if isinstance(e.tag, str) and (local == "*" or _local(e.tag) == local)]
 
 
 def _formula_cells(path: Path, info: zipfile.ZipInfo) -> list[FormulaCell]:
-    """Every formula cell of a sheet part, with the value stored with it. Read row by row: each piece
-    is cut after its last complete row."""
+    """Every formula cell of a sheet part, with the value stored with it, read as a stream of XML
+    events (so that nothing XML allows, and no piece boundary, hides a cell or moves it)."""
     out: list[FormulaCell] = []
-    rest = b""
+    parser: Any = ElementTree.XMLPullParser(events=("start", "end"))
     row, col = 0, -1  # where the last row and cell were: a row or a cell may leave out its `r` (the next one)
+    cell: dict[str, str | None] | None = None
     for chunk in [*_stream(path, info), b""]:
-        data = rest + chunk
-        cut = data.rfind(b"row>") + 4 if chunk else len(data)
-        if cut < 4:
-            rest = data
-            continue
-        rest = data[cut:]
-        for found in _ROW_OR_CELL.finditer(data[:cut]):
-            if found.group("row") is not None:
-                at = _ROW_NUMBER.search(found.group("row"))
-                row, col = (int(at.group(1)) if at else row + 1), -1
-                continue
-            attrs, inner = found.group("cell"), found.group("inner") or b""
-            ref = _REF.search(attrs)
-            if ref:
-                letters = ref.group(1).rstrip(b"0123456789")
-                col, row = column_index(letters.decode()), int(ref.group(1)[len(letters):])
-            else:
-                col += 1
-            if not _FORMULA_TAG.search(inner):
-                continue
-            value = _VALUE.search(inner)
-            text = _FORMULA_TEXT.search(inner)
-            # an empty value is a calculated empty text only where the cell says it holds text
-            kept = value.group(1) if value else (b"" if _STRING_RESULT.search(attrs) else None)
-            out.append(FormulaCell(f"{column_letters(col)}{row}",
-                                   _unescape(text.group(1).decode("utf-8", "replace")) if text else "",
-                                   None if kept is None else kept.decode("utf-8", "replace")))
+        try:
+            parser.feed(chunk) if chunk else parser.close()
+            events: list[tuple[str, Any]] = list(parser.read_events())
+        except ElementTree.ParseError as exc:
+            raise _problem(path, f"{path.name} is damaged: its part {info.filename} is not XML ({exc})") from None
+        for event, element in events:
+            local = _local(element.tag)
+            if event == "start" and local == "row":
+                at = (element.get("r") or "").strip()
+                row, col = (int(at) if at.isdigit() else row + 1), -1
+            elif event == "start" and local == "c":
+                ref = _REF_TEXT.fullmatch((element.get("r") or "").strip())
+                if ref:
+                    col, row = column_index(ref.group(1)), int(ref.group(2))
+                else:
+                    col += 1
+                cell = {"ref": f"{column_letters(col)}{row}", "t": element.get("t"), "f": None, "v": None}
+            elif event == "end" and cell is not None and local in ("f", "v"):
+                cell[local] = element.text or ""
+            elif event == "end" and local == "c" and cell is not None:
+                if cell["f"] is not None:
+                    value = cell["v"].strip() if cell["v"] is not None else None
+                    # an empty value is a calculated empty text only where the cell says it holds text
+                    kept = value if value else ("" if cell["t"] in _TEXT_RESULTS else None)
+                    out.append(FormulaCell(str(cell["ref"]), cell["f"], kept))
+                cell = None
+            if event == "end" and local in ("c", "row"):
+                element.clear()  # a sheet is read in pieces, never held whole
     return out
 
 

@@ -45,7 +45,7 @@ def main() -> int:
         BASELINE.write_text("".join(f"{e}\n" for e in sorted(now.elements())), encoding="utf-8")
         print(f"baseline: {sum(now.values())} errors (was {sum(before.values())})")
         return 0
-    for e in sorted(new.elements()):
+    for e in sorted(new):
         file, code = e.split(" ")
         print(f"new mypy error in {file} {code}:", *[w for w in written if w.startswith(file) and w.endswith(code)],
               sep="\n  ")

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -223,11 +224,49 @@ def refuse_unsupported(plan: Plan, entities: list[str] | None = None) -> None:
         raise PolicyError(problems)
 
 
+def _float_json(x: float) -> str:
+    """A float as JSON that durable_rules' parser reads: Python writes 0.00001 as `1e-05`, which the
+    parser refuses (error 204) unless a point comes before the exponent (`1.0e-05`)."""
+    if x != x or x in (math.inf, -math.inf):
+        raise ValueError(f"{x!r} is no number durable_rules can be given")  # refused before it gets here
+    text = float.__repr__(x)
+    mantissa, e, exponent = text.partition("e")
+    return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
+
+
+class _PointedFloats(json.JSONEncoder):
+    """`json.dumps` with every float as `_float_json` writes it (the standard library's own encoder
+    loop, given another way to write floats)."""
+
+    def iterencode(self, o: Any, _one_shot: bool = False) -> Iterator[str]:
+        text = json.encoder.encode_basestring_ascii if self.ensure_ascii else json.encoder.encode_basestring
+        return json.encoder._make_iterencode(  # type: ignore[attr-defined]
+            {} if self.check_circular else None, self.default, text, self.indent, _float_json,
+            self.key_separator, self.item_separator, self.sort_keys, self.skipkeys, _one_shot)(o, 0)
+
+
+class _DurableJson:
+    """The `json` durable_rules' engine module sees: its facts and rulesets written by `_PointedFloats`."""
+
+    loads = staticmethod(json.loads)
+
+    @staticmethod
+    def dumps(obj: Any, ensure_ascii: bool = True, **_: Any) -> str:
+        return _PointedFloats(ensure_ascii=ensure_ascii).encode(obj)
+
+
+def _pointed_floats_for_durable() -> None:
+    import durable.engine
+
+    durable.engine.json = _DurableJson  # type: ignore[assignment]
+
+
 class DurableBackend:
     """Compiles the decisions of a plan into durable_rules rulesets, each registered once per process."""
 
     def __init__(self, plan: Plan, entities: list[str] | None = None):
         refuse_unsupported(plan, entities)
+        _pointed_floats_for_durable()
         self.plan = plan
         self.compiled: dict[tuple[str, str], CompiledDecision] = {}
         for ep in plan.entities:

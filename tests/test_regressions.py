@@ -175,3 +175,17 @@ def test_the_prover_at_the_edges_of_the_number_range(tmp_path, facts, derive, ru
     assert result.status == status, result
     if status == "violated":
         assert all(isinstance(v, (int, float)) and abs(v) < 1.8e308 for v in result.example["facts"].values())
+
+
+def test_durable_is_given_numbers_its_parser_reads(tmp_path):
+    """Python writes 0.00001 as `1e-05` and 1e20 as `1e+20`; durable_rules' parser refuses a number without
+    a point before its exponent (error 204), so such a fact or constant was a traceback on durable."""
+    policy = POLICY.replace("when: a < b", "when: a > 0.00001 and b < 1e20")
+    pl = compile_text(tmp_path, policy)
+    frames = {"customer": pd.DataFrame({"id": ["1", "2", "3", "4"], "a": [0.00001, 1e-7, 2e-5, 1e20],
+                                        "b": [1e19, 9e18, 1e20, 5.0], "f": [True, False, None, True]})}
+    with deadline(60):
+        durable_out = output_frame(api.run(pl, frames, backend="durable").results["customer"])
+    pandas_out = output_frame(api.run(pl, frames).results["customer"])
+    assert durable_out.equals(pandas_out)
+    assert [("less" in v) for v in pandas_out["d"]] == [False, False, False, True]

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import mmap
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ TRUE_WORDS = {"true", "yes", "1", "y", "t"}
 FALSE_WORDS = {"false", "no", "0", "n", "f"}
 SHOW_ROWS = 5
 SHOW_CHARS = 60
+_SURROGATE = re.compile("[\ud800-\udfff]")
 CELL_CHARS = 32_767  # the most characters an Excel cell holds, counted as Excel counts them (excel_length)
 
 
@@ -325,6 +327,11 @@ def _read_jsonl_lines(path: Path, options: FactsOptions) -> tuple[pd.DataFrame, 
             raise InputError(Problem("input-unreadable", f"{path.name} line {number} holds a JSON "
                                      f"{type(record).__name__}, not an object", Location(str(path), number, 1),
                                      "each line must hold one JSON object, like {\"customer_id\": \"000123\", ...}"))
+        bad = next((k for k, v in record.items() if isinstance(v, str) and _SURROGATE.search(v)), None)
+        if bad is not None:  # `\ud800` alone is valid JSON but no character: no text can hold it
+            raise InputError(Problem("input-unreadable", f"{path.name} line {number}: `{bad}` holds half of a "
+                                     "UTF-16 pair (an escape like \\ud800 with no partner), which is no character",
+                                     Location(str(path), number, 1), "write the character itself, or its pair"))
         records.append(record)
         line_of.append(number)
     columns: dict[str, list[Any]] = {}

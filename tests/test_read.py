@@ -192,3 +192,11 @@ def test_files_are_hashed_a_megabyte_at_a_time(tmp_path):
         tracemalloc.stop()
     assert digest == hashlib.sha256(data).hexdigest()
     assert peak < 4 << 20, peak
+
+
+def test_half_a_utf16_pair_in_json_lines_is_refused_with_its_line(tmp_path):
+    """`"\\ud800"` alone is valid JSON but no character: it reached the writer and was a traceback."""
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"customer_id": "1", "x": 1, "region": "n", "ok": true}\n'
+                    '{"customer_id": "2", "x": 2, "region": "bad \\ud800 x", "ok": true}\n', encoding="utf-8")
+    assert "c.jsonl line 2: `region` holds half of a UTF-16 pair" in problem(path)

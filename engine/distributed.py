@@ -252,6 +252,9 @@ class PassOut:
     small: dict[str, Any] = field(default_factory=dict)  # per call: sums, or labels + sample
     final: dict[str, Any] | None = None  # the final pass: what the manifest needs
     pieces: list[Any] | None = None  # the final pass: keys and joined columns per hash bucket
+    # the partition's data cannot be decided (a number too large to hold): given back, not raised, so
+    # that the worker does not log it as its own failure with a traceback
+    error: InputError | None = None
 
 
 def read_partition(pl: Plan, entity: str, path: str, options: Any) -> pd.DataFrame:
@@ -288,7 +291,10 @@ def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[s
     frame = read_partition(pl, entity, path, options)
     types = {name: f.type for name, f in pl.checked.policy_set.facts(entity).items()}
     hook = PartitionHook(dict(known), {k: set(v) for k, v in population_calls(ep).items()}, joins)
-    res = evaluate_entity(ep, frame, types, {}, population=hook)
+    try:
+        res = evaluate_entity(ep, frame, types, {}, population=hook)
+    except InputError as exc:
+        return PassOut(len(frame), {}, error=exc)
     out = PassOut(len(frame), hook.asked)
     for call, a in hook.asked.items():
         if isinstance(a, Sums):
@@ -569,6 +575,9 @@ class _EntityDriver:
                                 joins[i], staging, i, taken, self.buckets) for i, p in enumerate(self.paths)]
             self.final_outs = outs
             small = self.client.gather([self.submit(_small_of, o) for o in outs])
+            error = next((s["error"] for s in small if s["error"] is not None), None)
+            if error is not None:
+                raise error
             asked = sorted({c for s in small for c in s["asked"]})
             if not asked:
                 finals = [s["final"] for s in small]
@@ -669,7 +678,7 @@ def _count_rows(pl: Plan, entity: str, path: str, options: Any) -> int | InputEr
 
 
 def _small_of(o: PassOut) -> dict[str, Any]:
-    return {"asked": list(o.asked), "small": o.small, "final": o.final}
+    return {"asked": list(o.asked), "small": o.small, "final": o.final, "error": o.error}
 
 
 def _split_asked(o: PassOut, call: str, part: int, code_of: dict[Any, int], splitters: list[tuple]) -> list[Block]:

@@ -445,6 +445,9 @@ class Overflow(Exception):
         super().__init__(to_text(node) if node is not None else "")
         self.node, self.rows = node, rows
 
+    def __reduce__(self) -> tuple[Any, ...]:  # from a Dask worker to the driver
+        return (Overflow, (self.node, self.rows))
+
 
 def _arith(op: str, a: Any, b: Any) -> Any:
     if op == "+":

@@ -734,11 +734,27 @@ def _cell_texts(col: pd.Series) -> list[Any]:
             for v in col.astype(object)]
 
 
+def sheet_names(entities: list[str]) -> dict[str, str]:
+    """Each entity's sheet: its name, cut to Excel's 31 characters and made unique beside `summary` and
+    each other (Excel compares sheet names without regard to case) with a ` (2)`, ` (3)`, ... ."""
+    taken = {"summary"}
+    out = {}
+    for entity in entities:
+        name, n = entity[:31], 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{entity[:31 - len(f' ({n})')]} ({n})"
+        taken.add(name.lower())
+        out[entity] = name
+    return out
+
+
 def write_workbook(frames: dict[str, pd.DataFrame], path: Path) -> None:
     """One Excel workbook: a sheet per entity (header frozen, filters on, ids and every text kept as
     text, numbers as numbers) and a `summary` sheet counting each decision's values."""
     import xlsxwriter
 
+    sheets = sheet_names(list(frames))
     too_big = {e: len(f) for e, f in frames.items() if len(f) > XLSX_ROWS}
     if too_big:
         raise _usage(f"an Excel sheet holds at most {XLSX_ROWS:,} rows; "
@@ -762,7 +778,7 @@ def write_workbook(frames: dict[str, pd.DataFrame], path: Path) -> None:
     summary = book.add_worksheet("summary")
     rows: list[list[Any]] = [["entity", "decision", "value", "count", "share"]]
     for entity, frame in frames.items():
-        sheet = book.add_worksheet(entity[:31])
+        sheet = book.add_worksheet(sheets[entity])
         columns = [str(c) for c in frame.columns]
         sheet.write_row(0, 0, columns, bold)
         for r in range(len(frame)):

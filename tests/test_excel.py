@@ -507,3 +507,17 @@ def test_a_cell_placed_far_away_is_refused_before_the_reader_makes_room_for_it(t
     r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={far}", "--out", str(tmp_path / "o"))
     assert r.returncode == 2, r.stderr
     assert "far.xlsx is not a workbook kam reads: its part xl/worksheets/sheet1.xml places a cell at row" in r.stderr
+
+
+def test_sheet_names_stay_apart_from_the_summary_and_each_other(tmp_path):
+    """An entity named `summary`, or two whose names share their first 31 characters, was a
+    DuplicateWorksheetName traceback."""
+    from openpyxl import load_workbook
+
+    from engine.write import write_workbook
+
+    frame = pd.DataFrame({"id": ["1"], "tier": ["A"], "tier_rule": ["a"], "tier_because": ["x"]})
+    long = "prospect_of_the_northern_region_" + "a"
+    write_workbook({"summary": frame, "Customer": frame, long: frame, long[:-1] + "b": frame}, tmp_path / "d.xlsx")
+    names = load_workbook(tmp_path / "d.xlsx").sheetnames
+    assert names == ["summary", "summary (2)", "Customer", long[:31], long[:27] + " (2)"]

@@ -407,7 +407,9 @@ def _read_xlsx(path: Path, sheet: str | None, entity: str, loc: Location,
         more = f" and {len(uncalculated) - SHOW_ROWS} more" if len(uncalculated) > SHOW_ROWS else ""
         refs = ", ".join(c.ref for c in uncalculated[:SHOW_ROWS])
         holds = "holds a formula" if len(uncalculated) == 1 else "hold formulas"
-        if parts.recalculate and first.value is not None:
+        if first.error:
+            why = f"whose result is an error ({first.value}, from ={first.formula[:SHOW_CHARS]})"
+        elif parts.recalculate and first.value is not None:
             why = (f"whose value was never calculated (={first.formula[:SHOW_CHARS]}: the workbook was written by a "
                    f"program and asks to be calculated when opened, so the stored {first.value[:SHOW_CHARS]} is "
                    "no result)")

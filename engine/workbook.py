@@ -52,6 +52,7 @@ class FormulaCell:
     ref: str  # `H2`
     formula: str
     value: str | None  # the value stored with it (None: no value)
+    error: bool = False  # the value is a spreadsheet error (`#DIV/0!`), which the reader gives as empty
 
 
 @dataclass
@@ -64,13 +65,14 @@ class Workbook:
     recalculate: bool = False  # the workbook asks to be calculated when opened: stored values are not results
 
     def uncalculated(self, sheet: str, columns: set[str]) -> list[FormulaCell]:
-        """The formula cells of a sheet (in the given column letters) whose values no spreadsheet
-        calculated: no value stored, or only a placeholder in a workbook that asks to be calculated."""
+        """The formula cells of a sheet (in the given column letters) whose values are no facts: none
+        stored, only a placeholder in a workbook that asks to be calculated, or an error (`#DIV/0!`)."""
         info = self.sheet_parts.get(sheet)
         if info is None or info.filename not in self.with_formulas:
             return []
         return [cell for cell in _formula_cells(self.path, info)
-                if cell.ref.rstrip("0123456789") in columns and (cell.value is None or self.recalculate)]
+                if cell.ref.rstrip("0123456789") in columns
+                and (cell.value is None or self.recalculate or cell.error)]
 
 
 def _problem(path: Path, message: str, hint: str = "save the workbook again in Excel") -> InputError:
@@ -302,7 +304,7 @@ def _formula_cells(path: Path, info: zipfile.ZipInfo) -> list[FormulaCell]:
                     value = cell["v"].strip() if cell["v"] is not None else None
                     # an empty value is a calculated empty text only where the cell says it holds text
                     kept = value if value else ("" if cell["t"] in _TEXT_RESULTS else None)
-                    out.append(FormulaCell(str(cell["ref"]), cell["f"], kept))
+                    out.append(FormulaCell(str(cell["ref"]), cell["f"], kept, cell["t"] == "e"))
                 cell = None
             if event == "end" and local in ("c", "row"):
                 element.clear()  # a sheet is read in pieces, never held whole

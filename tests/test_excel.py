@@ -521,3 +521,16 @@ def test_sheet_names_stay_apart_from_the_summary_and_each_other(tmp_path):
     write_workbook({"summary": frame, "Customer": frame, long: frame, long[:-1] + "b": frame}, tmp_path / "d.xlsx")
     names = load_workbook(tmp_path / "d.xlsx").sheetnames
     assert names == ["summary", "summary (2)", "Customer", long[:31], long[:27] + " (2)"]
+
+
+def test_a_formula_whose_result_is_an_error_is_refused(tmp_path):
+    """Excel saves `=1/0` as the error `#DIV/0!`; the reader gave it as an empty cell, a missing fact
+    (the same text in a CSV is refused)."""
+    write_policy(tmp_path / "p", "c.yaml", CUSTOMER_POLICY)
+    plain = workbook(tmp_path / "plain.xlsx", {"customers": [["customer_id", "profit"], ["001", 5], ["002", 7]]})
+    bad = _rewritten(plain, tmp_path / "err.xlsx", {"xl/worksheets/sheet1.xml": lambda b: re.sub(
+        rb'<c r="B3"[^>]*>.*?</c>', b'<c r="B3" t="e"><f>1/0</f><v>#DIV/0!</v></c>', b)})
+    assert b"#DIV/0!" in zipfile.ZipFile(bad).read("xl/worksheets/sheet1.xml")
+    r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={bad}", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2, r.stderr
+    assert "customers!B3 holds a formula whose result is an error (#DIV/0!, from =1/0)" in r.stderr

@@ -28,6 +28,7 @@ of them, most recent first (an id left out is new: its previous values are missi
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,11 +163,16 @@ def _past(pl: Plan, frames: dict[str, pd.DataFrame], given: Any) -> dict[str, pd
         for key, values in (per_id or {}).items():
             back = values if isinstance(values, list) else [values]
             for period in back:
-                for name in (period or {}):
+                for name, value in (period or {}).items():
                     if name not in symbols or symbols[name].kind == "param":
                         raise InputError(Problem("test-file", f"`previous:` of {entity} {key} names `{name}`, "
                                                  f"which is not a fact, feature or decision of {entity}",
                                                  Location("previous"), did_you_mean(name, symbols)))
+                    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                    if number and value == value and not abs(value) <= sys.float_info.max:  # not NaN, beyond
+                        raise InputError(Problem("test-file", f"`previous:` of {entity} {key} gives `{name}` a "
+                                                 "number beyond the largest kam holds (about 1.8e308)",
+                                                 Location("previous"), "write a finite number"))
             periods[str(key)] = [p or {} for p in back]
         keys = frames[entity][ep.key].astype(str).tolist()
         columns = {}
@@ -298,7 +304,11 @@ def run_tests(pl: Plan, files: list[Path]) -> SuiteResult:
                 except InputError as exc:
                     res.failures += [f"facts of the case: {p.message}" for p in exc.problems]
                     continue
-            result = api.run(pl, frames, past=past)
+            try:
+                result = api.run(pl, frames, past=past)
+            except InputError as exc:  # this case's facts cannot be decided (a number too large): the others can
+                res.failures += [f"deciding the case: {p.message}" for p in exc.problems]
+                continue
             coverage.fired |= _fired(result)
             res.failures += [v.text() for v in result.violations()]
             outputs = {e: output_frame(r) for e, r in result.results.items()}

@@ -127,3 +127,44 @@ def test_no_test_files_is_a_usage_error(tmp_path):
     (folder / "tiers.yaml").write_text(textwrap.dedent(POLICY), encoding="utf-8")
     r = kam_here("test", str(folder))
     assert r.returncode == 2 and "no test files" in r.stderr
+
+
+def test_extreme_numbers_in_a_case_fail_that_case_only(tmp_path):
+    """A `previous:` number of 400 digits was a traceback, and a case whose facts overflow stopped the
+    whole suite with exit 2: now the first is a located problem of the case, the second its failure."""
+    folder = suite(tmp_path, f"""
+        cases:
+          - name: a previous profit too large to hold
+            customer:
+              - {{customer_id: "01", profit: 5000}}
+            previous:
+              customer:
+                "01": {{tier: A, profit: {"9" * 400}}}
+            expect:
+              customer:
+                "01": {{tier: A}}
+          - name: an ordinary case
+            customer:
+              - {{customer_id: "02", profit: 10}}
+            expect:
+              customer:
+                "02": {{tier: B}}
+          - name: a profit whose product overflows
+            customer:
+              - {{customer_id: "03", profit: 1.0e+10}}
+            previous:
+              customer:
+                "03": {{profit: 1}}
+            expect:
+              customer:
+                "03": {{tier: A}}
+        """)
+    policy = folder / "tiers.yaml"
+    policy.write_text(policy.read_text(encoding="utf-8").replace("when: profit > 1000", "when: previous(profit) > 0 "
+                                                                 "and profit * 1e305 > 1000"), encoding="utf-8")
+    r = kam_here("test", str(folder))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "a previous profit too large to hold" in r.stdout and "number beyond the largest kam holds" in r.stdout
+    assert "deciding the case: rule `big` of decision `tier`: `profit * 1e+305` is too large to hold" in r.stdout
+    assert r.stdout.rstrip().endswith("1 passed, 2 failed"), r.stdout
+    assert "Traceback" not in r.stdout + r.stderr

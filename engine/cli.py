@@ -605,6 +605,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
     timings: dict[str, float] = {}
     target = None
     history = None
+    new_history = False  # this run made the history file: a run that fails leaves none behind
     options: EngineOptions | None = None
     notes: list[str] = []
     try:
@@ -625,6 +626,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
         if history_path is not None and period is not None:
             # also before any fact is read: a period recorded already, or a history in use, fails at once
             label = hist.check_period(period)  # before the history is opened: a bad label creates no file
+            new_history = not history_path.exists()
             history = hist.History.open(history_path, write=True)
             history.check_new(label, replace)
             notes += history.notes + _history_notes(history, period, pl.checked.policy_set.hash)
@@ -678,6 +680,9 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
             options.recorder.abandon()
         if history is not None:
             history.close()
+            if new_history and history_path is not None:
+                for leftover in (history_path, history_path.with_name(history_path.name + ".wal")):
+                    leftover.unlink(missing_ok=True)
         if isinstance(exc, KamError):
             _fail(exc)
             return

@@ -612,3 +612,13 @@ def test_opening_a_history_lowers_only_duckdbs_threads(tmp_path, monkeypatch):
         assert os.getpriority(os.PRIO_PROCESS, started[0].native_id) == 0
     done.set()
     started[0].join()
+
+
+def test_a_failed_first_run_leaves_no_history_file(tmp_path):
+    """A run that fails (here: facts that do not exist) with a new --history left an empty history
+    behind; the next run then found a history with no period in it."""
+    history = tmp_path / "h.duckdb"
+    r = kam_here("run", "--input", f"customer={tmp_path / 'missing.csv'}", "--entity", "customer", "--out",
+                 str(tmp_path / "o"), "--history", str(history), "--period", "2026-11")
+    assert r.returncode == 2, r.stderr
+    assert not history.exists() and not (tmp_path / "h.duckdb.wal").exists()

@@ -734,6 +734,11 @@ def _cell_texts(col: pd.Series) -> list[Any]:
             for v in col.astype(object)]
 
 
+def _not_a_workbook(message: str, hint: str, path: Path) -> InputError:
+    """What cannot be written as a workbook, named by the file (not the staging folder it is made in)."""
+    return InputError(Problem("output-xlsx", message, Location(path.name), hint))
+
+
 def sheet_names(entities: list[str]) -> dict[str, str]:
     """Each entity's sheet: its name, cut to Excel's 31 characters and made unique beside `summary` and
     each other (Excel compares sheet names without regard to case) with a ` (2)`, ` (3)`, ... ."""
@@ -757,19 +762,19 @@ def write_workbook(frames: dict[str, pd.DataFrame], path: Path) -> None:
     sheets = sheet_names(list(frames))
     too_big = {e: len(f) for e, f in frames.items() if len(f) > XLSX_ROWS}
     if too_big:
-        raise _usage(f"an Excel sheet holds at most {XLSX_ROWS:,} rows; "
-                     + ", ".join(f"{e} has {n:,}" for e, n in too_big.items()),
-                     "use --output-format csv or parquet for this many", path)
+        raise _not_a_workbook(f"an Excel sheet holds at most {XLSX_ROWS:,} rows; "
+                              + ", ".join(f"{e} has {n:,}" for e, n in too_big.items()),
+                              "use --output-format csv or parquet for this many", path)
     cells = {e: [_cell_texts(f[c]) for c in f.columns] for e, f in frames.items()}
     for entity, columns in cells.items():
         for name, values in zip(frames[entity].columns, columns):
             long = next((r for r, v in enumerate(values) if too_long_for_a_cell(v)), None)
             if long is not None:  # Excel's own limit: XlsxWriter would cut the text, an id included
                 key = frames[entity].iloc[long, 0]
-                raise _usage(f"{entity} {key if len(str(key)) <= 40 else str(key)[:40] + '…'}: its `{name}` holds "
-                             f"{excel_length(values[long]):,} characters, and an Excel cell holds at most "
-                             f"{CELL_CHARS:,}", "use --output-format csv, parquet or jsonl, which keep every "
-                             "character", path)
+                raise _not_a_workbook(f"{entity} {key if len(str(key)) <= 40 else str(key)[:40] + '…'}: its `{name}` "
+                                      f"holds {excel_length(values[long]):,} characters, and an Excel cell holds at "
+                                      f"most {CELL_CHARS:,}", "use --output-format csv, parquet or jsonl, which keep "
+                                      "every character", path)
     # text that looks like a formula or a link stays text: policies' texts are never Excel's to run
     book = xlsxwriter.Workbook(str(path), {"constant_memory": True, "strings_to_formulas": False,
                                            "strings_to_urls": False, "strings_to_numbers": False})

@@ -468,8 +468,9 @@ def test_a_text_longer_than_a_cell_is_never_cut_in_the_workbook(tmp_path):
     r = kam_here("run", "--policies", str(folder), "--input", f"customer={tmp_path / 'c.csv'}", "--out", str(out),
                  "--output-format", "xlsx")
     assert r.returncode == 2, r.stderr
-    assert "customer 001: its `tier_because` holds 40,000 characters, and an Excel cell holds at most 32,767" \
-        in r.stderr
+    assert "decisions.xlsx: error[output-xlsx]: customer 001: its `tier_because` holds 40,000 characters, and an " \
+           "Excel cell holds at most 32,767" in r.stderr
+    assert ".kam-" not in r.stderr  # the file is named, not the folder it was being made in
     assert not out.exists()
     r = kam_here("run", "--policies", str(folder), "--input", f"customer={tmp_path / 'c.csv'}", "--out", str(out), "-q")
     assert r.returncode == 0 and len(pd.read_csv(out / "customer_decisions.csv")["tier_because"][0]) == 40_000

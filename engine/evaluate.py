@@ -1081,7 +1081,12 @@ def _overflow_at(step: DeriveStep | DecisionStep | Invariant | Measure, key: Any
             what, loc = f"measure `{step.name}`", step.expr.loc
         text = to_text(node) if node is not None else ""
         text = text[1:-1] if isinstance(node, Arith) else text  # an operation's own parentheses
-        part = f"`{text}`" if node is not None else "a population figure (a sum, mean, share or spread)"
+        if node is not None:
+            part = f"`{text}`"
+        elif isinstance(step, DecisionStep):
+            part = "a total it collects"
+        else:
+            part = "a population figure (a sum, mean, share or spread)"
         if rows.size:
             first = str(key.iloc[rows[0]]) if hasattr(key, "iloc") else str(key[rows[0]])
             more = f" (and {rows.size - 1:,} more)" if rows.size > 1 else ""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from .errors import PolicyError, Problem
 from .model import Expr, PolicySet, Rule
 
+from .numbers import number_text
 from .nodes import COMPARE, Arith, Bool, Call, Compare, In, ListLit, Logic, MapLit, Member, Name, Neg, Node, Not, Num, \
     Str
 
@@ -33,6 +34,22 @@ MAX_NODES = 500
 
 KEYWORDS = {"and", "or", "not", "in", "true", "false"}
 COMPARE_OPS = frozenset(COMPARE)
+
+
+def _fixed_within_range(node: Arith) -> Arith:
+    """An operation of two written numbers, refused where its result is beyond the largest number kam
+    holds (`1e308 * 10`): every run would fail on it, so `kam check` says so where it is written."""
+    a, b = node.left, node.right
+    if isinstance(a, Num) and isinstance(b, Num):
+        try:
+            value = {"+": a.value + b.value, "-": a.value - b.value, "*": a.value * b.value}.get(node.op, 0.0) \
+                if node.op != "/" else (a.value / b.value if b.value else 0.0)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            raise ExprSyntaxError(f"`{number_text(a.value)} {node.op} {number_text(b.value)}` is beyond the largest "
+                                  "number kam holds (about 1.8e308)", node.pos, "write a finite number")
+    return node
 
 
 class ExprSyntaxError(Exception):
@@ -239,14 +256,14 @@ class _Parser:
         left = self.product()
         while self.tok.kind == "op" and self.tok.text in ("+", "-"):
             op = self.advance()
-            left = self.node(Arith(op.text, left, self.product(), op.pos))
+            left = self.node(_fixed_within_range(Arith(op.text, left, self.product(), op.pos)))
         return left
 
     def product(self) -> Node:
         left = self.unary()
         while self.tok.kind == "op" and self.tok.text in ("*", "/"):
             op = self.advance()
-            left = self.node(Arith(op.text, left, self.unary(), op.pos))
+            left = self.node(_fixed_within_range(Arith(op.text, left, self.unary(), op.pos)))
         return left
 
     def unary(self) -> Node:

@@ -119,6 +119,9 @@ def test_numbers_beyond_the_largest_float_are_refused_where_written(tmp_path):
     with pytest.raises(PolicyError) as caught:
         compile_text(tmp_path, OVERFLOW_POLICY % ("", "a > 1e400"))
     assert "`1e400` is beyond the largest number kam holds" in caught.value.problems[0].message
+    with pytest.raises(PolicyError) as caught:  # two written numbers whose product every run would refuse
+        compile_text(tmp_path / "1", OVERFLOW_POLICY % ("", "a > 1e308 * 10"))
+    assert "`1e+308 * 10` is beyond the largest number kam holds" in caught.value.problems[0].message
     with pytest.raises(PolicyError) as caught:
         compile_text(tmp_path / "2", OVERFLOW_POLICY % ("params:\n  big: " + "9" * 400 + "\n", "a > big"))
     assert "`big` is a number of 400 digits, beyond the largest kam holds" in caught.value.problems[0].message

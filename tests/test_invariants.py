@@ -228,7 +228,7 @@ def _invariant_on(policy: str, data) -> tuple[str, str, str, str, str]:
     if hit in ("first", "unique", "any", "priority") and data.draw(st.booleans()):
         # true by construction: a value is decided only by a rule that gives it, so it never comes
         # without one of their conditions (a default rule's condition is true)
-        block = policy.split(f"  {target}:\n", 1)[1].split("\n  d", 1)[0]
+        block = policy.split(f"  {target}:\n", 1)[1].split("\n  d", 1)[0] + "\n"
         rules = re.findall(r"      - id: \w+\n(?:        when: (.*)\n)?        then: (.*)\n", block)
         giving = [json.loads(when) if when else "true" for when, then in rules
                   if re.fullmatch(rf"{value}|\{{{target}: {value}, .*\}}", then)]

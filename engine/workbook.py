@@ -208,13 +208,18 @@ def bounded(path: Path) -> Workbook:
         sheet = info.filename.lower().startswith("xl/worksheets/")
         rows = columns = 0
         for chunk in _stream(path, info, tally):
-            if info.filename not in formulas and _FORMULA_TAG.search(tail + chunk):
+            data = tail + chunk
+            if info.filename not in formulas and _FORMULA_TAG.search(data):
                 formulas.add(info.filename)
             if sheet:  # how far the cells reach: the reader makes room for every cell up to the last
-                for letters, digits in _PLACE.findall(tail + chunk):
+                for letters, digits in _PLACE.findall(data):
                     rows = max(rows, int(digits[:12]) if len(digits) <= 12 else 10**12)
                     columns = max(columns, column_index(letters[:4].decode("ascii", "replace").upper()) + 1)
-            tail = chunk[-64:]
+            # the last tag may go on in the next piece: it is looked at again, whole
+            tail = data[data.rfind(b"<"):] if b"<" in data else b""
+            if len(tail) > SMALL_PART:
+                raise _problem(path, f"{path.name} is not a workbook kam reads: its part {info.filename} holds a "
+                               "tag of more than 1 MiB", "save the workbook again in Excel")
         if sheet and (rows > EXCEL_ROWS or columns > EXCEL_COLUMNS or rows * columns > CELLS_LIMIT):
             raise _problem(path, f"{path.name} is not a workbook kam reads: its part {info.filename} places a "
                            f"cell at row {rows:,}, column {columns:,} ({rows * columns:,} cells to make room for; "

@@ -535,3 +535,24 @@ def test_a_formula_whose_result_is_an_error_is_refused(tmp_path):
     r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={bad}", "--out", str(tmp_path / "o"))
     assert r.returncode == 2, r.stderr
     assert "customers!B3 holds a formula whose result is an error (#DIV/0!, from =1/0)" in r.stderr
+
+
+def test_a_far_cell_across_the_pieces_a_part_is_read_in_is_still_found(tmp_path):
+    """The bounds read a part a megabyte at a time: a cell whose tag straddles two pieces (padded with
+    attributes past any fixed overlap) is found all the same."""
+    write_policy(tmp_path / "p", "c.yaml", CUSTOMER_POLICY)
+    plain = workbook(tmp_path / "plain.xlsx", {"customers": [["customer_id", "profit"], ["001", 5]]})
+    sheet = zipfile.ZipFile(plain).read("xl/worksheets/sheet1.xml")
+    at = sheet.index(b"</sheetData>")
+    row = b"<row><c><v>1</v></c></row>"
+    filler = row * ((1_048_576 - 2_500 - at) // len(row))  # the first megabyte ends inside the far cell's tag
+    far = b'<row><c ' + b'x="' + b"y" * 5000 + b'" r="XFD1048576"><v>1</v></c></row>'
+    assert at + len(filler) < 1_048_576 < at + len(filler) + len(far)
+    path = tmp_path / "far.xlsx"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
+        for info in zipfile.ZipFile(plain).infolist():
+            data = zipfile.ZipFile(plain).read(info)
+            out.writestr(info.filename, sheet[:at] + filler + far + sheet[at:] if info.filename ==
+                         "xl/worksheets/sheet1.xml" else data)
+    r = kam_here("run", "--policies", str(tmp_path / "p"), "--input", f"customer={path}", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "places a cell at row 1,048,576, column 16,384" in r.stderr, r.stderr

@@ -665,6 +665,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
                     page = None
             paths = api.write_run(result, files, target, output_format, timings, extra, steps.tick(""),
                                   options.recorder, bom=csv_bom, writer=options.writer)
+            new_history = False  # the period is recorded with the output set: the history stays, whatever follows
             if save_calibration is not None and not inside and result.calibration is not None:
                 calibrate.save(result.calibration, save_calibration)
             if page is not None and report_path is not None:

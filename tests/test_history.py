@@ -622,3 +622,16 @@ def test_a_failed_first_run_leaves_no_history_file(tmp_path):
                  str(tmp_path / "o"), "--history", str(history), "--period", "2026-11")
     assert r.returncode == 2, r.stderr
     assert not history.exists() and not (tmp_path / "h.duckdb.wal").exists()
+
+
+def test_a_run_that_fails_after_recording_keeps_its_new_history(tmp_path):
+    """Only a run that fails before its period is recorded removes the history it made: a calibration
+    that cannot be saved, after the outputs and the period are in place, leaves both."""
+    history = tmp_path / "h.duckdb"
+    r = kam_here("run", "--entity", "customer", "--out", str(tmp_path / "o"), "--history", str(history), "--period",
+                 "2026-11", "--save-calibration", str(tmp_path / "no-such-folder" / "cal.json"))
+    assert (tmp_path / "o" / "manifest.json").exists(), r.stderr
+    assert history.exists(), r.stderr
+    first = pd.read_csv(tmp_path / "o" / "customer_decisions.csv", dtype=str)["customer_id"][0]
+    r = kam_here("history", first, "--history", str(history))
+    assert "2026-11" in r.stdout, r.stdout + r.stderr

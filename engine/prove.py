@@ -472,6 +472,7 @@ def _example(result: "EntityResult", row: int, inv: Invariant, box_fields: set[s
     # the facts the rules looked at to break it (the others do not matter to the example)
     facts = {name: scalar_at(ctx.env[name], row) for name in fact_types if name in box_fields}
     decided, locs = {}, []
+    deciding: set[str] = set()  # the names the deciding rules' conditions read
     for name, res in result.decisions.items():
         outputs = {o.name for o in res.decision.outputs}
         if not read & outputs:
@@ -482,6 +483,18 @@ def _example(result: "EntityResult", row: int, inv: Invariant, box_fields: set[s
         for rule in res.rules:
             if rule.id in (rules if isinstance(rules, list) else [rules]):
                 locs.append((rule.id, rule.when.loc if rule.when is not None else rule.loc))
+                if rule.when is not None and rule.when.node is not None:
+                    deciding |= set(names(rule.when.node))
+    # and the facts those conditions read, through the features, so that the example can be run again
+    derives = {s.name: s.derive for s in result.plan.steps if isinstance(s, DeriveStep)}
+    pending = set(deciding)
+    while pending:
+        name = pending.pop()
+        node = derives[name].expr.node if name in derives else None
+        if node is not None:
+            pending |= set(names(node)) - deciding
+            deciding |= set(names(node))
+    facts.update({name: scalar_at(ctx.env[name], row) for name in fact_types if name in deciding and name not in facts})
     # the other names the invariant reads (a fact shown above is not shown twice)
     others = {n: scalar_at(ctx.env[n], row) for n in read if n in ctx.env and n not in facts and not any(
         n in {o.name for o in r.decision.outputs} for r in result.decisions.values())}

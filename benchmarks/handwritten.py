@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from engine.numbers import format_numbers
+from engine.language.numbers import format_numbers
 
 POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
 TRUE = ["true", "yes", "1", "y", "t"]

@@ -35,7 +35,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from bench import KAM, ensure_data, measure  # noqa: E402
 
-from engine import api, history as hist, timeline  # noqa: E402
+from engine.run import service as api  # noqa: E402
+from engine.history import store as hist  # noqa: E402
+from engine.history import questions as timeline  # noqa: E402
 
 
 def appending(data: Path, work: Path, repeat: int) -> dict[str, list[float]]:

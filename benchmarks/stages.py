@@ -21,12 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     import pyarrow.parquet as pq
 
-    from engine import api
-    from engine.compiler import compile_policies
-    from engine.evaluate import evaluate_entity
-    from engine.explain import output_frame
-    from engine.read import read_facts
-    from engine.write import write_frame
+    from engine.run import service as api
+    from engine.language.compile import compile_policies
+    from engine.batch.evaluate import evaluate_entity
+    from engine.batch.explain import output_frame
+    from engine.batch.facts import read_facts
+    from engine.batch.write import write_frame
 
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "benchmarks" / "data"
     rounds: list[dict[str, float]] = []

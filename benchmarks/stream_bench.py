@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import api, calibrate, stream
-from engine.read import read_facts
+from engine.run import service as api
+from engine.engines import calibration as calibrate
+from engine.engines import stream
+from engine.batch.facts import read_facts
 
 ROOT = Path(__file__).resolve().parent.parent
 KAM = Path(sys.executable).parent / "kam"

@@ -17,11 +17,11 @@ _ERRORS = {"KamError", "PolicyError", "InputError", "Problem"}
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        from . import notebook
+        from .surfaces import python_api as notebook
 
         return getattr(notebook, name)
     if name in _ERRORS:
-        from . import errors
+        from .language import errors
 
         return getattr(errors, name)
     raise AttributeError(f"module 'engine' has no attribute {name!r}")

@@ -37,7 +37,7 @@ def kam_here(*args: str, env: dict[str, str] | None = None, cwd: Path | None = N
     test through `kam`."""
     from click.testing import CliRunner
 
-    from engine.cli import main
+    from engine.surfaces.cli import main
 
     here = os.getcwd()
     os.chdir(cwd or ROOT)

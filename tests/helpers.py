@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from engine import api
-from engine.explain import output_frame
+from engine.run import service as api
+from engine.batch.explain import output_frame
 
 
 def compile_text(tmp: Path, *texts: str):

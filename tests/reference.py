@@ -10,7 +10,7 @@ import decimal
 import math
 from typing import Any
 
-from engine.nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Name, Neg, Node, Not, Num, Str
+from engine.language.nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Name, Neg, Node, Not, Num, Str
 
 
 class Table:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from engine import api
-from engine.analyze import analyse
+from engine.run import service as api
+from engine.analysis.rules import analyse
 
 from .helpers import compile_text
 

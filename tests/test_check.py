@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import PolicyError
+from engine.language.errors import PolicyError
 
 from .conftest import kam
 from .helpers import compile_text
@@ -340,8 +340,8 @@ def test_an_output_without_values_plays_no_part_in_the_priority(tmp_path):
     was refused with error[priority-values]. Ties keep the written order, on both backends."""
     import pandas as pd
 
-    from engine import api
-    from engine.explain import output_frame
+    from engine.run import service as api
+    from engine.batch.explain import output_frame
 
     text = """
 policy: p

@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from .conftest import ROOT, kam, kam_here
-from engine import api, distributed
-from engine.compiler import compile_policies
-from engine.write import write_frame
+from engine.run import service as api
+from engine.engines import dask as distributed
+from engine.language.compile import compile_policies
+from engine.batch.write import write_frame
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import dask_data  # noqa: E402
@@ -131,7 +132,7 @@ def test_a_key_repeated_across_partitions_is_refused(client, tmp_path):
     pq.write_table(pa.Table.from_pandas(last, preserve_index=False), parts["prospect"][-1])
     staging = tmp_path / "staged"
     staging.mkdir()
-    from engine.errors import InputError
+    from engine.language.errors import InputError
 
     with pytest.raises(InputError, match=f"prospect_id '{first['prospect_id'].iloc[5]}' appears 2 times"):
         distributed.run(pl, {"prospect": parts["prospect"]}, client, staging, range_rows=700)
@@ -218,7 +219,7 @@ def test_a_partition_without_any_row_of_a_quota(client, tmp_path):
 def test_a_bad_partition_is_named(client, tmp_path):
     """A partition's fact check fails on a worker; the driver gets the problem itself (it pickles
     with its problems), naming the partition and the column."""
-    from engine.errors import InputError
+    from engine.language.errors import InputError
 
     pl = compile_policies(ROOT / "policies").only(["prospect"])
     frame = distributed.read_partition(pl, "prospect", str(ROOT / "examples/prospects.csv"), None)
@@ -239,7 +240,7 @@ def test_a_bad_partition_is_named(client, tmp_path):
 def test_a_number_too_large_to_hold_is_refused_as_the_pandas_engine_refuses_it(client, tmp_path, added):
     """The same error, at the same step, as the pandas engine (tests/test_regressions.py); the running
     total of a share across partitions was infinite and its shares quietly missing."""
-    from engine.errors import InputError
+    from engine.language.errors import InputError
 
     from .helpers import compile_text
     from .test_regressions import OVERFLOW_FACTS, OVERFLOW_POLICY

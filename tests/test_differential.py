@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from engine import api
-from engine.errors import PolicyError
-from engine.explain import output_frame
-from engine.nodes import to_text
+from engine.run import service as api
+from engine.language.errors import PolicyError
+from engine.batch.explain import output_frame
+from engine.language.nodes import to_text
 
 from .test_properties import TEXTS, bool_expr, num_expr
 
@@ -311,7 +311,7 @@ def test_the_generator_reads_earlier_periods():
 def test_a_few_rows_render_as_many_rows_do(tmp_path_factory, policy, table):
     """The because texts of a handful of rows (`kam stream`'s events, `kam explain`) are made with
     Python's string formatting, those of larger tables with Arrow kernels: the same texts."""
-    import engine.explain as ex
+    import engine.batch.explain as ex
 
     pl, frame = compile_random(tmp_path_factory.mktemp("few"), policy, table)
     result = api.run(pl, {"customer": frame}).results["customer"]
@@ -329,9 +329,9 @@ def test_a_few_rows_render_as_many_rows_do(tmp_path_factory, policy, table):
 def test_an_event_reads_the_values_the_output_columns_hold(tmp_path_factory, policy, table):
     """`kam stream` reads an event's decided values and rule ids straight from the vectors; they are
     the values of the output table's columns, row by row."""
-    from engine.explain import rule_column, value_columns
-    from engine.evaluate import decision_vectors, scalar_at
-    from engine.stream import _jsonable, _rule_of
+    from engine.batch.explain import rule_column, value_columns
+    from engine.batch.evaluate import decision_vectors, scalar_at
+    from engine.engines.stream import _jsonable, _rule_of
 
     pl, frame = compile_random(tmp_path_factory.mktemp("event"), policy, table)
     result = api.run(pl, {"customer": frame}).results["customer"]

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import api
-from engine.evaluate import Context, Text, pop_cumshare, pop_pct_rank, pop_rank, pop_stat
+from engine.run import service as api
+from engine.batch.evaluate import Context, Text, pop_cumshare, pop_pct_rank, pop_rank, pop_stat
 
 from .helpers import at_once, compile_text, decide
 
@@ -302,7 +302,7 @@ def test_a_fact_column_is_made_once_however_many_threads_ask():
     """The writer's threads and the history's recorder read columns of the same FactEnv while the main
     thread does: each column is made once, and every thread gets that one vector (two threads making
     it at once kept the one made last, so a thread could hold a vector the environment no longer had)."""
-    from engine.evaluate import FactEnv
+    from engine.batch.evaluate import FactEnv
 
     n = 50_000
     frame = pd.DataFrame({f"x{i}": (np.arange(n) % 997).astype(str) for i in range(12)})  # text: slow to make

@@ -15,7 +15,7 @@ import pytest
 import xlsxwriter
 from python_calamine import CalamineWorkbook
 
-from engine.errors import InputError
+from engine.language.errors import InputError
 
 from .conftest import ROOT, kam_here, write_policy
 
@@ -167,8 +167,8 @@ def test_csv_with_a_byte_order_mark_for_excel(tmp_path):
 
 @pytest.mark.parametrize("rows", [1_048_576])
 def test_a_sheet_too_long_for_excel_is_refused_before_anything_is_written(tmp_path, rows):
-    from engine.errors import InputError
-    from engine.write import write_workbook
+    from engine.language.errors import InputError
+    from engine.batch.write import write_workbook
 
     with pytest.raises(InputError) as exc:
         write_workbook({"customer": pd.DataFrame({"customer_id": pd.RangeIndex(rows).astype(str)})},
@@ -402,7 +402,7 @@ def test_thousands_of_small_parts_that_pack_too_well_are_refused(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "many.xlsx is not a workbook kam reads: its parts together unpack to 200.0 MiB from " in r.stderr
     # a directory that hides the parts' sizes is caught while they are unpacked
-    from engine import workbook as wb
+    from engine.batch import workbook as wb
 
     with pytest.raises(InputError, match="its parts together unpack to at least"):
         tally = wb.Tally()
@@ -515,7 +515,7 @@ def test_sheet_names_stay_apart_from_the_summary_and_each_other(tmp_path):
     DuplicateWorksheetName traceback."""
     from openpyxl import load_workbook
 
-    from engine.write import write_workbook
+    from engine.batch.write import write_workbook
 
     frame = pd.DataFrame({"id": ["1"], "tier": ["A"], "tier_rule": ["a"], "tier_because": ["x"]})
     long = "prospect_of_the_northern_region_" + "a"

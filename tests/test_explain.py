@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from engine.evaluate import Text, Tri
-from engine.explain import CompiledTemplate, format_vector
-from engine.numbers import format_numbers
+from engine.batch.evaluate import Text, Tri
+from engine.batch.explain import CompiledTemplate, format_vector
+from engine.language.numbers import format_numbers
 
 
 @pytest.mark.parametrize(
@@ -59,8 +59,8 @@ def test_templates_render_rows_and_keep_literal_text():
 def test_a_few_rows_are_rendered_as_many_rows_are(values, spec):
     """`kam stream` and `kam explain` render a handful of rows with Python's string formatting; the
     same template over the same values gives what the column kernels give."""
-    import engine.explain as ex
-    from engine.evaluate import ListVec, Text, Tri
+    import engine.batch.explain as ex
+    from engine.batch.evaluate import ListVec, Text, Tri
 
     n = len(values)
     x = np.array([np.nan if v is None else v for v in values], dtype=float)

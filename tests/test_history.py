@@ -18,8 +18,11 @@ import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from engine import api, history as hist, timeline, write
-from engine.history import History
+from engine.run import service as api
+from engine.history import store as hist
+from engine.history import questions as timeline
+from engine.batch import write
+from engine.history.store import History
 
 from .conftest import KAM, ROOT, kam, kam_here
 from .helpers import at_once
@@ -578,7 +581,7 @@ def test_the_ids_are_hashed_once_whichever_thread_asks_first():
     ids' hashes: one of them works them out, and both get the same arrays."""
     import pyarrow as pa
 
-    from engine.history import History
+    from engine.history.store import History
 
     ids = pa.array([f"{i:07d}" for i in range(300_000)])
     for _ in range(10):
@@ -594,7 +597,7 @@ def test_opening_a_history_lowers_only_duckdbs_threads(tmp_path, monkeypatch):
 
     import duckdb as real
 
-    from engine.history import History
+    from engine.history.store import History
 
     ready, done = threading.Event(), threading.Event()
     started: list[threading.Thread] = []

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from engine import api
-from engine.errors import PolicyError
-from engine.model import Expr
-from engine.plan import DeriveStep
-from engine.prove import prove
+from engine.run import service as api
+from engine.language.errors import PolicyError
+from engine.language.model import Expr
+from engine.language.plan import DeriveStep
+from engine.analysis.invariants import prove
 
 from .conftest import ROOT, kam_here
 from .helpers import compile_text
@@ -247,8 +247,8 @@ def _invariant_on(policy: str, data) -> tuple[str, str, str, str, str]:
 def _reads_population(pl) -> bool:
     """Whether any decision or feature reads a population function: then an entity's decisions depend
     on the others, and a one-entity run is not the population the prover searched."""
-    from engine.functions import POPULATION_FUNCTIONS
-    from engine.nodes import Call, Name, walk
+    from engine.language.functions import POPULATION_FUNCTIONS
+    from engine.language.nodes import Call, Name, walk
 
     ep = pl.entity("customer")
     roots = [e.node for d in ep.decisions for r in d.all_rules

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine import api
-from engine.errors import PolicyError
-from engine.explain import output_frame
+from engine.run import service as api
+from engine.language.errors import PolicyError
+from engine.batch.explain import output_frame
 
 from .conftest import ROOT, kam_here
 from .helpers import compile_text

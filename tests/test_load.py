@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import PolicyError
-from engine.load import load_policy_dir, load_text
+from engine.language.errors import PolicyError
+from engine.language.load import load_policy_dir, load_text
 
 from .test_differential import deadline
 

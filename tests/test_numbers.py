@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import PolicyError
-from engine.numbers import format_numbers, number_text, number_texts, round_half_away
+from engine.language.errors import PolicyError
+from engine.language.numbers import format_numbers, number_text, number_texts, round_half_away
 
 from .helpers import compile_text
 
@@ -126,12 +126,12 @@ def test_every_surface_shows_a_number_the_same_way(x):
 
     import pandas as pd
 
-    from engine.durable import _posted
-    from engine.nodes import Num, to_text
-    from engine.numbers import plain_number
-    from engine.stream import _jsonable
-    from engine.timeline import _plain
-    from engine.write import _cell_texts
+    from engine.engines.durable import _posted
+    from engine.language.nodes import Num, to_text
+    from engine.language.numbers import plain_number
+    from engine.engines.stream import _jsonable
+    from engine.history.questions import _plain
+    from engine.batch.write import _cell_texts
 
     shown = number_text(x)
     assert json.dumps(plain_number(x)) == shown

@@ -15,9 +15,9 @@ import operator
 import pandas as pd
 import pytest
 
-from engine import api
-from engine.explain import output_frame
-from engine.nodes import COMPARE, FLIPPED, NEGATED
+from engine.run import service as api
+from engine.batch.explain import output_frame
+from engine.language.nodes import COMPARE, FLIPPED, NEGATED
 
 from .test_differential import compile_random, deadline
 

@@ -1,7 +1,7 @@
 import pytest
 
-from engine.nodes import Arith, Call, Compare, In, Logic, MapLit, Name, Not, Num, to_text
-from engine.parse import MAX_DEPTH, MAX_LENGTH, ExprSyntaxError, parse_expression
+from engine.language.nodes import Arith, Call, Compare, In, Logic, MapLit, Name, Not, Num, to_text
+from engine.language.parse import MAX_DEPTH, MAX_LENGTH, ExprSyntaxError, parse_expression
 
 
 def test_precedence_and_chained_comparison():

@@ -6,7 +6,7 @@ from fractions import Fraction
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from engine import population as pop
+from engine.batch import population as pop
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64, min_value=-1e300, max_value=1e300)
 money = st.integers(-10**9, 10**9).map(lambda c: c / 100)

@@ -9,9 +9,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.evaluate import Context, Text, Tri, evaluate_node, scalar_at
-from engine.nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Name, Neg, Node, Not, Num, Str, to_text
-from engine.parse import parse_expression
+from engine.batch.evaluate import Context, Text, Tri, evaluate_node, scalar_at
+from engine.language.nodes import Arith, Bool, Call, Compare, In, Logic, MapLit, Name, Neg, Node, Not, Num, Str, to_text
+from engine.language.parse import parse_expression
 
 from .reference import Table, evaluate_row
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.errors import InputError
-from engine.model import Fact
-from engine.errors import Location
-from engine.read import FactsOptions, read_facts
+from engine.language.errors import InputError
+from engine.language.model import Fact
+from engine.language.errors import Location
+from engine.batch.facts import FactsOptions, read_facts
 
 from .conftest import ROOT, kam
 
@@ -157,7 +157,7 @@ def test_an_unclosed_quote_is_refused_and_a_bare_header_is_an_empty_table(tmp_pa
 def test_a_bug_in_the_reader_is_not_shown_as_a_bad_file(tmp_path, monkeypatch):
     """`except Exception` turned kam's own errors while reading into "cannot read the file" (exit 2, no
     traceback); only what the parsers raise is the file's fault."""
-    import engine.read as read
+    import engine.batch.facts as read
 
     path = tmp_path / "c.csv"
     path.write_text("customer_id,x,region,ok\n1,2,n,true\n", encoding="utf-8")
@@ -179,7 +179,7 @@ def test_files_are_hashed_a_megabyte_at_a_time(tmp_path):
     import hashlib
     import tracemalloc
 
-    from engine.read import file_sha256
+    from engine.batch.facts import file_sha256
 
     path = tmp_path / "big.bin"
     data = np.random.default_rng(0).bytes(64 << 20)

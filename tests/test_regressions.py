@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from engine import api
-from engine.errors import InputError, PolicyError
-from engine.explain import output_frame
+from engine.run import service as api
+from engine.language.errors import InputError, PolicyError
+from engine.batch.explain import output_frame
 
 from .helpers import compile_text
 from .test_differential import deadline
@@ -130,7 +130,7 @@ def test_numbers_beyond_the_largest_float_are_refused_where_written(tmp_path):
 def test_the_prover_passes_over_made_up_facts_that_overflow(tmp_path):
     """The prover decides made-up populations at the edges of the number range; a formula that
     overflows there made `kam check` fail with a run's overflow error naming a made-up entity."""
-    from engine.prove import prove
+    from engine.analysis.invariants import prove
 
     pl = compile_text(tmp_path, OVERFLOW_POLICY.replace("decisions:", "derive:\n  big: a * 1e300\ninvariants:\n"
                                                         "  - {id: i, never: \"d == 'x' and a > 1e300\"}\ndecisions:")
@@ -169,7 +169,7 @@ def test_durable_rulesets_do_not_grow_with_backends_or_runs(tmp_path):
     ("  n: {type: number}\n", "derive:\n  sq: n * n\n", "n < 1e200 and sq > 100", "violated"),
 ])
 def test_the_prover_at_the_edges_of_the_number_range(tmp_path, facts, derive, rules, status):
-    from engine.prove import prove
+    from engine.analysis.invariants import prove
 
     text = (f"policy: t\nentity: customer\nfacts:\n  customer_id: {{type: string, key: true}}\n{facts}{derive}"
             "invariants:\n  - {id: i, never: \"d == 'hi'\"}\ndecisions:\n  d:\n    values: [hi, rest]\n    rules:\n"

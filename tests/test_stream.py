@@ -119,8 +119,10 @@ def test_nothing_applied_is_a_non_zero_exit(tmp_path: Path, calibration: Path):
 
 
 def test_the_starting_state_is_decided_as_one_batch(calibration: Path):
-    from engine import api, calibrate, stream
-    from engine.read import read_facts
+    from engine.run import service as api
+    from engine.engines import calibration as calibrate
+    from engine.engines import stream
+    from engine.batch.facts import read_facts
 
     pl = api.compile_policies(ROOT / "policies")
     runner = stream.StreamRunner(pl, "customer", calibrate.load(calibration), "durable", stream.Store(None))

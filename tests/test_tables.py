@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from engine.analyze import analyse
-from engine.errors import PolicyError
-from engine.prove import prove
+from engine.analysis.rules import analyse
+from engine.language.errors import PolicyError
+from engine.analysis.invariants import prove
 
 from .helpers import compile_text
 from .test_language import both

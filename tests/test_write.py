@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import write
-from engine.errors import InputError
+from engine.batch import write
+from engine.language.errors import InputError
 
 from .conftest import ROOT, kam, kam_here
 
@@ -211,7 +211,7 @@ def test_texts_written_a_slice_at_a_time_make_the_same_file(tmp_path, monkeypatc
     same rows and texts (CSV and JSON Lines byte for byte, Parquet value for value)."""
     import pyarrow.parquet as pq
 
-    import engine.explain as ex
+    import engine.batch.explain as ex
 
     whole = tmp_path / "whole"
     r = kam_here("run", "--out", str(whole), "--output-format", fmt, "-q")
@@ -285,7 +285,7 @@ def test_every_control_character_in_ids_and_texts_reads_back_as_written(tmp_path
 
 
 def test_changes_csv_quotes_a_carriage_return(tmp_path):
-    from engine.write import write_csv
+    from engine.batch.write import write_csv
     import io
 
     frame = pd.DataFrame({"customer_id": ["a\rb", "c\nd", 'e"f', "g,h", "plain"], "n": [1.0, 2.5, None, 4.0, 5.0]})
@@ -322,7 +322,7 @@ def test_formula_cells_are_escaped_for_excel_and_counted_otherwise(tmp_path):
 
 
 def test_a_negative_number_is_not_a_formula(tmp_path):
-    from engine.write import write_csv
+    from engine.batch.write import write_csv
     import io
 
     frame = pd.DataFrame({"id": ["a"], "x": [-5.0], "n": pd.array([-3], dtype="Int64"), "t": ["-5 below"]})

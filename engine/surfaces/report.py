@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .numbers import number_text
+from .. import __version__
+from ..language.numbers import number_text
 
 if TYPE_CHECKING:
-    from .api import RunResult
+    from ..run.service import RunResult
 
 TOP = 10  # ids listed per table; the rest are in the decision files
 MAP_POINTS = 5000  # above this many customers the profitability map is a 2-D histogram
@@ -134,7 +134,7 @@ def pareto_figures(profit: np.ndarray) -> dict[str, float]:
 
 def _frames(result: "RunResult") -> dict[str, pd.DataFrame]:
     """Per entity: its facts, then its decisions' columns, then the yes/no and number features."""
-    from .history import quota_arrows
+    from ..history.store import quota_arrows
 
     outs = result.outputs()
     frames = {}

@@ -20,10 +20,11 @@ import pyarrow.compute as pc
 
 from .evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, ListVec, Text, Tri, Vec, collected, \
     decision_vectors, evaluate_node, list_order, scalar_at, take
-from .model import Expr, Rule
-from .nodes import PREVIOUS, Bool, Call, ListLit, Logic, MapLit, Name, Node, Not, Num, Str, children, to_text, walk
-from .numbers import MISSING_TEXT, format_number, format_numbers, list_text, number_text
-from .plan import DecisionStep, DeriveStep
+from ..language.model import Expr, Rule
+from ..language.nodes import PREVIOUS, Bool, Call, ListLit, Logic, MapLit, Name, Node, Not, Num, Str, children, \
+    to_text, walk
+from ..language.numbers import MISSING_TEXT, format_number, format_numbers, list_text, number_text
+from ..language.plan import DecisionStep, DeriveStep
 
 
 # -- value formatting (shared by every backend, so texts cannot drift) ------------------------------

@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import api
-from .errors import InputError, Location, PolicyError, Problem, did_you_mean
-from .evaluate import CONFLICT, NO_RULE
-from .explain import output_frame, plain_value, value_text
-from .numbers import list_text
-from .load import LocatedDoc, load_text
-from .plan import Plan
+from ..run import service as api
+from ..language.errors import InputError, Location, PolicyError, Problem, did_you_mean
+from ..batch.evaluate import CONFLICT, NO_RULE
+from ..batch.explain import output_frame, plain_value, value_text
+from ..language.numbers import list_text
+from ..language.load import LocatedDoc, load_text
+from ..language.plan import Plan
 
 TEST_DIR = "tests"
 

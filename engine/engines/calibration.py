@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .errors import InputError, Location, Problem
-from .population import GroupPopulation, evaluate_against
+from .. import __version__
+from ..language.errors import InputError, Location, Problem
+from ..batch.population import GroupPopulation, evaluate_against
 
 FORMAT_VERSION = 1
 
@@ -97,7 +97,7 @@ def dumps(cal: Calibration) -> bytes:
 
 def save(cal: Calibration, path: Path) -> None:
     """As JSON, written to a temporary file first and renamed into place."""
-    from .write import write_bytes_atomic
+    from ..batch.write import write_bytes_atomic
 
     write_bytes_atomic(path, dumps(cal))
 

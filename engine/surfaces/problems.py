@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Iterable
 from xml.sax.saxutils import escape, quoteattr
 
-from .errors import Problem, sort_problems
+from ..language.errors import Problem, sort_problems
 
 FORMATS = ("text", "json", "github", "junit")
 _GITHUB_LEVEL = {"error": "error", "warning": "warning", "note": "notice"}

@@ -15,9 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import InputError, Location, Problem, did_you_mean
-from .history import PERIOD, History, RunInfo, quote, table_name
-from .numbers import MISSING_TEXT, list_text, number_text, number_texts, plain_number
+from ..language.errors import InputError, Location, Problem, did_you_mean
+from .store import PERIOD, History, RunInfo, quote, table_name
+from ..language.numbers import MISSING_TEXT, list_text, number_text, number_texts, plain_number
 
 NEW = "(new)"
 GONE = "(gone)"

@@ -16,19 +16,20 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from . import __version__, report
-from .compiler import compile_policies
-from .errors import InputError, KamError, Location, Problem, did_you_mean
+from .. import __version__
+from . import problems as report
+from ..language.compile import compile_policies
+from ..language.errors import InputError, KamError, Location, Problem, did_you_mean
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-    from . import api
-    from .history import History, Recorder
-    from .plan import Plan
-    from .read import FactsOptions
-    from .write import OutputTarget
+    from ..run import service as api
+    from ..history.store import History, Recorder
+    from ..language.plan import Plan
+    from ..batch.facts import FactsOptions
+    from ..batch.write import OutputTarget
 
 DEFAULT_POLICIES = Path("policies")
 DEFAULT_DATA = Path("examples")
@@ -107,7 +108,7 @@ def _facts_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _read_options(facts_format: str | None, encoding: str, delimiter: str) -> "FactsOptions":
-    from .read import FactsOptions
+    from ..batch.facts import FactsOptions
 
     delimiter = _DELIMITERS.get(delimiter, delimiter)
     if len(delimiter) != 1:
@@ -153,9 +154,9 @@ def check(policy_dir: Path | None, fmt: str, strict: bool) -> None:
       kam check policies/
       kam check policies/ --strict --format github
     """
-    from .analyze import analyse
-    from .load import policy_files
-    from .prove import invariant_problems, prove
+    from ..analysis.rules import analyse
+    from ..language.load import policy_files
+    from ..analysis.invariants import invariant_problems, prove
 
     folder = policy_dir or DEFAULT_POLICIES
     exit_code = 0
@@ -210,7 +211,7 @@ def test_command(policy_dir: Path | None, files: tuple[Path, ...], fmt: str, cov
       kam test policies/ --coverage --min-coverage 100
       kam test --format junit > kam-tests.xml
     """
-    from . import testing
+    from . import policy_tests as testing
 
     try:
         folder = _policy_dir(policy_dir, "kam test POLICY_DIR")
@@ -282,7 +283,8 @@ def diff_command(policy_dir: Path | None, base: str, data: Path | None, inputs: 
       kam diff policies/ --base main --format markdown --fail-on 'changed > 5%'
       kam diff policies/ --base ../policies-2025 --data /data/2026-11
     """
-    from . import api, diff
+    from ..run import service as api
+    from . import diff
 
     data = _data_folder(data, inputs)
     try:
@@ -343,9 +345,11 @@ def stream_command(events: Path | None, entity: str, policies: Path | None, cali
       kam stream updates.jsonl --calibration out/calibration.json --state stream.sqlite
       echo '{"customer_id": "000123", "profit": -5000}' | kam stream --calibration out/calibration.json
     """
-    from . import calibrate, history as hist, stream
-    from .plan import past_note
-    from .read import read_facts
+    from ..engines import calibration as calibrate
+    from ..history import store as hist
+    from ..engines import stream
+    from ..language.plan import past_note
+    from ..batch.facts import read_facts
 
     try:
         options = _read_options(facts_format, encoding, delimiter)
@@ -391,7 +395,7 @@ def _summary(counts: dict[str, dict[str, dict[str, int]]], rows: dict[str, int],
     from rich.console import Console
     from rich.table import Table
 
-    from .numbers import number_text
+    from ..language.numbers import number_text
 
     console = Console(highlight=False)
     for entity, values_ in (measures or {}).items():
@@ -468,7 +472,8 @@ def _compile_for_run(policies: Path | None, options: EngineOptions) -> "Plan":
 def _compute(pl: "Plan", data: Path | None, inputs: tuple[str, ...], timings: dict[str, float],
              steps: _Steps | None = None, options: EngineOptions | None = None
              ) -> tuple["api.RunResult", dict[str, Path]]:
-    from . import api, calibrate
+    from ..run import service as api
+    from ..engines import calibration as calibrate
 
     options = options if options is not None else EngineOptions()  # its own: a run records its history in it
     t0 = time.perf_counter()
@@ -574,8 +579,10 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from . import api, calibrate, history as hist
-    from .write import OutputTarget
+    from ..run import service as api
+    from ..engines import calibration as calibrate
+    from ..history import store as hist
+    from ..batch.write import OutputTarget
 
     err = _stderr()
     if engine == "dask":
@@ -657,7 +664,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
                 extra[save_calibration.name] = calibrate.dumps(result.calibration)
             page = None
             if report_path is not None:
-                from . import portfolio
+                from . import report as portfolio
 
                 page = portfolio.render(result)
                 if _calibration_in(target, report_path):
@@ -669,7 +676,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
             if save_calibration is not None and not inside and result.calibration is not None:
                 calibrate.save(result.calibration, save_calibration)
             if page is not None and report_path is not None:
-                from .write import write_text_atomic
+                from ..batch.write import write_text_atomic
 
                 write_text_atomic(report_path, page)
     except BaseException as exc:
@@ -741,7 +748,7 @@ def _csv_text(frame: Any, excel: bool) -> "tuple[str, Any]":
     """A table as kam writes CSV files (quoting, numbers, formula cells), as text."""
     import io
 
-    from .write import write_csv
+    from ..batch.write import write_csv
 
     buffer = io.BytesIO()
     written = write_csv([frame], buffer, excel)
@@ -765,9 +772,10 @@ def _run_dask(policies: Path | None, data: Path | None, inputs: tuple[str, ...],
     """`kam run --engine dask`: partitions evaluated on a cluster, one output set swapped in as usual."""
     import logging
 
-    from . import api, distributed
-    from .read import file_sha256
-    from .write import OutputTarget
+    from ..run import service as api
+    from ..engines import dask as distributed
+    from ..batch.facts import file_sha256
+    from ..batch.write import OutputTarget
 
     err = _stderr()
     t_start = time.perf_counter()
@@ -825,7 +833,7 @@ def _run_dask(policies: Path | None, data: Path | None, inputs: tuple[str, ...],
 
 def _open_history(path: Path) -> "History":
     """A history opened for reading; what opening it settled (a period a stopped run left) is said."""
-    from .history import History
+    from ..history.store import History
 
     h = History.open(path)
     for note in h.notes:
@@ -861,7 +869,7 @@ def _decide_reading_history(policies: Path | None, data: Path | None, inputs: tu
                             options: EngineOptions, history_path: Path | None, period: str | None) -> "api.RunResult":
     """Decide every entity, previous() reading the periods of a history before `period` (nothing is
     recorded): what `kam explain` and `kam report` show."""
-    from . import history as hist
+    from ..history import store as hist
 
     if period is not None and history_path is None:
         raise _usage("--period needs --history FILE: the history the earlier periods come from")
@@ -908,7 +916,7 @@ def explain(entity_id: str, entity: str | None, policies: Path | None, data: Pat
       kam explain Q-00042 --entity quote --format json
       kam explain 000123 --data examples/periods/2026-11 --history history.duckdb --period 2026-11
     """
-    from . import api
+    from ..run import service as api
 
     try:
         options = EngineOptions((entity,) if entity else (), backend, calibration, None,
@@ -946,8 +954,8 @@ def report_command(policies: Path | None, data: Path | None, inputs: tuple[str, 
       kam report -o portfolio.html
       kam report --data examples/periods/2026-11 --history history.duckdb --period 2026-11
     """
-    from . import portfolio
-    from .write import write_text_atomic
+    from . import report as portfolio
+    from ..batch.write import write_text_atomic
 
     try:
         if output.is_dir():
@@ -983,7 +991,7 @@ def history_command(entity_id: str, history_path: Path, entity: str | None, full
       kam history 000123 --history history.duckdb
       kam history 000123 --history history.duckdb --format json
     """
-    from . import timeline
+    from ..history import questions as timeline
 
     try:
         with _open_history(history_path) as h:
@@ -1019,7 +1027,7 @@ def changes_command(history_path: Path, before: str | None, after: str | None, e
       kam changes --history history.duckdb --from 2026-09 --to 2026-11 --decision tier --format markdown
       kam changes --history history.duckdb --format csv -o movers.csv
     """
-    from . import timeline
+    from ..history import questions as timeline
 
     written = None
     try:
@@ -1041,7 +1049,7 @@ def changes_command(history_path: Path, before: str | None, after: str | None, e
         for line in _formula_warnings({"outputs": [{**written.record(), "path": str(output or "the movers")}]}):
             click.echo(line, err=True)
     if output is not None:
-        from .write import write_text_atomic
+        from ..batch.write import write_text_atomic
 
         write_text_atomic(output, text)
         click.echo(f"wrote {output}", err=True)
@@ -1060,7 +1068,7 @@ def schema(output: Path | None) -> None:
     and at the top of a policy file:
       # yaml-language-server: $schema=../schemas/policy.schema.json
     """
-    from .validate import load_schema
+    from ..language.validate import load_schema
 
     text = json.dumps(load_schema(), indent=2) + "\n"
     if output:

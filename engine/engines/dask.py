@@ -47,14 +47,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import population as popu
-from .errors import InputError, Location, Problem
-from .evaluate import CONFLICT, ListVec, Overflow, Text, Tri, Vec, _joined, evaluate_entity, is_missing, \
+from ..batch import population as popu
+from ..language.errors import InputError, Location, Problem
+from ..batch.evaluate import CONFLICT, ListVec, Overflow, Text, Tri, Vec, _joined, evaluate_entity, is_missing, \
     missing_vector, take
-from .functions import POPULATION_FUNCTIONS
-from .model import Join
-from .nodes import Call, Node, names, to_text, walk
-from .plan import DeriveStep, EntityPlan, Plan, decision_reads, step_nodes
+from ..language.functions import POPULATION_FUNCTIONS
+from ..language.model import Join
+from ..language.nodes import Call, Node, names, to_text, walk
+from ..language.plan import DeriveStep, EntityPlan, Plan, decision_reads, step_nodes
 
 RANGE_ROWS = 1_000_000  # rows per range of sorted values and per bucket of keys
 SAMPLE = 64  # sample rows per partition and range boundary
@@ -259,8 +259,8 @@ class PassOut:
 
 def read_partition(pl: Plan, entity: str, path: str, options: Any) -> pd.DataFrame:
     """One partition's facts, checked as a facts file is."""
-    from .api import identifier_facts
-    from .read import read_facts
+    from ..run.service import identifier_facts
+    from ..batch.facts import read_facts
 
     return read_facts(Path(path), pl.checked.policy_set.facts(entity), options, identifier_facts(pl, entity), entity)
 
@@ -283,9 +283,9 @@ def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[s
                    taken: tuple[str, ...] = (), buckets: int = 1) -> PassOut:
     """Evaluate one partition with what is known; on the final pass write its decisions (and keep
     the columns other entities join, `taken`, spread over hash buckets)."""
-    from .explain import decision_counts, output_chunks
-    from .read import file_sha256
-    from .write import write_chunks
+    from ..batch.explain import decision_counts, output_chunks
+    from ..batch.facts import file_sha256
+    from ..batch.write import write_chunks
 
     ep = pl.entity(entity)
     frame = read_partition(pl, entity, path, options)
@@ -304,7 +304,7 @@ def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[s
                                "rows": int(a.rows.size), "func": a.func, "q": a.q, "ties": a.ties}
     if hook.pending or final_dir is None:
         return out
-    from .api import RunResult
+    from ..run.service import RunResult
 
     folder = Path(final_dir) / f"{entity}_decisions"
     folder.mkdir(exist_ok=True)
@@ -431,7 +431,7 @@ def key_buckets(pl: Plan, entity: str, path: str, options: Any, buckets: int, pa
                 column: str | None = None, take_names: tuple[str, ...] = ()) -> list[Any]:
     """A partition's ids (or references) spread over buckets by their hash; with `take_names` the
     taken columns come along (the evaluated values of the other side of a join)."""
-    from .history import key_hashes
+    from ..history.store import key_hashes
 
     frame = read_partition(pl, entity, path, options)
     col = column or pl.entity(entity).key
@@ -761,7 +761,7 @@ def _join_dict(names_: list[str], *values: Any) -> dict[str, Any]:
 
 def _bucket_pieces(res: Any, taken: tuple[str, ...], buckets: int) -> list[Any]:
     """A finished partition's keys and taken columns per hash bucket."""
-    from .history import key_hashes
+    from ..history.store import key_hashes
 
     ids = _id_array(res.ctx.key)
     b = (key_hashes(ids) % np.uint64(buckets)).astype(np.int64) if len(ids) else np.zeros(0, np.int64)
@@ -822,7 +822,7 @@ def partition_files(pl: Plan, data: Path | None, given: dict[str, str]) -> dict[
 
 def merge(pl: Plan, run_: DaskRun) -> dict[str, Any]:
     """The partitions' figures as one run's: counts, measures, invariants, warnings, outputs."""
-    from .api import InvariantReport, JoinReport, conflict_warning
+    from ..run.service import InvariantReport, JoinReport, conflict_warning
 
     counts: dict[str, Any] = {}
     measures: dict[str, Any] = {}

@@ -19,14 +19,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import population
-from .calibrate import evaluate_calibrated
-from .errors import InputError, Problem
-from .functions import POPULATION_FUNCTIONS
-from .model import Decision, Expr, Invariant, Measure, Rule
-from .numbers import plain_number, round_half_away
-from .nodes import COMPARE, FLIPPED, Arith, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Neg, Node, Not, Num, \
-    Str, STREAK, expand_streak, map_children, past_key, to_text, walk
-from .plan import DecisionStep, DeriveStep, EntityPlan
+from ..engines.calibration import evaluate_calibrated
+from ..language.errors import InputError, Problem
+from ..language.functions import POPULATION_FUNCTIONS
+from ..language.model import Decision, Expr, Invariant, Measure, Rule
+from ..language.numbers import plain_number, round_half_away
+from ..language.nodes import COMPARE, FLIPPED, Arith, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Neg, \
+    Node, Not, Num, Str, STREAK, expand_streak, map_children, past_key, to_text, walk
+from ..language.plan import DecisionStep, DeriveStep, EntityPlan
 
 
 @dataclass(frozen=True)

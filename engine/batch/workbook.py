@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 from xml.etree import ElementTree
 
-from .errors import InputError, Location, Problem
+from ..language.errors import InputError, Location, Problem
 
 PART_LIMIT = 1 << 30  # bytes of XML one part may unpack to (Excel's largest sheets stay well below)
 TOTAL_LIMIT = 2 << 30  # bytes all parts together may unpack to

@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import api
-from .compiler import compile_docs, compile_policies
-from .errors import InputError, Location, PolicyError, Problem
-from .load import LocatedDoc, load_text
-from .numbers import list_text
-from .plan import Plan
-from .prove import prove
-from .read import FactsOptions
+from ..run import service as api
+from ..language.compile import compile_docs, compile_policies
+from ..language.errors import InputError, Location, PolicyError, Problem
+from ..language.load import LocatedDoc, load_text
+from ..language.numbers import list_text
+from ..language.plan import Plan
+from ..analysis.invariants import prove
+from ..batch.facts import FactsOptions
 
 NONE = "(none)"
 

@@ -15,13 +15,13 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Union
 
-from .errors import Location, Problem
-from .numbers import number_text, plain_number
-from .model import Decision, Rule
-from .nodes import FLIPPED, PREVIOUS, Bool, Call, Compare, In, Logic, Member, Name, Node, Not, Num, Str, names, \
-    past_key, past_reads, to_text
-from .plan import DecisionStep, DeriveStep, EntityPlan, Plan, decision_reads, step_nodes
-from .typecheck import Checked, Symbol
+from ..language.errors import Location, Problem
+from ..language.numbers import number_text, plain_number
+from ..language.model import Decision, Rule
+from ..language.nodes import FLIPPED, PREVIOUS, Bool, Call, Compare, In, Logic, Member, Name, Node, Not, Num, Str, \
+    names, past_key, past_reads, to_text
+from ..language.plan import DecisionStep, DeriveStep, EntityPlan, Plan, decision_reads, step_nodes
+from ..language.typecheck import Checked, Symbol
 
 MAX_BOXES = 2000
 INF = math.inf

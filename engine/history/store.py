@@ -34,19 +34,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import __version__
-from .errors import InputError, Location, Problem, did_you_mean
-from .evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, FactEnv, ListVec, Text, Tri, Vec, collected, \
-    column_to_vec
-from .model import Decision
-from .plan import DeriveStep, EntityPlan, Plan, past_note, past_readers  # noqa: F401  (re-exported)
-from .read import file_sha256
-from .typecheck import Type
+from .. import __version__
+from ..language.errors import InputError, Location, Problem, did_you_mean
+from ..batch.evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, FactEnv, ListVec, Text, Tri, Vec, \
+    collected, column_to_vec
+from ..language.model import Decision
+from ..language.plan import DeriveStep, EntityPlan, Plan, past_note, past_readers  # noqa: F401  (re-exported)
+from ..batch.facts import file_sha256
+from ..language.typecheck import Type
 
 if TYPE_CHECKING:
     import duckdb
 
-    from .api import RunResult
+    from ..run.service import RunResult
 
 FORMAT = "2"  # 2: `<entity>_keys` holds a hash of each id (1: the ids themselves)
 RUNS = "kam_runs"
@@ -311,7 +311,7 @@ def _list_codes(col: pd.Series) -> tuple[np.ndarray, list[list[Any]]]:
 def render_reasons(pl: Plan, entity: str, rows: pd.DataFrame) -> dict[str, pa.Array]:
     """The because text of every decision for rows read from the history (one period, one policy set):
     the deciding rules' texts filled with the stored values, exactly as that run wrote them."""
-    from .explain import because_column
+    from ..batch.explain import because_column
 
     ep = pl.entity(entity)
     ns = pl.checked.namespaces[entity]
@@ -598,8 +598,8 @@ class History:
     def plan_of(self, run: RunInfo) -> Plan:
         """The policies of a recorded period, compiled again from the files kept with it."""
         if run.policy_hash not in self._plans:
-            from .compiler import compile_docs
-            from .load import load_text
+            from ..language.compile import compile_docs
+            from ..language.load import load_text
 
             docs = [load_text(text, file) for file, text in run.policies]
             self._plans[run.policy_hash] = compile_docs(docs, f"{self.path} ({run.period})")
@@ -830,7 +830,7 @@ class History:
     def insert_run(self, pl: Plan, results: dict[str, EntityResult], period: str, inputs: list[dict[str, Any]],
                    options: dict[str, Any]) -> None:
         """The run's own row; written last, so a period is listed only once all its rows are in."""
-        from .write import fault_point
+        from ..batch.write import fault_point
 
         ps = pl.checked.policy_set
         schema = {e: entity_schema(pl, r.plan, r.ctx.n) for e, r in results.items()}
@@ -1115,7 +1115,7 @@ class Recorder:
 
     def commit(self, out: Path, manifest_sha256: str) -> None:
         """Everything is staged: commit the period with the note of its output set (folder and manifest)."""
-        from .write import fault_point
+        from ..batch.write import fault_point
 
         self.wait()
         self.history.commit_pending(self.period, self.label, out, manifest_sha256)

@@ -30,18 +30,18 @@ from typing import Any
 
 from typing import TYPE_CHECKING
 
-from .analyze import INF, MAX_BOXES, Box, NotAnalysed, NumSet, Space, ValSet, _domain, past_domains
-from .errors import InputError, Location, Problem
-from .model import Decision, Derive, Fact, Invariant, Rule
-from .nodes import FLIPPED, Bool, Call, In, Member, Name, Node, Num, Str, names, to_text, walk
-from .numbers import number_text
-from .plan import DeriveStep, EntityPlan, Plan
+from .rules import INF, MAX_BOXES, Box, NotAnalysed, NumSet, Space, ValSet, _domain, past_domains
+from ..language.errors import InputError, Location, Problem
+from ..language.model import Decision, Derive, Fact, Invariant, Rule
+from ..language.nodes import FLIPPED, Bool, Call, In, Member, Name, Node, Num, Str, names, to_text, walk
+from ..language.numbers import number_text
+from ..language.plan import DeriveStep, EntityPlan, Plan
 
 if TYPE_CHECKING:  # the engine and the data libraries are loaded only to look for an example
     import numpy as np
     import pandas as pd
 
-    from .evaluate import EntityResult
+    from ..batch.evaluate import EntityResult
 
 MISSING = object()  # the key of the region where a decision gives nothing
 _ORDER = frozenset({"<", "=", ">"})
@@ -358,7 +358,7 @@ def _joined_results(plan: Plan, ep: EntityPlan, rng: "np.random.Generator", size
     import numpy as np
     import pandas as pd
 
-    from .evaluate import Context, EntityResult, ListVec, Text, Tri
+    from ..batch.evaluate import Context, EntityResult, ListVec, Text, Tri
 
     out = {}
     ns_all = plan.checked.namespaces
@@ -388,7 +388,7 @@ def _search(plan: Plan, ep: EntityPlan, inv: Invariant, boxes: list[Box]) -> tup
     """A population, decided by the real engine, in which some entity breaks the invariant."""
     import numpy as np
 
-    from .evaluate import decide, evaluate_entity
+    from ..batch.evaluate import decide, evaluate_entity
 
     ps = plan.checked.policy_set
     facts = ps.facts(ep.entity)
@@ -447,7 +447,7 @@ def _search(plan: Plan, ep: EntityPlan, inv: Invariant, boxes: list[Box]) -> tup
 def _one_at_a_time(ep: EntityPlan, facts: dict[str, Fact], rows: list[dict[str, Any]], types: dict[str, str],
                    joined: dict[str, "EntityResult"], inv: Invariant) -> tuple["EntityResult", int] | None:
     """The first of `rows` that breaks the invariant decided on its own, or None."""
-    from .evaluate import decide, evaluate_entity
+    from ..batch.evaluate import decide, evaluate_entity
 
     for row in rows[:ALONE_ROWS]:
         try:
@@ -463,8 +463,8 @@ def _one_at_a_time(ep: EntityPlan, facts: dict[str, Fact], rows: list[dict[str, 
 
 def _example(result: "EntityResult", row: int, inv: Invariant, box_fields: set[str]
              ) -> tuple[dict[str, Any], list[tuple[str, Location]]]:
-    from .evaluate import scalar_at
-    from .explain import plain_value, rule_column
+    from ..batch.evaluate import scalar_at
+    from ..batch.explain import plain_value, rule_column
 
     ctx = result.ctx
     read = {n.name for n in walk(inv.expr.node) if isinstance(n, Name)} if inv.expr.node is not None else set()
@@ -520,7 +520,7 @@ def _relevant(ep: EntityPlan, boxes: list[Box]) -> set[str]:
 
 def describe(example: dict[str, Any], entity: str) -> str:
     """An example in words: its facts, then what was decided and by which rules."""
-    from .explain import show
+    from ..batch.explain import show
 
     facts = ", ".join(f"{k} = {_shown(v)}" for k, v in sorted(example["facts"].items()))
     values = ", ".join(f"{k} = {_shown(v)}" for k, v in sorted(example["values"].items()))
@@ -533,7 +533,7 @@ def describe(example: dict[str, Any], entity: str) -> str:
 
 
 def _shown(v: Any) -> str:
-    from .explain import show
+    from ..batch.explain import show
 
     return number_text(v) if isinstance(v, float) else show(v)
 

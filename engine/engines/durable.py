@@ -25,12 +25,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .errors import PolicyError, Problem
-from .evaluate import Context, DecisionResult, Tri, Vec, decide, evaluate_node, fixed_value, scalar_at
-from .model import Decision
-from .numbers import plain_number
-from .nodes import COMPARE, FLIPPED, NEGATED, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Node, Not, Num, Str
-from .plan import EntityPlan, Plan
+from ..language.errors import PolicyError, Problem
+from ..batch.evaluate import Context, DecisionResult, Tri, Vec, decide, evaluate_node, fixed_value, scalar_at
+from ..language.model import Decision
+from ..language.numbers import plain_number
+from ..language.nodes import COMPARE, FLIPPED, NEGATED, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Node, \
+    Not, Num, Str
+from ..language.plan import EntityPlan, Plan
 
 _LOCK = threading.Lock()
 # A ruleset is named after what it matches (the decision's conditions, as durable_rules defines them)

@@ -23,13 +23,13 @@ from typing import Any
 
 import pandas as pd
 
-from . import api
-from .analyze import analyse
-from .compiler import compile_policies
-from .errors import InputError, KamError, Location, Problem
-from .explain import Trace
-from .plan import Plan
-from .read import check_frame
+from ..run import service as api
+from ..analysis.rules import analyse
+from ..language.compile import compile_policies
+from ..language.errors import InputError, KamError, Location, Problem
+from ..batch.explain import Trace
+from ..language.plan import Plan
+from ..batch.facts import check_frame
 
 
 class InvariantError(KamError):
@@ -129,7 +129,7 @@ class Policies:
 
     def _entity(self, entity: str) -> str:
         if entity not in self.entities:
-            from .errors import did_you_mean
+            from ..language.errors import did_you_mean
 
             raise InputError(Problem("usage", f"the policies decide no entity `{entity}`", Location(self.folder),
                                      did_you_mean(entity, self.entities) or f"entities: {', '.join(self.entities)}"))
@@ -182,7 +182,7 @@ def load_policies(folder: str | Path = "policies") -> Policies:
 def check(folder: str | Path = "policies") -> list[Problem]:
     """What `kam check` finds in a policy folder: errors, warnings and notes (each with `.severity`,
     `.code`, `.message`, `.loc` and `.hint`; `problem.render()` is what `kam check` prints)."""
-    from .prove import invariant_problems, prove
+    from ..analysis.invariants import invariant_problems, prove
 
     try:
         pl = compile_policies(Path(folder))

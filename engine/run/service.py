@@ -12,21 +12,23 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from . import __version__, calibrate
-from .calibrate import Calibration
-from .errors import InputError, Location, Problem, did_you_mean
-from .durable import DurableBackend
-from .evaluate import CONFLICT, EntityResult, decide, evaluate_entity
-from .history import History, Past, Recorder, needs_past
-from .plan import past_note
-from . import explain as explain_module
-from .explain import Trace, decision_counts, output_chunks, output_frame, plain_value, rule_column, show, trace_row
-from .compiler import compile_docs, compile_policies  # noqa: F401  (part of the facade)
-from .model import Invariant
-from .nodes import names
-from .plan import Plan
-from .read import FORMATS, FactsOptions, file_sha256, read_facts
-from .write import OUTPUT_FORMATS, OutputTarget, Written, fault_point, write_chunks
+from .. import __version__
+from ..engines import calibration as calibrate
+from ..engines.calibration import Calibration
+from ..language.errors import InputError, Location, Problem, did_you_mean
+from ..engines.durable import DurableBackend
+from ..batch.evaluate import CONFLICT, EntityResult, decide, evaluate_entity
+from ..history.store import History, Past, Recorder, needs_past
+from ..language.plan import past_note
+from ..batch import explain as explain_module
+from ..batch.explain import Trace, decision_counts, output_chunks, output_frame, plain_value, rule_column, show, \
+    trace_row
+from ..language.compile import compile_docs, compile_policies  # noqa: F401  (part of the facade)
+from ..language.model import Invariant
+from ..language.nodes import names
+from ..language.plan import Plan
+from ..batch.facts import FORMATS, FactsOptions, file_sha256, read_facts
+from ..batch.write import OUTPUT_FORMATS, OutputTarget, Written, fault_point, write_chunks
 
 
 def find_inputs(pl: Plan, data_dir: Path | None, given: dict[str, Path]) -> dict[str, Path]:
@@ -178,8 +180,8 @@ class RunResult:
 
     def features(self, entity: str) -> pd.DataFrame:
         """An entity's derived features, a column each, in the order they were computed."""
-        from .history import vector_arrow
-        from .plan import DeriveStep
+        from ..history.store import vector_arrow
+        from ..language.plan import DeriveStep
 
         r = self.results[entity]
         return pd.DataFrame({s.name: vector_arrow(r.ctx.env[s.name]).to_pandas() for s in r.plan.steps

@@ -29,7 +29,7 @@ SCHEMA_NAME = "policy.schema.json"
 
 def schema_path() -> Path:
     """Where the policy JSON Schema lives: the repository's `schemas/`, else the installed copy."""
-    repo = Path(__file__).resolve().parent.parent / "schemas" / SCHEMA_NAME
+    repo = Path(__file__).resolve().parents[2] / "schemas" / SCHEMA_NAME
     if repo.exists():
         return repo
     return Path(sys.prefix) / "share" / "kam" / "schemas" / SCHEMA_NAME

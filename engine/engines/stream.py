@@ -23,17 +23,17 @@ from typing import Any, Iterable, TextIO
 import numpy as np
 import pandas as pd
 
-from .calibrate import Calibration
+from .calibration import Calibration
 from .durable import DurableBackend
-from .errors import InputError, Location, Problem, did_you_mean
-from .evaluate import Text, Tri, collected, decide, decision_vectors, evaluate_entity, scalar_at
-from .explain import FEW_ROWS, because_column, plain_value, rule_column, value_columns
-from .functions import POPULATION_FUNCTIONS
-from .model import Fact
-from .nodes import Call, walk
-from .plan import Plan
-from .numbers import plain_number, round_half_away
-from .read import FALSE_WORDS, TRUE_WORDS
+from ..language.errors import InputError, Location, Problem, did_you_mean
+from ..batch.evaluate import Text, Tri, collected, decide, decision_vectors, evaluate_entity, scalar_at
+from ..batch.explain import FEW_ROWS, because_column, plain_value, rule_column, value_columns
+from ..language.functions import POPULATION_FUNCTIONS
+from ..language.model import Fact
+from ..language.nodes import Call, walk
+from ..language.plan import Plan
+from ..language.numbers import plain_number, round_half_away
+from ..batch.facts import FALSE_WORDS, TRUE_WORDS
 
 
 class EventError(Exception):

@@ -38,9 +38,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import InputError, Location, Problem
-from .numbers import list_text, number_texts, plain_number
-from .read import CELL_CHARS, excel_length, file_sha256, shown, too_long_for_a_cell
+from ..language.errors import InputError, Location, Problem
+from ..language.numbers import list_text, number_texts, plain_number
+from .facts import CELL_CHARS, excel_length, file_sha256, shown, too_long_for_a_cell
 
 OUTPUT_FORMATS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl", "xlsx": ".xlsx"}
 WORKBOOK = "decisions.xlsx"  # --output-format xlsx: one workbook, a sheet per entity and a summary

@@ -30,9 +30,9 @@ import pyarrow.csv as pv
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from .errors import InputError, Location, Problem, did_you_mean
-from .model import Fact
-from .numbers import number_text, round_half_away
+from ..language.errors import InputError, Location, Problem, did_you_mean
+from ..language.model import Fact
+from ..language.numbers import number_text, round_half_away
 from .workbook import column_letters
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl",

@@ -14,7 +14,7 @@ speed. Written for speed, not for kam's generality:
   of threads (the Arrow kernels release the GIL), as kam does;
 - Parquet is written straight from Arrow arrays.
 
-Only the number formatter is shared with kam (`engine.numbers.format_numbers`, column-wise and
+Only the number formatter is shared with kam (`engine.batch.number_columns.format_numbers`, column-wise and
 exact), so that both print numbers identically.
 
     python benchmarks/handwritten.py DATA_DIR OUT_DIR
@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from engine.language.numbers import format_numbers
+from engine.batch.number_columns import format_numbers
 
 POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
 TRUE = ["true", "yes", "1", "y", "t"]

@@ -1,8 +1,8 @@
 """The planted-bug check: does a green suite prove that the engines compare and apply hit policies right?
 
-Each mutant is one small, plausible mistake in the operator tables (`engine/nodes.py`: every entry of
+Each mutant is one small, plausible mistake in the operator tables (`engine/language/nodes.py`: every entry of
 COMPARE, FLIPPED and NEGATED replaced by each other operator), in the hit-policy order
-(`engine/evaluate.py`, `engine/model.py`) or in three-valued logic (`not`, De Morgan, membership).
+(`engine/batch/evaluate.py`, `engine/language/model.py`) or in three-valued logic (`not`, De Morgan, membership).
 Every mutant is applied to a scratch copy of the project, the tests that guard that code run
 against the copy, and the check fails unless every mutant makes them fail. A surviving mutant is a
 missing test.
@@ -57,7 +57,7 @@ class Mutant:
 
 def table_mutants() -> list[Mutant]:
     """Every entry of the three operator tables, replaced by each other operator."""
-    path = "engine/nodes.py"
+    path = "engine/language/nodes.py"
     text = (ROOT / path).read_text(encoding="utf-8")
     starts = [0]
     for line in text.splitlines(keepends=True):
@@ -86,38 +86,38 @@ def table_mutants() -> list[Mutant]:
 # a value outside an output's declared values (`else len(o.values or ())` in `Decision.priority`),
 # reached only by outputs that declare no values, where every rule ranks the same whatever it is.
 HIT_POLICY_MISTAKES = [
-    ("engine/evaluate.py", "hit = matches[i].value & remaining", "hit = matches[i].value",
+    ("engine/batch/evaluate.py", "hit = matches[i].value & remaining", "hit = matches[i].value",
      "first: a later matching rule overrides an earlier one"),
-    ("engine/evaluate.py", "first = np.argmax(stack, axis=1)",
+    ("engine/batch/evaluate.py", "first = np.argmax(stack, axis=1)",
      "first = stack.shape[1] - 1 - np.argmax(stack[:, ::-1], axis=1)",
      "the first matching rule is taken as the last one"),
-    ("engine/evaluate.py", "conflict = count >= 2", "conflict = count >= 3",
+    ("engine/batch/evaluate.py", "conflict = count >= 2", "conflict = count >= 3",
      "unique/any: two matching rules are not a conflict"),
-    ("engine/evaluate.py", "conflict &= lo != hi", "conflict &= lo == hi",
+    ("engine/batch/evaluate.py", "conflict &= lo != hi", "conflict &= lo == hi",
      "any: rules agreeing on the value are a conflict, disagreeing ones not"),
-    ("engine/evaluate.py", "enumerate(sorted(set(keys)))", "enumerate(sorted(set(keys), reverse=True))",
+    ("engine/batch/evaluate.py", "enumerate(sorted(set(keys)))", "enumerate(sorted(set(keys), reverse=True))",
      "priority: the lowest-ranked value wins"),
-    ("engine/evaluate.py", "prio * (len(conditional) + 1) + np.arange(len(conditional))",
+    ("engine/batch/evaluate.py", "prio * (len(conditional) + 1) + np.arange(len(conditional))",
      "prio * (len(conditional) + 1) - np.arange(len(conditional))",
      "priority: among equal values the last written rule wins"),
-    ("engine/evaluate.py", "best = np.argmin(score, axis=1)", "best = np.argmax(score, axis=1)",
+    ("engine/batch/evaluate.py", "best = np.argmin(score, axis=1)", "best = np.argmax(score, axis=1)",
      "priority: the worst matching rule wins"),
-    ("engine/evaluate.py", "full[none, default] = True", "full[:, default] = True",
+    ("engine/batch/evaluate.py", "full[none, default] = True", "full[:, default] = True",
      "collect: the default is collected even where rules matched"),
-    ("engine/evaluate.py", "result_index[none] = default", "result_index[none] = NO_RULE",
+    ("engine/batch/evaluate.py", "result_index[none] = default", "result_index[none] = NO_RULE",
      "the default rule never decides"),
-    ("engine/model.py", "list(o.values or ()).index(given[o.name])", "-list(o.values or ()).index(given[o.name])",
+    ("engine/language/model.py", "list(o.values or ()).index(given[o.name])", "-list(o.values or ()).index(given[o.name])",
      "priority: the declared order read from lowest to highest"),
 ]
 
 
 # mistakes in three-valued logic, where a missing value makes a comparison unknown
 LOGIC_MISTAKES = [
-    ("engine/durable.py", 'conj = (node.op == "and") == want', 'conj = node.op == "and"',
+    ("engine/engines/durable.py", 'conj = (node.op == "and") == want', 'conj = node.op == "and"',
      "durable: `not (A and B)` translated without De Morgan"),
-    ("engine/evaluate.py", "Tri(np.zeros(ctx.n, bool), ~is_missing(x))", "Tri(np.zeros(ctx.n, bool), np.ones(ctx.n, bool))",
+    ("engine/batch/evaluate.py", "Tri(np.zeros(ctx.n, bool), ~is_missing(x))", "Tri(np.zeros(ctx.n, bool), np.ones(ctx.n, bool))",
      "a missing value is known to be in no empty list"),
-    ("engine/evaluate.py", "return Tri(~t.value & t.known, t.known)", "return Tri(~t.value, np.ones(ctx.n, bool))",
+    ("engine/batch/evaluate.py", "return Tri(~t.value & t.known, t.known)", "return Tri(~t.value, np.ones(ctx.n, bool))",
      "`not` of unknown is true"),
 ]
 
@@ -193,8 +193,8 @@ def main() -> int:
         with ThreadPoolExecutor(args.workers) as pool:
             results = list(pool.map(try_one, mutants))
     survivors = [m for m, caught in results if not caught]
-    in_tables = sum(1 for m in mutants if m.path == "engine/nodes.py")
-    caught_tables = sum(1 for m, caught in results if caught and m.path == "engine/nodes.py")
+    in_tables = sum(1 for m in mutants if m.path == "engine/language/nodes.py")
+    caught_tables = sum(1 for m, caught in results if caught and m.path == "engine/language/nodes.py")
     print(f"planted bugs: {len(mutants)} ({in_tables} in the operator tables, {len(mutants) - in_tables} in the "
           f"hit policies and the logic); caught {len(mutants) - len(survivors)} ({caught_tables} + "
           f"{len(mutants) - len(survivors) - caught_tables}) in {time.monotonic() - started:.0f} s")

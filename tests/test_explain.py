@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from engine.batch.evaluate import Text, Tri
 from engine.batch.explain import CompiledTemplate, format_vector
-from engine.language.numbers import format_numbers
+from engine.batch.number_columns import format_numbers
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.language.errors import PolicyError
-from engine.language.numbers import format_numbers, number_text, number_texts, round_half_away
+from engine.language.numbers import number_text
+from engine.batch.number_columns import format_numbers, number_texts, round_half_away
 
 from .helpers import compile_text
 

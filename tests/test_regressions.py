@@ -139,6 +139,24 @@ def test_the_prover_passes_over_made_up_facts_that_overflow(tmp_path):
     assert result.status == "not-analysed", result
 
 
+@pytest.mark.parametrize("rule, status", [
+    ("s <= ''", "not-analysed"),  # only an empty text is <= '': no file can give one
+    ("s == '' or s == 'a'", "violated"),  # the example must be 'a', never ''
+])
+def test_the_prover_never_gives_an_empty_text_as_an_example(tmp_path, rule, status):
+    """A facts file's empty text cell is a missing value; the prover refuted `never: d == 'x'` with
+    `s = ''`, an example no input can hold (found by the invariant property)."""
+    from engine.analysis.invariants import prove
+
+    text = ("policy: t\nentity: customer\nfacts:\n  id: {type: string, key: true}\n  s: {type: string}\n"
+            "invariants:\n  - {id: i, never: \"d == 'x'\"}\ndecisions:\n  d:\n    values: [x, y]\n    rules:\n"
+            f"      - {{id: r, when: \"{rule}\", then: x}}\n")
+    (result,) = prove(compile_text(tmp_path, text))
+    assert result.status == status, result
+    if status == "violated":
+        assert result.example["facts"]["s"] == "a"
+
+
 def test_durable_rulesets_do_not_grow_with_backends_or_runs(tmp_path):
     """Every backend registered its own rulesets, never released: a notebook or a server deciding again
     and again grew without bound (and durable_rules dispatches every ruleset on its timers)."""

@@ -310,6 +310,7 @@ def _text_candidates(fs: ValSet | None, fact: Fact, words: list[str]) -> list[An
         allowed = [v for v in fact.values if fs is None or v not in fs.excluded]
     else:
         allowed = [w for w in words + ["a", "b", "other"] if fs is None or w not in fs.excluded]
+    allowed = [v for v in allowed if v != ""]  # read from a file, an empty text is missing
     if (fs is None or fs.missing) and not fact.required:
         allowed = allowed + [None]
     return allowed or [None]
@@ -394,8 +395,9 @@ def _search(plan: Plan, ep: EntityPlan, inv: Invariant, boxes: list[Box]) -> tup
     facts = ps.facts(ep.entity)
     types = {n: f.type for n, f in facts.items()}
     constants = _constants(ep)
+    # an empty text in a facts file is a missing value: no example may hold one
     words = sorted({n.value for root in [r.when.node for d in ep.decisions for r in d.rules if r.when]
-                    + [inv.expr.node] if root is not None for n in walk(root) if isinstance(n, Str)})
+                    + [inv.expr.node] if root is not None for n in walk(root) if isinstance(n, Str) and n.value})
     pools: list[dict[str, list[Any]]] = []
     for box in boxes[:50]:
         pool = {}

@@ -19,11 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import population
-from ..engines.calibration import evaluate_calibrated
+from .population import evaluate_calibrated
 from ..language.errors import InputError, Problem
 from ..language.functions import POPULATION_FUNCTIONS
 from ..language.model import Decision, Expr, Invariant, Measure, Rule
-from ..language.numbers import plain_number, round_half_away
+from ..language.numbers import plain_number
+from .number_columns import round_half_away
 from ..language.nodes import COMPARE, FLIPPED, Arith, Bool, Call, Compare, In, Logic, MapLit, Member, Name, Neg, \
     Node, Not, Num, Str, STREAK, expand_streak, map_children, past_key, to_text, walk
 from ..language.plan import DecisionStep, DeriveStep, EntityPlan
@@ -172,7 +173,7 @@ class Context:
     n: int
     key: Any  # the key column: a numpy or pandas array of text
     # population functions: read from a calibration instead of this batch, and/or record their
-    # arguments so that a calibration can be made (see engine.calibrate)
+    # arguments so that a calibration can be made (see engine.engines.calibration)
     calibration: dict[str, dict[Any, Any]] | None = None
     record: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
     key_name: str = "key"
@@ -1095,3 +1096,16 @@ def _overflow_at(step: DeriveStep | DecisionStep | Invariant | Measure, key: Any
             whom = ""
         raise InputError(Problem("overflow", f"{what}: {part} is too large to hold (beyond about 1.8e308){whom}", loc,
                                  "check the facts of that entity, or the formula; nothing was written")) from None
+
+
+def vector_arrow(vec: Vec) -> pa.Array:
+    """An evaluation vector as an Arrow array (missing as null)."""
+    if isinstance(vec, Tri):
+        return pa.array(vec.value, mask=~vec.known)
+    if isinstance(vec, Text):
+        codes = pa.array(vec.codes.astype(np.int32), mask=vec.codes < 0)
+        return pa.DictionaryArray.from_arrays(codes, pa.array(vec.categories, type=pa.string()))
+    if isinstance(vec, ListVec):
+        lists = pa.array([list(x) for x in vec.lists])
+        return lists.take(pa.array(vec.codes, mask=vec.codes < 0))
+    return pa.array(np.asarray(vec, dtype=float), from_pandas=True)

@@ -23,7 +23,8 @@ from .evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, ListVec, 
 from ..language.model import Expr, Rule
 from ..language.nodes import PREVIOUS, Bool, Call, ListLit, Logic, MapLit, Name, Node, Not, Num, Str, children, \
     to_text, walk
-from ..language.numbers import MISSING_TEXT, format_number, format_numbers, list_text, number_text
+from ..language.numbers import MISSING_TEXT, list_text, number_text
+from .number_columns import format_number, format_numbers
 from ..language.plan import DecisionStep, DeriveStep
 
 

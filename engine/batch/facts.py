@@ -32,7 +32,9 @@ import pyarrow.parquet as pq
 
 from ..language.errors import InputError, Location, Problem, did_you_mean
 from ..language.model import Fact
-from ..language.numbers import number_text, round_half_away
+from ..language.plan import Plan
+from ..language.numbers import number_text
+from .number_columns import round_half_away
 from .workbook import column_letters
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -757,3 +759,9 @@ def read_facts(path: Path, facts: dict[str, Fact], options: FactsOptions | str |
     raw.columns = [str(c).strip() for c in raw.columns]
     return _check_table(raw, facts, lines, loc, identifiers, f"{path.name}#{lines.sheet}" if lines.sheet else path.name,
                         _semicolon_hint(path, list(raw.columns), options))
+
+
+def identifier_facts(pl: Plan, entity: str) -> set[str]:
+    """The facts of an entity that hold ids: its key and the columns that name another entity."""
+    ep = pl.entity(entity)
+    return {ep.key} | {j.on for j in ep.joins}

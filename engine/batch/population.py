@@ -24,11 +24,14 @@ table), the calibration of the durable backend (a saved population, new rows) an
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 import numpy as np
+
+from ..language.errors import InputError, Location, Problem
 
 BASE = 1127  # every double is a whole multiple of 2**-1127 (the smallest is 2**-1074)
 _BINS = 2099  # frexp exponents run from -1073 to 1024; bin = exponent + 1074
@@ -428,3 +431,58 @@ def evaluate_against(pop: GroupPopulation, func: str, xs: np.ndarray, keys: np.n
         if std > 0:
             res[present] = (xp - pop.mean()) / std
     return res
+
+
+def evaluate_calibrated(stats: dict[Any, GroupPopulation], func: str, x: np.ndarray, groups: np.ndarray,
+                        keys: np.ndarray, q: float = 0.5, ties: str = "key") -> np.ndarray:
+    """A population function over rows whose population is the calibration's (vectorized per group)."""
+    out = np.full(x.size, np.nan)
+    for g in np.unique(groups.astype(object)) if groups.size else []:
+        if g is None:
+            continue
+        rows = np.flatnonzero(groups == g)
+        st = stats.get(g)
+        if st is None:
+            continue  # a group the calibration batch did not have: no population to compare with
+        if st.n == 0 and func not in ("sum", "count"):
+            continue
+        out[rows] = evaluate_against(st, func, x[rows], keys[rows], q, ties)
+    return out
+
+
+@dataclass
+class Calibration:
+    """Population statistics per entity and call (its canonical text, e.g. `pct_rank(profit, by=region)`)."""
+
+    policy_hash: str
+    created: str
+    stats: dict[str, dict[str, dict[Any, GroupPopulation]]] = field(default_factory=dict)
+    # entity -> call text -> group value ("" when no by=) -> stats
+
+    def check(self, policy_hash: str, where: str) -> None:
+        if self.policy_hash != policy_hash:
+            raise InputError(Problem(
+                "calibration-mismatch",
+                f"the calibration {where} was made for another version of the policies "
+                f"({self.policy_hash[:12]}, these are {policy_hash[:12]})", Location(where),
+                "make a new one with `kam run --save-calibration FILE` on these policies"))
+
+    def group(self, entity: str, call: str, group: Any) -> GroupPopulation | None:
+        return self.stats.get(entity, {}).get(call, {}).get(group)
+
+
+def build(policy_hash: str, records: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]
+          ) -> Calibration:
+    """From recorded arguments: entity -> call -> (values, group labels, keys)."""
+    cal = Calibration(policy_hash, _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    for entity, calls in records.items():
+        for call, (values, groups, keys) in calls.items():
+            per: dict[Any, GroupPopulation] = {}
+            for g in dict.fromkeys(groups.tolist()):
+                if g is None:
+                    continue
+                rows = np.flatnonzero((groups == g) & ~np.isnan(values))
+                order = np.lexsort((keys[rows].astype(str), values[rows]))
+                per[g] = GroupPopulation(values[rows][order], keys[rows][order].astype(object))
+            cal.stats.setdefault(entity, {})[call] = per
+    return cal

@@ -39,7 +39,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..language.errors import InputError, Location, Problem
-from ..language.numbers import list_text, number_texts, plain_number
+from ..language.numbers import list_text, plain_number
+from .number_columns import number_texts
 from .facts import CELL_CHARS, excel_length, file_sha256, shown, too_long_for_a_cell
 
 OUTPUT_FORMATS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl", "xlsx": ".xlsx"}

@@ -10,74 +10,16 @@ among the calibration's values. Both backends use this one module, so they canno
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from .. import __version__
 from ..language.errors import InputError, Location, Problem
-from ..batch.population import GroupPopulation, evaluate_against
+from ..batch.population import Calibration, GroupPopulation
 
 FORMAT_VERSION = 1
-
-
-@dataclass
-class Calibration:
-    """Population statistics per entity and call (its canonical text, e.g. `pct_rank(profit, by=region)`)."""
-
-    policy_hash: str
-    created: str
-    stats: dict[str, dict[str, dict[Any, GroupPopulation]]] = field(default_factory=dict)
-    # entity -> call text -> group value ("" when no by=) -> stats
-
-    def check(self, policy_hash: str, where: str) -> None:
-        if self.policy_hash != policy_hash:
-            raise InputError(Problem(
-                "calibration-mismatch",
-                f"the calibration {where} was made for another version of the policies "
-                f"({self.policy_hash[:12]}, these are {policy_hash[:12]})", Location(where),
-                "make a new one with `kam run --save-calibration FILE` on these policies"))
-
-    def group(self, entity: str, call: str, group: Any) -> GroupPopulation | None:
-        return self.stats.get(entity, {}).get(call, {}).get(group)
-
-
-def evaluate_calibrated(stats: dict[Any, GroupPopulation], func: str, x: np.ndarray, groups: np.ndarray,
-                        keys: np.ndarray, q: float = 0.5, ties: str = "key") -> np.ndarray:
-    """A population function over rows whose population is the calibration's (vectorized per group)."""
-    out = np.full(x.size, np.nan)
-    for g in np.unique(groups.astype(object)) if groups.size else []:
-        if g is None:
-            continue
-        rows = np.flatnonzero(groups == g)
-        st = stats.get(g)
-        if st is None:
-            continue  # a group the calibration batch did not have: no population to compare with
-        if st.n == 0 and func not in ("sum", "count"):
-            continue
-        out[rows] = evaluate_against(st, func, x[rows], keys[rows], q, ties)
-    return out
-
-
-def build(policy_hash: str, records: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]
-          ) -> Calibration:
-    """From recorded arguments: entity -> call -> (values, group labels, keys)."""
-    cal = Calibration(policy_hash, _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    for entity, calls in records.items():
-        for call, (values, groups, keys) in calls.items():
-            per: dict[Any, GroupPopulation] = {}
-            for g in dict.fromkeys(groups.tolist()):
-                if g is None:
-                    continue
-                rows = np.flatnonzero((groups == g) & ~np.isnan(values))
-                order = np.lexsort((keys[rows].astype(str), values[rows]))
-                per[g] = GroupPopulation(values[rows][order], keys[rows][order].astype(object))
-            cal.stats.setdefault(entity, {})[call] = per
-    return cal
 
 
 def dumps(cal: Calibration) -> bytes:

@@ -259,7 +259,7 @@ class PassOut:
 
 def read_partition(pl: Plan, entity: str, path: str, options: Any) -> pd.DataFrame:
     """One partition's facts, checked as a facts file is."""
-    from ..run.service import identifier_facts
+    from ..batch.facts import identifier_facts
     from ..batch.facts import read_facts
 
     return read_facts(Path(path), pl.checked.policy_set.facts(entity), options, identifier_facts(pl, entity), entity)
@@ -304,7 +304,7 @@ def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[s
                                "rows": int(a.rows.size), "func": a.func, "q": a.q, "ties": a.ties}
     if hook.pending or final_dir is None:
         return out
-    from ..run.service import RunResult
+    from ..batch.result import RunResult
 
     folder = Path(final_dir) / f"{entity}_decisions"
     folder.mkdir(exist_ok=True)
@@ -822,7 +822,7 @@ def partition_files(pl: Plan, data: Path | None, given: dict[str, str]) -> dict[
 
 def merge(pl: Plan, run_: DaskRun) -> dict[str, Any]:
     """The partitions' figures as one run's: counts, measures, invariants, warnings, outputs."""
-    from ..run.service import InvariantReport, JoinReport, conflict_warning
+    from ..batch.result import InvariantReport, JoinReport, conflict_warning
 
     counts: dict[str, Any] = {}
     measures: dict[str, Any] = {}

@@ -23,7 +23,7 @@ from typing import Any, Iterable, TextIO
 import numpy as np
 import pandas as pd
 
-from .calibration import Calibration
+from ..batch.population import Calibration
 from .durable import DurableBackend
 from ..language.errors import InputError, Location, Problem, did_you_mean
 from ..batch.evaluate import Text, Tri, collected, decide, decision_vectors, evaluate_entity, scalar_at
@@ -32,7 +32,8 @@ from ..language.functions import POPULATION_FUNCTIONS
 from ..language.model import Fact
 from ..language.nodes import Call, walk
 from ..language.plan import Plan
-from ..language.numbers import plain_number, round_half_away
+from ..language.numbers import plain_number
+from ..batch.number_columns import round_half_away
 from ..batch.facts import FALSE_WORDS, TRUE_WORDS
 
 

@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 
 from ..language.errors import InputError, Location, Problem, did_you_mean
 from .store import PERIOD, History, RunInfo, quote, table_name
-from ..language.numbers import MISSING_TEXT, list_text, number_text, number_texts, plain_number
+from ..language.numbers import MISSING_TEXT, list_text, number_text, plain_number
+from ..batch.number_columns import number_texts
 
 NEW = "(new)"
 GONE = "(gone)"

@@ -36,9 +36,10 @@ import pyarrow.compute as pc
 
 from .. import __version__
 from ..language.errors import InputError, Location, Problem, did_you_mean
-from ..batch.evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, FactEnv, ListVec, Text, Tri, Vec, \
-    collected, column_to_vec
+from ..batch.evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, FactEnv, ListVec, Vec, \
+    collected, column_to_vec, vector_arrow
 from ..language.model import Decision
+from ..batch.result import Past
 from ..language.plan import DeriveStep, EntityPlan, Plan, past_note, past_readers  # noqa: F401  (re-exported)
 from ..batch.facts import file_sha256
 from ..language.typecheck import Type
@@ -46,7 +47,7 @@ from ..language.typecheck import Type
 if TYPE_CHECKING:
     import duckdb
 
-    from ..run.service import RunResult
+    from ..batch.result import RunResult
 
 FORMAT = "2"  # 2: `<entity>_keys` holds a hash of each id (1: the ids themselves)
 RUNS = "kam_runs"
@@ -194,19 +195,6 @@ def entity_schema(pl: Plan, ep: EntityPlan, rows: int) -> dict[str, Any]:
                       for d in ep.decisions},
         "columns": {c.name: c.role for c in entity_columns(pl, ep)},
     }
-
-
-def vector_arrow(vec: Vec) -> pa.Array:
-    """An evaluation vector as an Arrow array (missing as null)."""
-    if isinstance(vec, Tri):
-        return pa.array(vec.value, mask=~vec.known)
-    if isinstance(vec, Text):
-        codes = pa.array(vec.codes.astype(np.int32), mask=vec.codes < 0)
-        return pa.DictionaryArray.from_arrays(codes, pa.array(vec.categories, type=pa.string()))
-    if isinstance(vec, ListVec):
-        lists = pa.array([list(x) for x in vec.lists])
-        return lists.take(pa.array(vec.codes, mask=vec.codes < 0))
-    return pa.array(np.asarray(vec, dtype=float), from_pandas=True)
 
 
 def _column_arrow(col: Any) -> pa.Array:
@@ -391,16 +379,6 @@ class RunInfo:
                 "kam_version": self.kam_version, "inputs": self.inputs, "options": self.options,
                 "entities": {e: {"rows": s["rows"]} for e, s in self.entities.items()},
                 "policies": [f for f, _ in self.policies]}
-
-
-@dataclass
-class Past:
-    """The earlier values a run's `previous()` calls read, per entity aligned with its rows."""
-
-    frames: dict[str, dict[str, pd.Series]] = field(default_factory=dict)
-    periods: list[str] = field(default_factory=list)  # most recent first: periods[k-1] is k back
-    notes: list[str] = field(default_factory=list)
-    history: str | None = None  # the file they come from (None: no history was given)
 
 
 def needs_past(pl: Plan) -> bool:

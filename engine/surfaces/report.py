@@ -23,7 +23,7 @@ from .. import __version__
 from ..language.numbers import number_text
 
 if TYPE_CHECKING:
-    from ..run.service import RunResult
+    from ..batch.result import RunResult
 
 TOP = 10  # ids listed per table; the rest are in the decision files
 MAP_POINTS = 5000  # above this many customers the profitability map is a 2-D histogram

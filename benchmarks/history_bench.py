@@ -36,6 +36,8 @@ sys.path.insert(0, str(HERE.parent))
 from bench import KAM, ensure_data, measure  # noqa: E402
 
 from engine.run import service as api  # noqa: E402
+from engine.run import inputs as run_inputs  # noqa: E402
+from engine.language.compile import compile_policies  # noqa: E402
 from engine.history import store as hist  # noqa: E402
 from engine.history import questions as timeline  # noqa: E402
 
@@ -70,8 +72,8 @@ def drifted(frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
 
 def record_periods(data: Path, path: Path, periods: int) -> list[str]:
     """`periods` months of the customers, each decided with previous() read from the history."""
-    pl = api.compile_policies(HERE.parent / "policies").only(["customer"])
-    frames = api.read_inputs(pl, api.find_inputs(pl, data, {}))
+    pl = compile_policies(HERE.parent / "policies").only(["customer"])
+    frames = run_inputs.read_inputs(pl, run_inputs.find_inputs(pl, data, {}))
     rng = np.random.default_rng(7)
     labels = [f"{2025 + m // 12}-{m % 12 + 1:02d}" for m in range(periods)]
     with hist.History.open(path, write=True) as h:

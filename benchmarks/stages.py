@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     import pyarrow.parquet as pq
 
-    from engine.run import service as api
+    from engine.batch.facts import identifier_facts
     from engine.language.compile import compile_policies
     from engine.batch.evaluate import evaluate_entity
     from engine.batch.explain import output_frame
@@ -44,7 +44,7 @@ def main() -> None:
             pq.read_table(path)
             row[f"read {ep.entity}: Parquet decode"] = time.perf_counter() - t
             t = time.perf_counter()
-            frames[ep.entity] = read_facts(path, ps.facts(ep.entity), None, api.identifier_facts(pl, ep.entity),
+            frames[ep.entity] = read_facts(path, ps.facts(ep.entity), None, identifier_facts(pl, ep.entity),
                                            ep.entity)
             row[f"read {ep.entity}: decode and fact checks"] = time.perf_counter() - t
         results = {}

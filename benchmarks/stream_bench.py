@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.run import service as api
+from engine.language.compile import compile_policies
 from engine.engines import calibration as calibrate
 from engine.engines import stream
 from engine.batch.facts import read_facts
@@ -62,7 +62,7 @@ def main() -> None:
     cal_path = work / "calibration.json"
     subprocess.run([str(KAM), "run", "--entity", "customer", "--save-calibration", str(cal_path), "--out",
                     str(work / "out"), "-q"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    policies = api.compile_policies(ROOT / "policies")
+    policies = compile_policies(ROOT / "policies")
     facts_file = ROOT / "examples" / "customers.csv"
     runner = stream.StreamRunner(policies, "customer", calibrate.load(cal_path), "durable", stream.Store(None))
     runner.seed(read_facts(facts_file, policies.checked.policy_set.facts("customer")))

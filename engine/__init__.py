@@ -8,7 +8,10 @@ typecheck, plan, evaluate, explain, write; `api` wires them together, `cli` is t
 
 from typing import Any
 
-__version__ = "0.1.0"
+from .language.version import __version__
+
+__all__ = ["__version__", "load_policies", "check", "Policies", "Decisions", "Explanation", "InvariantError",
+           "KamError", "PolicyError", "InputError", "Problem"]
 
 # The Python API (engine/notebook.py), loaded on first use: `kam --help` does not need pandas.
 _API = {"load_policies", "check", "Policies", "Decisions", "Explanation", "InvariantError"}

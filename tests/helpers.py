@@ -10,6 +10,8 @@ from typing import Any, Callable
 import pandas as pd
 
 from engine.run import service as api
+from engine.run import inputs as run_inputs
+from engine.language.compile import compile_policies
 from engine.batch.explain import output_frame
 
 
@@ -18,7 +20,7 @@ def compile_text(tmp: Path, *texts: str):
     folder.mkdir(parents=True, exist_ok=True)
     for i, text in enumerate(texts):
         (folder / f"p{i}.yaml").write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return api.compile_policies(folder)
+    return compile_policies(folder)
 
 
 def decide(tmp: Path, policy: str, frame: pd.DataFrame, entity: str = "customer", *more: str) -> pd.DataFrame:
@@ -26,7 +28,7 @@ def decide(tmp: Path, policy: str, frame: pd.DataFrame, entity: str = "customer"
     pl = compile_text(tmp, policy, *more)
     path = tmp / f"{entity}.csv"
     frame.to_csv(path, index=False)
-    frames = api.read_inputs(pl, {entity: path})
+    frames = run_inputs.read_inputs(pl, {entity: path})
     result = api.run(pl, frames)
     return output_frame(result.results[entity])
 

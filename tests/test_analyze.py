@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from engine.run import service as api
+from engine.language.compile import compile_policies
 from engine.analysis.rules import analyse
 
 from .helpers import compile_text
@@ -162,5 +162,5 @@ def test_not_analysed_is_a_note_not_a_guess(tmp_path):
 
 
 def test_shipped_policies_have_no_false_alarms():
-    found = analyse(api.compile_policies(Path(__file__).resolve().parent.parent / "policies"))
+    found = analyse(compile_policies(Path(__file__).resolve().parent.parent / "policies"))
     assert [p for p in found if p.severity != "note"] == []

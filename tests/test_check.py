@@ -341,6 +341,7 @@ def test_an_output_without_values_plays_no_part_in_the_priority(tmp_path):
     import pandas as pd
 
     from engine.run import service as api
+    from engine.run import inputs as run_inputs
     from engine.batch.explain import output_frame
 
     text = """
@@ -371,7 +372,7 @@ decisions:
     pl = compile_text(tmp_path, text)
     path = tmp_path / "c.csv"
     pd.DataFrame({"id": ["1", "2", "3", "4"], "x": [0, 2, 3, 4]}).to_csv(path, index=False)
-    frames = api.read_inputs(pl, {"customer": path})
+    frames = run_inputs.read_inputs(pl, {"customer": path})
     for backend in ("pandas", "durable"):
         out = output_frame(api.run(pl, frames, backend=backend).results["customer"])
         rules = [None if pd.isna(v) else v for v in out["p_rule"].astype(object)]

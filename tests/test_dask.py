@@ -16,6 +16,8 @@ import pytest
 
 from .conftest import ROOT, kam, kam_here
 from engine.run import service as api
+from engine.run import inputs as run_inputs
+from engine.batch.result import RunResult
 from engine.engines import dask as distributed
 from engine.language.compile import compile_policies
 from engine.batch.write import write_frame
@@ -38,7 +40,7 @@ def client():
     cluster.close()
 
 
-def _pandas_outputs(pl, parts: dict[str, list[Path]]) -> tuple[api.RunResult, dict[str, pd.DataFrame]]:
+def _pandas_outputs(pl, parts: dict[str, list[Path]]) -> tuple[RunResult, dict[str, pd.DataFrame]]:
     """The pandas backend on the partitions put together, in partition order."""
     frames = {e: pd.concat([distributed.read_partition(pl, e, str(p), None) for p in ps], ignore_index=True)
               for e, ps in parts.items()}
@@ -82,7 +84,7 @@ def test_generated_partitions_give_the_pandas_outputs(client, tmp_path):
 def test_kam_run_engine_dask_on_partitioned_examples(tmp_path):
     """The real `kam` entry point, its own local cluster, the examples cut into uneven partitions."""
     data = tmp_path / "data"
-    frames = api.read_inputs(compile_policies(ROOT / "policies"),
+    frames = run_inputs.read_inputs(compile_policies(ROOT / "policies"),
                              {"customer": ROOT / "examples/customers.csv", "quote": ROOT / "examples/quotes.csv",
                               "prospect": ROOT / "examples/prospects.csv"})
     for entity, frame in frames.items():

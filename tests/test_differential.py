@@ -23,6 +23,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from engine.run import service as api
+from engine.run import inputs as run_inputs
+from engine.language.compile import compile_policies
 from engine.language.errors import PolicyError
 from engine.batch.explain import output_frame
 from engine.language.nodes import to_text
@@ -231,12 +233,12 @@ def compile_random(tmp: Path, policy: str, table: pd.DataFrame) -> tuple[Any, pd
     (folder / "random.yaml").write_text(policy, encoding="utf-8")
     table.to_json(tmp / "customers.jsonl", orient="records", lines=True, force_ascii=False)
     try:
-        pl = api.compile_policies(folder)
+        pl = compile_policies(folder)
     except PolicyError as exc:
         # the generator writes valid policies, except for an empty lookup table: refused by both
         assert all("lookup" in p.message for p in exc.problems), "\n".join(p.render() for p in exc.problems)
         assume(False)
-    return pl, api.read_inputs(pl, {"customer": tmp / "customers.jsonl"})["customer"]
+    return pl, run_inputs.read_inputs(pl, {"customer": tmp / "customers.jsonl"})["customer"]
 
 
 def both_backends(tmp: Path, policy: str, table: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

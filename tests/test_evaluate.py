@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from engine.run import service as api
+from engine.run import inputs as run_inputs
 from engine.batch.evaluate import Context, Text, pop_cumshare, pop_pct_rank, pop_rank, pop_stat
 
 from .helpers import at_once, compile_text, decide
@@ -254,7 +255,7 @@ decisions:
     frame([20, 1]).to_csv(tmp_path / "c.csv", index=False)
     pd.DataFrame({"quote_id": ["q1", "q2", "q3"], "customer_id": ["000", "001", "999"]}).to_csv(
         tmp_path / "q.csv", index=False)
-    frames = api.read_inputs(pl, {"customer": tmp_path / "c.csv", "quote": tmp_path / "q.csv"})
+    frames = run_inputs.read_inputs(pl, {"customer": tmp_path / "c.csv", "quote": tmp_path / "q.csv"})
     result = api.run(pl, frames)
     out = result.outputs()["quote"]
     assert out["ok"].tolist() == ["yes", "no", "unknown"]

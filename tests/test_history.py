@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from engine.run import service as api
+from engine.run import inputs as run_inputs
 from engine.history import store as hist
 from engine.history import questions as timeline
 from engine.batch import write
@@ -538,7 +539,7 @@ def test_ids_whose_hashes_collide_are_still_told_apart(tmp_path, monkeypatch, we
     for period, frame in (("p1", first), ("p2", second)):
         file = tmp_path / f"{period}.csv"
         frame.to_csv(file, index=False)
-        frames = api.read_inputs(pl, {"customer": file})
+        frames = run_inputs.read_inputs(pl, {"customer": file})
         with History.open(path, write=True) as h:
             past = h.load_past(pl, period, {"customer": frames["customer"]["customer_id"]})
             pasts[period] = past.frames.get("customer", {})

@@ -15,6 +15,8 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from engine.run import service as api
+from engine.run import inputs as run_inputs
+from engine.language.compile import compile_policies
 from engine.language.errors import PolicyError
 from engine.language.model import Expr
 from engine.language.plan import DeriveStep
@@ -60,7 +62,7 @@ def test_a_broken_rule_order_is_refuted_with_a_real_example(moved: Path):
     assert "invariant `protected-never-let-go`" in error and "can be broken: a customer with" in error
     assert "(rule chicken-rib-" in error and "(rule trait-" in error
     # the example is real: the same population through the engine breaks it
-    pl = api.compile_policies(moved)
+    pl = compile_policies(moved)
     (result,) = [x for x in prove(pl) if x.status == "violated"]
     assert result.example["decided"]["retention"]["value"]["retention"] in ("exit", "downgrade-service")
     assert result.example["decided"]["protected_by"]["value"]["protected_by"] != ["none"]
@@ -286,7 +288,7 @@ def test_a_proved_invariant_holds_on_any_data_and_a_refuted_one_breaks(tmp_path_
             table = data.draw(random_tables(boundary_numbers(text)))
             frame_path = tmp / "c.jsonl"
             table.to_json(frame_path, orient="records", lines=True, force_ascii=False)
-            frames = api.read_inputs(pl, {"customer": frame_path})
+            frames = run_inputs.read_inputs(pl, {"customer": frame_path})
             run = api.run(pl, frames)
             assert not run.violations(), f"proved but broken:\n{text}\n{table}"
     elif result.status == "violated":
@@ -301,5 +303,5 @@ def test_a_proved_invariant_holds_on_any_data_and_a_refuted_one_breaks(tmp_path_
             event("refutation run alone")  # the whole example: no population, no earlier periods
             row = {"id": example["id"], "a": None, "b": None, "s": None, "f": None, **example["facts"]}
             (tmp / "e.jsonl").write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
-            run = api.run(pl, api.read_inputs(pl, {"customer": tmp / "e.jsonl"}))
+            run = api.run(pl, run_inputs.read_inputs(pl, {"customer": tmp / "e.jsonl"}))
             assert run.violations(), f"refuted, but the example alone breaks nothing:\n{text}\n{example}"

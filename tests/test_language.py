@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from engine.run import service as api
+from engine.run import inputs as run_inputs
 from engine.language.errors import PolicyError
 from engine.batch.explain import output_frame
 
@@ -66,7 +67,7 @@ def both(tmp: Path, policy: str, frame: pd.DataFrame, *more: str, entity: str = 
     for other, f in (files or {}).items():
         paths[other] = tmp / f"{other}.csv"
         f.to_csv(paths[other], index=False)
-    frames = api.read_inputs(pl, paths)
+    frames = run_inputs.read_inputs(pl, paths)
     pandas_run = api.run(pl, frames)
     with deadline(60):
         durable_run = api.run(pl, frames, backend="durable")
@@ -180,7 +181,7 @@ def test_ties_go_to_the_smaller_key_or_stay_together(tmp_path):
     pl = compile_text(tmp_path / "k", RANKED.replace("TIES", "key"))
     frame = customers(xs)
     frame.to_csv(tmp_path / "c.csv", index=False)
-    result = api.run(pl, api.read_inputs(pl, {"customer": tmp_path / "c.csv"}))
+    result = api.run(pl, run_inputs.read_inputs(pl, {"customer": tmp_path / "c.csv"}))
     out = output_frame(result.results["customer"])
     env = result.results["customer"].ctx.env
     assert env["r_key"].tolist() == [1, 2, 3, 4, 5]
@@ -189,7 +190,7 @@ def test_ties_go_to_the_smaller_key_or_stay_together(tmp_path):
     assert out["pick_because"][1] == "ranked 2 (tied with 2 others on the ranking; ties go to the smaller customer_id)"
     assert out["pick_because"][0] == "ranked 1"
     pl = compile_text(tmp_path / "t", RANKED.replace("TIES", "together"))
-    result = api.run(pl, api.read_inputs(pl, {"customer": tmp_path / "c.csv"}))
+    result = api.run(pl, run_inputs.read_inputs(pl, {"customer": tmp_path / "c.csv"}))
     out = output_frame(result.results["customer"])
     assert out["pick"].tolist() == ["in", "in", "in", "in", "out"]  # the tie group is kept whole
     assert out["pick_because"][3] == "ranked 2 (tied with 2 others on the ranking; all share the best rank of the tie)"
@@ -236,7 +237,7 @@ def test_the_shipped_key_account_reason_shows_its_cutoff(tmp_path):
 def test_ranks_against_a_saved_population_keep_their_ties(tmp_path):
     pl = compile_text(tmp_path, RANKED.replace("TIES", "key"))
     customers([9, 5, 5, 5, 1, None]).to_csv(tmp_path / "c.csv", index=False)
-    frames = api.read_inputs(pl, {"customer": tmp_path / "c.csv"})
+    frames = run_inputs.read_inputs(pl, {"customer": tmp_path / "c.csv"})
     batch = api.run(pl, frames, record_calibration=True)
     again = api.run(pl, frames, calibration=batch.calibration)
     for name in ("r_key", "r_together"):
@@ -351,7 +352,7 @@ def test_streak_counts_the_periods_in_a_row_on_both_backends(tmp_path):
     frame = customers([5, 5, 5, 5, 20, None])
     path = tmp_path / "customer.csv"
     frame.to_csv(path, index=False)
-    frames = api.read_inputs(pl, {"customer": path})
+    frames = run_inputs.read_inputs(pl, {"customer": path})
     past = {"customer": pd.DataFrame({
         # 000: low three times; 001: twice, then not there; 002: a missing value ends the row;
         # 003: not low before; 004 and 005: not low (or unknown) now
@@ -389,7 +390,7 @@ def test_previous_on_both_backends_with_missing_earlier_values(tmp_path):
     frame = customers([20, 5, 5, 5, 5])
     path = tmp_path / "customer.csv"
     frame.to_csv(path, index=False)
-    frames = api.read_inputs(pl, {"customer": path})
+    frames = run_inputs.read_inputs(pl, {"customer": path})
     past = {"customer": pd.DataFrame({
         "previous(x, 1)": [10.0, 12.0, None, 12.0, 12.0],
         "previous(level, 1)": ["high", "high", "high", None, "high"],
@@ -490,7 +491,7 @@ def test_measures_are_one_figure_per_run_on_both_backends(tmp_path):
     frame = customers([100, 50, -10, 10, 0])
     path = tmp_path / "customer.csv"
     frame.to_csv(path, index=False)
-    frames = api.read_inputs(pl, {"customer": path})
+    frames = run_inputs.read_inputs(pl, {"customer": path})
     x = frame["x"].astype(float)
     expected = {"customers": 5, "total": 150, "top_share": 100 / 150, "losers": 1,
                 "cutoff": float(x.quantile(0.8)), "any_loss": True, "empty_share": None}  # 0 / 0 is missing

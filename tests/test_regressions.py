@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from engine.run import service as api
+from engine.run import inputs as run_inputs
 from engine.language.errors import InputError, PolicyError
 from engine.batch.explain import output_frame
 
@@ -38,7 +39,7 @@ def test_durable_needs_both_fields_present_and_never_uses_absence_patterns(tmp_p
                           "f": [True, None, False, None]})
     pl = compile_text(tmp_path, POLICY)
     table.to_json(tmp_path / "c.jsonl", orient="records", lines=True)
-    frames = api.read_inputs(pl, {"customer": tmp_path / "c.jsonl"})
+    frames = run_inputs.read_inputs(pl, {"customer": tmp_path / "c.jsonl"})
     with deadline(60):
         durable = output_frame(api.run(pl, frames, backend="durable").results["customer"])
     pandas_out = output_frame(api.run(pl, frames).results["customer"])
@@ -58,7 +59,7 @@ def test_json_lines_yes_no_column_with_gaps(tmp_path):
     pl = compile_text(tmp_path, POLICY)
     (tmp_path / "c.jsonl").write_text('{"id": "1", "a": 1, "b": 2, "f": null}\n{"id": "2", "a": 1, "b": 2, "f": false}\n',
                                       encoding="utf-8")
-    frames = api.read_inputs(pl, {"customer": tmp_path / "c.jsonl"})
+    frames = run_inputs.read_inputs(pl, {"customer": tmp_path / "c.jsonl"})
     values = frames["customer"]["f"]
     assert pd.isna(values[0]) and not bool(values[1])
     assert str(values.dtype) == "boolean"
@@ -106,7 +107,7 @@ def test_a_number_too_large_to_hold_is_an_error_naming_where_and_for_whom(tmp_pa
     condition = {"": "b * 10 > 0", "#sum": "sum(b) > 0"}.get(added, "a > 100")
     pl = compile_text(tmp_path, OVERFLOW_POLICY % (added, condition))
     OVERFLOW_FACTS.to_json(tmp_path / "c.jsonl", orient="records", lines=True)
-    frames = api.read_inputs(pl, {"customer": tmp_path / "c.jsonl"})
+    frames = run_inputs.read_inputs(pl, {"customer": tmp_path / "c.jsonl"})
     with pytest.raises(InputError) as caught, deadline(60):
         api.run(pl, frames, backend=backend)
     (problem,) = caught.value.problems

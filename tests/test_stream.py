@@ -119,12 +119,12 @@ def test_nothing_applied_is_a_non_zero_exit(tmp_path: Path, calibration: Path):
 
 
 def test_the_starting_state_is_decided_as_one_batch(calibration: Path):
-    from engine.run import service as api
+    from engine.language.compile import compile_policies
     from engine.engines import calibration as calibrate
     from engine.engines import stream
     from engine.batch.facts import read_facts
 
-    pl = api.compile_policies(ROOT / "policies")
+    pl = compile_policies(ROOT / "policies")
     runner = stream.StreamRunner(pl, "customer", calibrate.load(calibration), "durable", stream.Store(None))
     frame = read_facts(EXAMPLES / "customers.csv", pl.checked.policy_set.facts("customer"))
     posted = []

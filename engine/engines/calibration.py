@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from ..language.version import __version__
 from ..language.errors import InputError, Location, Problem
 from ..batch.population import Calibration, GroupPopulation
 

@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import __version__
+from ..language.version import __version__
 from ..language.errors import InputError, Location, Problem, did_you_mean
 from ..batch.evaluate import CONFLICT, NO_RULE, DecisionResult, EntityResult, FactEnv, ListVec, Vec, \
     collected, column_to_vec, vector_arrow

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from .. import __version__
+from ..language.version import __version__
 from . import problems as report
 from ..language.compile import compile_policies
 from ..language.errors import InputError, KamError, Location, Problem, did_you_mean
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-    from ..run import service as api
+    from ..run import outputs as run_outputs
+    from ..batch.result import RunResult
     from ..history.store import History, Recorder
     from ..language.plan import Plan
     from ..batch.facts import FactsOptions
@@ -283,7 +284,7 @@ def diff_command(policy_dir: Path | None, base: str, data: Path | None, inputs: 
       kam diff policies/ --base main --format markdown --fail-on 'changed > 5%'
       kam diff policies/ --base ../policies-2025 --data /data/2026-11
     """
-    from ..run import service as api
+    from ..run import inputs as run_inputs
     from . import diff
 
     data = _data_folder(data, inputs)
@@ -294,10 +295,10 @@ def diff_command(policy_dir: Path | None, base: str, data: Path | None, inputs: 
         folder = _policy_dir(policy_dir, "kam diff POLICY_DIR")
         new = compile_policies(folder)
         old = diff.base_plan(base, folder)
-        files = api.find_inputs(new, data, _parse_inputs(inputs))
+        files = run_inputs.find_inputs(new, data, _parse_inputs(inputs))
         missing = [e.entity for e in old.entities if e.entity not in files]
         if missing:
-            files.update(api.find_inputs(old, data, _parse_inputs(inputs)))
+            files.update(run_inputs.find_inputs(old, data, _parse_inputs(inputs)))
         comparison = diff.compare(old, new, files, options)
     except KamError as exc:
         _fail(exc)
@@ -433,7 +434,7 @@ class EngineOptions:
     history: "History | None" = None  # where previous() reads the past
     period: str | None = None  # the period being decided: previous() reads the ones before it
     recorder: "Recorder | None" = None  # records the run into the history as it goes
-    writer: "api.EntityWriter | None" = None  # writes each entity's file as soon as it is decided
+    writer: "run_outputs.EntityWriter | None" = None  # writes each entity's file as soon as it is decided
 
 
 def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -471,8 +472,9 @@ def _compile_for_run(policies: Path | None, options: EngineOptions) -> "Plan":
 
 def _compute(pl: "Plan", data: Path | None, inputs: tuple[str, ...], timings: dict[str, float],
              steps: _Steps | None = None, options: EngineOptions | None = None
-             ) -> tuple["api.RunResult", dict[str, Path]]:
+             ) -> tuple["RunResult", dict[str, Path]]:
     from ..run import service as api
+    from ..run import inputs as run_inputs
     from ..engines import calibration as calibrate
 
     options = options if options is not None else EngineOptions()  # its own: a run records its history in it
@@ -481,10 +483,10 @@ def _compute(pl: "Plan", data: Path | None, inputs: tuple[str, ...], timings: di
     given = _parse_inputs(inputs)
     if data is not None and not data.is_dir():
         raise _usage(f"data folder {data} does not exist", "pass --data DIR or --input ENTITY=FILE")
-    files = api.find_inputs(pl, data, given)
+    files = run_inputs.find_inputs(pl, data, given)
     timings["compile"] = round(timings.get("compile", 0.0) + time.perf_counter() - t0, 4)
     t0 = time.perf_counter()
-    frames = api.read_inputs(pl, files, options.facts, steps.tick("read") if steps else None)
+    frames = run_inputs.read_inputs(pl, files, options.facts, steps.tick("read") if steps else None)
     timings["read"] = round(time.perf_counter() - t0, 4)
     t0 = time.perf_counter()
     past = api.load_past(pl, frames, options.history, options.period)
@@ -579,7 +581,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..run import service as api
+    from ..run import outputs as run_outputs
     from ..engines import calibration as calibrate
     from ..history import store as hist
     from ..batch.write import OutputTarget
@@ -644,7 +646,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
         # a workbook is written whole, at the end; the report reads the whole tables, rendered once
         if output_format != "xlsx" and report_path is None:
             assert target.staging is not None
-            options.writer = api.EntityWriter(target.staging, output_format, csv_bom)
+            options.writer = run_outputs.EntityWriter(target.staging, output_format, csv_bom)
         timings["compile"] = round(time.perf_counter() - t_start, 4)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                             console=err, transient=True, disable=not err.is_terminal or quiet)
@@ -670,7 +672,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
                 if _calibration_in(target, report_path):
                     extra[report_path.name] = page.encode("utf-8")
                     page = None
-            paths = api.write_run(result, files, target, output_format, timings, extra, steps.tick(""),
+            paths = run_outputs.write_run(result, files, target, output_format, timings, extra, steps.tick(""),
                                   options.recorder, bom=csv_bom, writer=options.writer)
             new_history = False  # the period is recorded with the output set: the history stays, whatever follows
             if save_calibration is not None and not inside and result.calibration is not None:
@@ -773,6 +775,7 @@ def _run_dask(policies: Path | None, data: Path | None, inputs: tuple[str, ...],
     import logging
 
     from ..run import service as api
+    from ..run import outputs as run_outputs
     from ..engines import dask as distributed
     from ..batch.facts import file_sha256
     from ..batch.write import OutputTarget
@@ -804,7 +807,7 @@ def _run_dask(policies: Path | None, data: Path | None, inputs: tuple[str, ...],
             _refuse_broken(broken, target, "")
         inputs_ = [{"entity": e, "path": str(p), "sha256": file_sha256(p), "rows": r} for e, ps_ in files.items()
                    for p, r in zip(ps_, done.entities[e]["rows"])]
-        manifest = api.run_manifest(
+        manifest = run_outputs.run_manifest(
             pl, inputs_, merged["counts"], merged["measures"], [r.to_dict() for r in merged["invariants"]],
             merged["warnings"], {**done.timings, "total": round(time.perf_counter() - t_start, 4)},
             engine={"name": "dask", "scheduler": scheduler or f"local ({workers} workers, {worker_memory} each)"})
@@ -866,7 +869,7 @@ def _emit(doc: dict[str, Any], text: str, out_fmt: str) -> None:
 
 
 def _decide_reading_history(policies: Path | None, data: Path | None, inputs: tuple[str, ...],
-                            options: EngineOptions, history_path: Path | None, period: str | None) -> "api.RunResult":
+                            options: EngineOptions, history_path: Path | None, period: str | None) -> "RunResult":
     """Decide every entity, previous() reading the periods of a history before `period` (nothing is
     recorded): what `kam explain` and `kam report` show."""
     from ..history import store as hist

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..run import service as api
+from ..run import inputs as run_inputs
+from ..batch.result import RunResult
 from ..language.compile import compile_docs, compile_policies
 from ..language.errors import InputError, Location, PolicyError, Problem
 from ..language.load import LocatedDoc, load_text
@@ -147,7 +149,7 @@ class InvariantDiff:
                 "example": self.example}
 
 
-def compare_invariants(base: Plan, new: Plan, base_run: api.RunResult, new_run: api.RunResult) -> list[InvariantDiff]:
+def compare_invariants(base: Plan, new: Plan, base_run: RunResult, new_run: RunResult) -> list[InvariantDiff]:
     """Whether the change breaks or newly proves an invariant, on the rules and on these facts."""
     base_status = {r.invariant.id: r for r in prove(base)}
     new_status = {r.invariant.id: r for r in prove(new)}
@@ -172,8 +174,8 @@ class Comparison:
 def compare(base: Plan, new: Plan, inputs: dict[str, Path], options: FactsOptions | str | None = None
             ) -> Comparison:
     """Run both policy sets on the same facts and compare every decision and every invariant."""
-    base_run = api.run(base, api.read_inputs(base, {e.entity: inputs[e.entity] for e in base.entities}, options))
-    new_run = api.run(new, api.read_inputs(new, {e.entity: inputs[e.entity] for e in new.entities}, options))
+    base_run = api.run(base, run_inputs.read_inputs(base, {e.entity: inputs[e.entity] for e in base.entities}, options))
+    new_run = api.run(new, run_inputs.read_inputs(new, {e.entity: inputs[e.entity] for e in new.entities}, options))
     base_out, new_out = base_run.outputs(), new_run.outputs()
     diffs: list[DecisionDiff] = []
     for ep in new.entities:

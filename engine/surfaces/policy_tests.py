@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 
 from ..run import service as api
+from ..run import inputs as run_inputs
+from ..batch.result import RunResult
 from ..language.errors import InputError, Location, PolicyError, Problem, did_you_mean
 from ..batch.evaluate import CONFLICT, NO_RULE
 from ..batch.explain import output_frame, plain_value, value_text
@@ -109,7 +111,7 @@ def _coverage_table(pl: Plan) -> Coverage:
     return cov
 
 
-def _fired(result: api.RunResult) -> set[str]:
+def _fired(result: RunResult) -> set[str]:
     out = set()
     for r in result.results.values():
         for name, res in r.decisions.items():
@@ -299,7 +301,7 @@ def run_tests(pl: Plan, files: list[Path]) -> SuiteResult:
             with tempfile.TemporaryDirectory() as tmp:
                 try:
                     inputs = _frames(pl, doc, case, Path(tmp), defaults)
-                    frames = api.read_inputs(pl, inputs)
+                    frames = run_inputs.read_inputs(pl, inputs)
                     past = _past(pl, frames, case.get("previous"))
                 except InputError as exc:
                     res.failures += [f"facts of the case: {p.message}" for p in exc.problems]

@@ -24,6 +24,8 @@ from typing import Any
 import pandas as pd
 
 from ..run import service as api
+from ..batch.result import RunResult
+from ..batch.facts import identifier_facts
 from ..analysis.rules import analyse
 from ..language.compile import compile_policies
 from ..language.errors import InputError, KamError, Location, Problem
@@ -56,7 +58,7 @@ class Decisions(Mapping[str, pd.DataFrame]):
     decision its value(s), `<decision>_rule` and `<decision>_because`; with `features=True` the
     derived features after them)."""
 
-    def __init__(self, result: api.RunResult, features: bool):
+    def __init__(self, result: RunResult, features: bool):
         self.result = result
         self._frames = result.outputs()
         if features:
@@ -98,7 +100,7 @@ class Decisions(Mapping[str, pd.DataFrame]):
         return [v.text() for v in self.result.violations()]
 
 
-def _with_features(frame: pd.DataFrame, result: api.RunResult, entity: str) -> pd.DataFrame:
+def _with_features(frame: pd.DataFrame, result: RunResult, entity: str) -> pd.DataFrame:
     features = result.features(entity)
     return frame.assign(**{c: features[c] for c in features.columns if c not in frame.columns})
 
@@ -160,7 +162,7 @@ class Policies:
         for ep in pl.entities:
             try:
                 checked[ep.entity] = check_frame(frames[ep.entity], ps.facts(ep.entity), f"the {ep.entity} frame",
-                                                 api.identifier_facts(pl, ep.entity))
+                                                 identifier_facts(pl, ep.entity))
             except InputError as exc:
                 problems += exc.problems
         if problems:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .. import __version__
+from ..language.version import __version__
 from ..language.numbers import number_text
 
 if TYPE_CHECKING:

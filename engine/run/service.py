@@ -14,7 +14,10 @@ them orchestrates a run itself.
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -23,12 +26,17 @@ import pandas as pd
 from ..batch.evaluate import EntityResult, decide, evaluate_entity
 from ..batch.explain import Trace, trace_row
 from ..batch.population import Calibration, build as build_calibration
-from ..batch.result import Past, RunResult
+from ..batch.facts import FactsOptions, file_sha256
+from ..batch.result import InvariantReport, Past, RunResult
+from ..batch.write import OutputTarget
+from ..engines import calibration as calibrations
 from ..engines.durable import DurableBackend
-from ..history.store import History, needs_past
-from ..language.errors import InputError, Location, Problem, did_you_mean
+from ..history.store import History, Recorder, check_period, needs_past
+from ..language.compile import compile_policies
+from ..language.errors import InputError, KamError, Location, Problem, did_you_mean
 from ..language.plan import Plan, past_note
-
+from .inputs import find_inputs, read_inputs
+from .outputs import EntityWriter, run_manifest, write_run
 
 BACKENDS = ("pandas", "durable")
 
@@ -114,3 +122,342 @@ def explain(result: RunResult, key: str, entity: str | None = None) -> Trace:
     r = result.results[e]
     facts = list(result.plan.checked.policy_set.facts(e))
     return trace_row(r, row, facts, result.past.periods if result.past.history else None)
+
+
+# -- the sequences the surfaces call ------------------------------------------------------------------
+
+class InvariantsBroken(KamError):
+    """Invariants broken by the decided entities, and the run was not allowed to write them: nothing
+    was written (exit 1). `reports` say which, `summary` what happened."""
+
+    exit_code = 1
+
+    def __init__(self, reports: list[InvariantReport], hint: str):
+        self.reports, self.hint = reports, hint
+        n = len(reports)
+        super().__init__([Problem("invariant-broken", r.text(), Location("command line")) for r in reports])
+        self.summary = (f"{n} invariant{'s' if n > 1 else ''} broken: nothing was written "
+                        f"({hint}--allow-violations writes the decisions anyway)")
+
+
+class Progress:
+    """What a run reports as it goes (a surface shows it, e.g. as a progress bar): `start` once with
+    the number of steps, then `step` with what was done, once per step."""
+
+    def start(self, total: int) -> None:
+        """The run knows how many steps it has."""
+
+    def step(self, what: str) -> None:
+        """One step is done (`read customer`, `decided customer`, `explained`, `wrote customer`)."""
+
+
+@dataclass
+class RunRequest:
+    """One `kam run`, as every surface asks for it: where the policies and facts are, where the
+    output set goes, and what else the run does (history, calibration, report)."""
+
+    policies: Path
+    data: Path | None = None  # the folder of facts files; `inputs` name single files
+    inputs: dict[str, Path] = field(default_factory=dict)
+    out: Path = Path("out")
+    output_format: str = "csv"
+    csv_bom: bool = False
+    entities: tuple[str, ...] = ()  # only these (and those they join with)
+    backend: str = "pandas"
+    facts: FactsOptions | None = None
+    calibration: Path | None = None  # population statistics from this saved calibration
+    save_calibration: Path | None = None
+    allow_violations: bool = False
+    history: Path | None = None  # record the period here (and read the earlier ones for previous())
+    period: str | None = None
+    replace: bool = False
+    report: Path | None = None  # also write the portfolio report here, as `render_report` makes it
+    # the report is a surface of its own (engine.surfaces.report): the surface asking for one hands it in
+    render_report: Callable[[RunResult], str] | None = None
+
+
+@dataclass
+class RunDone:
+    """What a run did, for the surface to tell: the result, the files written, the notes."""
+
+    result: RunResult
+    paths: dict[str, Path]
+    manifest: dict[str, Any]
+    notes: list[str]  # about the history and the periods previous() read
+    seconds: float
+
+
+def compile_for_run(policies: Path, entities: tuple[str, ...] = ()) -> Plan:
+    """The plan of a run: the policies compiled, narrowed to `entities` (and those they join with)."""
+    pl = compile_policies(policies)
+    if entities:
+        for entity in entities:
+            check_entity(pl, entity)
+        pl = pl.only(list(entities))
+    return pl
+
+
+def check_entity(pl: Plan, entity: str) -> None:
+    """An entity asked for by name (--entity) is one the policies decide."""
+    names = [e.entity for e in pl.entities]
+    if entity not in names:
+        raise InputError(Problem("usage", f"--entity {entity} is not an entity of the policies",
+                                 Location("command line"), did_you_mean(entity, names)))
+
+
+def decide_files(pl: Plan, data: Path | None, inputs: dict[str, Path], timings: dict[str, float] | None = None,
+                 progress: Progress | None = None, *, backend: str = "pandas", facts: FactsOptions | None = None,
+                 calibration: Path | None = None, save_calibration: bool = False, history: History | None = None,
+                 period: str | None = None, on_result: Callable[[EntityResult], None] | None = None
+                 ) -> tuple[RunResult, dict[str, Path]]:
+    """Find and read the facts files, read the past `previous()` needs from the history, decide every
+    entity. `timings` gets how long each stage took; `on_result` gets each entity as it is decided."""
+    timings = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    cal = calibrations.load(calibration) if calibration else None
+    if data is not None and not data.is_dir():
+        raise InputError(Problem("usage", f"data folder {data} does not exist", Location("command line"),
+                                 "pass --data DIR or --input ENTITY=FILE"))
+    files = find_inputs(pl, data, inputs)
+    timings["compile"] = round(timings.get("compile", 0.0) + time.perf_counter() - t0, 4)
+    t0 = time.perf_counter()
+    frames = read_inputs(pl, files, facts, (lambda e: progress.step(f"read {e}")) if progress else None)
+    timings["read"] = round(time.perf_counter() - t0, 4)
+    t0 = time.perf_counter()
+    past = load_past(pl, frames, history, period)
+    if history is not None and past.frames:
+        timings["previous"] = round(time.perf_counter() - t0, 4)
+    t0 = time.perf_counter()
+    result = run(pl, frames, (lambda e: progress.step(f"decided {e}")) if progress else None, backend=backend,
+                 calibration=cal, record_calibration=save_calibration, past=dict(past.frames), on_result=on_result)
+    result.past = past
+    timings["evaluate"] = round(time.perf_counter() - t0, 4)
+    return result, files
+
+
+def decide_with_history(policies: Path, data: Path | None, inputs: dict[str, Path], *,
+                        entities: tuple[str, ...] = (), backend: str = "pandas", facts: FactsOptions | None = None,
+                        calibration: Path | None = None, history: Path | None = None,
+                        period: str | None = None) -> tuple[RunResult, list[str]]:
+    """Decide every entity, previous() reading the periods of a history before `period` (nothing is
+    recorded): what `kam explain` and `kam report` show. Also gives what opening the history settled
+    (a period a stopped run left), for the surface to say."""
+    pl = compile_for_run(policies, entities)
+    opened = History.open(history) if history is not None else None
+    try:
+        notes = list(opened.notes) if opened is not None else []
+        result = decide_files(pl, data, inputs, backend=backend, facts=facts, calibration=calibration,
+                              history=opened, period=check_period(period) if opened and period else None)[0]
+        return result, notes
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def history_notes(history: History, period: str, policy_hash: str) -> list[str]:
+    """What a run should know about the periods around it: a policy change, a period recorded out of order."""
+    notes = []
+    before = history.before(period, 1)
+    if before:
+        last = history.need_period(before[0])
+        if last.policy_hash != policy_hash:
+            notes.append(f"the policies changed since {last.period} (recorded with {last.policy_hash[:12]}, now "
+                         f"{policy_hash[:12]}): some decisions may move because of the change, not the customers")
+    later = [p for p in history.periods() if p > period]
+    if later:
+        notes.append(f"period {period} comes before {', '.join(later[:3])} (periods are ordered as text): "
+                     "what those periods read with previous() stays as it was recorded")
+    return notes
+
+
+def _inside(target: OutputTarget, path: Path | None) -> bool:
+    """Whether a file (a calibration, the report) is to be saved inside the output folder (it is then
+    part of the set)."""
+    return path is not None and Path(os.path.abspath(path)).parent in (target.real, Path(os.path.abspath(target.out)))
+
+
+class _Run:
+    """One `run_and_write`: what it has opened, so that a failure closes and removes all of it."""
+
+    def __init__(self, request: RunRequest):
+        self.request = request
+        self.target: OutputTarget | None = None
+        self.history: History | None = None
+        self.new_history = False  # this run made the history file: a run that fails leaves none behind
+        self.recorder: Recorder | None = None
+        self.writer: EntityWriter | None = None
+
+    def on_result(self, pl: Plan, r: EntityResult) -> None:
+        """An entity is decided: record it (history) and start writing its file."""
+        if self.recorder is not None:
+            self.recorder.decided(pl, r)
+        if self.writer is not None:
+            self.writer.submit(r)
+
+    def open_history(self, pl: Plan, notes: list[str]) -> None:
+        req = self.request
+        assert req.history is not None and req.period is not None
+        label = check_period(req.period)  # before the history is opened: a bad label creates no file
+        self.new_history = not req.history.exists()
+        self.history = History.open(req.history, write=True)
+        self.history.check_new(label, req.replace)
+        notes += self.history.notes + history_notes(self.history, req.period, pl.checked.policy_set.hash)
+        recorded = {"backend": req.backend, "entities": list(req.entities), "calibration": req.calibration,
+                    "output": str(req.out), "output_format": req.output_format}
+        self.recorder = Recorder(self.history, req.period, recorded, req.replace)
+
+    def fail(self) -> None:
+        """Undo: stop the writer, abandon the staged set and the recording, remove a new history."""
+        if self.writer is not None:
+            self.writer.close()  # before its folder goes
+        if self.target is not None:
+            self.target.abandon()
+        if self.recorder is not None:
+            self.recorder.abandon()
+        if self.history is not None:
+            self.history.close()
+            if self.new_history and self.request.history is not None:
+                path = self.request.history
+                for leftover in (path, path.with_name(path.name + ".wal")):
+                    leftover.unlink(missing_ok=True)
+
+
+def run_and_write(request: RunRequest, progress: Progress | None = None) -> RunDone:
+    """`kam run`: decide every entity and replace the output folder with the decisions, their
+    explanations and the manifest, as one set; record the period in the history, save the calibration
+    and the report, with it. Broken invariants (unless allowed) raise `InvariantsBroken` and nothing
+    is written; any failure leaves the previous output set, and no new history file, behind."""
+    from ..batch.write import write_text_atomic
+    from ..history.store import settle
+
+    req = request
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    state = _Run(req)
+    try:
+        pl = compile_for_run(req.policies, req.entities)
+        # before any fact is read: a bad --out fails at once (and a killed run's history is settled)
+        state.target = target = OutputTarget(req.out, settle).prepare()
+        if req.history is not None:
+            # also before any fact is read: a period recorded already, or a history in use, fails at once
+            state.open_history(pl, notes)
+        # a workbook is written whole, at the end; the report reads the whole tables, rendered once
+        if req.output_format != "xlsx" and req.report is None:
+            assert target.staging is not None
+            state.writer = EntityWriter(target.staging, req.output_format, req.csv_bom)
+        timings["compile"] = round(time.perf_counter() - t_start, 4)
+        if progress is not None:
+            progress.start(3 * len(pl.entities) + 1)
+        # read and decide each entity, render the texts, write each file
+        result, files = decide_files(pl, req.data, req.inputs, timings, progress, backend=req.backend,
+                                     facts=req.facts, calibration=req.calibration,
+                                     save_calibration=req.save_calibration is not None, history=state.history,
+                                     period=req.period, on_result=lambda r: state.on_result(pl, r))
+        broken = result.violations()
+        if broken and not req.allow_violations:
+            raise InvariantsBroken(broken, "see `kam explain ID`; ")
+        extra = {}
+        inside = _inside(target, req.save_calibration)
+        if inside and result.calibration is not None and req.save_calibration is not None:
+            extra[req.save_calibration.name] = calibrations.dumps(result.calibration)
+        page = None
+        if req.report is not None:
+            assert req.render_report is not None, "a report needs its renderer"
+            page = req.render_report(result)
+            if _inside(target, req.report):
+                extra[req.report.name] = page.encode("utf-8")
+                page = None
+        paths = write_run(result, files, target, req.output_format, timings, extra,
+                          (lambda what: progress.step(what)) if progress else None, state.recorder,
+                          bom=req.csv_bom, writer=state.writer)
+        state.new_history = False  # the period is recorded with the output set: the history stays, whatever follows
+        if req.save_calibration is not None and not inside and result.calibration is not None:
+            calibrations.save(result.calibration, req.save_calibration)
+        if page is not None and req.report is not None:
+            write_text_atomic(req.report, page)
+    except BaseException:
+        state.fail()
+        raise
+    if state.history is not None:
+        state.history.close()
+    if result.past.periods:
+        notes.append(f"previous() read {', '.join(result.past.periods)} from {req.history}")
+    return RunDone(result, paths, target.manifest or {}, notes + result.past.notes, time.perf_counter() - t_start)
+
+
+@dataclass
+class DaskRequest:
+    """One `kam run --engine dask`: folders of Parquet partitions in, partitioned Parquet out."""
+
+    policies: Path
+    data: Path | None
+    inputs: dict[str, Path]
+    out: Path
+    entities: tuple[str, ...] = ()
+    facts: FactsOptions | None = None
+    allow_violations: bool = False
+    scheduler: str | None = None  # an existing scheduler's address, else a local cluster:
+    workers: int = 2
+    worker_memory: str = "2GiB"
+
+
+@dataclass
+class DaskDone:
+    """What a Dask run did: its merged figures (counts, measures, rows, warnings, outputs)."""
+
+    merged: dict[str, Any]
+    notes: list[str]
+    seconds: float
+
+
+def run_on_dask(request: DaskRequest) -> DaskDone:
+    """`kam run --engine dask`: partitions evaluated on a cluster, one output set swapped in as usual."""
+    import logging
+
+    from ..engines import dask as dask_engine
+
+    req = request
+    t_start = time.perf_counter()
+    target = None
+    cluster = client = None
+    try:
+        pl = compile_for_run(req.policies, req.entities)
+        files = dask_engine.partition_files(pl, req.data, {e: str(p) for e, p in req.inputs.items()})
+        target = OutputTarget(req.out).prepare()
+        from dask.distributed import Client, LocalCluster
+
+        if req.scheduler is None:
+            # the workers' own logs stay quiet: kam reports what matters on standard error
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+            cluster = LocalCluster(n_workers=req.workers, threads_per_worker=1, processes=True,
+                                   memory_limit=req.worker_memory, dashboard_address=None,
+                                   silence_logs=logging.ERROR)
+            client = Client(cluster)
+        else:
+            client = Client(req.scheduler)
+        assert target.staging is not None
+        done = dask_engine.run(pl, files, client, target.staging, req.facts)
+        merged = dask_engine.merge(pl, done)
+        broken = [r for r in merged["invariants"] if r.count]
+        if broken and not req.allow_violations:
+            raise InvariantsBroken(broken, "")
+        inputs_ = [{"entity": e, "path": str(p), "sha256": file_sha256(p), "rows": r} for e, ps_ in files.items()
+                   for p, r in zip(ps_, done.entities[e]["rows"])]
+        where = req.scheduler or f"local ({req.workers} workers, {req.worker_memory} each)"
+        manifest = run_manifest(
+            pl, inputs_, merged["counts"], merged["measures"], [r.to_dict() for r in merged["invariants"]],
+            merged["warnings"], {**done.timings, "total": round(time.perf_counter() - t_start, 4)},
+            engine={"name": "dask", "scheduler": where})
+        target.commit({}, "parquet", manifest, staged_outputs=merged["outputs"])
+    except BaseException:
+        if target is not None:
+            target.abandon()
+        raise
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    notes = load_past(pl, {}, None, None).notes  # no history on this engine (yet)
+    return DaskDone(merged, notes, time.perf_counter() - t_start)

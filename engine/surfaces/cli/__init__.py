@@ -1,0 +1,44 @@
+"""The `kam` command line: a thin shell over the run service (`engine.run.service`) and the other
+layers, a module per command or command group. Errors are printed here, once.
+
+Exit codes: 0 ok, 1 policy errors or failed checks, 2 usage or input errors. Results go to stdout;
+diagnostics (warnings, progress, the `wrote ...` line) go to stderr, never wrapped when piped.
+The data libraries are imported by the commands that need them, so `kam check` starts quickly.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ...language.version import __version__
+from .check import check
+from .diff import diff_command
+from .explain import explain
+from .history import changes_command, history_command
+from .report import report_command
+from .run import run
+from .schema import schema
+from .stream import stream_command
+from .test import test_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="kam")
+def main() -> None:
+    """kam: key-account management policies, checked like code and run over customer tables.
+
+    \b
+    Quick start (inside the project):
+      kam check policies/        validate the shipped policy set
+      kam run                    decide every example customer, prospect and quote
+      kam explain 000123         the full trace behind one customer's decisions
+    """
+
+
+for _command in (check, test_command, diff_command, stream_command, run, explain, report_command, history_command,
+                 changes_command, schema):
+    main.add_command(_command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -113,8 +113,6 @@ def test_kam_run_engine_dask_on_partitioned_examples(tmp_path):
 
 
 def test_dask_refusals(tmp_path):
-
-
     r = kam_here("run", "--engine", "dask", "--report", str(tmp_path / "r.html"))
     assert r.returncode == 2 and "--engine dask does not take --report" in r.stderr
     r = kam_here("run", "--engine", "dask", "--data", str(tmp_path))
@@ -123,6 +121,9 @@ def test_dask_refusals(tmp_path):
     assert r.returncode == 2 and "--engine dask does not take --output-format csv" in r.stderr
     r = kam_here("run", "--scheduler", "tcp://127.0.0.1:1")
     assert r.returncode == 2 and "--scheduler is for --engine dask" in r.stderr
+    # read before the run's own error handling began: a traceback
+    r = kam_here("run", "--engine", "dask", "--delimiter", ";;")
+    assert r.returncode == 2 and "--delimiter ';;' must be one character" in r.stderr, r.stderr
 
 
 def test_a_key_repeated_across_partitions_is_refused(client, tmp_path):

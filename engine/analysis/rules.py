@@ -21,7 +21,7 @@ from ..language.model import Decision, Rule
 from ..language.nodes import FLIPPED, PREVIOUS, Bool, Call, Compare, In, Logic, Member, Name, Node, Not, Num, Str, \
     names, past_key, past_reads, to_text
 from ..language.plan import DecisionStep, DeriveStep, EntityPlan, Plan, decision_reads, step_nodes
-from ..language.typecheck import Checked, Symbol
+from ..language.types import Checked, Symbol
 
 MAX_BOXES = 2000
 INF = math.inf

@@ -42,7 +42,7 @@ from ..language.model import Decision
 from ..batch.result import Past
 from ..language.plan import DeriveStep, EntityPlan, Plan, past_note, past_readers  # noqa: F401  (re-exported)
 from ..batch.facts import file_sha256
-from ..language.typecheck import Type
+from ..language.types import Type
 
 if TYPE_CHECKING:
     import duckdb

@@ -13,7 +13,7 @@ from typing import Any, Callable, Union
 from .errors import Location, PolicyError, Problem
 from .model import Decision, Derive, Expr, Invariant, Join, Measure, Param, Rule, Template
 from .nodes import Node, names, past_key, past_reads, substitute
-from .typecheck import QUOTA_VARIABLES, Checked, literal_node
+from .types import QUOTA_VARIABLES, Checked, literal_node
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import pandas as pd
@@ -140,7 +140,7 @@ class InvariantsBroken(KamError):
                         f"({hint}--allow-violations writes the decisions anyway)")
 
 
-class Progress:
+class Progress(Protocol):
     """What a run reports as it goes (a surface shows it, e.g. as a progress bar): `start` once with
     the number of steps, then `step` with what was done, once per step."""
 

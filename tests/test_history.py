@@ -20,7 +20,8 @@ from hypothesis import given, settings, strategies as st
 
 from engine.run import service as api
 from engine.run import inputs as run_inputs
-from engine.history import store as hist
+from engine.history import ids as hist
+from engine.history import tables
 from engine.history import questions as timeline
 from engine.batch import write
 from engine.history.store import History
@@ -155,7 +156,7 @@ def test_the_reasons_read_back_from_the_history_are_the_output_files_texts(recor
     with History.open(recorded / "history.duckdb") as h:
         for period in PERIODS:
             for entity in ("customer", "quote", "prospect"):
-                rows = h.select(entity, f"{hist.PERIOD} = ?", [period])
+                rows = h.select(entity, f"{tables.PERIOD} = ?", [period])
                 texts = h.reasons(entity, rows)
                 key = f"{entity}_id"
                 out = decisions(recorded, period, entity).set_index(key)

@@ -431,7 +431,7 @@ def key_buckets(pl: Plan, entity: str, path: str, options: Any, buckets: int, pa
                 column: str | None = None, take_names: tuple[str, ...] = ()) -> list[Any]:
     """A partition's ids (or references) spread over buckets by their hash; with `take_names` the
     taken columns come along (the evaluated values of the other side of a join)."""
-    from ..history.store import key_hashes
+    from ..history.ids import key_hashes
 
     frame = read_partition(pl, entity, path, options)
     col = column or pl.entity(entity).key
@@ -761,7 +761,7 @@ def _join_dict(names_: list[str], *values: Any) -> dict[str, Any]:
 
 def _bucket_pieces(res: Any, taken: tuple[str, ...], buckets: int) -> list[Any]:
     """A finished partition's keys and taken columns per hash bucket."""
-    from ..history.store import key_hashes
+    from ..history.ids import key_hashes
 
     ids = _id_array(res.ctx.key)
     b = (key_hashes(ids) % np.uint64(buckets)).astype(np.int64) if len(ids) else np.zeros(0, np.int64)

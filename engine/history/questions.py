@@ -16,7 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..language.errors import InputError, Location, Problem, did_you_mean
-from .store import PERIOD, History, RunInfo, quote, table_name
+from .base import RunInfo
+from .store import History
+from .tables import PERIOD, quote, table_name
 from ..language.numbers import MISSING_TEXT, list_text, number_text, plain_number
 from ..batch.number_columns import number_texts
 

@@ -21,7 +21,7 @@ from ..language.plan import Plan
 from ..language.version import __version__
 
 if TYPE_CHECKING:
-    from ..history.store import Recorder
+    from ..history.recorder import Recorder
 
 
 def input_records(result: RunResult, inputs: dict[str, Path]) -> list[dict[str, Any]]:

@@ -31,7 +31,9 @@ from ..batch.result import InvariantReport, Past, RunResult
 from ..batch.write import OutputTarget
 from ..engines import calibration as calibrations
 from ..engines.durable import DurableBackend
-from ..history.store import History, Recorder, check_period, needs_past
+from ..history.past import needs_past
+from ..history.recorder import Recorder
+from ..history.store import History, check_period
 from ..language.compile import compile_policies
 from ..language.errors import InputError, KamError, Location, Problem, did_you_mean
 from ..language.plan import Plan, past_note

@@ -134,7 +134,7 @@ def pareto_figures(profit: np.ndarray) -> dict[str, float]:
 
 def _frames(result: "RunResult") -> dict[str, pd.DataFrame]:
     """Per entity: its facts, then its decisions' columns, then the yes/no and number features."""
-    from ..history.store import quota_arrows
+    from ..history.tables import quota_arrows
 
     outs = result.outputs()
     frames = {}

@@ -31,7 +31,7 @@ from ..language.plan import DecisionStep, DeriveStep
 # -- value formatting (shared by every backend, so texts cannot drift) ------------------------------
 
 def format_vector(v: Vec, spec: str) -> pa.Array:
-    """Any vector as text for a `because` placeholder (see engine.numbers for numbers)."""
+    """Any vector as text for a `because` placeholder (see engine.language.numbers for numbers)."""
     if isinstance(v, Tri):
         text = np.where(v.value, "true", "false").astype(object)
         text[~v.known] = MISSING_TEXT
@@ -428,7 +428,7 @@ class Trace:
 
 
 def show(v: Any) -> str:
-    """A value as shown in traces: numbers as everywhere else (engine.numbers), lists as in texts."""
+    """A value as shown in traces: numbers as everywhere else (engine.language.numbers), lists as in texts."""
     if isinstance(v, list):
         return list_text(v)
     return value_text(v)

@@ -11,7 +11,7 @@ run left (and, where the swap had to be done in two renames, puts a previous set
 
 Files follow the umask like any other file, and the folder keeps the permissions it had.
 
-Formats carry the same values: numbers in CSV and JSON Lines exactly as `engine.numbers` writes
+Formats carry the same values: numbers in CSV and JSON Lines exactly as `engine.language.numbers` writes
 them (shortest round-trip form, whole numbers without `.0`), lists of a `collect` decision as lists
 in Parquet and JSON Lines and as `a, b` in CSV.
 """

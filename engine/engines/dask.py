@@ -16,7 +16,7 @@ and the final pass that writes the decisions.
 
 How a call is computed over the population, without any task holding all of it:
 
-- Sums, counts and means: each partition sends its exact sums and counts per group (engine.population:
+- Sums, counts and means: each partition sends its exact sums and counts per group (engine.batch.population:
   integers, so any split gives the same total); `zscore` takes a second round for the squared
   deviations from the mean.
 - Orders (rank, pct_rank, cumshare, quantile, quotas): each partition sends a small sample of its
@@ -30,7 +30,7 @@ How a call is computed over the population, without any task holding all of it:
   about `range_rows` keys at a time.
 
 The outputs are a folder of Parquet parts per entity, written by the workers into the run's staging
-folder and swapped in as one set with the manifest (engine.write).
+folder and swapped in as one set with the manifest (engine.batch.write).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class TooLarge:
 
 @dataclass
 class Sums:
-    """One partition's exact sums and counts per group label (see engine.population)."""
+    """One partition's exact sums and counts per group label (see engine.batch.population)."""
 
     sums: dict[Any, int | float]
     counts: dict[Any, int]

@@ -7,7 +7,7 @@ of a field with a constant or another field, and `&`/`|`, are given to durable_r
 pushed down to the comparisons (De Morgan, with the same three-valued logic as the pandas
 backend, since a missing field never matches a comparison). Everything else in a condition —
 functions, arithmetic, population functions, text ordering — is computed before the fact is
-posted by the shared evaluator (`engine.evaluate`), and posted as an extra field. Derived
+posted by the shared evaluator (`engine.batch.evaluate`), and posted as an extra field. Derived
 features, hit policies and `because` texts are the shared code too, so the two backends can only
 differ in how durable_rules matches conditions; the differential tests check that they do not.
 

@@ -1,6 +1,6 @@
 """Questions to the history: one entity's path through the periods, and who moved between two periods.
 
-Both read only the history file (`engine.history`): values, rule ids and facts as recorded, and the
+Both read only the history file (`engine.history.store`): values, rule ids and facts as recorded, and the
 because texts rendered again with the policies of each period, so they read as that run wrote them.
 """
 

@@ -23,7 +23,7 @@ class Recorder:
     in one background thread (DuckDB sorts, compresses and writes while the engine decides the next
     entity, renders the texts and writes the files), all in one transaction that `commit` ends right
     before the output folder is swapped in, with a note of that output set that `finish` removes
-    once it is in place (see `History._settle`)."""
+    once it is in place (see `History._settle` in engine.history.store)."""
 
     def __init__(self, history: History, period: str, options: dict[str, Any], replace: bool = False):
         self.history = history

@@ -1,4 +1,4 @@
-"""Stage 9, record: the decision history across runs, kept in one DuckDB file.
+"""The decision history across runs, kept in one DuckDB file.
 
 `kam run --history FILE --period LABEL` appends the run: one row in `kam_runs` (period, time,
 policy-set hash and the policy files themselves, inputs, options, what each entity table holds)

@@ -1,7 +1,7 @@
-"""The policy half of the pipeline, wired: load -> validate -> parse -> type-check -> plan.
+"""The policy language's stages in one call: load -> validate -> parse -> type-check -> plan.
 
-Kept apart from `api` (which also reads facts and evaluates) so that the commands that only look
-at policies, like `kam check`, start without loading the data libraries.
+The language imports no data library, so the commands that only look at policies, like `kam check`,
+start without loading them.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], No
 
     `backend` decides which engine matches rule conditions; `calibration` makes population
     functions read a saved population; `record_calibration` makes one from this batch; `past` holds
-    per entity the earlier values its `previous()` calls read, row by row (see `history.Past`);
+    per entity the earlier values its `previous()` calls read, row by row (see `engine.batch.result.Past`);
     `on_result` gets each entity's result as soon as it is decided (see `EntityWriter`).
     """
     results: dict[str, EntityResult] = {}

@@ -155,3 +155,20 @@ def test_the_rule_catches_a_planted_import(tmp_path, monkeypatch, source, layer,
     else:
         with pytest.raises(AssertionError, match="imports engine"):
             test_no_layer_imports_a_layer_above_it()
+
+
+CLASS_LINES, FUNCTION_LINES = 250, 80
+
+
+def test_no_class_or_function_outgrows_a_reading():
+    """A class over about 250 lines or a function over about 80 (docstring included) has seams of its own:
+    split it along them (as the type checker and the history were) rather than let it grow."""
+    big = []
+    for path in sorted(ENGINE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                limit = CLASS_LINES if isinstance(node, ast.ClassDef) else FUNCTION_LINES
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                if size > limit:
+                    big.append(f"{_module(path)}:{node.lineno} {node.name}: {size} lines (at most {limit})")
+    assert not big, "\n".join(big)

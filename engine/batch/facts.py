@@ -554,99 +554,15 @@ def check_column(fact: Fact, col: pd.Series, lines: Lines, loc: Location, proble
     """Convert one column to its declared type, recording every problem found."""
     name = fact.name
     if fact.type in ("number", "integer"):
-        if col.dtype == object:
-            kinds = _object_kinds(col)
-            bad = np.flatnonzero(np.isin(kinds, ("b", "o")))
-            values = pd.Series(np.nan, index=col.index)
-            ok = np.flatnonzero(kinds == "n")
-            values.iloc[ok] = col.iloc[ok].astype(float)
-            text_rows = np.flatnonzero(kinds == "s")
-            if text_rows.size:
-                text = _as_text(col.iloc[text_rows])
-                parsed = pd.to_numeric(text, errors="coerce")
-                values.iloc[text_rows] = parsed.to_numpy(dtype=float, na_value=np.nan)
-                bad = np.union1d(bad, text_rows[(parsed.isna() & text.notna()).to_numpy()])
-            if bad.size:
-                problems.append(Problem("input-not-number", f"column `{name}` must hold numbers, but "
-                                        f"{lines.label(bad, name)} {_verb(bad, 'holds', 'hold')} {_examples(col, bad)}",
-                                        loc, "remove units and thousands separators; leave it empty if unknown"))
-        elif pd.api.types.is_bool_dtype(col):
-            values = pd.Series(np.nan, index=col.index)
-            bad = np.flatnonzero(col.notna().to_numpy())
-            problems.append(Problem("input-not-number", f"column `{name}` must hold numbers, but it holds yes/no "
-                                    f"values ({lines.label(bad, name)})", loc))
-        elif pd.api.types.is_numeric_dtype(col):
-            values = col.astype("float64")
-        else:
-            text = _as_text(col)
-            values = pd.to_numeric(text, errors="coerce").astype("float64")
-            bad = np.flatnonzero((values.isna() & text.notna()).to_numpy())
-            if bad.size:
-                problems.append(Problem("input-not-number",
-                                        f"column `{name}` must hold numbers, but {lines.label(bad, name)} "
-                                        f"{_verb(bad, 'holds', 'hold')} {_examples(text, bad)}",
-                                        loc, "remove units and thousands separators; leave it empty if unknown"))
-        arr = values.to_numpy(dtype=float, na_value=np.nan)
-        inf = np.flatnonzero(np.isinf(arr))
-        if inf.size:
-            problems.append(Problem("input-range",
-                                    f"column `{name}` holds an infinite value at {lines.label(inf, name)}", loc))
-        if fact.decimals is not None:
-            arr = round_half_away(arr, fact.decimals)
-        if fact.type == "integer":
-            frac = np.flatnonzero(~np.isnan(arr) & np.isfinite(arr) & (arr != np.round(arr)))
-            if frac.size:
-                problems.append(Problem("input-not-integer",
-                                        f"column `{name}` must hold whole numbers, but {lines.label(frac, name)} "
-                                        f"{_verb(frac, 'holds', 'hold')} {_examples(pd.Series(arr), frac)}", loc))
-        for bound, op, word in ((fact.min, np.less, "below the minimum"), (fact.max, np.greater, "above the maximum")):
-            if bound is None:
-                continue
-            with np.errstate(invalid="ignore"):
-                out = np.flatnonzero(op(arr, bound))
-            if out.size:
-                problems.append(Problem("input-range",
-                                        f"column `{name}` has {_verb(out, 'a value', 'values')} {word} "
-                                        f"{number_text(bound)} at {lines.label(out, name)}: "
-                                        f"{_examples(pd.Series(arr), out)}",
-                                        loc, f"the policy of `{name}` (at {fact.loc}) allows "
-                                        f"{'at least' if op is np.less else 'at most'} {number_text(bound)}"))
+        arr = _checked_numbers(fact, _number_values(name, col, lines, loc, problems), lines, loc, problems)
         result = pd.Series(arr, index=col.index, name=name)
     elif fact.type == "boolean":
-        if pd.api.types.is_bool_dtype(col):
-            result = col.astype("boolean")
-        else:
-            raw = col
-            if col.dtype == object:
-                kinds = _object_kinds(col)
-                raw = col.map(lambda v: ("true" if v else "false") if isinstance(v, bool) else
-                              (number_text(float(v)) if isinstance(v, (int, float)) else v))
-                objects = np.flatnonzero(kinds == "o")
-                raw.iloc[objects] = "\0object"
-            text = _as_text(raw).str.lower()
-            true = text.isin(TRUE_WORDS).to_numpy(dtype=bool, na_value=False)
-            false = text.isin(FALSE_WORDS).to_numpy(dtype=bool, na_value=False)
-            bad = np.flatnonzero(~true & ~false & text.notna().to_numpy())
-            if bad.size:
-                problems.append(Problem("input-not-boolean",
-                                        f"column `{name}` must hold yes/no values, but {lines.label(bad, name)} "
-                                        f"{_verb(bad, 'holds', 'hold')} {_examples(col, bad)}", loc,
-                                        "use true/false, yes/no or 1/0"))
-            result = pd.Series(pd.array(np.where(true, True, False), dtype="boolean"), index=col.index)
-            result[~true & ~false] = pd.NA
+        result = _boolean_values(name, col, lines, loc, problems)
     else:
         text_col = _text_column(fact, col, identifier, where, lines, loc, problems)
         if text_col is None:
             return pd.Series(pd.array([pd.NA] * len(col), dtype="string"), index=col.index, name=name)
-        result = _as_text(text_col)
-        if fact.values is not None:
-            allowed = {str(v) for v in fact.values}
-            bad = np.flatnonzero((~result.isin(allowed) & result.notna()).to_numpy(dtype=bool))
-            if bad.size:
-                problems.append(Problem("input-value",
-                                        f"column `{name}` holds {_verb(bad, 'a value', 'values')} outside its "
-                                        f"declared set at {lines.label(bad, name)}: {_examples(result, bad)}", loc,
-                                        f"allowed: {', '.join(sorted(allowed))}"))
+        result = _text_values(fact, text_col, lines, loc, problems)
     if fact.required:
         missing = np.flatnonzero(result.isna().to_numpy())
         if missing.size:
@@ -661,6 +577,120 @@ def check_column(fact: Fact, col: pd.Series, lines: Lines, loc: Location, proble
                                     f"key column `{name}` repeats a value at {lines.label(pos, name)}: "
                                     f"{_examples(result, pos)}", loc, "each entity must appear once"))
     return result.rename(name)
+
+
+
+
+def _number_values(name: str, col: pd.Series, lines: Lines, loc: Location, problems: list[Problem]) -> pd.Series:
+    """A column read as numbers: numbers as they are, text parsed; anything else a problem (and missing)."""
+    if col.dtype == object:
+        kinds = _object_kinds(col)
+        bad = np.flatnonzero(np.isin(kinds, ("b", "o")))
+        values = pd.Series(np.nan, index=col.index)
+        ok = np.flatnonzero(kinds == "n")
+        values.iloc[ok] = col.iloc[ok].astype(float)
+        text_rows = np.flatnonzero(kinds == "s")
+        if text_rows.size:
+            text = _as_text(col.iloc[text_rows])
+            parsed = pd.to_numeric(text, errors="coerce")
+            values.iloc[text_rows] = parsed.to_numpy(dtype=float, na_value=np.nan)
+            bad = np.union1d(bad, text_rows[(parsed.isna() & text.notna()).to_numpy()])
+        if bad.size:
+            problems.append(Problem("input-not-number", f"column `{name}` must hold numbers, but "
+                                    f"{lines.label(bad, name)} {_verb(bad, 'holds', 'hold')} {_examples(col, bad)}",
+                                    loc, "remove units and thousands separators; leave it empty if unknown"))
+    elif pd.api.types.is_bool_dtype(col):
+        values = pd.Series(np.nan, index=col.index)
+        bad = np.flatnonzero(col.notna().to_numpy())
+        problems.append(Problem("input-not-number", f"column `{name}` must hold numbers, but it holds yes/no "
+                                f"values ({lines.label(bad, name)})", loc))
+    elif pd.api.types.is_numeric_dtype(col):
+        values = col.astype("float64")
+    else:
+        text = _as_text(col)
+        values = pd.to_numeric(text, errors="coerce").astype("float64")
+        bad = np.flatnonzero((values.isna() & text.notna()).to_numpy())
+        if bad.size:
+            problems.append(Problem("input-not-number",
+                                    f"column `{name}` must hold numbers, but {lines.label(bad, name)} "
+                                    f"{_verb(bad, 'holds', 'hold')} {_examples(text, bad)}",
+                                    loc, "remove units and thousands separators; leave it empty if unknown"))
+    return values
+
+
+def _checked_numbers(fact: Fact, values: pd.Series, lines: Lines, loc: Location, problems: list[Problem]
+                     ) -> np.ndarray:
+    """Numbers rounded to the fact's decimals and checked against what it declares: finite, whole
+    (integer), within min and max."""
+    name = fact.name
+    arr = values.to_numpy(dtype=float, na_value=np.nan)
+    inf = np.flatnonzero(np.isinf(arr))
+    if inf.size:
+        problems.append(Problem("input-range",
+                                f"column `{name}` holds an infinite value at {lines.label(inf, name)}", loc))
+    if fact.decimals is not None:
+        arr = round_half_away(arr, fact.decimals)
+    if fact.type == "integer":
+        frac = np.flatnonzero(~np.isnan(arr) & np.isfinite(arr) & (arr != np.round(arr)))
+        if frac.size:
+            problems.append(Problem("input-not-integer",
+                                    f"column `{name}` must hold whole numbers, but {lines.label(frac, name)} "
+                                    f"{_verb(frac, 'holds', 'hold')} {_examples(pd.Series(arr), frac)}", loc))
+    for bound, op, word in ((fact.min, np.less, "below the minimum"), (fact.max, np.greater, "above the maximum")):
+        if bound is None:
+            continue
+        with np.errstate(invalid="ignore"):
+            out = np.flatnonzero(op(arr, bound))
+        if out.size:
+            problems.append(Problem("input-range",
+                                    f"column `{name}` has {_verb(out, 'a value', 'values')} {word} "
+                                    f"{number_text(bound)} at {lines.label(out, name)}: "
+                                    f"{_examples(pd.Series(arr), out)}",
+                                    loc, f"the policy of `{name}` (at {fact.loc}) allows "
+                                    f"{'at least' if op is np.less else 'at most'} {number_text(bound)}"))
+    return arr
+
+
+def _boolean_values(name: str, col: pd.Series, lines: Lines, loc: Location, problems: list[Problem]) -> pd.Series:
+    """A column read as yes/no values (true/false, yes/no, 1/0, in any case)."""
+    if pd.api.types.is_bool_dtype(col):
+        result = col.astype("boolean")
+    else:
+        raw = col
+        if col.dtype == object:
+            kinds = _object_kinds(col)
+            raw = col.map(lambda v: ("true" if v else "false") if isinstance(v, bool) else
+                          (number_text(float(v)) if isinstance(v, (int, float)) else v))
+            objects = np.flatnonzero(kinds == "o")
+            raw.iloc[objects] = "\0object"
+        text = _as_text(raw).str.lower()
+        true = text.isin(TRUE_WORDS).to_numpy(dtype=bool, na_value=False)
+        false = text.isin(FALSE_WORDS).to_numpy(dtype=bool, na_value=False)
+        bad = np.flatnonzero(~true & ~false & text.notna().to_numpy())
+        if bad.size:
+            problems.append(Problem("input-not-boolean",
+                                    f"column `{name}` must hold yes/no values, but {lines.label(bad, name)} "
+                                    f"{_verb(bad, 'holds', 'hold')} {_examples(col, bad)}", loc,
+                                    "use true/false, yes/no or 1/0"))
+        result = pd.Series(pd.array(np.where(true, True, False), dtype="boolean"), index=col.index)
+        result[~true & ~false] = pd.NA
+    return result
+
+
+def _text_values(fact: Fact, text_col: pd.Series, lines: Lines, loc: Location, problems: list[Problem]
+                 ) -> pd.Series:
+    """A text column, checked against the fact's declared values."""
+    name = fact.name
+    result = _as_text(text_col)
+    if fact.values is not None:
+        allowed = {str(v) for v in fact.values}
+        bad = np.flatnonzero((~result.isin(allowed) & result.notna()).to_numpy(dtype=bool))
+        if bad.size:
+            problems.append(Problem("input-value",
+                                    f"column `{name}` holds {_verb(bad, 'a value', 'values')} outside its "
+                                    f"declared set at {lines.label(bad, name)}: {_examples(result, bad)}", loc,
+                                    f"allowed: {', '.join(sorted(allowed))}"))
+    return result
 
 
 def _semicolon_hint(path: Path, columns: list[str], options: FactsOptions) -> str:

@@ -16,7 +16,7 @@ from .common import (BACKENDS, DEFAULT_DATA, DEFAULT_OUT, FACTS_FORMATS, OUTPUT_
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from ...run.service import InvariantsBroken
+    from ...run.service import InvariantsBroken, RunDone
 
 
 def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -166,6 +166,13 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
     except KamError as exc:
         fail(exc)
         return
+    _tell(done, quiet, out, history_path, period)
+
+
+def _tell(done: "RunDone", quiet: bool, out: Path, history_path: Path | None, period: str | None) -> None:
+    """What a run says on standard error: the summary, warnings, notes and the files written; exit 1
+    where rows matched several rules of a unique decision (written anyway, listed)."""
+    err = stderr()
     result = done.result
     if not quiet:
         summary_tables(result.counts(), {e: len(f) for e, f in result.frames_in.items()}, result.measures())

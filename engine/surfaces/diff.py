@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..run import service as api
+from ..run import service
 from ..run import inputs as run_inputs
 from ..batch.result import RunResult
 from ..language.compile import compile_docs, compile_policies
@@ -174,8 +174,10 @@ class Comparison:
 def compare(base: Plan, new: Plan, inputs: dict[str, Path], options: FactsOptions | str | None = None
             ) -> Comparison:
     """Run both policy sets on the same facts and compare every decision and every invariant."""
-    base_run = api.run(base, run_inputs.read_inputs(base, {e.entity: inputs[e.entity] for e in base.entities}, options))
-    new_run = api.run(new, run_inputs.read_inputs(new, {e.entity: inputs[e.entity] for e in new.entities}, options))
+    base_run = service.run(base, run_inputs.read_inputs(base, {e.entity: inputs[e.entity] for e in base.entities},
+                                                        options))
+    new_run = service.run(new, run_inputs.read_inputs(new, {e.entity: inputs[e.entity] for e in new.entities},
+                                                      options))
     base_out, new_out = base_run.outputs(), new_run.outputs()
     diffs: list[DecisionDiff] = []
     for ep in new.entities:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..run import service as api
+from ..run import service
 from ..run import inputs as run_inputs
 from ..batch.result import RunResult
 from ..language.errors import InputError, Location, PolicyError, Problem, did_you_mean
@@ -307,7 +307,7 @@ def run_tests(pl: Plan, files: list[Path]) -> SuiteResult:
                     res.failures += [f"facts of the case: {p.message}" for p in exc.problems]
                     continue
             try:
-                result = api.run(pl, frames, past=past)
+                result = service.run(pl, frames, past=past)
             except InputError as exc:  # this case's facts cannot be decided (a number too large): the others can
                 res.failures += [f"deciding the case: {p.message}" for p in exc.problems]
                 continue

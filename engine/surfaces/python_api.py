@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..run import service as api
+from ..run import service
 from ..batch.result import RunResult
 from ..batch.facts import identifier_facts
 from ..analysis.rules import analyse
@@ -78,7 +78,7 @@ class Decisions(Mapping[str, pd.DataFrame]):
 
     def explain(self, key: str, entity: str | None = None) -> Explanation:
         """The trace of the entity with this id (in every entity of the run unless one is named)."""
-        return Explanation(api.explain(self.result, str(key), entity))
+        return Explanation(service.explain(self.result, str(key), entity))
 
     def counts(self) -> dict[str, dict[str, dict[str, int]]]:
         """Per entity and decision, how many entities got each value."""
@@ -153,9 +153,9 @@ class Policies:
                                      f": pass {'its' if len(needed) == 1 else 'their'} frame too",
                                      Location(self.folder),
                                      f"e.g. policies.run({{{', '.join(f'{e!r}: ...' for e in [*frames, *needed])}}})"))
-        if backend not in api.BACKENDS:
+        if backend not in service.BACKENDS:
             raise InputError(Problem("usage", f"no backend `{backend}`", Location(self.folder),
-                                     f"backends: {', '.join(api.BACKENDS)}"))
+                                     f"backends: {', '.join(service.BACKENDS)}"))
         ps = pl.checked.policy_set
         checked: dict[str, pd.DataFrame] = {}
         problems: list[Problem] = []
@@ -167,7 +167,7 @@ class Policies:
                 problems += exc.problems
         if problems:
             raise InputError(problems)
-        result = api.run(pl, checked, backend=backend)
+        result = service.run(pl, checked, backend=backend)
         broken = result.violations()
         if broken and not allow_violations:
             raise InvariantError([Problem("invariant-violated", v.text(), v.invariant.loc,

@@ -34,6 +34,7 @@ from ..language.errors import InputError, Location, Problem, did_you_mean
 from ..language.model import Fact
 from ..language.plan import Plan
 from ..language.numbers import number_text
+from .extras import need
 from .number_columns import round_half_away
 from .workbook import column_letters
 
@@ -378,9 +379,9 @@ def _sheet_column(cells: tuple[Any, ...]) -> pd.Series:
 
 def _read_xlsx(path: Path, sheet: str | None, entity: str, loc: Location,
                wanted: list[str]) -> tuple[pd.DataFrame, Lines]:
-    from python_calamine import CalamineWorkbook
-
     from .workbook import bounded
+
+    CalamineWorkbook = need("python_calamine").CalamineWorkbook
 
     parts = bounded(path)  # before a cell is read: a small file may unpack to gigabytes
     book = CalamineWorkbook.from_path(str(path))
@@ -747,9 +748,7 @@ def _parser_errors(fmt: str) -> tuple[type[BaseException], ...]:
     errors: tuple[type[BaseException], ...] = (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError,
                                                csv.Error, UnicodeError, OSError, EOFError)
     if fmt == "xlsx":
-        from python_calamine import CalamineError
-
-        errors += (CalamineError,)
+        errors += (need("python_calamine").CalamineError,)
     return errors
 
 

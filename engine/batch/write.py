@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from ..language.errors import InputError, Location, Problem
 from ..language.numbers import list_text, plain_number
+from .extras import need
 from .number_columns import number_texts
 from .facts import CELL_CHARS, excel_length, file_sha256, shown, too_long_for_a_cell
 
@@ -758,7 +759,7 @@ def sheet_names(entities: list[str]) -> dict[str, str]:
 def write_workbook(frames: dict[str, pd.DataFrame], path: Path) -> None:
     """One Excel workbook: a sheet per entity (header frozen, filters on, ids and every text kept as
     text, numbers as numbers) and a `summary` sheet counting each decision's values."""
-    import xlsxwriter
+    xlsxwriter = need("xlsxwriter")
 
     sheets = sheet_names(list(frames))
     too_big = {e: len(f) for e, f in frames.items() if len(f) > XLSX_ROWS}

@@ -57,8 +57,9 @@ class History(Reading, PastReading, Recording):
     def open(cls, path: Path, write: bool = False) -> "History":
         """Open (and, for writing, create) a history. Only one process may write at a time. A period
         left half-done by a run that was stopped is settled first (see `_settle`)."""
-        import duckdb
+        from ..batch.extras import need
 
+        duckdb = need("duckdb")
         path = Path(path)
         if not write and not path.exists():
             raise history_problem(f"there is no history at {path}",

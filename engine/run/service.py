@@ -26,6 +26,7 @@ import pandas as pd
 from ..batch.evaluate import EntityResult, decide, evaluate_entity
 from ..batch.explain import Trace, trace_row
 from ..batch.population import Calibration, build as build_calibration
+from ..batch.extras import need
 from ..batch.facts import FactsOptions, file_sha256
 from ..batch.result import InvariantReport, Past, RunResult
 from ..batch.write import OutputTarget
@@ -338,6 +339,10 @@ def run_and_write(request: RunRequest, progress: Progress | None = None) -> RunD
     notes: list[str] = []
     state = _Run(req)
     try:
+        # before any work: what the request needs beyond the core package is installed
+        for module, wanted in (("xlsxwriter", req.output_format == "xlsx"), ("matplotlib", req.report is not None)):
+            if wanted:
+                need(module)
         pl = compile_for_run(req.policies, req.entities)
         # before any fact is read: a bad --out fails at once (and a killed run's history is settled)
         state.target = target = OutputTarget(req.out, settle).prepare()
@@ -424,20 +429,20 @@ def run_on_dask(request: DaskRequest) -> DaskDone:
     target = None
     cluster = client = None
     try:
+        distributed = need("dask.distributed")
         pl = compile_for_run(req.policies, req.entities)
         files = dask_engine.partition_files(pl, req.data, {e: str(p) for e, p in req.inputs.items()})
         target = OutputTarget(req.out).prepare()
-        from dask.distributed import Client, LocalCluster
 
         if req.scheduler is None:
             # the workers' own logs stay quiet: kam reports what matters on standard error
             logging.getLogger("distributed").setLevel(logging.ERROR)
-            cluster = LocalCluster(n_workers=req.workers, threads_per_worker=1, processes=True,
+            cluster = distributed.LocalCluster(n_workers=req.workers, threads_per_worker=1, processes=True,
                                    memory_limit=req.worker_memory, dashboard_address=None,
                                    silence_logs=logging.ERROR)
-            client = Client(cluster)
+            client = distributed.Client(cluster)
         else:
-            client = Client(req.scheduler)
+            client = distributed.Client(req.scheduler)
         assert target.staging is not None
         done = dask_engine.run(pl, files, client, target.staging, req.facts)
         merged = dask_engine.merge(pl, done)

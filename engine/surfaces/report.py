@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..batch.extras import need
 from ..language.version import __version__
 from ..language.numbers import number_text
 
@@ -337,6 +338,7 @@ top}th{background:#f5f5f5}.note{color:#666;font-style:italic}@media print{sectio
 
 def render(result: "RunResult", title: str = "Key-account portfolio") -> str:
     """The report of one run, as one HTML page."""
+    need("matplotlib")
     frames = _frames(result)
     ps = result.plan.checked.policy_set
     parts: list[str] = []

@@ -36,11 +36,13 @@ def report_command(policies: Path | None, data: Path | None, inputs: tuple[str, 
       kam report -o portfolio.html
       kam report --data examples/periods/2026-11 --history history.duckdb --period 2026-11
     """
+    from ...batch.extras import need
     from ...batch.write import write_text_atomic
     from ...run import service
     from .. import report as portfolio
 
     try:
+        need("matplotlib")  # before the work: the charts need it
         if output.is_dir():
             raise usage(f"-o {output} is a folder", "give the path of the HTML file, e.g. -o report.html")
         facts = read_options(facts_format, encoding, delimiter)

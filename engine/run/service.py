@@ -27,7 +27,7 @@ from ..batch.evaluate import EntityResult, decide, evaluate_entity
 from ..batch.explain import Trace, trace_row
 from ..batch.population import Calibration, build as build_calibration
 from ..batch.extras import need
-from ..batch.facts import FactsOptions, file_sha256
+from ..batch.facts import FactsOptions, check_frame, file_sha256, identifier_facts
 from ..batch.result import InvariantReport, Past, RunResult
 from ..batch.write import OutputTarget
 from ..engines import calibration as calibrations
@@ -79,6 +79,23 @@ def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], No
     if record_calibration:
         out.calibration = build_calibration(ps.hash, records)
     return out
+
+
+def decide_frames(pl: Plan, frames: dict[str, pd.DataFrame], backend: str = "pandas") -> RunResult:
+    """Decide entities given as DataFrames (a notebook, a service, a page): each frame checked against
+    its facts as a file would be (types, keys, ranges; every problem of every frame together), then `run`."""
+    ps = pl.checked.policy_set
+    checked: dict[str, pd.DataFrame] = {}
+    problems: list[Problem] = []
+    for ep in pl.entities:
+        try:
+            checked[ep.entity] = check_frame(frames[ep.entity], ps.facts(ep.entity), f"the {ep.entity} frame",
+                                             identifier_facts(pl, ep.entity))
+        except InputError as exc:
+            problems += exc.problems
+    if problems:
+        raise InputError(problems)
+    return run(pl, checked, backend=backend)
 
 
 def load_past(pl: Plan, frames: dict[str, pd.DataFrame], history: "History | None", period: str | None) -> Past:

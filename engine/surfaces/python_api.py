@@ -25,13 +25,10 @@ import pandas as pd
 
 from ..run import service
 from ..batch.result import RunResult
-from ..batch.facts import identifier_facts
-from ..analysis.rules import analyse
 from ..language.compile import compile_policies
 from ..language.errors import InputError, KamError, Location, Problem
 from ..batch.explain import Trace
 from ..language.plan import Plan
-from ..batch.facts import check_frame
 
 
 class InvariantError(KamError):
@@ -156,18 +153,7 @@ class Policies:
         if backend not in service.BACKENDS:
             raise InputError(Problem("usage", f"no backend `{backend}`", Location(self.folder),
                                      f"backends: {', '.join(service.BACKENDS)}"))
-        ps = pl.checked.policy_set
-        checked: dict[str, pd.DataFrame] = {}
-        problems: list[Problem] = []
-        for ep in pl.entities:
-            try:
-                checked[ep.entity] = check_frame(frames[ep.entity], ps.facts(ep.entity), f"the {ep.entity} frame",
-                                                 identifier_facts(pl, ep.entity))
-            except InputError as exc:
-                problems += exc.problems
-        if problems:
-            raise InputError(problems)
-        result = service.run(pl, checked, backend=backend)
+        result = service.decide_frames(pl, dict(frames), backend=backend)
         broken = result.violations()
         if broken and not allow_violations:
             raise InvariantError([Problem("invariant-violated", v.text(), v.invariant.loc,
@@ -184,13 +170,6 @@ def load_policies(folder: str | Path = "policies") -> Policies:
 def check(folder: str | Path = "policies") -> list[Problem]:
     """What `kam check` finds in a policy folder: errors, warnings and notes (each with `.severity`,
     `.code`, `.message`, `.loc` and `.hint`; `problem.render()` is what `kam check` prints)."""
-    from ..analysis.invariants import invariant_problems, prove
+    from ..analysis.findings import check_policies
 
-    try:
-        pl = compile_policies(Path(folder))
-    except KamError as exc:
-        return list(exc.problems)
-    problems = analyse(pl)
-    if pl.checked.policy_set.invariants():
-        problems += invariant_problems(prove(pl))
-    return problems
+    return check_policies(Path(folder)).problems

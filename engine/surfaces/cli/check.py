@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from ...language.compile import compile_policies
 from ...language.errors import KamError
 from .. import problems as report
 from .common import DEFAULT_POLICIES, policy_folder
@@ -34,24 +33,16 @@ def check(policy_dir: Path | None, fmt: str, strict: bool) -> None:
       kam check policies/
       kam check policies/ --strict --format github
     """
-    from ...analysis.rules import analyse
+    from ...analysis.findings import Findings, check_policies
     from ...language.load import policy_files
-    from ...analysis.invariants import invariant_problems, prove
 
     folder = policy_dir or DEFAULT_POLICIES
-    exit_code = 0
-    pl = None
-    proved = 0
     try:
-        pl = compile_policies(policy_folder(policy_dir, "kam check POLICY_DIR"))
-        problems = analyse(pl)
-        if pl.checked.policy_set.invariants():
-            results = prove(pl)
-            proved = sum(r.status == "proved" for r in results)
-            problems += invariant_problems(results)
+        found = check_policies(policy_folder(policy_dir, "kam check POLICY_DIR"))
     except KamError as exc:
-        problems, exit_code = exc.problems, exc.exit_code
-    problems = report.promote(problems, strict)
+        found = Findings(None, list(exc.problems), 0, exc.exit_code)
+    pl, proved, exit_code = found.plan, found.proved, found.exit_code
+    problems = report.promote(found.problems, strict)
     if any(p.severity == "error" for p in problems):
         exit_code = exit_code or 1
     files = [str(f) for f in policy_files(folder)] if folder.is_dir() else []

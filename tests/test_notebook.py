@@ -155,3 +155,54 @@ def test_a_frame_straight_from_read_excel_gets_messages_not_a_crash(tmp_path, ex
         str(exc.value)
     fixed = pd.read_excel(tmp_path / "crm.xlsx", engine="calamine", dtype={"customer_id": str})
     assert len(engine.load_policies(ROOT / "policies").run({"customer": fixed})["customer"]) == 3
+
+
+NOTEBOOK = [
+    "import engine, pandas as pd\npolicies = engine.load_policies('policies')\npolicies",
+    "ids = {'customer_id': str, 'quote_id': str, 'prospect_id': str}\n"
+    "frames = {e: pd.read_csv(f'examples/{e}s.csv', dtype=ids) for e in ('customer', 'quote', 'prospect')}\n"
+    "decided = policies.run(frames)\ndecided",
+    "decided.explain('000320')",
+    "engine.check('policies')",
+    "decided.summary().head(3)",
+]
+
+
+def test_a_notebook_shows_policies_results_and_explanations():
+    """Executed headless in a real kernel: every cell's value displays as a readable table or trace,
+    never as `<engine....object at 0x...>`."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in NOTEBOOK])
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    shown = []
+    for cell in nb.cells:
+        (out,) = [o for o in cell.outputs if o.output_type == "execute_result"]
+        assert " object at 0x" not in out.data["text/plain"], out.data["text/plain"]
+        shown.append(out.data.get("text/html", ""))
+    policies, decided, trace, problems, summary = shown
+    assert "<caption>decisions</caption>" in policies and "key_share" in policies
+    assert "<td>proved</td>" in policies and "value-customers-are-never-let-go" in policies
+    assert "customer: decisions" in decided and "<td>tier</td>" in decided and "%</td>" in decided
+    assert "customer: measures" in decided
+    assert "<pre>customer 000320" in trace and "decision tier" in trace
+    assert "<td class='where note'>note[invariant-proved]</td>" in problems
+    assert "<th>share</th>" in summary  # pandas' own table of the summary frame
+
+
+def test_what_a_notebook_shows_is_escaped(examples):
+    """Ids, texts and messages come from files: shown as text, never as markup."""
+    from engine.language.errors import Location
+    from engine.surfaces import display
+
+    hostile = "<script>alert(1)</script>"
+    customers = examples["customer"].head(50).copy()
+    customers.loc[0, "customer_id"] = hostile
+    decided = engine.load_policies(ROOT / "policies").run({"customer": customers})
+    page = decided.explain(hostile)._repr_html_()
+    assert hostile not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    problems = display.problems_html([engine.Problem("x", hostile, Location(hostile), hostile)])
+    assert hostile not in problems and problems.count("&lt;script&gt;") == 3
+    assert repr(decided) == "<Decisions customer: 50 rows>"
+    assert repr(decided.explain(hostile)) == f"<Explanation customer {hostile}>"

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from ..run import service
+from . import display
 from ..batch.result import RunResult
 from ..language.compile import compile_policies
 from ..language.errors import InputError, KamError, Location, Problem
@@ -45,6 +46,12 @@ class Explanation:
 
     def __str__(self) -> str:
         return self.trace.render_text()
+
+    def __repr__(self) -> str:
+        return f"<Explanation {self.trace.entity} {self.trace.key}>"
+
+    def _repr_html_(self) -> str:
+        return display.trace_html(self.trace)
 
     def to_dict(self) -> dict[str, Any]:
         return self.trace.to_dict()
@@ -81,6 +88,16 @@ class Decisions(Mapping[str, pd.DataFrame]):
         """Per entity and decision, how many entities got each value."""
         return self.result.counts()
 
+    def summary(self) -> pd.DataFrame:
+        """The counts as a table: entity, decision, value, count and share of the entity."""
+        return display.counts_frame(self.result)
+
+    def __repr__(self) -> str:
+        return display.decisions_text(self.result)
+
+    def _repr_html_(self) -> str:
+        return display.decisions_html(self.result)
+
     @property
     def measures(self) -> dict[str, dict[str, Any]]:
         """Per entity, the values of its policies' `measures:` (figures of the whole population)."""
@@ -107,6 +124,22 @@ class Policies:
 
     def __init__(self, plan: Plan):
         self.plan = plan
+        self._proofs: dict[str, str] | None = None
+
+    def __repr__(self) -> str:
+        return display.policies_text(self.plan)
+
+    def _repr_html_(self) -> str:
+        return display.policies_html(self.plan, self.proofs())
+
+    def proofs(self) -> dict[str, str]:
+        """Per invariant id, what `kam check` proved: proved, violated or not-analysed (worked out once)."""
+        if self._proofs is None:
+            from ..analysis.invariants import prove
+
+            self._proofs = {r.invariant.id: r.status for r in prove(self.plan)} \
+                if self.plan.checked.policy_set.invariants() else {}
+        return self._proofs
 
     @property
     def folder(self) -> str:
@@ -167,9 +200,19 @@ def load_policies(folder: str | Path = "policies") -> Policies:
     return Policies(compile_policies(Path(folder)))
 
 
+class Problems(list):
+    """Problems as `kam check` prints them (a list of `Problem`; in a notebook, a table of located lines)."""
+
+    def __repr__(self) -> str:
+        return "\n".join(p.render() for p in self) if self else "no problems"
+
+    def _repr_html_(self) -> str:
+        return display.problems_html(list(self))
+
+
 def check(folder: str | Path = "policies") -> list[Problem]:
     """What `kam check` finds in a policy folder: errors, warnings and notes (each with `.severity`,
     `.code`, `.message`, `.loc` and `.hint`; `problem.render()` is what `kam check` prints)."""
     from ..analysis.findings import check_policies
 
-    return check_policies(Path(folder)).problems
+    return Problems(check_policies(Path(folder)).problems)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,22 @@ class CaseResult:
     name: str
     loc: Location
     failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # how long the case took, its facts read and decided
 
     @property
     def passed(self) -> bool:
         return not self.failures
+
+    @property
+    def kind(self) -> str:
+        """What failed, for CI reports: the case's facts, deciding it, an invariant or an expectation."""
+        first = self.failures[0] if self.failures else ""
+        for prefix, kind in (("facts of the case:", "facts"), ("deciding the case:", "deciding"),
+                             ("invariant `", "invariant-broken")):
+            if first.startswith(prefix):
+                return kind
+        return "case-setting" if " is neither an entity of the policies nor a case setting" in first \
+            else "expectation"
 
 
 @dataclass
@@ -292,27 +305,36 @@ def run_tests(pl: Plan, files: list[Path]) -> SuiteResult:
             loc = doc.loc(("cases", i))
             res = CaseResult(str(path), str(case["name"]), loc)
             results.append(res)
-            unknown = [k for k in case if k not in ("name", "expect", "data", "description", "previous")
-                       and k not in entities]
-            if unknown:
-                known = did_you_mean(unknown[0], sorted(entities)) or "entities: " + ", ".join(sorted(entities))
-                res.failures.append(f"`{unknown[0]}` is neither an entity of the policies nor a case setting ({known})")
-                continue
-            with tempfile.TemporaryDirectory() as tmp:
-                try:
-                    inputs = _frames(pl, doc, case, Path(tmp), defaults)
-                    frames = run_inputs.read_inputs(pl, inputs)
-                    past = _past(pl, frames, case.get("previous"))
-                except InputError as exc:
-                    res.failures += [f"facts of the case: {p.message}" for p in exc.problems]
-                    continue
-            try:
-                result = service.run(pl, frames, past=past)
-            except InputError as exc:  # this case's facts cannot be decided (a number too large): the others can
-                res.failures += [f"deciding the case: {p.message}" for p in exc.problems]
-                continue
-            coverage.fired |= _fired(result)
-            res.failures += [v.text() for v in result.violations()]
-            outputs = {e: output_frame(r) for e, r in result.results.items()}
-            res.failures += _compare(pl, outputs, case["expect"])
+            t0 = time.perf_counter()
+            _run_case(pl, doc, case, defaults, entities, res, coverage)
+            res.seconds = time.perf_counter() - t0
     return SuiteResult(results, coverage)
+
+
+def _run_case(pl: Plan, doc: LocatedDoc, case: dict[str, Any], defaults: dict[str, Any], entities: set[str],
+              res: CaseResult, coverage: Coverage) -> None:
+    """One case: its facts read as files would be, decided, its expectations and the invariants checked."""
+    unknown = [k for k in case if k not in ("name", "expect", "data", "description", "previous")
+               and k not in entities]
+    if unknown:
+        known = did_you_mean(unknown[0], sorted(entities)) or "entities: " + ", ".join(sorted(entities))
+        res.failures.append(f"`{unknown[0]}` is neither an entity of the policies nor a case setting ({known})")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            inputs = _frames(pl, doc, case, Path(tmp), defaults)
+            frames = run_inputs.read_inputs(pl, inputs)
+            past = _past(pl, frames, case.get("previous"))
+        except InputError as exc:
+            res.failures += [f"facts of the case: {p.message}" for p in exc.problems]
+            return
+    try:
+        result = service.run(pl, frames, past=past)
+    except InputError as exc:  # this case's facts cannot be decided (a number too large): the others can
+        res.failures += [f"deciding the case: {p.message}" for p in exc.problems]
+        return
+    coverage.fired |= _fired(result)
+    res.failures += [v.text() for v in result.violations()]
+    outputs = {e: output_frame(r) for e, r in result.results.items()}
+    res.failures += _compare(pl, outputs, case["expect"])
+

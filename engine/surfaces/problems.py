@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Iterable
 from xml.sax.saxutils import escape, quoteattr
 
@@ -48,32 +51,57 @@ def github(problems: list[Problem]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def junit_xml(suite: str, cases: list[tuple[str, str, list[str]]]) -> str:
-    """JUnit XML: cases are (classname, name, failure messages); no messages means passed."""
-    failures = sum(1 for _, _, f in cases if f)
+@dataclass(frozen=True)
+class Case:
+    """One JUnit test case: where it is written, how long it took, and its failure (none: passed)."""
+
+    classname: str
+    name: str
+    failures: list[str] = field(default_factory=list)
+    file: str = ""
+    line: int = 0
+    seconds: float = 0.0
+    kind: str = ""  # the failure's `type`
+
+
+def junit_xml(suite: str, cases: list[Case], started: datetime | None = None, seconds: float | None = None) -> str:
+    """JUnit XML as Jenkins, GitLab and GitHub's test reporters read it: counts, time and timestamp on the
+    suite; classname, name, time, file and line on each case; a failure with its message and type."""
+    failures = sum(1 for c in cases if c.failures)
+    total = f"{seconds if seconds is not None else sum(c.seconds for c in cases):.3f}"
+    when = (started or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S")
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
-           f'<testsuites name={quoteattr(suite)} tests="{len(cases)}" failures="{failures}">',
-           f'  <testsuite name={quoteattr(suite)} tests="{len(cases)}" failures="{failures}" errors="0">']
-    for classname, name, messages in cases:
-        out.append(f"    <testcase classname={quoteattr(classname)} name={quoteattr(name)}>")
-        if messages:
-            out.append(f"      <failure message={quoteattr(messages[0])}>{escape(chr(10).join(messages))}</failure>")
+           f'<testsuites name={quoteattr(suite)} tests="{len(cases)}" failures="{failures}" errors="0" '
+           f'time="{total}">',
+           f'  <testsuite name={quoteattr(suite)} tests="{len(cases)}" failures="{failures}" errors="0" '
+           f'skipped="0" time="{total}" timestamp="{when}" hostname={quoteattr(socket.gethostname())}>']
+    for c in cases:
+        where = (f" file={quoteattr(c.file)}" if c.file else "") + (f' line="{c.line}"' if c.line else "")
+        out.append(f"    <testcase classname={quoteattr(c.classname)} name={quoteattr(c.name)} "
+                   f'time="{c.seconds:.3f}"{where}>')
+        if c.failures:
+            out.append(f"      <failure message={quoteattr(c.failures[0])} type={quoteattr(c.kind or 'failure')}>"
+                       f"{escape(chr(10).join(c.failures))}</failure>")
         out.append("    </testcase>")
     out += ["  </testsuite>", "</testsuites>"]
     return "\n".join(out) + "\n"
 
 
-def problems_junit(problems: list[Problem], files: list[str]) -> str:
-    """One test case per policy file; its errors are the failure."""
-    by_file: dict[str, list[str]] = defaultdict(list)
+def problems_junit(problems: list[Problem], files: list[str], seconds: float | None = None) -> str:
+    """One test case per policy file; its errors are the failure (typed by the first error's code, at
+    its line)."""
+    by_file: dict[str, list[Problem]] = defaultdict(list)
     for p in problems:
         if p.severity == "error":
-            by_file[p.loc.file].append(p.render())
+            by_file[p.loc.file].append(p)
     names = sorted(set(files) | set(by_file))
-    return junit_xml("kam check", [("kam.check", f, by_file.get(f, [])) for f in names])
+    cases = [Case("kam.check", f, [p.render() for p in by_file.get(f, [])], f,
+                  by_file[f][0].loc.line if by_file.get(f) else 0, 0.0, by_file[f][0].code if by_file.get(f) else "")
+             for f in names]
+    return junit_xml("kam check", cases, seconds=seconds)
 
 
-def render(problems: list[Problem], fmt: str, files: list[str] | None = None) -> str:
+def render(problems: list[Problem], fmt: str, files: list[str] | None = None, seconds: float | None = None) -> str:
     """All problems in one of FORMATS."""
     if fmt == "json":
         return json.dumps({"ok": not any(p.severity == "error" for p in problems),
@@ -81,5 +109,5 @@ def render(problems: list[Problem], fmt: str, files: list[str] | None = None) ->
     if fmt == "github":
         return github(problems)
     if fmt == "junit":
-        return problems_junit(problems, files or [])
+        return problems_junit(problems, files or [], seconds)
     return "".join(p.render() + "\n" for p in problems)

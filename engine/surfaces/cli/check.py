@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -37,6 +38,7 @@ def check(policy_dir: Path | None, fmt: str, strict: bool) -> None:
     from ...language.load import policy_files
 
     folder = policy_dir or DEFAULT_POLICIES
+    t0 = time.perf_counter()
     try:
         found = check_policies(policy_folder(policy_dir, "kam check POLICY_DIR"))
     except KamError as exc:
@@ -60,5 +62,5 @@ def check(policy_dir: Path | None, fmt: str, strict: bool) -> None:
         else:
             click.echo(report.summary(problems), err=True)
     else:
-        click.echo(report.render(problems, fmt, files), nl=False)
+        click.echo(report.render(problems, fmt, files, time.perf_counter() - t0), nl=False)
     sys.exit(exit_code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -41,6 +42,7 @@ def test_command(policy_dir: Path | None, files: tuple[Path, ...], fmt: str, cov
         if not paths:
             raise usage(f"no test files in {folder / testing.TEST_DIR}",
                          "write cases in policies/tests/*.yaml (see README), or pass --file")
+        started = datetime.now(timezone.utc)
         suite = testing.run_tests(pl, paths)
     except KamError as exc:
         fail(exc, "json" if fmt == "json" else "text")
@@ -56,8 +58,9 @@ def test_command(policy_dir: Path | None, files: tuple[Path, ...], fmt: str, cov
                          "never_fired": {f: cov.never_fired(f) for f in cov.rules}},
         }, indent=2, ensure_ascii=False))
     elif fmt == "junit":
-        click.echo(report.junit_xml("kam test", [(Path(r.file).stem, r.name, r.failures) for r in suite.results]),
-                   nl=False)
+        cases = [report.Case(Path(r.file).stem, r.name, r.failures, r.file, r.loc.line, r.seconds, r.kind)
+                 for r in suite.results]
+        click.echo(report.junit_xml("kam test", cases, started), nl=False)
     elif fmt == "github":
         problems = [Problem("test-failed", f"{r.name}: {f}", r.loc) for r in suite.results for f in r.failures]
         click.echo(report.github(problems), nl=False)

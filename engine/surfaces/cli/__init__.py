@@ -15,6 +15,7 @@ from .check import check
 from .diff import diff_command
 from .explain import explain
 from .history import changes_command, history_command
+from .init import init
 from .report import report_command
 from .run import run
 from .schema import schema
@@ -36,7 +37,7 @@ def main() -> None:
 
 
 for _command in (check, test_command, diff_command, stream_command, run, explain, report_command, history_command,
-                 changes_command, schema):
+                 changes_command, schema, init):
     main.add_command(_command)
 
 

@@ -264,3 +264,68 @@ def test_a_number_too_large_to_hold_is_refused_as_the_pandas_engine_refuses_it(c
     assert dask_error.loc == pandas_error.loc
     # which entity is named first depends on where the partitions cut
     assert dask_error.message.split(" for ")[0] == pandas_error.message.split(" for ")[0]
+
+
+def _run_watched(args: list[str], env: dict[str, str], on_line=None) -> tuple[int, str]:
+    """`kam` with its standard error read as it comes (a progress bar redraws with carriage returns)."""
+    import subprocess
+
+    from .conftest import KAM
+
+    proc = subprocess.Popen([str(KAM), *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "COLUMNS": "120", **env})
+    seen = b""
+    assert proc.stderr is not None
+    while chunk := proc.stderr.read1(4096):
+        seen += chunk
+        if on_line is not None:
+            on_line(seen.decode("utf-8", "replace"))
+    proc.wait(timeout=600)
+    return proc.returncode, seen.decode("utf-8", "replace")
+
+
+@pytest.mark.slow
+def test_a_dask_run_shows_its_progress_and_a_reachable_dashboard(tmp_path):
+    """On a terminal: the passes and partitions done; the dashboard's address (bokeh comes with the
+    kam[dask] extra), answering while the run goes on."""
+    import re
+    import urllib.request
+
+    dask_data.make(tmp_path / "data", 200_000, 8)
+    status: list[int] = []
+
+    def fetch(text: str) -> None:
+        m = re.search(r"dashboard: (http://127\.0\.0\.1:\d+)/status", text)
+        if m and not status:
+            status.append(urllib.request.urlopen(m.group(1) + "/status", timeout=30).status)
+
+    rc, err = _run_watched(["run", "--engine", "dask", "--data", str(tmp_path / "data"), "--out",
+                            str(tmp_path / "out"), "--workers", "1", "--threads-per-worker", "2"],
+                           {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"}, fetch)
+    assert rc == 0, err[-2000:]
+    assert status == [200]
+    assert "customer: reading: partitions" in err and "customer: pass 2: partitions" in err
+    assert "8/8" in err
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["engine"]["scheduler"] == "local (1 worker of 2 threads, 2GiB each)"
+
+
+def test_a_scheduler_is_found_by_file_and_by_dask_configuration(client, tmp_path):
+    data = tmp_path / "data"
+    dask_data.make(data, 3_000, 3)
+    (tmp_path / "scheduler.json").write_text(json.dumps({"address": client.scheduler.address,
+                                                         "type": "Scheduler"}), encoding="utf-8")
+    r = kam("run", "--engine", "dask", "--data", str(data), "--out", str(tmp_path / "a"), "-q",
+            "--scheduler-file", str(tmp_path / "scheduler.json"))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert m["engine"]["scheduler"] == f"{client.scheduler.address} (from {tmp_path / 'scheduler.json'})"
+    r = kam("run", "--engine", "dask", "--data", str(data), "--out", str(tmp_path / "b"), "-q",
+            env={"DASK_SCHEDULER_ADDRESS": client.scheduler.address})
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert m["engine"]["scheduler"] == f"{client.scheduler.address} (from Dask's configuration)"
+    r = kam_here("run", "--engine", "dask", "--scheduler-file", str(tmp_path / "none.json"), "--data", str(data))
+    assert r.returncode == 2 and "scheduler file" in r.stderr and "does not exist" in r.stderr
+    r = kam_here("run", "--scheduler-file", str(tmp_path / "scheduler.json"))
+    assert r.returncode == 2 and "--scheduler-file is for --engine dask" in r.stderr

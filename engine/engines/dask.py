@@ -491,8 +491,10 @@ def _paths(files: Iterable[Path]) -> list[str]:
 
 
 def run(pl: Plan, inputs: dict[str, list[Path]], client: Any, staging: Path, options: Any = None,
-        range_rows: int = RANGE_ROWS, on_step: Callable[[str], None] | None = None) -> DaskRun:
-    """Evaluate every entity over its partitions on a Dask cluster and write the parts into `staging`."""
+        range_rows: int = RANGE_ROWS, on_step: Callable[[str], None] | None = None,
+        on_part: Callable[[str, int, int], None] | None = None) -> DaskRun:
+    """Evaluate every entity over its partitions on a Dask cluster and write the parts into `staging`.
+    `on_part(what, done, total)` hears of each partition done in each pass (for a progress bar)."""
     plan_f = client.scatter(pl, broadcast=True)
     done: dict[str, dict[str, Any]] = {}
     timings: dict[str, float] = {}
@@ -500,7 +502,7 @@ def run(pl: Plan, inputs: dict[str, list[Path]], client: Any, staging: Path, opt
     for ep in pl.entities:
         t0 = time.perf_counter()
         paths = _paths(inputs[ep.entity])
-        driver = _EntityDriver(client, plan_f, pl, ep, paths, options, range_rows)
+        driver = _EntityDriver(client, plan_f, pl, ep, paths, options, range_rows, on_part)
         driver.check_keys()
         joins = driver.joins(join_tables)
         taken = tuple(sorted({n for other in pl.entities for j in other.joins if j.entity == ep.entity
@@ -516,19 +518,30 @@ def run(pl: Plan, inputs: dict[str, list[Path]], client: Any, staging: Path, opt
 
 class _EntityDriver:
     def __init__(self, client: Any, plan_f: Any, pl: Plan, ep: EntityPlan, paths: list[str], options: Any,
-                 range_rows: int):
+                 range_rows: int, on_part: Callable[[str, int, int], None] | None = None):
         self.client, self.plan_f, self.pl, self.ep, self.paths = client, plan_f, pl, ep, paths
         self.options, self.range_rows = options, range_rows
+        self.on_part = on_part
         self.rows: list[int] = []
         self.buckets = 1
 
     def submit(self, fn: Callable, *args: Any, **kw: Any) -> Any:
         return self.client.submit(fn, *args, pure=False, **kw)
 
+    def gather(self, futures: list[Any], what: str) -> list[Any]:
+        """The results of one future per partition, in order; each partition done is reported."""
+        if self.on_part is not None:
+            from dask.distributed import as_completed
+
+            self.on_part(what, 0, len(futures))
+            for done, _ in enumerate(as_completed(futures), start=1):
+                self.on_part(what, done, len(futures))
+        return self.client.gather(futures)
+
     def check_keys(self) -> None:
         """Every partition readable and checked, and each key once over all of them."""
-        sizes = self.client.gather([self.submit(_count_rows, self.plan_f, self.ep.entity, p, self.options)
-                                    for p in self.paths])
+        sizes = self.gather([self.submit(_count_rows, self.plan_f, self.ep.entity, p, self.options)
+                             for p in self.paths], f"{self.ep.entity}: reading")
         problems = [p for s in sizes if isinstance(s, InputError) for p in s.problems]
         if problems:
             raise InputError(problems)
@@ -570,11 +583,11 @@ class _EntityDriver:
         """Evaluate in passes until nothing is asked; the last pass writes the parts."""
         self.known: list[dict[str, Any]] = [dict() for _ in self.paths]
         deps = population_calls(self.ep)
-        for _ in range(2 * len(deps) + 3):
+        for round_ in range(2 * len(deps) + 3):
             outs = [self.submit(partition_pass, self.plan_f, self.ep.entity, p, self.options, self.known[i],
                                 joins[i], staging, i, taken, self.buckets) for i, p in enumerate(self.paths)]
             self.final_outs = outs
-            small = self.client.gather([self.submit(_small_of, o) for o in outs])
+            small = self.gather([self.submit(_small_of, o) for o in outs], f"{self.ep.entity}: pass {round_ + 1}")
             error = next((s["error"] for s in small if s["error"] is not None), None)
             if error is not None:
                 raise error

@@ -421,9 +421,12 @@ class DaskRequest:
     entities: tuple[str, ...] = ()
     facts: FactsOptions | None = None
     allow_violations: bool = False
-    scheduler: str | None = None  # an existing scheduler's address, else a local cluster:
+    scheduler: str | None = None  # an existing scheduler's address,
+    scheduler_file: Path | None = None  # or the file a scheduler wrote its address into (dask-jobqueue,
+    # dask-mpi), or Dask's own configuration (DASK_SCHEDULER_ADDRESS); else a local cluster of:
     workers: int = 2
     worker_memory: str = "2GiB"
+    threads_per_worker: int = 1
 
 
 @dataclass
@@ -435,10 +438,49 @@ class DaskDone:
     seconds: float
 
 
-def run_on_dask(request: DaskRequest) -> DaskDone:
-    """`kam run --engine dask`: partitions evaluated on a cluster, one output set swapped in as usual."""
+def _dask_client(req: DaskRequest, distributed: Any) -> tuple[Any, Any, str]:
+    """The client of the cluster the request names (and the local cluster made for it, if any), and
+    what the manifest calls that cluster."""
     import logging
 
+    import dask
+
+    configured = dask.config.get("scheduler-address", None)
+    if req.scheduler is not None:
+        return distributed.Client(req.scheduler), None, req.scheduler
+    if req.scheduler_file is not None:
+        if not req.scheduler_file.is_file():
+            raise InputError(Problem("usage", f"scheduler file {req.scheduler_file} does not exist",
+                                     Location("command line"), "the file a Dask scheduler writes with "
+                                     "--scheduler-file (dask-jobqueue, dask-mpi)"))
+        client = distributed.Client(scheduler_file=str(req.scheduler_file))
+        return client, None, f"{client.scheduler.address} (from {req.scheduler_file})"
+    if configured:
+        return distributed.Client(configured), None, f"{configured} (from Dask's configuration)"
+    # the workers' own logs stay quiet: kam reports what matters on standard error
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    # the dashboard on a free port of this machine (where bokeh, which the kam[dask] extra brings, is installed)
+    cluster = distributed.LocalCluster(n_workers=req.workers, threads_per_worker=req.threads_per_worker,
+                                       processes=True, memory_limit=req.worker_memory,
+                                       dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+    workers = f"{req.workers} worker{'s' if req.workers > 1 else ''}"
+    threads = f"{req.threads_per_worker} thread{'s' if req.threads_per_worker > 1 else ''}"
+    return distributed.Client(cluster), cluster, f"local ({workers} of {threads}, {req.worker_memory} each)"
+
+
+def _dashboard(client: Any) -> str | None:
+    """The address of the cluster's dashboard, or None where it has none."""
+    try:
+        return client.dashboard_link if client.scheduler_info().get("services", {}).get("dashboard") else None
+    except Exception:  # a scheduler that does not say: no address rather than a failed run
+        return None
+
+
+def run_on_dask(request: DaskRequest, on_ready: Callable[[str | None], None] | None = None,
+                on_part: Callable[[str, int, int], None] | None = None) -> DaskDone:
+    """`kam run --engine dask`: partitions evaluated on a cluster, one output set swapped in as usual.
+    `on_ready` hears the cluster's dashboard address (None: no dashboard) once it is up; `on_part` of
+    each partition done (see `engine.engines.dask.run`)."""
     from ..engines import dask as dask_engine
 
     req = request
@@ -450,25 +492,17 @@ def run_on_dask(request: DaskRequest) -> DaskDone:
         pl = compile_for_run(req.policies, req.entities)
         files = dask_engine.partition_files(pl, req.data, {e: str(p) for e, p in req.inputs.items()})
         target = OutputTarget(req.out).prepare()
-
-        if req.scheduler is None:
-            # the workers' own logs stay quiet: kam reports what matters on standard error
-            logging.getLogger("distributed").setLevel(logging.ERROR)
-            cluster = distributed.LocalCluster(n_workers=req.workers, threads_per_worker=1, processes=True,
-                                   memory_limit=req.worker_memory, dashboard_address=None,
-                                   silence_logs=logging.ERROR)
-            client = distributed.Client(cluster)
-        else:
-            client = distributed.Client(req.scheduler)
+        client, cluster, where = _dask_client(req, distributed)
+        if on_ready is not None:
+            on_ready(_dashboard(client))
         assert target.staging is not None
-        done = dask_engine.run(pl, files, client, target.staging, req.facts)
+        done = dask_engine.run(pl, files, client, target.staging, req.facts, on_part=on_part)
         merged = dask_engine.merge(pl, done)
         broken = [r for r in merged["invariants"] if r.count]
         if broken and not req.allow_violations:
             raise InvariantsBroken(broken, "")
         inputs_ = [{"entity": e, "path": str(p), "sha256": file_sha256(p), "rows": r} for e, ps_ in files.items()
                    for p, r in zip(ps_, done.entities[e]["rows"])]
-        where = req.scheduler or f"local ({req.workers} workers, {req.worker_memory} each)"
         manifest = run_manifest(
             pl, inputs_, merged["counts"], merged["measures"], [r.to_dict() for r in merged["invariants"]],
             merged["warnings"], {**done.timings, "total": round(time.perf_counter() - t_start, 4)},

@@ -87,18 +87,23 @@ def refuse_broken(exc: "InvariantsBroken") -> None:
               help="dask: partitioned Parquet in and out, evaluated on a Dask cluster (a local one unless "
               "--scheduler), with the same results as pandas.")
 @click.option("--scheduler", metavar="ADDRESS", help="With --engine dask: an existing Dask scheduler, "
-              "e.g. tcp://10.0.0.5:8786 (the data and --out must be on storage every worker sees).")
+              "e.g. tcp://10.0.0.5:8786 (the data and --out must be on storage every worker sees) [default: "
+              "Dask's configuration, e.g. DASK_SCHEDULER_ADDRESS; else a local cluster].")
+@click.option("--scheduler-file", type=click.Path(path_type=Path), metavar="FILE",
+              help="With --engine dask: the file a scheduler wrote its address into (dask-jobqueue, dask-mpi).")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True,
-              help="With --engine dask and no --scheduler: worker processes of the local cluster.")
+              help="With --engine dask and no scheduler given: worker processes of the local cluster.")
 @click.option("--worker-memory", default="2GiB", show_default=True,
-              help="With --engine dask and no --scheduler: the memory limit of each local worker.")
+              help="With --engine dask and no scheduler given: the memory limit of each local worker.")
+@click.option("--threads-per-worker", type=click.IntRange(1), default=1, show_default=True,
+              help="With --engine dask and no scheduler given: threads of each local worker.")
 @engine_options
 def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_format: str | None, out: Path,
         output_format: str | None, csv_bom: bool, quiet: bool, save_calibration: Path | None, allow_violations: bool,
         history_path: Path | None, period: str | None, replace: bool, report_path: Path | None,
-        engine: str, scheduler: str | None, workers: int, worker_memory: str,
-        entities: tuple[str, ...], backend: str, calibration: Path | None, facts_format: str | None,
-        encoding: str, delimiter: str) -> None:
+        engine: str, scheduler: str | None, scheduler_file: Path | None, workers: int, worker_memory: str,
+        threads_per_worker: int, entities: tuple[str, ...], backend: str, calibration: Path | None,
+        facts_format: str | None, encoding: str, delimiter: str) -> None:
     """Decide every entity in the facts files and write decisions with explanations.
 
     The output folder always holds one complete set: the new files are written next to it and
@@ -131,12 +136,15 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
             fail(usage(f"--engine dask does not take {', '.join(refused)}",
                        "it writes partitioned Parquet; run those with the pandas engine"))
             return
+        cluster = {"scheduler": scheduler, "scheduler_file": scheduler_file, "workers": workers,
+                   "worker_memory": worker_memory, "threads_per_worker": threads_per_worker}
         _run_on_dask(policies, data or (None if inputs else DEFAULT_DATA), inputs, out, quiet, allow_violations,
-                     scheduler, workers, worker_memory, entities, facts_format, encoding, delimiter)
+                     cluster, entities, read_options_or_fail(facts_format, encoding, delimiter))
         return
-    if scheduler is not None:
-        fail(usage("--scheduler is for --engine dask"))
-        return
+    for flag, given in (("--scheduler", scheduler), ("--scheduler-file", scheduler_file)):
+        if given is not None:
+            fail(usage(f"{flag} is for --engine dask"))
+            return
     output_format = output_format or "csv"
     if old_format is not None:
         err.print("note: `kam run --format` is now `--facts-format` (the old spelling still works)", markup=False)
@@ -199,18 +207,39 @@ def _tell(done: "RunDone", quiet: bool, out: Path, history_path: Path | None, pe
         sys.exit(1)
 
 
+def read_options_or_fail(facts_format: str | None, encoding: str, delimiter: str) -> Any:
+    """How facts are read, or the usage error said and exit 2."""
+    try:
+        return read_options(facts_format, encoding, delimiter)
+    except KamError as exc:
+        fail(exc)
+
+
 def _run_on_dask(policies: Path | None, data: Path | None, inputs: tuple[str, ...], out: Path, quiet: bool,
-                 allow_violations: bool, scheduler: str | None, workers: int, worker_memory: str,
-                 entities: tuple[str, ...], facts_format: str | None, encoding: str, delimiter: str) -> None:
-    """`kam run --engine dask`: partitions evaluated on a cluster, one output set swapped in as usual."""
+                 allow_violations: bool, cluster: dict[str, Any], entities: tuple[str, ...], facts: Any) -> None:
+    """`kam run --engine dask`: partitions evaluated on a cluster, one output set swapped in as usual, with
+    the passes and partitions done on a progress bar and the cluster's dashboard address."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from ...run import service
 
     err = stderr()
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, transient=True, disable=not err.is_terminal or quiet)
+    task = bar.add_task("starting the cluster", total=None)
+
+    def ready(dashboard: str | None) -> None:
+        if dashboard and not quiet:
+            bar.console.print(f"dashboard: {dashboard}", markup=False, highlight=False)
+
+    def part(what: str, done: int, total: int) -> None:
+        bar.update(task, description=f"{what}: partitions", completed=done, total=total)
+
     try:
-        request = service.DaskRequest(policy_folder(policies), data, parse_inputs(inputs), out, entities,
-                                      read_options(facts_format, encoding, delimiter), allow_violations, scheduler,
-                                      workers, worker_memory)
-        done = service.run_on_dask(request)
+        request = service.DaskRequest(policy_folder(policies), data, parse_inputs(inputs), out, entities, facts,
+                                      allow_violations, **cluster)
+        with bar:
+            done = service.run_on_dask(request, ready, part)
     except service.InvariantsBroken as exc:
         refuse_broken(exc)
         return

@@ -97,8 +97,14 @@ def test_the_extras_cover_what_the_core_leaves_out():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     core = " ".join(project["dependencies"]).lower()
     extras = project["optional-dependencies"]
-    for name in ("duckdb", "matplotlib", "xlsxwriter", "python-calamine", "dask"):
+    for name in ("duckdb", "matplotlib", "xlsxwriter", "python-calamine", "dask", "starlette", "uvicorn"):
         assert name not in core, f"{name} is a dependency of the core"
         assert any(name in " ".join(reqs).lower() for reqs in extras.values()), f"no extra brings {name}"
-    assert extras["all"] == ["kam[history,report,excel,dask]"]
+    assert extras["all"] == ["kam[history,report,excel,dask,studio]"]
     assert "kam[all]" in extras["test"]
+
+
+def test_kam_studio_names_its_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "starlette", None)
+    r = kam_here("studio", "--no-browser")
+    assert r.returncode == 2 and "pip install 'kam[studio]'" in r.stderr and "Traceback" not in r.stderr, r.stderr

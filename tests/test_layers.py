@@ -22,7 +22,7 @@ BELOW: dict[str, set[str]] = {
     "analysis": {"language", "batch"},
     "history": {"language", "batch"},
     "engines": {"language", "batch", "history"},
-    "run": {"language", "batch", "history", "engines"},
+    "run": {"language", "batch", "analysis", "history", "engines"},
     "surfaces": {"language", "batch", "analysis", "history", "engines", "run"},
 }
 # what `kam check` and the pre-commit hooks load: policy checks install and start light

@@ -540,33 +540,57 @@ def _shown(v: Any) -> str:
     return number_text(v) if isinstance(v, float) else show(v)
 
 
-def prove(plan: Plan) -> list[InvariantResult]:
-    """Every invariant of the plan: proved, violated (with an example) or not analysed (with why)."""
-    out = []
+def _proof_key(plan: Plan, ep: EntityPlan) -> str:
+    """What an entity's proofs depend on: its plan and the plans of the entities it joins with."""
+    seen, todo = [], [ep]
+    while todo:
+        e = todo.pop()
+        if e not in seen:
+            seen.append(e)
+            todo += [plan.entity(j.entity) for j in e.joins]
+    return repr(seen)
+
+
+def prove(plan: Plan, cache: dict[str, list[InvariantResult]] | None = None) -> list[InvariantResult]:
+    """Every invariant of the plan: proved, violated (with an example) or not analysed (with why).
+    `cache` keeps each entity's answers by what they depend on (the studio page proves again at
+    every edit; an edit of one policy leaves the other entities' proofs as they were)."""
+    out: list[InvariantResult] = []
     for ep in plan.entities:
         if not ep.invariants:
             continue
-        space = _space(plan, ep)  # shared: each decision is expanded once for all the entity's invariants
-        for inv in ep.invariants:
-            try:
-                regions = space.regions(inv.expr.node)  # type: ignore[arg-type]
-            except NotAnalysed as exc:
-                out.append(InvariantResult(inv, "not-analysed", f"its condition uses {exc}"))
-                continue
-            broken = regions[0] if inv.kind == "never" else regions[1]
-            if not broken:
-                out.append(InvariantResult(inv, "proved"))
-                continue
-            found = _search(plan, ep, inv, broken)
-            if found is None:
-                out.append(InvariantResult(inv, "not-analysed",
-                                           "the rules may allow breaking it, but no entity that does was found"))
-                continue
-            result, row = found
-            example, locs = _example(result, row, inv, _relevant(ep, broken))
-            out.append(InvariantResult(inv, "violated", describe(example, ep.entity), example, locs))
+        key = _proof_key(plan, ep) if cache is not None else ""
+        if cache is not None and key in cache:
+            out += cache[key]
+            continue
+        start = len(out)
+        _prove_entity(plan, ep, out)
+        if cache is not None:
+            cache[key] = out[start:]
     return out
 
+
+def _prove_entity(plan: Plan, ep: EntityPlan, out: list[InvariantResult]) -> None:
+    """One entity's invariants, proved or refuted, appended to `out`."""
+    space = _space(plan, ep)  # shared: each decision is expanded once for all the entity's invariants
+    for inv in ep.invariants:
+        try:
+            regions = space.regions(inv.expr.node)  # type: ignore[arg-type]
+        except NotAnalysed as exc:
+            out.append(InvariantResult(inv, "not-analysed", f"its condition uses {exc}"))
+            continue
+        broken = regions[0] if inv.kind == "never" else regions[1]
+        if not broken:
+            out.append(InvariantResult(inv, "proved"))
+            continue
+        found = _search(plan, ep, inv, broken)
+        if found is None:
+            out.append(InvariantResult(inv, "not-analysed",
+                                       "the rules may allow breaking it, but no entity that does was found"))
+            continue
+        result, row = found
+        example, locs = _example(result, row, inv, _relevant(ep, broken))
+        out.append(InvariantResult(inv, "violated", describe(example, ep.entity), example, locs))
 
 
 def invariant_problems(results: list[InvariantResult]) -> list[Problem]:

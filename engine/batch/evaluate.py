@@ -995,14 +995,18 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series
                     joined: dict[str, "EntityResult"], calibration: dict[str, Any] | None = None,
                     record: dict[str, Any] | None = None, decider: Decider = decide,
                     n: int | None = None, past: Mapping[str, pd.Series] | None = None,
-                    population: Any = None, measures: bool = True) -> EntityResult:
+                    population: Any = None, measures: bool = True,
+                    reuse: Mapping[str, Any] | None = None) -> EntityResult:
     """Evaluate every derived feature and decision of one entity over the whole table.
 
     `frame` is a DataFrame, or a mapping of columns with `n` rows; `calibration` makes population
     functions read a saved population; `record` collects their arguments for a new calibration;
     `decider` decides each decision (pandas by default); `past` holds, per `previous(x, k)` the
     entity reads (`PastRead.key`), the earlier values row by row (a column left out is missing);
-    `measures=False` skips the population's measures (an event of `kam stream` has no population).
+    `measures=False` skips the population's measures (an event of `kam stream` has no population);
+    `reuse` holds, per step name, what an earlier evaluation of the same step on the same inputs gave
+    (a feature's vector or a decision's result), taken instead of computing it again (the studio page
+    re-evaluates only what an edit reaches; the caller answers for the sameness).
     """
     n = len(frame) if n is None else n
     env = FactEnv(frame, fact_types, n, {p.name: p.value for p in ep.params}, past,
@@ -1030,6 +1034,14 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series
     # an overflow anywhere (a population sum too) raises, and is reported at the step that computed it
     with np.errstate(over="raise"):
         for step in ep.steps:
+            kept = reuse.get(step.name) if reuse is not None else None
+            if kept is not None:
+                if isinstance(step, DeriveStep):
+                    env[step.name] = kept
+                else:
+                    results[step.name] = kept
+                    env.update(decision_vectors(kept))
+                continue
             with _overflow_at(step, key):
                 if isinstance(step, DeriveStep):
                     env[step.name] = _finite(evaluate_node(step.derive.expr.node, ctx))  # type: ignore[arg-type]

@@ -116,7 +116,7 @@ def because_column(res: DecisionResult, env: dict[str, Vec], lo: int = 0, hi: in
     positions = np.zeros(n, dtype=np.int64)
     offset = 0
     if 0 < n <= FEW_ROWS:
-        return pa.array([_row_because(res, env, lo + i) for i in range(n)], pa.string())
+        return pa.array([row_because(res, env, lo + i) for i in range(n)], pa.string())
     if res.collected is not None:
         return _collect_because(res, env, lo, hi)
     for i, rule in enumerate(res.rules):
@@ -152,7 +152,7 @@ def because_column(res: DecisionResult, env: dict[str, Vec], lo: int = 0, hi: in
     return table.take(pa.array(positions))
 
 
-def _row_because(res: DecisionResult, env: dict[str, Vec], i: int) -> str:
+def row_because(res: DecisionResult, env: dict[str, Vec], i: int) -> str:
     """One row's because text, as `because_column` gives it for many rows (string formatting)."""
     rows = np.array([i])
 

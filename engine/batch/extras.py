@@ -19,6 +19,8 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "xlsxwriter": ("excel", "writing Excel workbooks (--output-format xlsx)"),
     "python_calamine": ("excel", "reading Excel workbooks (.xlsx facts)"),
     "dask.distributed": ("dask", "the Dask engine (kam run --engine dask)"),
+    "starlette": ("studio", "the studio page (kam studio)"),
+    "uvicorn": ("studio", "the studio page's local server (kam studio)"),
 }
 
 

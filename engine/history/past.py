@@ -94,7 +94,7 @@ class PastReading(HistoryBase):
                                       "their previous values are missing (they count as new)")
             for r in kept:
                 col = table.column(r.key).combine_chunks().take(pos)
-                out[r.key] = _series(col, r.kind)
+                out[r.key] = past_series(col, r.kind)
         return out
 
     def _match(self, entity: str, period: str, current: pa.Array, table: pa.Table) -> pa.Array:
@@ -123,7 +123,7 @@ class PastReading(HistoryBase):
         return pc.if_else(same, pos, pa.scalar(None, pa.int64()))
 
 
-def _series(col: pa.Array, kind: str) -> pd.Series:
+def past_series(col: pa.Array, kind: str) -> pd.Series:
     """A past column as the facts reader would give it."""
     if kind == "number":
         return pd.Series(col.to_numpy(zero_copy_only=False), dtype=float)

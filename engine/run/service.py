@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,7 @@ from ..history.recorder import Recorder
 from ..history.store import History, check_period
 from ..language.compile import compile_policies
 from ..language.errors import InputError, KamError, Location, Problem, did_you_mean
-from ..language.plan import Plan, past_note
+from ..language.plan import EntityPlan, Plan, past_note
 from .inputs import find_inputs, read_inputs
 from .outputs import EntityWriter, run_manifest, write_run
 
@@ -47,13 +47,16 @@ BACKENDS = ("pandas", "durable")
 def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], None] | None = None,
         backend: str = "pandas", calibration: Calibration | None = None,
         record_calibration: bool = False, past: dict[str, pd.DataFrame] | None = None,
-        on_result: Callable[[EntityResult], None] | None = None) -> RunResult:
+        on_result: Callable[[EntityResult], None] | None = None,
+        reuse: Callable[[EntityPlan], Mapping[str, Any]] | None = None) -> RunResult:
     """Evaluate every entity (joined entities first).
 
     `backend` decides which engine matches rule conditions; `calibration` makes population
     functions read a saved population; `record_calibration` makes one from this batch; `past` holds
     per entity the earlier values its `previous()` calls read, row by row (see `engine.batch.result.Past`);
-    `on_result` gets each entity's result as soon as it is decided (see `EntityWriter`).
+    `on_result` gets each entity's result as soon as it is decided (see `EntityWriter`); `reuse` gives
+    per entity, once the entities it joins with are decided, the steps to take over from an earlier
+    run (see `evaluate_entity`).
     """
     results: dict[str, EntityResult] = {}
     timings: dict[str, float] = {}
@@ -69,7 +72,8 @@ def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], No
         record = records.setdefault(ep.entity, {}) if record_calibration else None
         decider = durable.decider(ep.entity) if durable is not None else decide
         results[ep.entity] = evaluate_entity(ep, frames[ep.entity], types, results, cal, record, decider,
-                                             past=(past or {}).get(ep.entity))
+                                             past=(past or {}).get(ep.entity),
+                                             reuse=reuse(ep) if reuse is not None else None)
         timings[f"evaluate_{ep.entity}"] = round(time.perf_counter() - t0, 4)
         if on_result:
             on_result(results[ep.entity])

@@ -11,26 +11,18 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ..run import service
 from ..run import inputs as run_inputs
-from ..batch.result import RunResult
+from ..run.impact import Comparison, compare_runs
 from ..language.compile import compile_docs, compile_policies
 from ..language.errors import InputError, Location, PolicyError, Problem
 from ..language.load import LocatedDoc, load_text
-from ..language.numbers import list_text
 from ..language.plan import Plan
-from ..analysis.invariants import prove
 from ..batch.facts import FactsOptions
-
-NONE = "(none)"
-
 
 def _git(args: list[str], cwd: Path) -> str:
     try:
@@ -72,105 +64,6 @@ def base_plan(base: str, policy_dir: Path) -> Plan:
     return compile_docs(docs, f"{base}:{rel}")
 
 
-@dataclass
-class DecisionDiff:
-    entity: str
-    decision: str
-    total: int
-    changed: int
-    matrix: pd.DataFrame  # base values (rows) x new values (columns)
-    money: dict[str, float] = field(default_factory=dict)
-    rules: list[tuple[str, int, int]] = field(default_factory=list)  # rule id, base count, new count
-    status: str = "changed"  # or "unchanged", "added", "removed"
-
-    @property
-    def share(self) -> float:
-        return self.changed / self.total if self.total else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "entity": self.entity, "decision": self.decision, "status": self.status, "entities": self.total,
-            "changed": self.changed, "changed_share": round(self.share, 6),
-            "transitions": {str(b): {str(n): int(v) for n, v in row.items() if v}
-                            for b, row in self.matrix.iterrows()},
-            "money_at_stake": {k: round(v, 2) for k, v in self.money.items()},
-            "rules": [{"rule": r, "base": b, "new": n, "delta": n - b} for r, b, n in self.rules],
-        }
-
-
-def _labels(frame: pd.DataFrame, plan: Plan, entity: str, decision: str) -> pd.Series:
-    d = next(x for x in plan.entity(entity).decisions if x.name == decision)
-    if d.single:
-        col = frame[d.name]
-        if col.dtype == object and len(col) and isinstance(col.iloc[0], list):
-            return col.map(lambda v: list_text(v) if v else NONE)
-        return col.astype(object).where(col.notna(), NONE).astype(str)
-    parts = [frame[o.name].astype(object).where(frame[o.name].notna(), NONE).astype(str) for o in d.outputs]
-    out = parts[0]
-    for p in parts[1:]:
-        out = out + " / " + p
-    return out
-
-
-def _measures(plan: Plan, entity: str) -> list[str]:
-    return [f.name for f in plan.checked.policy_set.facts(entity).values() if f.measure]
-
-
-@dataclass
-class InvariantDiff:
-    """One invariant in the base and in the new policies: proved or not, broken by how many entities."""
-
-    id: str
-    entity: str
-    base_status: str  # proved | violated | not-analysed | absent
-    new_status: str
-    base_broken: int | None  # entities of these facts that break it (None: not in that version)
-    new_broken: int | None
-    example: str = ""  # how the new rules can break it
-
-    @property
-    def changed(self) -> bool:
-        return self.base_status != self.new_status or self.base_broken != self.new_broken
-
-    def text(self) -> str:
-        status = self.new_status if self.base_status == self.new_status else \
-            f"{self.base_status} -> {self.new_status}"
-        counts = f"broken by {self.new_broken or 0:,} {self.entity}(s) of these facts"
-        if self.base_broken != self.new_broken and self.base_broken is not None:
-            counts += f" (before: {self.base_broken:,})"
-        word = {"violated": "NEWLY BROKEN" if self.base_status != "violated" else "still broken",
-                "proved": "newly proved" if self.base_status not in ("proved",) else "proved"}.get(self.new_status, "")
-        head = f"invariant `{self.id}`: {status}" + (f" ({word})" if word and self.changed else "")
-        return head + f"; {counts}" + (f"; for example {self.example}" if self.example else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "entity": self.entity, "base": self.base_status, "new": self.new_status,
-                "base_broken": self.base_broken, "new_broken": self.new_broken, "changed": self.changed,
-                "example": self.example}
-
-
-def compare_invariants(base: Plan, new: Plan, base_run: RunResult, new_run: RunResult) -> list[InvariantDiff]:
-    """Whether the change breaks or newly proves an invariant, on the rules and on these facts."""
-    base_status = {r.invariant.id: r for r in prove(base)}
-    new_status = {r.invariant.id: r for r in prove(new)}
-    base_counts = {i.invariant.id: i.count for i in base_run.invariants()}
-    new_counts = {i.invariant.id: i.count for i in new_run.invariants()}
-    out = []
-    for inv_id in list(new_status) + [i for i in base_status if i not in new_status]:
-        b, n = base_status.get(inv_id), new_status.get(inv_id)
-        entity = (n or b).invariant.entity  # type: ignore[union-attr]
-        out.append(InvariantDiff(inv_id, entity, b.status if b else "absent", n.status if n else "absent",
-                                 base_counts.get(inv_id), new_counts.get(inv_id),
-                                 n.reason if n is not None and n.status == "violated" else ""))
-    return out
-
-
-@dataclass
-class Comparison:
-    decisions: list[DecisionDiff]
-    invariants: list[InvariantDiff] = field(default_factory=list)
-
-
 def compare(base: Plan, new: Plan, inputs: dict[str, Path], options: FactsOptions | str | None = None
             ) -> Comparison:
     """Run both policy sets on the same facts and compare every decision and every invariant."""
@@ -178,41 +71,7 @@ def compare(base: Plan, new: Plan, inputs: dict[str, Path], options: FactsOption
                                                         options))
     new_run = service.run(new, run_inputs.read_inputs(new, {e.entity: inputs[e.entity] for e in new.entities},
                                                       options))
-    base_out, new_out = base_run.outputs(), new_run.outputs()
-    diffs: list[DecisionDiff] = []
-    for ep in new.entities:
-        entity = ep.entity
-        facts = new_run.frames_in[entity]
-        new_decisions = [d.name for d in ep.decisions]
-        base_decisions = [d.name for d in base.entity(entity).decisions] if entity in base_out else []
-        for name in new_decisions + [d for d in base_decisions if d not in new_decisions]:
-            total = len(facts)
-            if name not in base_decisions or name not in new_decisions:
-                status = "added" if name not in base_decisions else "removed"
-                diffs.append(DecisionDiff(entity, name, total, total, pd.DataFrame(), status=status))
-                continue
-            before = _labels(base_out[entity], base, entity, name)
-            after = _labels(new_out[entity], new, entity, name)
-            moved = (before.to_numpy() != after.to_numpy())
-            matrix = pd.crosstab(before.rename("base"), after.rename("new"))
-            money = {m: float(np.nansum(facts[m].to_numpy(dtype=float)[moved])) for m in _measures(new, entity)}
-            rb = _rule_counts(base_out[entity][f"{name}_rule"])
-            rn = _rule_counts(new_out[entity][f"{name}_rule"])
-            rules = sorted({*rb.index, *rn.index})
-            rule_rows = [(str(r), int(rb.get(r, 0)), int(rn.get(r, 0))) for r in rules
-                         if int(rb.get(r, 0)) != int(rn.get(r, 0))]
-            changed = int(moved.sum())
-            diffs.append(DecisionDiff(entity, name, total, changed, matrix, money, rule_rows,
-                                      "changed" if changed else "unchanged"))
-    return Comparison(diffs, compare_invariants(base, new, base_run, new_run))
-
-
-def _rule_counts(column: pd.Series) -> pd.Series:
-    """How many entities each rule decided (for `collect`, each rule in an entity's list counts)."""
-    values = column.astype(object)
-    if len(values) and isinstance(values.iloc[0], list):
-        values = values.explode().dropna()
-    return values.value_counts()
+    return compare_runs(base, new, base_run, new_run)
 
 
 _FAIL_ON = re.compile(r"^\s*(?:(?P<decision>[a-z][a-z0-9_]*)\s*:\s*)?changed\s*(?P<op>>=|>|<=|<)\s*"

@@ -20,6 +20,7 @@ from .report import report_command
 from .run import run
 from .schema import schema
 from .stream import stream_command
+from .studio import studio
 from .test import test_command
 
 
@@ -37,7 +38,7 @@ def main() -> None:
 
 
 for _command in (check, test_command, diff_command, stream_command, run, explain, report_command, history_command,
-                 changes_command, schema, init):
+                 changes_command, studio, schema, init):
     main.add_command(_command)
 
 

@@ -1,0 +1,321 @@
+"""What the studio page shows, as JSON: the policies in the words their files use (descriptions and
+the comments written above each entry), the edit paths of every cell, and the impact of the edits.
+
+Every figure is formatted here, by the same format specs `kam diff` prints with, so the page and
+the command line show one value one way; the page only places the texts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ...language.load import LocatedDoc, load_text
+from ...language.errors import PolicyError
+from ...language.plan import Plan
+from ...run.impact import DecisionDiff, NONE
+from ...run.replay import PeriodReplay
+from ...run.workspace import Evaluation, Workspace
+from ..policy_tests import SuiteResult
+
+HIT_WORDS = {
+    "first": "the first rule that matches decides",
+    "unique": "exactly one rule may match",
+    "priority": "of the rules that match, the highest value wins",
+    "any": "the rules that match must agree",
+    "collect": "every rule that matches is listed",
+    "output-order": "every rule that matches is listed, in the order of the values",
+}
+SHOWN_MOVERS = 50
+
+
+def money(v: float | None) -> str:
+    """Money as `kam diff` prints it: grouped, no decimals."""
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.0f}"
+
+
+def share(v: float | None) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
+
+
+def figure(v: Any) -> str:
+    """A measure's value: whole numbers grouped, shares (between -1 and 1) as %, others grouped."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "missing"
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer() and abs(v) >= 1):
+        return f"{v:,.0f}"
+    if isinstance(v, float) and -1 <= v <= 1:
+        return f"{v:.1%}"
+    return f"{v:,.2f}" if isinstance(v, float) else str(v)
+
+
+def _comment_above(lines: list[str], line: int) -> str:
+    """The comment lines written directly above a 1-based line, as one text."""
+    out: list[str] = []
+    i = line - 2
+    while i >= 0 and lines[i].strip().startswith("#"):
+        out.insert(0, lines[i].strip().lstrip("#").strip())
+        i -= 1
+    return " ".join(x for x in out if x)
+
+
+def _header(lines: list[str]) -> str:
+    out = []
+    for ln in lines:
+        s = ln.strip()
+        if not s.startswith("#"):
+            break
+        if "yaml-language-server" not in s:
+            out.append(s.lstrip("#").strip())
+    return "\n".join(out).strip()
+
+
+def _scalar_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "" if v is None else str(v)
+
+
+def _param_unit(name: str, value: Any, sources: list[str], facts: Mapping[str, Any]) -> str:
+    """percent for a share written with %, money for a cutoff compared with a money fact (`measure:
+    true`), count for one compared with a whole-number fact, else number."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return "percent"
+    for src in sources:
+        for m in re.finditer(rf"(\w+)\s*(?:<=|>=|<|>|==|!=)\s*{name}\b|\b{name}\s*(?:<=|>=|<|>|==|!=)\s*(\w+)", src):
+            other = facts.get(m.group(1) or m.group(2))
+            if other is not None and other.measure:
+                return "money"
+            if other is not None and other.type == "integer":
+                return "count"
+    return "number"
+
+
+def _readers(name: str, data: Mapping[str, Any]) -> list[str]:
+    """Where a parameter is read: features, rule conditions and reason texts that name it."""
+    word = re.compile(rf"(?<![\w.]){re.escape(name)}(?![\w])")
+    out = []
+    for feature, src in (data.get("derive") or {}).items():
+        if isinstance(src, str) and word.search(src):
+            out.append(f"feature {feature}")
+    for d in (data.get("decisions") or {}).values():
+        for r in (d or {}).get("rules") or []:
+            if not isinstance(r, dict):
+                continue
+            if word.search(str(r.get("when", ""))):
+                out.append(f"rule {r.get('id')} (condition)")
+            if word.search(str(r.get("because", ""))):
+                out.append(f"rule {r.get('id')} (reason)")
+    for m, src in (data.get("measures") or {}).items():
+        if isinstance(src, str) and word.search(src):
+            out.append(f"measure {m}")
+    return out
+
+
+def _rule_view(r: Any, i: int, lines: list[str], doc: LocatedDoc, path: tuple[Any, ...]) -> dict[str, Any]:
+    r = r if isinstance(r, dict) else {}
+    then = r.get("then")
+    line = doc.loc(path).line if doc.locs else 0
+    return {
+        "index": i, "id": _scalar_text(r.get("id")), "when": _scalar_text(r.get("when")),
+        "then": _scalar_text(then) if not isinstance(then, (dict, list)) else None,
+        "then_text": _scalar_text(then) if not isinstance(then, (dict, list)) else
+        ", ".join(f"{k}: {v}" for k, v in then.items()) if isinstance(then, dict) else str(then),
+        "because": _scalar_text(r.get("because")), "quota": "quota" in r, "path": list(path),
+        "comment": _comment_above(lines, line) if line else "",
+    }
+
+
+def _decision_view(name: str, d: Any, lines: list[str], doc: LocatedDoc) -> dict[str, Any]:
+    d = d if isinstance(d, dict) else {}
+    hit = str(d.get("hit", "first"))
+    rules = d.get("rules") or []
+    return {
+        "name": name, "description": _scalar_text(d.get("description")), "hit": hit,
+        "hit_words": HIT_WORDS.get(hit, hit), "values": [str(v) for v in d.get("values") or []],
+        "target": {str(k): _scalar_text(v) for k, v in (d.get("target") or {}).items()},
+        "path": ["decisions", name],
+        "rules": [_rule_view(r, i, lines, doc, ("decisions", name, "rules", i)) for i, r in enumerate(rules)],
+    }
+
+
+def policy_view(name: str, text: str, folder: Path, plan: Plan | None) -> dict[str, Any]:
+    """One policy file as the page shows it."""
+    lines = text.splitlines()
+    try:
+        doc = load_text(text, str(folder / name))
+    except PolicyError as exc:
+        return {"file": name, "broken": exc.problems[0].message}
+    data = doc.data if isinstance(doc.data, dict) else {}
+    entity = str(data.get("entity", ""))
+    facts: Mapping[str, Any] = {}
+    if plan is not None and entity in plan.checked.policy_set.entities:
+        facts = plan.checked.policy_set.facts(entity)
+    sources = [str(s) for s in (data.get("derive") or {}).values()] + [
+        str(r.get("when", "")) for d in (data.get("decisions") or {}).values() if isinstance(d, dict)
+        for r in d.get("rules") or [] if isinstance(r, dict)]
+    params = []
+    for pname, value in (data.get("params") or {}).items():
+        line = doc.key_loc(("params", pname)).line
+        params.append({"name": pname, "value": value if not isinstance(value, bool) else str(value).lower(),
+                       "text": _scalar_text(value), "unit": _param_unit(pname, value, sources, facts),
+                       "comment": _comment_above(lines, line), "readers": _readers(pname, data),
+                       "path": ["params", pname]})
+    return {
+        "file": name, "policy": _scalar_text(data.get("policy")), "entity": entity,
+        "description": _scalar_text(data.get("description")), "header": _header(lines),
+        "params": params,
+        "derive": [{"name": k, "source": _scalar_text(v),
+                    "comment": _comment_above(lines, doc.key_loc(("derive", k)).line)}
+                   for k, v in (data.get("derive") or {}).items()],
+        "decisions": [_decision_view(k, v, lines, doc) for k, v in (data.get("decisions") or {}).items()],
+        "invariants": [{"id": _scalar_text(i.get("id")), "kind": "never" if "never" in i else "always",
+                        "condition": _scalar_text(i.get("never", i.get("always"))),
+                        "because": _scalar_text(i.get("because"))}
+                       for i in data.get("invariants") or [] if isinstance(i, dict)],
+        "measures": [{"name": k, "source": _scalar_text(v)} for k, v in (data.get("measures") or {}).items()],
+    }
+
+
+def _order(values: list[str], declared: list[str]) -> list[str]:
+    rank = {v: i for i, v in enumerate(declared)}
+    return sorted(values, key=lambda v: (v == NONE, rank.get(v, len(rank)), v))
+
+
+def decision_impact(d: DecisionDiff, declared: list[str], measures: list[str]) -> dict[str, Any]:
+    """One decision's transition matrix with the entities and money per cell."""
+    out: dict[str, Any] = {"entity": d.entity, "decision": d.decision, "status": d.status, "total": d.total,
+                           "changed": d.changed, "changed_text": f"{d.changed:,} of {d.total:,} ({d.share:.1%})",
+                           "money": {m: money(v) for m, v in d.money.items()},
+                           "rules": [{"rule": r, "before": f"{b:,}", "after": f"{n:,}", "delta": f"{n - b:+,}"}
+                                     for r, b, n in d.rules]}
+    if d.cells is None or d.status in ("added", "removed"):
+        out.update(rows=[], cols=[], cells={})
+        return out
+    rows = _order([str(x) for x in d.matrix.index], declared)
+    cols = _order([str(x) for x in d.matrix.columns], declared)
+    cells: dict[str, dict[str, Any]] = {}
+    for (b, n), rec in d.cells.iterrows():
+        cells[f"{b}\u0000{n}"] = {"entities": int(rec["entities"]), "entities_text": f"{int(rec['entities']):,}",
+                                  "money": {m: money(float(rec[m])) for m in measures}}
+    out.update(rows=rows, cols=cols, cells=cells, measures=measures)
+    return out
+
+
+def impact_view(ws: Workspace, ev: Evaluation) -> dict[str, Any]:
+    """Everything the impact panel shows for one set of edits."""
+    problems = [{"file": f, "path": list(p), "line": pr.loc.line, "col": pr.loc.col, "severity": pr.severity,
+                 "code": pr.code, "message": pr.message, "hint": pr.hint} for pr, f, p in ev.problem_paths]
+    out: dict[str, Any] = {"ok": ev.ok, "problems": problems, "diff": ws.diff(ev.texts),
+                           "changed_files": [n for n, t in ev.texts.items() if t != ws.sources[n].text]}
+    if not ev.ok or ev.comparison is None or ev.run is None or ev.findings.plan is None:
+        return out
+    plan = ev.findings.plan
+    decisions = []
+    for d in ev.comparison.decisions:
+        declared = []
+        if d.status != "removed":
+            dec = next(x for x in plan.entity(d.entity).decisions if x.name == d.decision)
+            declared = [str(v) for v in dec.main.values or ()]
+        measures = [c for c in (d.cells.columns if d.cells is not None else []) if c != "entities"]
+        # revenue and profit first: what a cell's money means to a sales director
+        measures.sort(key=lambda m: (0 if "revenue" in m else 1 if "profit" in m else 2))
+        decisions.append(decision_impact(d, declared, measures))
+    out["decisions"] = decisions
+    out["invariants"] = [{**i.to_dict(), "because": i.because, "text": i.text()} for i in ev.comparison.invariants]
+    before, after = ws.run.measures(), ev.run.measures()
+    out["measures"] = [{"entity": e, "name": k, "before": figure(before.get(e, {}).get(k)), "after": figure(v),
+                        "changed": before.get(e, {}).get(k) != v} for e, ms in after.items() for k, v in ms.items()]
+    out["targets"] = _targets(ws, ev, plan)
+    return out
+
+
+def _targets(ws: Workspace, ev: Evaluation, plan: Plan) -> list[dict[str, Any]]:
+    assert ev.run is not None
+    out = []
+    before_counts, after_counts = ws.run.counts(), ev.run.counts()
+    for ep in plan.entities:
+        for d in ep.decisions:
+            if not d.target:
+                continue
+            n = len(ev.run.frames_in[ep.entity]) or 1
+            b = before_counts.get(ep.entity, {}).get(d.name, {})
+            a = after_counts.get(ep.entity, {}).get(d.name, {})
+            out.append({"entity": ep.entity, "decision": d.name, "rows": [
+                {"value": str(v), "target": share(float(t)), "before": share(b.get(str(v), 0) / n),
+                 "after": share(a.get(str(v), 0) / n), "target_share": float(t), "after_share": a.get(str(v), 0) / n}
+                for v, t in d.target]})
+    return out
+
+
+def tests_view(suite: SuiteResult, folder: Path) -> dict[str, Any]:
+    """The policy test cases re-run on the edited policies."""
+    return {"passed": suite.passed, "failed": suite.failed,
+            "cases": [{"file": Path(r.file).name, "line": r.loc.line, "name": r.name, "passed": r.passed,
+                       "failures": r.failures} for r in suite.results]}
+
+
+def pareto(ws: Workspace, points: int = 200) -> list[dict[str, Any]]:
+    """For each parameter compared with a cumulative share (`x: cumshare(fact)` and `x <= param`), the
+    curve of that share over the entities ranked by the fact: what the page draws the cutoff on."""
+    out = []
+    for name, src in ws.sources.items():
+        doc = load_text(src.text, str(ws.folder / name))
+        data = doc.data if isinstance(doc.data, dict) else {}
+        derive = {k: str(v) for k, v in (data.get("derive") or {}).items()}
+        entity = str(data.get("entity", ""))
+        for feature, expr in derive.items():
+            m = re.fullmatch(r"\s*cumshare\((\w+)\)\s*", expr)
+            if not m or entity not in ws.run.frames_in:
+                continue
+            fact = m.group(1)
+            for pname in data.get("params") or {}:
+                compared = [s for s in list(derive.values()) if re.search(rf"\b{feature}\s*<=?\s*{pname}\b", s)]
+                if not compared:
+                    continue
+                values = ws.run.frames_in[entity][fact].to_numpy(dtype=float)
+                values = np.sort(values[~np.isnan(values)])[::-1]
+                total = values.sum()
+                if not len(values) or not total:
+                    continue
+                cum = np.cumsum(values) / total
+                idx = np.unique(np.linspace(0, len(values) - 1, min(points, len(values))).astype(int))
+                out.append({"file": name, "param": pname, "feature": feature, "fact": fact, "entity": entity,
+                            "n": int(len(values)),
+                            "x": [round(float((i + 1) / len(values)), 5) for i in idx],
+                            "y": [round(float(cum[i]), 5) for i in idx]})
+    return out
+
+
+def replay_view(periods: list[PeriodReplay]) -> dict[str, Any]:
+    """The replay over the recorded periods: per decision that differs anywhere, a row per period."""
+    names: list[tuple[str, str]] = []
+    for p in periods:
+        for d in p.decisions:
+            then, mine, _ = p.bounced.get((d.entity, d.decision), (0, 0, 0))
+            if (d.changed or then != mine) and (d.entity, d.decision) not in names:
+                names.append((d.entity, d.decision))
+    out = []
+    for entity, decision in names:
+        rows: list[dict[str, Any]] = []
+        for p in periods:
+            found = next((x for x in p.decisions if (x.entity, x.decision) == (entity, decision)), None)
+            if found is None:
+                rows.append({"period": p.period, "note": p.note or "not in this period"})
+                continue
+            d = found
+            then, mine, both = p.bounced.get((entity, decision), (0, 0, 0))
+            measures = sorted(d.money, key=lambda m: (0 if "revenue" in m else 1 if "profit" in m else 2))[:2]
+            rows.append({"period": p.period, "entities": f"{d.total:,}", "changed": f"{d.changed:,}",
+                         "money": {m: money(d.money[m]) for m in measures},
+                         "bounced_then": f"{then:,}" if both else "-", "bounced_edited": f"{mine:,}" if both else "-",
+                         "present_both": f"{both:,}"})
+        out.append({"entity": entity, "decision": decision, "rows": rows})
+    return {"periods": [p.period for p in periods], "decisions": out,
+            "notes": [f"{p.period}: {p.note}" for p in periods if p.note]}

@@ -405,3 +405,36 @@ def test_kam_studio_refuses_what_it_cannot_open(tmp_path: Path):
     write_policy(tmp_path / "bad", "p.yaml", "policy: p\nentity: customer\nfacts: {x: {type: nope}}\n")
     out = kam_here("studio", str(tmp_path / "bad"), "--no-browser")
     assert out.returncode == 1 and "p.yaml" in out.stderr
+
+
+@pytest.mark.slow  # CI runs it (pytest -m slow)
+def test_rules_added_moved_and_removed_and_a_floor_edited_in_its_grid(browser: Any, server: Server, folder: Path):
+    before = {p.name: p.read_bytes() for p in folder.glob("*.yaml")}
+    page, errors = _open(browser, server)
+    tier = page.locator("#decision-tier")
+    tier.locator("button:has-text('Add a rule')").click()
+    page.wait_for_selector("#decision-tier tr[data-rule='new-rule-6'] .badge.never")  # `when: false` never fires
+    page.locator("#decision-tier tr[data-rule='new-rule-6'] button[aria-label='move rule new-rule-6 up']").click()
+    page.wait_for_function("document.querySelectorAll('#decision-tier tr[data-rule]')[3].dataset.rule === 'new-rule-6'")
+    _shot(page, "8-added")
+    page.locator("#decision-tier tr[data-rule='new-rule-6'] button[aria-label='remove rule new-rule-6']").click()
+    page.wait_for_function("!document.querySelector('#decision-tier tr[data-rule=\"new-rule-6\"]')")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('checked')")
+    assert server.call("/api/evaluate", {"edits": page.evaluate("S.edits")})[1]["impact"]["diff"] == ""
+    # the floor per tier of pricing is a grid of cells
+    page.click("nav a:has-text('pricing')")
+    cell = page.locator("table.lookup[data-feature='floor_ratio'] input[aria-label='floor_ratio for tier A']")
+    cell.fill("0.78")
+    page.wait_for_selector("[data-decision='quote.approval'] td.cell")
+    _shot(page, "9-floor")
+    page.click("#review")
+    page.click("#save-go")
+    page.wait_for_selector("#save-result .ok")
+    after = {p.name: p.read_bytes() for p in folder.glob("*.yaml")}
+    assert [n for n in before if before[n] != after[n]] == ["pricing.yaml"]
+    old, new = before["pricing.yaml"].decode().splitlines(), after["pricing.yaml"].decode().splitlines()
+    assert [(a, b) for a, b in zip(old, new) if a != b] == [
+        ('  floor_ratio: "lookup(tier, {A: 0.80, B: 0.85, C: 0.90, D: 0.95})"',
+         '  floor_ratio: "lookup(tier, {A: 0.78, B: 0.85, C: 0.90, D: 0.95})"')]
+    assert kam_here("check", str(folder)).returncode == 0
+    assert errors == []

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import pandas as pd
 
 from ..analysis.findings import Findings, check_docs
 from ..batch.evaluate import EntityResult
+from ..batch.explain import rule_column
 from ..batch.facts import FactsOptions, identifier_facts
 from ..batch.result import Past, RunResult
 from ..history.store import History, check_period
@@ -34,7 +36,7 @@ from ..language.load import LocatedDoc, load_text, policy_files
 from ..language.plan import DecisionStep, EntityPlan, Plan, decision_reads
 from ..language.nodes import names
 from . import service
-from .impact import Comparison, compare_runs
+from .impact import Comparison, compare_runs, rule_counts
 from .inputs import find_inputs, read_inputs
 
 MAX_EDITS = 2000  # operations in one request: far above what a person does in one sitting
@@ -224,6 +226,17 @@ class Workspace:
         if problems:
             raise PolicyError(problems)
         return docs
+
+    def counted(self, run: RunResult, entity: str, decision: str) -> dict[str, int]:
+        """How many entities each rule of a decision decides in a run (kept per decision result: an
+        edit that does not reach the decision asks again for the same one)."""
+        res = run.results[entity].decisions[decision]
+        key = ("rules", entity, decision)
+        kept = self.memo.get(key)
+        if kept is None or kept[0] is not res:
+            kept = (res, {str(k): int(v) for k, v in rule_counts(pd.Series(rule_column(res))).items()})
+            self.memo[key] = kept
+        return kept[1]
 
     def summary(self) -> dict[str, str]:
         """How many entities of each kind are loaded, grouped."""

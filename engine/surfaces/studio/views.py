@@ -118,6 +118,27 @@ def _readers(name: str, data: Mapping[str, Any]) -> list[str]:
     return out
 
 
+_LOOKUP = re.compile(r"\s*lookup\(\s*(\w+)\s*,\s*\{([^{}]*)\}\s*\)\s*")
+_ENTRY = re.compile(r"\s*([\w-]+)\s*:\s*(-?[0-9.]+%?)\s*")
+
+
+def lookup_table(source: str) -> dict[str, Any] | None:
+    """A feature that is a table of numbers by a value (`lookup(tier, {A: 0.80, B: 0.85})`, a floor per
+    tier) as its cells, when it is written in the one form the page writes back; else None."""
+    m = _LOOKUP.fullmatch(source)
+    if not m:
+        return None
+    entries = []
+    for part in m.group(2).split(","):
+        e = _ENTRY.fullmatch(part)
+        if not e:
+            return None
+        entries.append([e.group(1), e.group(2)])
+    if source != f"lookup({m.group(1)}, {{{', '.join(f'{k}: {v}' for k, v in entries)}}})":
+        return None
+    return {"over": m.group(1), "entries": entries}
+
+
 def _rule_view(r: Any, i: int, lines: list[str], doc: LocatedDoc, path: tuple[Any, ...]) -> dict[str, Any]:
     r = r if isinstance(r, dict) else {}
     then = r.get("then")
@@ -171,7 +192,7 @@ def policy_view(name: str, text: str, folder: Path, plan: Plan | None) -> dict[s
         "file": name, "policy": _scalar_text(data.get("policy")), "entity": entity,
         "description": _scalar_text(data.get("description")), "header": _header(lines),
         "params": params,
-        "derive": [{"name": k, "source": _scalar_text(v),
+        "derive": [{"name": k, "source": _scalar_text(v), "path": ["derive", k], "table": lookup_table(_scalar_text(v)),
                     "comment": _comment_above(lines, doc.key_loc(("derive", k)).line)}
                    for k, v in (data.get("derive") or {}).items()],
         "decisions": [_decision_view(k, v, lines, doc) for k, v in (data.get("decisions") or {}).items()],
@@ -233,6 +254,21 @@ def impact_view(ws: Workspace, ev: Evaluation) -> dict[str, Any]:
     out["measures"] = [{"entity": e, "name": k, "before": figure(before.get(e, {}).get(k)), "after": figure(v),
                         "changed": before.get(e, {}).get(k) != v} for e, ms in after.items() for k, v in ms.items()]
     out["targets"] = _targets(ws, ev, plan)
+    out["rule_counts"] = _rule_counts(ws, ev, plan)
+    return out
+
+
+def _rule_counts(ws: Workspace, ev: Evaluation, plan: Plan) -> dict[str, dict[str, list[str]]]:
+    """Per decision (`entity.decision`), per rule id: how many entities it decides now and edited."""
+    assert ev.run is not None
+    out: dict[str, dict[str, list[str]]] = {}
+    for ep in plan.entities:
+        for d in ep.decisions:
+            after = ws.counted(ev.run, ep.entity, d.name)
+            before = ws.counted(ws.run, ep.entity, d.name) if ep.entity in ws.run.results and \
+                d.name in ws.run.results[ep.entity].decisions else {}
+            out[f"{ep.entity}.{d.name}"] = {r: [f"{before.get(r, 0):,}", f"{after.get(r, 0):,}"]
+                                            for r in dict.fromkeys([*before, *after])}
     return out
 
 

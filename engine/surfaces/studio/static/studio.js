@@ -107,6 +107,7 @@ async function runTests(seq) {
   try {
     const data = await api("/api/tests", { edits: S.edits });
     if (seq !== S.seq) return;
+    S.tests = data;
     renderTests(data);
   } catch (err) { /* the impact's status says what is wrong */ }
 }
@@ -169,12 +170,34 @@ function renderPolicy() {
   if (p.derive.length) parts.push(el("section", { class: "card" }, el("h3", { text: "Derived figures" }),
     el("table", {}, el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "name" }), el("th", { scope: "col", text: "how it is computed" }))),
       el("tbody", {}, p.derive.map(f => el("tr", {}, el("td", {}, el("code", { text: f.name })),
-        el("td", {}, el("code", { text: f.source }), f.comment ? el("div", { class: "note", text: f.comment }) : null)))))));
+        el("td", {}, f.table ? lookupGrid(p, f) : el("code", { text: f.source }), f.comment ? el("div", { class: "note", text: f.comment }) : null,
+          el("div", { class: "cell-msg", "data-for": JSON.stringify(f.path) }))))))));
   if (p.invariants.length) parts.push(renderInvariants(p));
   if (p.measures.length) parts.push(renderMeasures(p));
+  if (S.state.tests) parts.push(el("section", { class: "card", id: "policy-tests" }, el("h3", { text: "Test cases" }), el("p", { class: "muted", text: "running…" })));
   main.replaceChildren(...parts);
   markProblems();
   drawPareto(p);
+  if (S.tests) renderTests(S.tests);
+}
+
+// a table of numbers by a value (a floor per tier): a cell per value, written back in the same form
+function lookupGrid(p, f) {
+  const entries = f.table.entries.map(e => [...e]);
+  const rebuild = () => `lookup(${f.table.over}, {${entries.map(([k, v]) => `${k}: ${v}`).join(", ")}})`;
+  return el("table", { class: "lookup", "data-feature": f.name },
+    el("caption", { class: "note", text: `by ${f.table.over}` }),
+    el("thead", {}, el("tr", {}, entries.map(([k]) => el("th", { scope: "col", class: "num", text: k })))),
+    el("tbody", {}, el("tr", {}, entries.map((e, i) => {
+      const input = el("input", { type: "text", inputmode: "decimal", "aria-label": `${f.name} for ${f.table.over} ${e[0]}` });
+      input.value = e[1];
+      input.addEventListener("input", () => {
+        input.classList.add("edited");
+        entries[i][1] = input.value.trim();
+        setValue(p.file, f.path, rebuild());
+      });
+      return el("td", { class: "num" }, input);
+    }))));
 }
 
 function unitText(unit) {
@@ -237,6 +260,7 @@ function renderDecision(p, d) {
       el("td", { class: "when" }, when),
       el("td", { class: "then" }, then),
       el("td", {}, cellInput(p, [...path, "because"], r.because, { label: `reason text of rule ${r.id}`, multiline: true })),
+      el("td", { class: "num count", text: ruleCount(p, d, r) }),
       ops));
   });
   const add = el("button", { type: "button", onclick: () => {
@@ -245,15 +269,29 @@ function renderDecision(p, d) {
     structural({ op: "insert", file: p.file, path: [...d.path, "rules"], index,
       item: { id, when: "false", then: d.values[0] || "", because: "describe why" } });
   } }, "+ Add a rule");
-  const target = Object.keys(d.target).length ? ` · target ${Object.entries(d.target).map(([k, v]) => `${k} ${v}`).join(", ")}` : "";
+  const targets = Object.keys(d.target).length ? el("div", { class: "targets" }, el("span", { class: "note", text: "target shares: " }),
+    Object.entries(d.target).map(([k, v]) => {
+      const input = el("input", { type: "text", inputmode: "decimal", "aria-label": `target share of ${k}`, size: 4 });
+      input.value = String(v).replace(/%\s*$/, "");
+      input.addEventListener("input", () => { input.classList.add("edited"); setValue(p.file, [...d.path, "target", k], input.value.trim() + "%"); });
+      return el("label", {}, ` ${k} `, input, "%");
+    }), el("div", { class: "cell-msg", "data-for": JSON.stringify([...d.path, "target"]) })) : null;
   return el("section", { class: "card", id: `decision-${d.name}` },
     el("h3", {}, d.description || d.name, " ", el("code", { class: "muted", text: d.name })),
-    el("p", { class: "note", text: `${d.hit_words} (hit: ${d.hit}) · values ${d.values.join(", ") || "computed"}${target}` }),
+    el("p", { class: "note", text: `${d.hit_words} (hit: ${d.hit}) · values ${d.values.join(", ") || "computed"}` }),
+    targets,
     el("table", { class: "grid" },
-      el("thead", {}, el("tr", {}, ["#", "rule", "when (condition)", "then", "because (reason shown)", ""].map(h => el("th", { scope: "col", text: h })))),
+      el("thead", {}, el("tr", {}, ["#", "rule", "when (condition)", "then", "because (reason shown)", `${p.entity}s`, ""].map(h => el("th", { scope: "col", text: h, title: h === `${p.entity}s` ? `how many ${p.entity}s each rule decides: now → edited` : null })))),
       body),
     el("div", { class: "cell-msg", "data-for": JSON.stringify(d.path) }),
     add);
+}
+
+function ruleCount(p, d, r) {
+  const counts = S.impact && S.impact.rule_counts ? S.impact.rule_counts[`${p.entity}.${d.name}`] : null;
+  if (!counts) return "";
+  const [before, after] = counts[r.id] || ["0", "0"];
+  return before === after ? before : `${before} → ${after}`;
 }
 
 function renderInvariants(p) {
@@ -286,7 +324,8 @@ function markProblems() {
   const p = S.policies[S.current];
   if (!p) return;
   const boxes = [...document.querySelectorAll(".cell-msg")].map(b => ({ b, path: JSON.parse(b.dataset.for) }));
-  for (const prob of S.impact.problems.filter(x => x.file === p.file)) {
+  // notes (proved, not analysed) are for the command line; the badges say what a reader needs
+  for (const prob of S.impact.problems.filter(x => x.file === p.file && x.severity !== "note")) {
     // the deepest cell whose path starts the problem's path
     let best = null;
     for (const x of boxes) if (x.path.length <= prob.path.length && samePath(prob.path.slice(0, x.path.length), x.path) && (!best || x.path.length > best.path.length)) best = x;
@@ -388,6 +427,7 @@ function renderImpact() {
     parts.push(renderInvariantImpact(im.invariants));
   }
   parts.push(el("section", { class: "card", id: "tests" }, el("h3", { text: "Test cases" }), el("p", { class: "muted", text: S.state.tests ? "running…" : "this folder has no test cases (tests/*.yaml)" })));
+  S.tests = null;
   if (S.state.history) parts.push(renderHistoryBox());
   parts.push(renderLookup());
   side.replaceChildren(...parts);
@@ -465,6 +505,14 @@ function renderInvariantImpact(invariants) {
 }
 
 function renderTests(data) {
+  const mine = document.getElementById("policy-tests");
+  const p = S.policies[S.current];
+  if (mine && p && data.cases) {
+    const cases = data.cases.filter(c => c.file === p.file);
+    mine.replaceChildren(el("h3", { text: `Test cases (tests/${p.file})` }),
+      cases.length ? el("ul", {}, cases.map(c => el("li", {}, el("span", { class: `badge ${c.passed ? "passed" : "failed"}`, text: c.passed ? "passes" : "fails" }), " ", c.name)))
+        : el("p", { class: "muted", text: "no test cases for this policy" }));
+  }
   const box = document.getElementById("tests");
   if (!box) return;
   if (data.skipped) { box.replaceChildren(el("h3", { text: "Test cases" }), el("p", { class: "muted", text: data.skipped })); return; }

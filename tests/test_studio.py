@@ -405,6 +405,15 @@ def test_kam_studio_refuses_what_it_cannot_open(tmp_path: Path):
     write_policy(tmp_path / "bad", "p.yaml", "policy: p\nentity: customer\nfacts: {x: {type: nope}}\n")
     out = kam_here("studio", str(tmp_path / "bad"), "--no-browser")
     assert out.returncode == 1 and "p.yaml" in out.stderr
+    out = kam_here("studio", "--no-browser", "--period", "2026-11")
+    assert out.returncode == 2 and "--period needs --history" in out.stderr
+    out = kam_here("studio", "--no-browser", "--history", str(tmp_path / "none.duckdb"))
+    assert out.returncode == 2 and "does not exist" in out.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        out = kam_here("studio", "--no-browser", "--port", str(taken.getsockname()[1]))
+    assert out.returncode == 2 and "cannot listen" in out.stderr and "open http" not in out.stdout
 
 
 @pytest.mark.slow  # CI runs it (pytest -m slow)

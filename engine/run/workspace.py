@@ -89,9 +89,6 @@ class Evaluation:
     def ok(self) -> bool:
         return self.findings.plan is not None and not any(p.severity == "error" for p in self.findings.problems)
 
-    def problems(self) -> list[tuple[Problem, str, tuple[Any, ...]]]:
-        return self.problem_paths
-
 
 def apply_edits(texts: Mapping[str, str], edits: list[Mapping[str, Any]]) -> dict[str, str]:
     """The texts after the edits, in order. An edit names a loaded file (never a path) and an

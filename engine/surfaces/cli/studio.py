@@ -16,10 +16,16 @@ from .common import data_folder, facts_options, fail, parse_inputs, read_options
 LOCAL = ("127.0.0.1", "localhost", "::1")
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def _port(host: str, port: int) -> int:
+    """The port to listen on (a free one for 0), refused before anything is printed when it cannot be."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+            return int(s.getsockname()[1])
+    except (OSError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise usage(f"cannot listen on {host}:{port}: {reason}",
+                    "leave out --port to take a free one; --host is an address of this machine") from None
 
 
 @click.command("studio")
@@ -69,6 +75,7 @@ def studio(policy_dir: Path | None, data: Path | None, inputs: tuple[str, ...], 
             need("duckdb")
             if not history_path.exists():
                 raise usage(f"history {history_path} does not exist", "record one with kam run --history FILE")
+        port = _port(host, port)
         click.echo("loading the policies and the portfolio…", err=True)
         ws = Workspace(folder, data_folder(data, inputs), parse_inputs(inputs),
                        read_options(facts_format, encoding, delimiter), history_path, period)
@@ -79,7 +86,6 @@ def studio(policy_dir: Path | None, data: Path | None, inputs: tuple[str, ...], 
     from ..studio.app import make_app
 
     token = secrets.token_urlsafe(24)
-    port = port or _free_port(host)
     shown = f"[{host}]" if ":" in host else host
     hosts = tuple(f"{h}:{port}" for h in (LOCAL + ("[::1]",))) if host in LOCAL else ()
     url = f"http://{shown}:{port}/?token={token}"

@@ -114,7 +114,7 @@ class Answers:
         except Refused:
             return {"skipped": "the edited policies do not compile"}
         assert ev.findings.plan is not None
-        return views.tests_view(run_tests(ev.findings.plan, find_test_files(self.ws.folder)), self.ws.folder)
+        return views.tests_view(run_tests(ev.findings.plan, find_test_files(self.ws.folder)))
 
     def movers(self, body: dict[str, Any]) -> dict[str, Any]:
         ws, ev = self.ws, self._compiled(body)

@@ -290,7 +290,7 @@ def _targets(ws: Workspace, ev: Evaluation, plan: Plan) -> list[dict[str, Any]]:
     return out
 
 
-def tests_view(suite: SuiteResult, folder: Path) -> dict[str, Any]:
+def tests_view(suite: SuiteResult) -> dict[str, Any]:
     """The policy test cases re-run on the edited policies."""
     return {"passed": suite.passed, "failed": suite.failed,
             "cases": [{"file": Path(r.file).name, "line": r.loc.line, "name": r.name, "passed": r.passed,

@@ -132,9 +132,30 @@ def test_requests_are_bounded_and_files_named_not_pathed(server: Server, folder:
     assert server.call("/static/..%2fapp.py")[0] == 404
     status, body = server.call("/api/history", {"edits": []})
     assert status == 404 and "--history" in body["error"]
+    deep = b'{"edits": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert server.call("/api/evaluate", raw=deep)[0] == 400
+    assert server.call("/api/evaluate", raw=b'{"edits": [{"op": "set", "file": "segmentation.yaml", '
+                       b'"path": ["params", "key_min_credit"], "value": NaN}]}')[0] == 422
+    assert server.call("/api/evaluate", {"edits": [{"op": "move", "file": "segmentation.yaml",
+                                                     "path": ["decisions", "tier", "rules", 1], "to": "x"}]})[0] == 422
+    # a name that is a regular expression is text to the page, and answered at once
+    started = time.perf_counter()
+    status, body = server.call("/api/evaluate", {"edits": [
+        {"op": "set", "file": "segmentation.yaml", "path": ["decisions", "tier", "rules", 0, "when"], "value": "a" * 40},
+        {"op": "set", "file": "segmentation.yaml", "path": ["params", "(a|aa)*c"], "value": 1}]})
+    assert status == 200 and not body["impact"]["ok"] and time.perf_counter() - started < 10
     status, body = server.call("/api/evaluate", {"edits": [{"op": "set", "file": "segmentation.yaml",
                                                              "path": ["params", "key_share"], "value": "a: [b"}]})
     assert status == 200 and not body["impact"]["ok"]  # written quoted, then refused by the checker
+
+
+def test_a_branch_that_cannot_be_made_stops_the_save(server: Server, folder: Path):
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=folder, check=True)
+    before = (folder / "segmentation.yaml").read_bytes()
+    status, body = server.call("/api/save", {"edits": KEY_SHARE, "loaded": server.call("/api/state")[1]["files"],
+                                             "commit": True, "branch": "main"})
+    assert status == 422 and (folder / "segmentation.yaml").read_bytes() == before  # no HEAD: nothing to branch
+    assert "HEAD" in body["error"] or "exists" in body["error"]
 
 
 def test_the_api_gives_kam_diffs_figures(server: Server, folder: Path, tmp_path: Path):

@@ -245,3 +245,55 @@ def test_commit_on_a_new_branch_leaves_the_checkout_alone(tmp_path: Path):
     assert git("status", "--porcelain").strip() == "M policies/segmentation.yaml"  # saved, not committed on main
     with pytest.raises(InputError):
         commit_on_branch(repo / "policies", ["segmentation.yaml"], "policy/key-share-70", "again")
+
+
+def test_a_file_changed_on_disk_that_was_not_edited_is_a_conflict_too(ws: Workspace, folder: Path):
+    """The check ran against every file as loaded: saving over a folder another file of which changed
+    could leave it failing `kam check`."""
+    path = folder / "retention.yaml"
+    theirs = path.read_text(encoding="utf-8") + "\n# changed by someone else\n"
+    path.write_text(theirs, encoding="utf-8")
+    with pytest.raises(Conflict) as caught:
+        ws.save(KEY_SHARE, {n: s.sha for n, s in ws.sources.items()})
+    assert [p.loc.file for p in caught.value.problems] == [str(folder / "retention.yaml")]
+    assert "70%" not in (folder / "segmentation.yaml").read_text(encoding="utf-8")
+    assert ws.refresh() and ws.sources["retention.yaml"].text == theirs  # what a reloaded page sees
+    assert not ws.refresh()
+    assert ws.save(KEY_SHARE, {n: s.sha for n, s in ws.sources.items()}) == ["segmentation.yaml"]
+
+
+def test_edits_that_are_not_well_formed_are_refused_with_a_message(loaded: Workspace):
+    bad = [{"op": "move", "file": "segmentation.yaml", "path": ["decisions", "tier", "rules", 1], "to": "x"},
+           {"op": "move", "file": "segmentation.yaml", "path": ["decisions", "tier", "rules", 1], "to": None},
+           {"op": "insert", "file": "segmentation.yaml", "path": ["decisions", "tier", "rules"], "index": True,
+            "item": {"id": "x"}},
+           {"op": "set", "file": "segmentation.yaml", "path": 5, "value": 1},
+           {"op": "set", "file": "segmentation.yaml", "path": ["params", "key_min_credit"], "value": float("nan")},
+           {"op": "set", "file": "segmentation.yaml", "path": ["params", "key_min_credit"], "value": float("inf")},
+           {"op": "set", "file": "segmentation.yaml", "path": ["params", "key_min_credit"], "value": [1]},
+           {"op": "explode", "file": "segmentation.yaml", "path": []}]
+    for edit in bad:
+        with pytest.raises(InputError) as caught:
+            loaded.evaluate([edit])
+        assert caught.value.problems[0].code in ("bad-edit", "edit-refused"), edit
+
+
+def test_a_link_to_a_file_in_the_folder_stays_a_link(tmp_path: Path):
+    folder = tmp_path / "p"
+    shutil.copytree(ROOT / "policies", folder)
+    (folder / "segmentation.yaml").rename(folder / ".segmentation-real.yaml")
+    os.symlink(".segmentation-real.yaml", folder / "segmentation.yaml")
+    ws = Workspace(folder, ROOT / "examples", {})
+    ws.save(KEY_SHARE, {n: s.sha for n, s in ws.sources.items()})
+    assert (folder / "segmentation.yaml").is_symlink()
+    assert "key_share: 70%" in (folder / ".segmentation-real.yaml").read_text(encoding="utf-8")
+
+
+def test_a_folder_without_policies_is_refused(tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PolicyError) as caught:
+        Workspace(tmp_path / "empty", ROOT / "examples", {})
+    assert caught.value.problems[0].code == "no-policies"
+    (tmp_path / "f.yaml").write_text("x: 1\n", encoding="utf-8")
+    with pytest.raises(PolicyError):
+        Workspace(tmp_path / "f.yaml", ROOT / "examples", {})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 import tempfile
 import threading
@@ -57,6 +58,8 @@ def _sha(data: bytes) -> str:
 
 
 def _read_sources(folder: Path) -> dict[str, SourceFile]:
+    if not folder.is_dir():
+        raise PolicyError(Problem("no-policy-dir", f"{folder} is not a folder", Location(str(folder))))
     out = {}
     for path in policy_files(folder):
         data = path.read_bytes()
@@ -65,6 +68,8 @@ def _read_sources(folder: Path) -> dict[str, SourceFile]:
         except UnicodeDecodeError as exc:
             raise PolicyError(Problem("encoding", f"not UTF-8 text: {exc.reason}", Location(str(path)))) from None
         out[path.name] = SourceFile(path.name, path, text, _sha(data))
+    if not out:
+        raise PolicyError(Problem("no-policies", f"no policy files (*.yaml) in {folder}", Location(str(folder))))
     return out
 
 
@@ -102,10 +107,11 @@ def apply_edits(texts: Mapping[str, str], edits: list[Mapping[str, Any]]) -> dic
         if not isinstance(name, str) or name not in out:
             raise InputError(Problem("unknown-file", f"edit {i + 1} names {name!r}, which is not a policy file of "
                                      "this folder", Location("request"), f"one of: {', '.join(out)}"))
-        path = tuple(e.get("path") or ())
-        if not all(isinstance(p, (str, int)) and not isinstance(p, bool) for p in path):
-            raise InputError(Problem("bad-edit", f"edit {i + 1}: a path is made of keys and positions",
+        raw = e.get("path") or []
+        if not isinstance(raw, list) or not all(isinstance(p, (str, int)) and not isinstance(p, bool) for p in raw):
+            raise InputError(Problem("bad-edit", f"edit {i + 1}: a path is a list of keys and positions",
                                      Location("request")))
+        path = tuple(raw)
         try:
             out[name] = _apply(out[name], e, path)
         except EditError as exc:
@@ -115,24 +121,40 @@ def apply_edits(texts: Mapping[str, str], edits: list[Mapping[str, Any]]) -> dic
     return out
 
 
+def _scalar(value: Any) -> bool:
+    """A value an edit may write: text, a finite number, true/false or nothing."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, (str, int, bool))
+
+
+def _position(e: Mapping[str, Any], key: str, path: tuple[Any, ...]) -> int:
+    value = e.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise EditError(f"`{key}` is a position (a whole number)", path)
+    return value
+
+
 def _apply(text: str, e: Mapping[str, Any], path: tuple[Any, ...]) -> str:
     op = e.get("op")
+    after = e.get("after")
     if op == "set":
         value = e.get("value")
-        if not isinstance(value, (str, int, float, bool)) and value is not None:
-            raise EditError("a value is text, a number or true/false", path)
-        return set_value(text, path, value, after=e.get("after"))
+        if not _scalar(value) or (after is not None and not isinstance(after, str)):
+            raise EditError("a value is text, a finite number, true/false or null", path)
+        return set_value(text, path, value, after=after)
     if op == "remove":
         return remove_key(text, path)
     if op == "delete":
         return delete_item(text, path)
     if op == "move":
-        return move_item(text, path, int(e.get("to", 0)))
+        return move_item(text, path, _position(e, "to", path))
     if op == "insert":
         item = e.get("item")
-        if not isinstance(item, dict) or not all(isinstance(v, (str, int, float, bool)) for v in item.values()):
-            raise EditError("a new rule is a mapping of texts", path)
-        return insert_item(text, path, int(e.get("index", 0)), item)
+        if not isinstance(item, dict) or not all(isinstance(k, str) and _scalar(v) and v is not None
+                                                 for k, v in item.items()):
+            raise EditError("a new rule is a mapping of names to texts or numbers", path)
+        return insert_item(text, path, _position(e, "index", path), item)
     raise EditError(f"unknown operation {op!r}", path)
 
 
@@ -184,20 +206,38 @@ class Workspace:
         self.facts = facts
         self.history_path = history
         self.lock = threading.Lock()
-        self.sources = _read_sources(folder)
         self.proofs: dict[str, Any] = {}  # the prover's answers by what they depend on
-        self.memo: dict[tuple[str, str, str], Any] = {}  # what comparisons with the loaded run keep
-        findings = check_docs(self._docs({n: s.text for n, s in self.sources.items()}), str(folder), self.proofs)
+        self.data, self.given = data, inputs
+        self._load(_read_sources(folder))
+
+    def _load(self, sources: dict[str, SourceFile]) -> None:
+        """The policies as the files hold them, checked, and the portfolio decided with them."""
+        findings = check_docs(self._docs({n: s.text for n, s in sources.items()}), str(self.folder), self.proofs)
         if findings.plan is None or any(p.severity == "error" for p in findings.problems):
             raise PolicyError([p for p in findings.problems if p.severity == "error"] or findings.problems)
+        self.sources = sources
+        self.memo: dict[tuple[str, str, str], Any] = {}  # what comparisons with the loaded run keep
         self.findings = findings
         self.plan: Plan = findings.plan
-        self.inputs = find_inputs(self.plan, data, inputs)
-        self.frames = read_inputs(self.plan, self.inputs, facts)
+        self.inputs = find_inputs(self.plan, self.data, self.given)
+        self.frames = read_inputs(self.plan, self.inputs, self.facts)
         self.past = self._past()
         self.run = service.run(self.plan, self.frames, past=dict(self.past.frames))
         self.run.past = self.past
         self._last: tuple[str, Evaluation] | None = None
+
+    def _on_disk(self) -> dict[str, SourceFile]:
+        return _read_sources(self.folder)
+
+    def refresh(self) -> bool:
+        """Load the policies again where a file changed on disk (another editor, a git checkout); the
+        page asks when it is opened or reloaded. Whether anything changed."""
+        with self.lock:
+            now = self._on_disk()
+            if {n: s.sha for n, s in now.items()} == {n: s.sha for n, s in self.sources.items()}:
+                return False
+            self._load(now)
+            return True
 
     def warm_up(self) -> None:
         """Work out now what every evaluation keeps (the loaded run's labels and comparisons, the proofs),
@@ -332,19 +372,23 @@ class Workspace:
                 errors = [p for p, _, _ in ev.problem_paths if p.severity == "error"]
                 raise PolicyError(errors or [Problem("not-saved", "the edited policies do not compile",
                                                      Location(str(self.folder)))])
-            stale = [n for n in changed if loaded.get(n) != self.sources[n].sha
-                     or _sha(self.sources[n].path.read_bytes()) != self.sources[n].sha]
+            # every file, not only the edited ones: the check ran against the others as they were loaded
+            disk = {n: s.sha for n, s in self._on_disk().items()}
+            known = {n: s.sha for n, s in self.sources.items()}
+            stale = sorted({n for n in changed if loaded.get(n) != known[n]}
+                           | {n for n in {*disk, *known} if disk.get(n) != known.get(n)})
             if stale:
                 raise Conflict([Problem("conflict", f"{n} was changed on disk since the page loaded it; nothing was "
-                                        "saved", Location(str(self.sources[n].path)),
-                                        "copy your change, reload the page and make it again") for n in stale])
+                                        "saved", Location(str(self.folder / n)),
+                                        "copy your change, reload the page (it loads the files again) and make "
+                                        "it again") for n in stale])
             root = self.folder.resolve()
             for n in changed:
                 if self.sources[n].path.resolve().parent != root:
                     raise InputError(Problem("outside-folder", f"{n} is a link to a file outside {self.folder}: "
                                              "not written", Location(str(self.sources[n].path))))
             for n, text in changed.items():
-                _write_atomic(self.sources[n].path, text)
+                _write_atomic(self.sources[n].path.resolve(), text)  # a link stays a link: its file is written
             self._rebase(ev, changed)
             return list(changed)
 

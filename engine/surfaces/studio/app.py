@@ -11,6 +11,7 @@ that runs no inline script.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from pathlib import Path
 from typing import Any, Callable
@@ -29,8 +30,9 @@ from ...run.workspace import Conflict, Evaluation, Workspace
 from ..diff import render_text
 from ..policy_tests import find_test_files, run_tests
 from . import views
-from .git import commit_on_branch
+from .git import commit_on_branch, new_branch
 
+log = logging.getLogger("kam.studio")
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"studio.js": "text/javascript", "studio.css": "text/css"}
 MAX_BODY = 2 * 1024 * 1024
@@ -71,8 +73,8 @@ async def _body(request: Request) -> dict[str, Any]:
             raise Refused(413, f"a request of at most {MAX_BODY:,} bytes")
     try:
         body = json.loads(data or b"{}")
-    except ValueError:
-        raise Refused(400, "the request is not JSON") from None
+    except (ValueError, RecursionError):
+        raise Refused(400, "the request is not JSON (or is nested too deeply)") from None
     if not isinstance(body, dict):
         raise Refused(400, "the request is a JSON object")
     edits = body.get("edits", [])
@@ -90,6 +92,7 @@ class Answers:
 
     def state(self, body: dict[str, Any]) -> dict[str, Any]:
         ws = self.ws
+        ws.refresh()  # a page opened or reloaded shows the files as they are on disk now
         return {"folder": str(ws.folder), "files": {n: s.sha for n, s in ws.sources.items()},
                 "entities": ws.summary(), "inputs": {e: str(p) for e, p in ws.inputs.items()},
                 "policies": [views.policy_view(n, t, ws.folder, ws.plan) for n, t in ws.texts().items()],
@@ -144,12 +147,17 @@ class Answers:
             raise Refused(400, "`loaded` maps file names to the sha256 the page loaded")
         ev = self.ws.evaluate(body.get("edits", []))
         impact = render_text(ev.comparison, markdown=True) if ev.comparison is not None else ""
+        branch = str(body.get("branch") or "")
+        if body.get("commit"):
+            branch = new_branch(self.ws.folder, branch)[1]  # a branch that cannot be made stops the save
         saved = self.ws.save(body.get("edits", []), {str(k): str(v) for k, v in loaded.items()})
         out: dict[str, Any] = {"saved": saved, "files": {n: s.sha for n, s in self.ws.sources.items()}}
         if body.get("commit") and saved:
             title = str(body.get("message") or "").strip() or f"Policy change: {', '.join(saved)}"
-            out["commit"] = commit_on_branch(self.ws.folder, saved, str(body.get("branch") or ""),
-                                             f"{title}\n\n{impact}")
+            try:
+                out["commit"] = commit_on_branch(self.ws.folder, saved, branch, f"{title}\n\n{impact}")
+            except KamError as exc:  # saved all the same: say so, and why the commit was not made
+                out["commit_error"] = exc.problems[0].message
         return out
 
     def history(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -188,6 +196,10 @@ def make_app(ws: Workspace, token: str, hosts: tuple[str, ...] = ()) -> Starlett
             except KamError as exc:
                 return _json({"error": exc.problems[0].message if exc.problems else str(exc),
                               "problems": _problems(exc)}, 422)
+            except Exception as exc:  # a defect: said to the page in one line, logged whole here
+                log.exception("kam studio could not answer %s", request.url.path)
+                return _json({"error": f"kam studio could not answer ({type(exc).__name__}); the details are "
+                              "in the terminal that runs it"}, 500)
         return Route(f"/api/{answer.__name__}", endpoint, methods=["POST"] if post else ["GET"])
 
     async def page(request: Request) -> Response:

@@ -25,8 +25,9 @@ def _git(args: list[str], cwd: Path, env: dict[str, str] | None = None, what: st
     return out.stdout.strip()
 
 
-def commit_on_branch(folder: Path, files: list[str], branch: str, message: str) -> dict[str, str]:
-    """Commit the named files of `folder` (as they are on disk) on a new branch from HEAD."""
+def new_branch(folder: Path, branch: str) -> tuple[Path, str]:
+    """The repository of `folder` and the name of a branch that can be made in it (asked before
+    anything is saved, so that a name that cannot be used stops the save, not the commit after it)."""
     top = Path(_git(["rev-parse", "--show-toplevel"], folder, what="finding the git repository"))
     branch = branch.strip() or time.strftime("kam-studio/%Y%m%d-%H%M%S")
     _git(["check-ref-format", "--branch", branch], top, what=f"the branch name {branch!r}")
@@ -35,6 +36,13 @@ def commit_on_branch(folder: Path, files: list[str], branch: str, message: str) 
     if exists:
         raise InputError(Problem("git", f"a branch {branch} exists already", Location(str(top)),
                                  "choose another name"))
+    _git(["rev-parse", "--verify", "HEAD"], top, what="finding the commit to branch from (HEAD)")
+    return top, branch
+
+
+def commit_on_branch(folder: Path, files: list[str], branch: str, message: str) -> dict[str, str]:
+    """Commit the named files of `folder` (as they are on disk) on a new branch from HEAD."""
+    top, branch = new_branch(folder, branch)
     env = {}
     if not _try(["config", "user.email"], top):
         env = {"GIT_AUTHOR_NAME": "kam studio", "GIT_AUTHOR_EMAIL": "kam-studio@localhost",

@@ -88,7 +88,8 @@ def _param_unit(name: str, value: Any, sources: list[str], facts: Mapping[str, A
     if isinstance(value, str) and value.strip().endswith("%"):
         return "percent"
     for src in sources:
-        for m in re.finditer(rf"(\w+)\s*(?:<=|>=|<|>|==|!=)\s*{name}\b|\b{name}\s*(?:<=|>=|<|>|==|!=)\s*(\w+)", src):
+        n = re.escape(name)
+        for m in re.finditer(rf"(\w+)\s*(?:<=|>=|<|>|==|!=)\s*{n}\b|\b{n}\s*(?:<=|>=|<|>|==|!=)\s*(\w+)", src):
             other = facts.get(m.group(1) or m.group(2))
             if other is not None and other.measure:
                 return "money"
@@ -312,7 +313,8 @@ def pareto(ws: Workspace, points: int = 200) -> list[dict[str, Any]]:
                 continue
             fact = m.group(1)
             for pname in data.get("params") or {}:
-                compared = [s for s in list(derive.values()) if re.search(rf"\b{feature}\s*<=?\s*{pname}\b", s)]
+                pattern = rf"\b{re.escape(feature)}\s*<=?\s*{re.escape(str(pname))}\b"
+                compared = [s for s in list(derive.values()) if re.search(pattern, s)]
                 if not compared:
                     continue
                 values = ws.run.frames_in[entity][fact].to_numpy(dtype=float)

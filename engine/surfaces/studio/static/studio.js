@@ -144,7 +144,7 @@ function problemsAt(file, path) {
 function cellInput(p, path, value, opts) {
   const multiline = opts && opts.multiline;
   const input = el(multiline ? "textarea" : "input", { "aria-label": opts.label, "data-file": p.file,
-    "data-path": JSON.stringify(path), rows: multiline ? 2 : null, spellcheck: "false" });
+    "data-path": JSON.stringify(path), rows: multiline ? 2 : null, spellcheck: "false", title: multiline ? null : value });
   input.value = value;
   if (multiline) input.rows = Math.min(6, Math.max(2, Math.ceil(String(value).length / 34)));
   input.addEventListener("input", () => {
@@ -215,10 +215,17 @@ function renderParams(p) {
     input.value = paramShown(param);
     input.addEventListener("input", () => {
       input.classList.add("edited");
-      const raw = input.value.trim();
-      let value = raw;
-      if (param.unit === "percent") value = raw === "" ? "" : raw + "%";
-      else if (/^-?\d+(\.\d+)?$/.test(raw)) value = raw.includes(".") ? parseFloat(raw) : parseInt(raw, 10);
+      const raw = input.value.trim().replace(/\s*%$/, "");  // "70" and "70%" mean the same in a % box
+      const msg = input.closest(".param").querySelector(".cell-msg");
+      const number = /^-?\d+(\.\d+)?$/.test(raw);
+      if (!number || (param.unit === "percent" && (parseFloat(raw) < 0 || parseFloat(raw) > 100))) {
+        input.classList.add("has-error");
+        msg.replaceChildren(el("div", { class: "cell-problem", role: "alert",
+          text: param.unit === "percent" ? "a share between 0 and 100, e.g. 70" : "a number, e.g. 60" }));
+        return;  // nothing is sent until it is a number
+      }
+      input.classList.remove("has-error");
+      const value = param.unit === "percent" ? raw + "%" : raw.includes(".") ? parseFloat(raw) : parseInt(raw, 10);
       setValue(p.file, param.path, value);
       const curve = document.querySelector(`svg.pareto[data-param="${CSS.escape(param.name)}"]`);
       if (curve && param.unit === "percent") moveCut(curve, parseFloat(raw) / 100);
@@ -273,7 +280,11 @@ function renderDecision(p, d) {
     Object.entries(d.target).map(([k, v]) => {
       const input = el("input", { type: "text", inputmode: "decimal", "aria-label": `target share of ${k}`, size: 4 });
       input.value = String(v).replace(/%\s*$/, "");
-      input.addEventListener("input", () => { input.classList.add("edited"); setValue(p.file, [...d.path, "target", k], input.value.trim() + "%"); });
+      input.addEventListener("input", () => {
+        input.classList.add("edited");
+        const raw = input.value.trim().replace(/\s*%$/, "");
+        if (/^\d+(\.\d+)?$/.test(raw)) setValue(p.file, [...d.path, "target", k], raw + "%");
+      });
       return el("label", {}, ` ${k} `, input, "%");
     }), el("div", { class: "cell-msg", "data-for": JSON.stringify([...d.path, "target"]) })) : null;
   return el("section", { class: "card", id: `decision-${d.name}` },
@@ -444,7 +455,7 @@ function renderMatrix(d) {
   const shown = (d.measures || []).slice(0, 2);
   const table = el("table", { class: "matrix" },
     el("caption", { class: "note", text: `rows: now · columns: edited · each cell: ${d.entity}s${shown.length ? ", " + shown.join(", ") : ""}` }),
-    el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "now \\ edited" }), d.cols.map(c => el("th", { scope: "col", class: "num", text: c })))),
+    el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "now ↓ edited →" }), d.cols.map(c => el("th", { scope: "col", class: "num", text: c })))),
     el("tbody", {}, d.rows.map(b => el("tr", {}, el("th", { scope: "row", text: b }), d.cols.map(n => {
       const c = d.cells[`${b}\u0000${n}`];
       if (!c) return el("td", { class: "num muted", text: "" });
@@ -471,7 +482,7 @@ async function showMovers(d, b, n, focus) {
   target.replaceChildren(el("p", { class: "muted", text: "loading…" }));
   try {
     const data = await api("/api/movers", { edits: S.edits, entity: d.entity, decision: d.decision, before: b, after: n });
-    const measures = data.rows.length ? Object.keys(data.rows[0].money_text) : [];
+    const measures = d.measures && d.measures.length ? d.measures : data.rows.length ? Object.keys(data.rows[0].money_text) : [];
     target.replaceChildren(
       el("h3", { tabindex: -1, text: `${data.count_text} ${d.entity}s from ${b} to ${n}${data.count > data.shown ? ` (the ${data.shown} biggest shown)` : ""}` }),
       el("table", { class: "movers-table" },
@@ -560,6 +571,7 @@ function renderLookup() {
 }
 
 async function lookup(id) {
+  if (!String(id).trim()) return;
   const input = document.getElementById("lookup-id");
   input.value = id;
   const out = document.getElementById("lookup-result");
@@ -581,6 +593,11 @@ function diffView(text) {
 
 function openSave() {
   const dlg = document.getElementById("save-dialog");
+  const moved = (S.impact.decisions || []).filter(d => d.changed > 0).map(d => el("li", { text: `${d.entity} ${d.decision}: ${d.changed_text} change` }));
+  const failing = S.tests && S.tests.cases ? S.tests.cases.filter(c => !c.passed) : [];
+  document.getElementById("save-problems").replaceChildren(
+    el("p", { text: moved.length ? "What the change does:" : "Nobody is decided otherwise." }), moved.length ? el("ul", {}, moved) : null,
+    failing.length ? el("p", { class: "bad", text: `${failing.length} test case${failing.length > 1 ? "s" : ""} will fail after saving (kam test, and CI where it runs it): ${failing.map(c => c.name).join("; ")}` }) : null);
   document.getElementById("save-diff").replaceChildren(...diffView(S.impact.diff));
   document.getElementById("save-result").replaceChildren();
   document.getElementById("save-go").disabled = false;
@@ -597,12 +614,14 @@ async function doSave() {
     S.state.files = data.files;
     S.edits = [];
     S.selected = null;
-    out.replaceChildren(el("p", { class: "ok", text: `Saved ${data.saved.join(", ")}.` + (data.commit ? ` Committed on branch ${data.commit.branch} (${data.commit.commit.slice(0, 10)}); nothing was pushed.` : "") }));
+    out.replaceChildren(el("p", { class: "ok", text: data.saved.length ? `Saved ${data.saved.join(", ")}.` : "Nothing to save: the files already say this." }),
+      data.commit ? el("p", { class: "ok", text: `Committed on the new branch ${data.commit.branch} (${data.commit.commit.slice(0, 10)}); nothing was pushed.` }) : null,
+      data.commit_error ? el("p", { class: "bad", role: "alert", text: `Saved, but not committed: ${data.commit_error}` }) : null);
     await reload();
   } catch (err) {
     const probs = err.data && err.data.problems ? err.data.problems : [];
-    out.replaceChildren(el("p", { class: "bad", role: "alert", text: err.status === 409 ? "Not saved: " + probs.map(p => `${p.message} (${p.hint})`).join("; ") : `Not saved: ${err.message}` }),
-      probs.length && err.status !== 409 ? el("ul", {}, probs.map(p => el("li", { text: `${p.file}:${p.line}: ${p.message}` }))) : null);
+    const lines = probs.length ? probs.map(p => p.hint ? `${p.message} (${p.hint})` : p.message) : [err.message];
+    out.replaceChildren(el("p", { class: "bad", role: "alert", text: "Not saved." }), el("ul", {}, lines.map(t => el("li", { text: t }))));
     document.getElementById("save-go").disabled = err.status === 409;
   }
 }
@@ -623,7 +642,11 @@ async function start() {
   const wanted = S.policies.findIndex(p => "#" + p.file === location.hash);
   S.current = wanted >= 0 ? wanted : 0;
   document.getElementById("undo").addEventListener("click", () => { S.edits.pop(); S.selected = null; evaluate(true); });
-  document.getElementById("discard").addEventListener("click", () => { S.edits = []; S.selected = null; evaluate(true); });
+  document.getElementById("discard").addEventListener("click", () => {
+    if (!confirm("Discard every change you made on this page?")) return;
+    S.edits = []; S.selected = null; evaluate(true);
+  });
+  window.addEventListener("beforeunload", ev => { if (S.edits.length) { ev.preventDefault(); ev.returnValue = ""; } });
   document.getElementById("review").addEventListener("click", openSave);
   document.getElementById("save-cancel").addEventListener("click", () => document.getElementById("save-dialog").close());
   document.getElementById("save-go").addEventListener("click", doSave);

@@ -223,6 +223,7 @@ def _key_share(page: Any, value: str) -> None:
     page.wait_for_function("document.getElementById('status').textContent.startsWith('checked')")
 
 
+@pytest.mark.slow  # CI runs it (.ci/run: pytest -m slow); the API test below holds the figures by default
 def test_a_cutoff_moved_in_the_page_shows_kam_diff_and_saves_one_line(browser: Any, server: Server, folder: Path,
                                                                       tmp_path: Path):
     before = (folder / "segmentation.yaml").read_text(encoding="utf-8")

@@ -57,8 +57,8 @@ def _edited_copy(ws: Workspace, edits: list[dict], where: Path) -> Path:
 @pytest.mark.parametrize("edits", [
     KEY_SHARE,
     # the values stay, the rules move: a comparison must still count the rules that gained or lost
-    [{"op": "set", "file": "retention.yaml", "path": ["derive", "loyal_long_standing"],
-      "value": "tenure_years >= 7 and profit_prev_year > 0"}],
+    pytest.param([{"op": "set", "file": "retention.yaml", "path": ["derive", "loyal_long_standing"],
+                   "value": "tenure_years >= 7 and profit_prev_year > 0"}], marks=pytest.mark.slow),
     pytest.param([{"op": "move", "file": "segmentation.yaml", "path": ["decisions", "tier", "rules", 2], "to": 0}],
                  marks=pytest.mark.slow),
 ], ids=["key_share", "retention-rules-only", "rule-moved"])
@@ -83,7 +83,7 @@ def test_the_impact_is_kam_diffs(loaded: Workspace, tmp_path: Path, edits: list[
         assert int(moved["entities"].sum()) == d.changed
 
 
-@pytest.mark.parametrize("value", ["boundary", "100%", "80%"])
+@pytest.mark.parametrize("value", ["boundary", pytest.param("100%", marks=pytest.mark.slow), "80%"])
 def test_re_evaluating_what_an_edit_reaches_equals_a_whole_run(loaded: Workspace, tmp_path: Path, value: Any):
     """`boundary` is a cutoff equal to a customer's own cumulative share (`<=` holds with equality);
     80% is the loaded value (nothing moves, everything is taken over)."""
@@ -187,6 +187,7 @@ def test_edits_name_loaded_files_only(ws: Workspace, folder: Path):
         assert caught.value.problems[0].code == "unknown-file"
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_a_link_to_a_file_outside_the_folder_is_not_written(tmp_path: Path):
     outside = tmp_path / "elsewhere"
     shutil.copytree(ROOT / "policies", outside)
@@ -220,6 +221,7 @@ def test_the_page_views_say_units_readers_and_hit_policies(loaded: Workspace):
     assert curve[0]["y"][-1] == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_commit_on_a_new_branch_leaves_the_checkout_alone(tmp_path: Path):
     from engine.surfaces.studio.git import commit_on_branch
 
@@ -278,6 +280,7 @@ def test_edits_that_are_not_well_formed_are_refused_with_a_message(loaded: Works
         assert caught.value.problems[0].code in ("bad-edit", "edit-refused"), edit
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_a_link_to_a_file_in_the_folder_stays_a_link(tmp_path: Path):
     folder = tmp_path / "p"
     shutil.copytree(ROOT / "policies", folder)

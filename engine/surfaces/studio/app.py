@@ -46,6 +46,8 @@ HEADERS = {
 
 
 class Refused(Exception):
+    """A request answered with an HTTP status and a message for the page (not a policy problem)."""
+
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status

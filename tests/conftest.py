@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -72,3 +73,15 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture
 def policy_dir(tmp_path: Path) -> Path:
     return tmp_path / "policies"
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A copy of the shipped policies, for a test that edits or saves them."""
+    target = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", target)
+    return target
+
+
+# the studio's edit of the README's walk-through: the key-account cutoff moved from 80% to 70%
+KEY_SHARE = [{"op": "set", "file": "segmentation.yaml", "path": ["params", "key_share"], "value": "70%"}]

@@ -14,7 +14,7 @@ import pytest
 from engine.language.compile import compile_policies
 from engine.run.replay import replay, replay_summary
 
-from .conftest import ROOT, kam_here
+from .conftest import KEY_SHARE, ROOT, kam_here
 from .test_history import EXAMPLES, PERIODS, recorded  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.xdist_group("history")
@@ -64,7 +64,7 @@ def test_an_edited_policy_over_the_periods(recorded, tmp_path: Path):  # noqa: F
 @pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_the_page_replays_over_the_history(recorded, tmp_path: Path):  # noqa: F811
     from engine.run.workspace import Workspace
-    from .test_studio import KEY_SHARE, Server
+    from .test_studio import Server
 
     folder = tmp_path / "policies"
     shutil.copytree(ROOT / "policies", folder)

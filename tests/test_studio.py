@@ -25,7 +25,7 @@ import pytest
 from engine.run.workspace import Workspace
 from engine.surfaces.studio.app import MAX_BODY, make_app
 
-from .conftest import KAM, ROOT, kam_here, write_csv, write_policy
+from .conftest import KAM, KEY_SHARE, ROOT, kam_here, write_csv, write_policy
 from .test_report import chromium
 
 # screenshots of every screen, for a person to look at: KAM_SCREENSHOTS=DIR (off by default: a full-page
@@ -76,20 +76,12 @@ class Server:
 
 
 @pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    target = tmp_path / "policies"
-    shutil.copytree(ROOT / "policies", target)
-    return target
-
-
-@pytest.fixture
 def server(folder: Path) -> Iterator[Server]:
     srv = Server(Workspace(folder, ROOT / "examples", {}))
     yield srv
     srv.stop()
 
 
-KEY_SHARE = [{"op": "set", "file": "segmentation.yaml", "path": ["params", "key_share"], "value": "70%"}]
 
 
 def test_every_request_needs_the_token(server: Server):
@@ -218,9 +210,14 @@ def _shot(page: Any, name: str) -> None:
         page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
+def _checked(page: Any) -> None:
+    """Wait until the page says the edits are checked and the impact is the one shown."""
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('checked')")
+
+
 def _key_share(page: Any, value: str) -> None:
     page.fill("#param-segmentation\\.yaml-key_share", value)
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('checked')")
+    _checked(page)
 
 
 @pytest.mark.slow  # CI runs it (.ci/run: pytest -m slow); the API test below holds the figures by default
@@ -344,7 +341,7 @@ def test_hostile_ids_and_texts_never_run(browser: Any, tmp_path: Path):
     try:
         page, errors = _open(browser, srv)
         page.fill("#param-evil\\.yaml-cut", "30")
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('checked')")
+        _checked(page)
         page.locator("[data-decision='customer.tier'] td.cell[data-from='A'][data-to='B']").click()
         page.wait_for_selector(".movers-table")
         assert evil in page.locator(".movers-table").inner_text()
@@ -373,12 +370,12 @@ def test_the_page_is_usable_with_the_keyboard(browser: Any, server: Server, fold
     assert reached[-1] == "param-segmentation.yaml-key_share", reached
     page.keyboard.press("Control+A")
     page.keyboard.type("70")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('checked')")
+    _checked(page)
     # the Pareto line takes the arrow keys
     page.focus("svg.pareto circle.handle")
     page.keyboard.press("ArrowDown")
     page.wait_for_function("document.getElementById('param-segmentation.yaml-key_share').value === '69'")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('checked')")
+    _checked(page)
     cell = page.locator("[data-decision='customer.tier'] td.cell[data-from='A'][data-to='B']")
     assert cell.get_attribute("tabindex") == "0"
     cell.focus()
@@ -450,7 +447,7 @@ def test_rules_added_moved_and_removed_and_a_floor_edited_in_its_grid(browser: A
     _shot(page, "8-added")
     page.locator("#decision-tier tr[data-rule='new-rule-6'] button[aria-label='remove rule new-rule-6']").click()
     page.wait_for_function("!document.querySelector('#decision-tier tr[data-rule=\"new-rule-6\"]')")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('checked')")
+    _checked(page)
     assert server.call("/api/evaluate", {"edits": page.evaluate("S.edits")})[1]["impact"]["diff"] == ""
     # the floor per tier of pricing is a grid of cells
     page.click("nav a:has-text('pricing')")

@@ -21,16 +21,8 @@ from engine.run import service
 from engine.run.workspace import Conflict, Workspace
 from engine.surfaces.studio import views
 
-from .conftest import ROOT, kam_here
+from .conftest import KEY_SHARE, ROOT, kam_here
 
-KEY_SHARE = [{"op": "set", "file": "segmentation.yaml", "path": ["params", "key_share"], "value": "70%"}]
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    target = tmp_path / "policies"
-    shutil.copytree(ROOT / "policies", target)
-    return target
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from ..language.load import LocatedDoc, load_text
 from ..language.plan import Plan
 from ..batch.facts import FactsOptions
 
+
 def _git(args: list[str], cwd: Path) -> str:
     try:
         out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)

@@ -33,6 +33,8 @@ class Fact:
     measure: bool = False
     policy: str = ""
     decimals: int | None = None  # numbers are rounded to this many decimals when read
+    unit: str | None = None  # money | percent | count | number: how it is shown (engine.language.units)
+    currency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Param:
     name: str
     value: Scalar
     loc: Location
+    percent: bool = False  # written as a percentage (`80%`), so shown as one
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class Output:
     max: float | None = None
     decimals: int | None = None  # numbers are rounded to this many decimals once decided
     loc: Location | None = None
+    unit: str | None = None
+    currency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,9 @@ class Policy:
     decisions: tuple[Decision, ...] = ()
     invariants: tuple[Invariant, ...] = ()
     measures: tuple[Measure, ...] = ()
+    locale: str | None = None  # the readers' locale (`locale:`), for every figure shown
+    currency: str | None = None  # the currency of the policy's money
+    units: tuple[tuple[str, str | None, str | None, int | None], ...] = ()  # `units:` (name, unit, currency, decimals)
 
 
 @dataclass(frozen=True)
@@ -215,6 +223,11 @@ class PolicySet:
     directory: str = ""
     entities: tuple[str, ...] = field(default=())
     sources: tuple[tuple[str, str], ...] = ()  # (file, text) of every policy file, as compiled
+
+    @property
+    def locale(self) -> str | None:
+        """The readers' locale the policies name (validation makes every file that names one agree)."""
+        return next((p.locale for p in self.policies if p.locale), None)
 
     def of_entity(self, entity: str) -> list[Policy]:
         return [p for p in self.policies if p.entity == entity]

@@ -20,6 +20,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from .errors import Location, PolicyError, Problem, did_you_mean
 from .load import LocatedDoc, policy_set_hash
+from .figures import known_locale
 from .numbers import number_text
 from .model import Decision, Derive, Expr, Fact, Invariant, Join, Measure, Output, Param, Policy, PolicySet, Quota, \
     RankKey, Rule, Template
@@ -205,7 +206,7 @@ def _scalars(values: list[Any] | None) -> tuple | None:
 def _output(doc: LocatedDoc, name: str, o: dict[str, Any], path: tuple[Any, ...]) -> Output:
     kind = o.get("type") or (_values_type(o["values"]) if o.get("values") else "string")
     return Output(name, kind, _scalars(o.get("values")), o.get("min"), o.get("max"), o.get("decimals"),
-                  doc.key_loc(path))
+                  doc.key_loc(path), o.get("unit"), o.get("currency"))
 
 
 def _decision(doc: LocatedDoc, name: str, d: dict[str, Any], policy: str, entity: str) -> Decision:
@@ -296,6 +297,7 @@ def _semantic_problems(doc: LocatedDoc) -> list[Problem]:
         for o_name, o in outputs.items():
             path = ("decisions", d_name) + (("outputs", o_name) if "outputs" in d else ())
             kind = o.get("type") or (_values_type(o["values"]) if o.get("values") else "string")
+            problems += _unit_problems(doc, o, path, kind)
             for key in ("min", "max", "decimals"):
                 if key in o and kind != "number":
                     problems.append(Problem("schema", f"`{key}` applies to number outputs, and `{o_name}` is {kind}",
@@ -313,11 +315,37 @@ def _semantic_problems(doc: LocatedDoc) -> list[Problem]:
                 problems.append(Problem("schema", f"the `target` shares of `{d_name}` add up to {total:.0%}, more "
                                         "than all entities", doc.key_loc(("decisions", d_name, "target"))))
     for f_name, f in (doc.data.get("facts") or {}).items():
+        if isinstance(f, dict):
+            problems += _unit_problems(doc, f, ("facts", f_name), f.get("type", ""))
         if isinstance(f, dict) and "decimals" in f and f.get("type") != "number":
             problems.append(Problem("schema", f"`decimals` applies to facts of type number, not {f.get('type')}",
                                     doc.key_loc(("facts", f_name, "decimals")),
                                     "remove it; whole numbers (integer) are never rounded"))
+    named = set(doc.data.get("derive") or {}) | set(doc.data.get("measures") or {})
+    for u_name in doc.data.get("units") or {}:
+        if u_name not in named:
+            problems.append(Problem("schema", f"`units` names `{u_name}`, which is not a derived feature or a "
+                                    "measure of this policy", doc.key_loc(("units", u_name)),
+                                    did_you_mean(str(u_name), sorted(named)) or
+                                    "facts and outputs say their unit where they are declared"))
+    locale = doc.data.get("locale")
+    if isinstance(locale, str) and not known_locale(locale):
+        problems.append(Problem("schema", f"`locale: {locale}` is not a locale kam knows", doc.loc(("locale",)),
+                                "a language and a country, e.g. en_US, zh_CN, de_DE, fr_FR"))
     return problems
+
+
+def _unit_problems(doc: LocatedDoc, spec: dict[str, Any], path: tuple[Any, ...], kind: str) -> list[Problem]:
+    """`unit:` is for numbers (a whole number may be a count), `currency:` for money."""
+    out = []
+    unit = spec.get("unit")
+    if unit is not None and kind not in ("number", "integer"):
+        out.append(Problem("schema", f"`unit` applies to numbers, and this is {kind}", doc.key_loc(path + ("unit",)),
+                           "remove it"))
+    if "currency" in spec and unit != "money":
+        out.append(Problem("schema", "`currency` goes with `unit: money`", doc.key_loc(path + ("currency",)),
+                           "add `unit: money`, or remove the currency"))
+    return out
 
 
 def build_policy(doc: LocatedDoc) -> Policy:
@@ -330,10 +358,12 @@ def build_policy(doc: LocatedDoc) -> Policy:
             required=bool(f.get("required", False)) or bool(f.get("key", False)),
             min=f.get("min"), max=f.get("max"), values=_scalars(f.get("values")),
             measure=bool(f.get("measure", False)), policy=name, decimals=f.get("decimals"),
+            unit=f.get("unit"), currency=f.get("currency"),
         )
         for f_name, f in (data.get("facts") or {}).items()
     )
-    params = tuple(Param(p_name, param_value(value), doc.key_loc(("params", p_name)))
+    params = tuple(Param(p_name, param_value(value), doc.key_loc(("params", p_name)),
+                         isinstance(value, str) and _PERCENT.match(value) is not None)
                    for p_name, value in (data.get("params") or {}).items())
     joins = tuple(
         Join(
@@ -358,8 +388,11 @@ def build_policy(doc: LocatedDoc) -> Policy:
         Measure(m_name, _expr(doc, src, ("measures", m_name)), doc.key_loc(("measures", m_name)), name)
         for m_name, src in (data.get("measures") or {}).items()
     )
+    units = tuple((u_name, u, None, None) if isinstance(u, str) else
+                  (u_name, u.get("unit"), u.get("currency"), u.get("decimals"))
+                  for u_name, u in (data.get("units") or {}).items())
     return Policy(name, entity, doc.file, doc.loc(()), facts, params, joins, derives, decisions, invariants,
-                  measures)
+                  measures, data.get("locale"), data.get("currency"), units)
 
 
 def validate(docs: list[LocatedDoc], directory: str = "") -> PolicySet:
@@ -389,6 +422,13 @@ def validate(docs: list[LocatedDoc], directory: str = "") -> PolicySet:
                                     p.loc, "give each policy its own name"))
         seen.setdefault(p.name, p)
     if problems:
+        raise PolicyError(problems)
+    locales = {p.locale: p for p in policies if p.locale}
+    if len(locales) > 1:
+        first, *others = locales.values()
+        problems += [Problem("locale-disagrees", f"policy `{p.name}` names locale {p.locale}, and `{first.name}` "
+                             f"names {first.locale}", p.loc, "the readers' locale is one for the whole policy set: "
+                             "name it in one file") for p in others]
         raise PolicyError(problems)
     entities = tuple(dict.fromkeys(p.entity for p in policies))
     return PolicySet(policies, policy_set_hash(docs), directory, entities, tuple((d.file, d.text) for d in docs))

@@ -31,6 +31,8 @@ class Past:
     periods: list[str] = field(default_factory=list)  # most recent first: periods[k-1] is k back
     notes: list[str] = field(default_factory=list)
     history: str | None = None  # the file they come from (None: no history was given)
+    # per entity, those recorded in the previous period that this run does not have (for the report)
+    gone: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 @dataclass

@@ -39,6 +39,19 @@ class PastReading(HistoryBase):
                 past.frames[ep.entity] = self._past_columns(ep, past, keys[ep.entity])
         return past
 
+    def gone_since(self, entity: str, period: str, key: str, current: pd.Series, columns: list[str]) -> pd.DataFrame:
+        """The entities recorded in `period` that are not among `current` (the ids of this run), with
+        those of `columns` the history holds: who left, as `kam changes` counts them."""
+        have = self.columns(entity)
+        if key not in have:
+            return pd.DataFrame()
+        cols = [key] + [c for c in dict.fromkeys(columns) if c in have and c != key]
+        table = self._arrow(f"SELECT {', '.join(map(quote, cols))} FROM {quote(table_name(entity))} "
+                            f"WHERE {PERIOD} = ?", [period])
+        frame = table.to_pandas()
+        left = ~frame[key].astype(str).isin(set(current.astype(str)))
+        return frame[left.to_numpy()].reset_index(drop=True)
+
     def past_by_key(self, pl: Plan, entity: str, period: str | None = None) -> tuple[Past, pd.DataFrame]:
         """For `kam stream`: the earlier values of every entity the history knows, indexed by key (an
         entity it does not know is new: its previous values are missing)."""

@@ -85,12 +85,11 @@ class Reader:
         return format_compact_decimal(value, locale=self.locale, fraction_digits=1)
 
     def label(self, text: str, unit: Unit | None = None) -> str:
-        """A column or axis label with the unit it is in: `profit (CN¥)`, `profit share (%)`."""
-        if unit is None:
-            return text
-        if unit.kind == MONEY and unit.currency:
+        """A column or axis label with the currency its money is in: `profit (CN¥)` (shares and counts
+        say their unit in every figure: `22.0%`)."""
+        if unit is not None and unit.kind == MONEY and unit.currency:
             return f"{text} ({self.currency_symbol(unit.currency)})"
-        return f"{text} (%)" if unit.kind == PERCENT else text
+        return text
 
     def currency_symbol(self, currency: str | None) -> str:
         """The symbol this locale writes for a currency (`¥` in zh_CN, `CN¥` in en_US)."""

@@ -272,10 +272,24 @@ def decide_with_history(policies: Path, data: Path | None, inputs: dict[str, Pat
         notes = list(opened.notes) if opened is not None else []
         result = decide_files(pl, data, inputs, backend=backend, facts=facts, calibration=calibration,
                               history=opened, period=check_period(period) if opened and period else None)[0]
+        if opened is not None and result.past.periods:
+            _gone(opened, result)
         return result, notes
     finally:
         if opened is not None:
             opened.close()
+
+
+def _gone(history: History, result: RunResult) -> None:
+    """Who was there in the previous period and is not in this run, with their decisions and money."""
+    ps = result.plan.checked.policy_set
+    for entity, frame in result.frames_in.items():
+        key = ps.key(entity)
+        if key is None or key.name not in frame:
+            continue
+        wanted = [d.main.name for d in ps.decisions(entity)] + [f.name for f in ps.facts(entity).values() if f.measure]
+        result.past.gone[entity] = history.gone_since(entity, result.past.periods[0], key.name, frame[key.name],
+                                                      wanted)
 
 
 def history_notes(history: History, period: str, policy_hash: str) -> list[str]:
@@ -392,6 +406,8 @@ def run_and_write(request: RunRequest, progress: Progress | None = None) -> RunD
         page = None
         if req.report is not None:
             assert req.render_report is not None, "a report needs its renderer"
+            if state.history is not None and result.past.periods:
+                _gone(state.history, result)
             page = req.render_report(result)
             if _inside(target, req.report):
                 extra[req.report.name] = page.encode("utf-8")

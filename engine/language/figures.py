@@ -125,7 +125,7 @@ class Reader:
 
     def _grouped(self, digits: str) -> str:
         size, rest = self._grouping
-        parts = []
+        parts: list[str] = []
         while len(digits) > size:
             parts.insert(0, digits[-size:])
             digits = digits[:-size]

@@ -96,7 +96,8 @@ class Page:
         return str(value), False
 
     def table(self, frame: pd.DataFrame, caption: str = "", entity: str = "",
-              units: dict[str, Unit] | None = None, labels: dict[str, str] | None = None, row_head: bool = False) -> str:
+              units: dict[str, Unit] | None = None, labels: dict[str, str] | None = None,
+              row_head: bool = False) -> str:
         """A table of figures formatted by their unit: headings with `scope`, figures right-aligned in
         tabular digits, inside a box that scrolls on its own on a narrow screen."""
         units = units or {}
@@ -503,17 +504,20 @@ def _since_section(pg: Page, result: "RunResult", c: pd.DataFrame) -> str:
     labels = {"before": "tier before", "after": "tier now", **{m: pg.label("customer", m) for m in money}}
     by_money = moved.sort_values("profit", ascending=False, key=abs, kind="stable") if "profit" in moved else moved
     show = [x for x in (key, "before", "after", "revenue", "profit", "tier_because") if x in moved]
-    left_n = int((now["after"] == GONE).sum())
-    gone_money = ", ".join(f"{pg.label('customer', m)} {pg.r.number(float(now.loc[now['after'] == GONE, m].sum()), pg.unit('customer', m))}"
-                           for m in money)
-    note = (f'<p class="def">{pg.count(left_n)} customers recorded in {html.escape(result.past.periods[0])} are not '
-            f'in this period\'s facts: they are counted as {GONE}, with the money of the period they were last '
-            f'in ({html.escape(gone_money)}), as <code>kam changes</code> counts them.</p>' if left_n else "")
+    leavers = now[now["after"] == GONE]
+    gone_money = ", ".join(f"{pg.label('customer', m)} "
+                           f"{pg.r.number(float(leavers[m].sum()), pg.unit('customer', m))}" for m in money)
+    note = (f'<p class="def">{pg.count(len(leavers))} customers recorded in {html.escape(result.past.periods[0])} '
+            f'are not in this period\'s facts: they are counted as {GONE}, with the money of the period they were '
+            f'last in ({html.escape(gone_money)}), as <code>kam changes</code> counts them.</p>'
+            if len(leavers) else "")
+    tables = (pg.table(matrix.reset_index(), "Customers per tier before (rows) and now (columns)",
+                       units={c: Unit(COUNT) for c in matrix.columns}, row_head=True)
+              + pg.table(moves, "The moves, with the money that moved", units=units, labels=labels)
+              + pg.table(by_money[show].head(TOP), "The biggest movers, by the size of their profit",
+                         entity="customer", labels=labels))
     return (f'<section id="since"><h2>Since the previous period ({html.escape(result.past.periods[0])})</h2>{note}'
-            f'{pg.table(matrix.reset_index(), "Customers per tier before (rows) and now (columns)", units={c: Unit(COUNT) for c in matrix.columns}, row_head=True)}'
-            f'{pg.table(moves, "The moves, with the money that moved", units=units, labels=labels)}'
-            f'{pg.table(by_money[show].head(TOP), "The biggest movers, by the size of their profit", entity="customer", labels=labels)}'
-            '</section>')
+            f'{tables}</section>')
 
 
 def _measures_section(pg: Page, result: "RunResult") -> str:
@@ -592,7 +596,8 @@ def _search_data(pg: Page, result: "RunResult", frames: dict[str, pd.DataFrame])
 
 SEARCH_SCRIPT = """
 (function(){
-  var box=document.getElementById('find'),out=document.getElementById('found'),say=document.getElementById('find-status');
+  var box=document.getElementById('find'),out=document.getElementById('found');
+  var say=document.getElementById('find-status');
   var data=null,loading=null;
   function load(){
     if(data)return Promise.resolve(data);
@@ -603,7 +608,9 @@ SEARCH_SCRIPT = """
     loading=new Response(stream).text().then(function(t){data=JSON.parse(t);return data;});
     return loading;
   }
-  function el(tag,cls,text){var e=document.createElement(tag);if(cls)e.className=cls;if(text!=null)e.textContent=text;return e;}
+  function el(tag,cls,text){
+    var e=document.createElement(tag);if(cls)e.className=cls;if(text!=null)e.textContent=text;return e;
+  }
   function show(q){
     load().then(function(d){
       out.replaceChildren();
@@ -632,7 +639,8 @@ SEARCH_SCRIPT = """
           card.appendChild(dl);out.appendChild(card);
         }
       });
-      say.textContent=found===0?'No id contains \u201c'+q+'\u201d.':found>shown?found+' found; the first '+shown+' are shown: type more of the id.':found+' found.';
+      say.textContent=found===0?'No id contains \u201c'+q+'\u201d.':
+        found>shown?found+' found; the first '+shown+' are shown: type more of the id.':found+' found.';
     });
   }
   var timer=null;
@@ -645,9 +653,10 @@ SEARCH_SCRIPT = """
 def _search_section(pg: Page, result: "RunResult", frames: dict[str, pd.DataFrame]) -> str:
     payload, notes = _search_data(pg, result, frames)
     kinds = ", ".join(f"{pg.count(len(f))} {e}s" for e, f in frames.items() if len(f) <= SEARCH_LIMIT)
+    named = any(c in f for f in frames.values() for c in NAME_COLUMNS)
     note = "".join(f'<p class="def">{_words(n)}</p>' for n in notes)
     return (f'<section id="find-one"><h2>Find a customer, prospect or quote</h2>'
-            f'<form id="find-form" role="search"><label for="find">Id{" or name" if any(c in f for f in frames.values() for c in NAME_COLUMNS) else ""}'
+            f'<form id="find-form" role="search"><label for="find">Id{" or name" if named else ""}'
             f' (any part of it), among {html.escape(kinds or "none")}</label> '
             f'<input id="find" type="search" autocomplete="off" spellcheck="false"></form>'
             f'<p id="find-status" role="status" aria-live="polite"></p><div id="found"></div>{note}'
@@ -662,7 +671,8 @@ max-width:1000px;color:#222;padding:0 1em;line-height:1.4}h1{margin-bottom:.2em}
 padding-bottom:.2em;margin-top:2em}.meta{color:#555;margin:.2em 0}.headlines{display:flex;flex-wrap:wrap;gap:1em;
 margin:1em 0}.headline{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;flex:1 1 160px}
 .headline .value{font-size:1.6em;font-weight:600;font-variant-numeric:tabular-nums}.headline .label{color:#555;
-font-size:.9em}figure{margin:1em 0;overflow-x:auto}figure svg{width:100%;max-width:760px;min-width:520px;height:auto;display:block}
+font-size:.9em}figure{margin:1em 0;overflow-x:auto}
+figure svg{width:100%;max-width:760px;min-width:520px;height:auto;display:block}
 figcaption,.def{color:#555;font-size:.9em}.scroll{overflow-x:auto;margin:1em 0;max-width:100%}
 table{border-collapse:collapse;font-size:.85em}caption{text-align:left;font-weight:600;padding:.3em 0}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:left;vertical-align:top}thead th{background:#f3f3f3}

@@ -376,9 +376,11 @@ def _map_section(pg: Page, c: pd.DataFrame) -> str:
     ax.yaxis.set_major_formatter(_ticks(lambda v: pg.r.compact(v)))
     _legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize=8)
     total = int(ok.sum())
+    ribs = int((rib & ok).sum())
     kind = (f"all {pg.count(total)} customers" if drawn.size == total else
-            f"a sample of {pg.count(drawn.size)} of {pg.count(total)} customers, the same share of each tier, "
-            "every chicken-rib customer among them")
+            f"a sample of {pg.count(drawn.size)} of {pg.count(total)} customers, the same share of each tier"
+            + ("" if not ribs else ", every chicken-rib customer among them" if rib_drawn.size == ribs else
+               f", {pg.count(rib_drawn.size)} of the {pg.count(ribs)} chicken-rib customers among them"))
     rib_text = ("; chicken-rib customers (losing money, and last year too, costing more to serve than they bring) "
                 "marked ×" if "chicken_rib" in c else "")
     caption = (f"Profit against revenue: {kind}, by tier (colour and shape); lines at the median revenue and at "

@@ -116,70 +116,81 @@ class _Edits:
         self.conflicts.append(_conflict(cell, file, self.book, what))
 
 
+_GONE = object()  # a value the file no longer has (its rule or parameter was removed on disk)
+
+
+def _merge(edits: _Edits, file: str, cell: str, what: str, values: tuple[Any, Any, Any], op: Any) -> None:
+    """One value three ways, (workbook, export, disk now): left as exported, or already on disk as the
+    workbook has it: nothing to do; changed only in the workbook: the edit; changed on both sides to
+    different values: a conflict."""
+    wanted, base, now = values
+    if _same(wanted, base) or (now is not _GONE and _same(now, wanted)):
+        return
+    if now is not _GONE and _same(now, base):
+        edits.add(file, cell, op)
+    else:
+        edits.conflict(cell, file, what)
+
+
 def _value_edits(edits: _Edits, wanted: Wanted, base: Tables, now: Tables) -> None:
     for (file, name), (value, cell) in wanted.params.items():
         was, is_now = base.param(file, name), now.param(file, name)
-        if was is None or _same(value, was.value):
-            continue
-        if is_now is None or not _same(is_now.value, was.value):
-            edits.conflict(cell, file, f"parameter {name}")
-        else:
-            edits.add(file, cell, ("set", ("params", name), value, None))
+        if was is not None:
+            _merge(edits, file, cell, f"parameter {name}", (value, was.value, is_now.value if is_now else _GONE),
+                   ("set", ("params", name), value, None))
     for (file, name), (source, cell) in wanted.derives.items():
         d_was, d_now = base.derive(file, name), now.derive(file, name)
-        if d_was is None or source == d_was.source:
-            continue
-        if d_now is None or d_now.source != d_was.source:
-            edits.conflict(cell, file, f"feature {name}")
-        else:
-            edits.add(file, cell, ("set", ("derive", name), source, None))
+        if d_was is not None:
+            _merge(edits, file, cell, f"feature {name}", (source, d_was.source, d_now.source if d_now else _GONE),
+                   ("set", ("derive", name), source, None))
 
 
 def _field_edits(edits: _Edits, t: Table, now: Table | None, w: WantedRule, b: Rule) -> None:
     """The cells of one rule that the workbook changed: a value set, a key added or removed."""
     rule = ("rule", t.name, w.id)
-    then_new = dict(w.then) if isinstance(w.then, tuple) else None
-    then_old = dict(b.then) if isinstance(b.then, tuple) else None
     c = now.rule(w.id) if now is not None else None
-    for key, new, old, after in (("when", w.when, b.when, "id"), ("because", w.because, b.because, "then")):
-        if _same(new, old):
-            continue
-        if c is None or not _same(getattr(c, key), old):
-            edits.conflict(w.refs[key], t.file, f"rule {w.id}'s {key}")
-        else:
-            edits.add(t.file, w.refs[key], (("remove" if new is None else "set"), rule + (key,), new, after))
-    if then_new is None or then_old is None:
-        if not _same(w.then, b.then):
-            if c is None or not _same(c.then, b.then):
-                edits.conflict(w.refs["then"], t.file, f"rule {w.id}'s outcome")
-            else:
-                edits.add(t.file, w.refs["then"], ("set", rule + ("then",), w.then, None))
+    for key, after in (("when", "id"), ("because", "then")):
+        new = getattr(w, key)
+        _merge(edits, t.file, w.refs[key], f"rule {w.id}'s {key}", (new, getattr(b, key), getattr(c, key, _GONE)),
+               ("remove" if new is None else "set", rule + (key,), new, after))
+    if not isinstance(w.then, tuple) or not isinstance(b.then, tuple):
+        _merge(edits, t.file, w.refs["then"], f"rule {w.id}'s outcome", (w.then, b.then, getattr(c, "then", _GONE)),
+               ("set", rule + ("then",), w.then, None))
         return
+    then_new, then_old = dict(w.then), dict(b.then)
+    then_now = dict(c.then) if c is not None and isinstance(c.then, tuple) else None
     for out in dict.fromkeys([*then_old, *then_new]):
-        new, old = then_new.get(out), then_old.get(out)
-        if _same(new, old):
-            continue
-        now_then = dict(c.then) if c is not None and isinstance(c.then, tuple) else {}
-        if c is None or not _same(now_then.get(out), old):
-            edits.conflict(w.refs[f"then:{out}"], t.file, f"rule {w.id}'s {out}")
-        else:
-            edits.add(t.file, w.refs[f"then:{out}"], (("remove" if new is None else "set"),
-                                                      rule + ("then", out), new, None))
+        new = then_new.get(out)
+        _merge(edits, t.file, w.refs[f"then:{out}"], f"rule {w.id}'s {out}",
+               (new, then_old.get(out), then_now.get(out) if then_now is not None else _GONE),
+               ("remove" if new is None else "set", rule + ("then", out), new, None))
+
+
+def _same_rule(w: WantedRule, c: Rule) -> bool:
+    return _same(w.when, c.when) and _same(w.then, c.then) and _same(w.because, c.because)
 
 
 def _table_edits(edits: _Edits, t: Table, now: Table | None, rules: tuple[WantedRule, ...], sheet: str) -> None:
+    """A decision's rows against its rules: the cells of each rule, then the rules added, deleted or moved
+    (by id), unless the file changed its rules too."""
     ids, base_ids = [w.id for w in rules], [r.id for r in t.rules]
     now_ids = [r.id for r in now.rules] if now is not None else []
     first = f"{sheet}!A{TITLE_ROWS + 1}"
-    if ids != base_ids and (now is None or now_ids != base_ids):
-        edits.conflict(first, t.file, f"the rules of decision {t.name} (added, removed or moved)")
-        return
     for w in rules:
-        b = t.rule(w.id)
+        b, c = t.rule(w.id), now.rule(w.id) if now is not None else None
         if b is not None:
             _field_edits(edits, t, now, w, b)
-    if ids != base_ids:
-        edits.add(t.file, first, ("order", t.name, rules, None))
+        elif c is not None and not _same_rule(w, c):  # a new row whose id the file has now
+            edits.conflict(w.refs["id"], t.file, f"rule {w.id} (added there too)")
+    if ids in (base_ids, now_ids):  # the order of the export, or already the file's
+        return
+    if now_ids != base_ids:
+        edits.conflict(first, t.file, f"the rules of decision {t.name} (added, removed or moved)")
+        return
+    for b in t.rules:
+        if b.id not in ids and now is not None and now.rule(b.id) != b:
+            edits.conflict(first, t.file, f"rule {b.id}, which the workbook deletes,")
+    edits.add(t.file, first, ("order", t.name, rules, None))
 
 
 def _rule_ids(text: str, file: str, decision: str) -> list[str]:
@@ -311,7 +322,9 @@ def plan_import(book: Book, folder: Path) -> Outcome:
     if cells.problems:
         raise InputError(cells.problems)
     try:
-        now = tables_of({n: disk[n].text for n in exported}, folder)
+        # the files as they are now: the same tables where none changed since the export
+        now = base if all(disk[s.name].sha == s.sha for s in book.exported.sources) else \
+            tables_of({n: disk[n].text for n in exported}, folder)
     except KamError as exc:
         raise InputError([Problem(p.code, f"{p.message} (changed since the export)", p.loc, p.hint)
                           for p in exc.problems]) from None

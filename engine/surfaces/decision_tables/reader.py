@@ -250,7 +250,7 @@ def output_value(cells: Cells, where: str, v: Any, output: Output, base: Scalar 
     """The YAML value an outcome cell means: the rule's value as written where the cell shows it
     unchanged, else a declared value, a number, yes/no or (for a number or yes/no) an expression."""
     if v is None:
-        return None
+        return base if base == "" else None  # an empty text is shown as an empty cell
     if base is not None and _shown_equal(v, base):
         return base
     if output.values:
@@ -315,9 +315,9 @@ class Wanted:
 def param_value_of(cells: Cells, where: str, v: Any, p: Param) -> Any:
     """The YAML value a params cell means, the parameter's own text where it is unchanged: a share
     written `80%` stays `80%` when the cell holds 0.8, and becomes `75%` for 0.75."""
-    if v is None:
-        return cells.refuse(where, f"is empty: parameter {p.name} needs a value")
     unit = p.unit
+    if v is None and unit != "text":  # a text may be empty
+        return cells.refuse(where, f"is empty: parameter {p.name} needs a value")
     if unit in ("%", "number"):
         x = _number(v)
         if x is None or isinstance(v, bool):
@@ -332,7 +332,7 @@ def param_value_of(cells: Cells, where: str, v: Any, p: Param) -> Any:
             return p.value if value == p.value else value
         return cells.refuse(where, f"holds {cell_text(v)!r}, where {p.name} is yes/no (TRUE or FALSE)")
     text = _text(cells, where, v)
-    return p.value if text == p.value else text
+    return p.value if (text or "") == p.value else text or ""
 
 
 def _grid_token(x: float, base: Entry | None, style: Entry) -> str:
@@ -413,15 +413,18 @@ def read_params(cells: Cells, rows: list[list[Any]], tables: Tables) -> dict[tup
     return out
 
 
-def _grid(cells: Cells, d: Derive, found: list[tuple[int, list[Any]]]) -> Any:
-    """The expression a feature's lookup rows mean: its numbers by key, as the grid writes them."""
+def _grid(cells: Cells, d: Derive, found: list[tuple[int, list[Any]]]) -> tuple[Any, str]:
+    """The expression a feature's lookup rows mean (its numbers by key, as the grid writes them), and the
+    first cell that changes it."""
     assert d.over is not None
     entries: list[Entry] = []
     base = {e.key: e for e in d.entries}
+    changed: list[str] = []
     for i, (r, values) in enumerate(found):
         read_only(cells, ref("derive", r, 2), values[2], lookup_marker(d.over) if i == 0 else "",
                   "what the feature looks up", d.file)
         key = _text(cells, ref("derive", r, 3), values[3])
+        key = key.strip() or None if isinstance(key, str) else key
         x = _number(values[4])
         if key is _SKIP:
             continue
@@ -435,10 +438,13 @@ def _grid(cells: Cells, d: Derive, found: list[tuple[int, list[Any]]]) -> Any:
             cells.refuse(ref("derive", r, 4), f"holds {shown!r}, where the value of {d.name} for {key} is a number")
         else:
             entries.append(Entry(key, _grid_token(x, base.get(key), d.entries[0])))
+            if base.get(key) != entries[-1] or len(entries) > len(d.entries) or d.entries[len(entries) - 1].key != key:
+                changed.append(ref("derive", r, 4))
+    where = (changed or [ref("derive", found[0][0], 4)])[0]
     if not entries:
-        return cells.refuse(ref("derive", found[0][0], 3), f"leaves the lookup {d.name} without a key")
+        return cells.refuse(ref("derive", found[0][0], 3), f"leaves the lookup {d.name} without a key"), where
     source = lookup_source(d.over, tuple(entries))
-    return d.source if lookup_grid(source) == lookup_grid(d.source) else source
+    return (d.source if lookup_grid(source) == lookup_grid(d.source) else source), where
 
 
 def read_derives(cells: Cells, rows: list[list[Any]], tables: Tables) -> dict[tuple[str, str], tuple[str, str]]:
@@ -453,7 +459,8 @@ def read_derives(cells: Cells, rows: list[list[Any]], tables: Tables) -> dict[tu
         key = (cell_text(values[0]), cell_text(values[1]))
         if key not in by_name:
             cells.refuse(ref("derive", r, 1), f"names feature {key[1]!r} of policy {key[0]!r}, which the exported "
-                         "policies do not have", "a feature is added or renamed in the YAML file")
+                         "policies do not have", "a feature is added or renamed in the YAML file; a new key of a "
+                         "lookup needs the policy and the name of its feature in columns A and B")
         else:
             found.setdefault(key, []).append((r, values))
     for key, d in by_name.items():
@@ -465,8 +472,7 @@ def read_derives(cells: Cells, rows: list[list[Any]], tables: Tables) -> dict[tu
         r, values = rows_of[0]
         read_only(cells, ref("derive", r, 5), values[5], d.description, "a comment in the YAML file", d.file)
         if d.over is not None:
-            value = _grid(cells, d, rows_of)
-            where = ref("derive", r, 4)
+            value, where = _grid(cells, d, rows_of)
         elif len(rows_of) > 1:
             value = cells.refuse(ref("derive", rows_of[1][0], 1), f"names feature {d.name} a second time")
         else:
@@ -474,9 +480,10 @@ def read_derives(cells: Cells, rows: list[list[Any]], tables: Tables) -> dict[tu
                 read_only(cells, ref("derive", r, c), values[c], "", "a lookup's cell, and this feature is none",
                           d.file)
             text, where = _text(cells, ref("derive", r, 2), values[2]), ref("derive", r, 2)
+            text = text.strip() or None if isinstance(text, str) else text
             if text is None:
                 value = cells.refuse(where, f"is empty: feature {d.name} needs an expression")
-            elif text is _SKIP or text == d.source:
+            elif text is _SKIP or text == d.source.strip():
                 value = text if text is _SKIP else d.source
             else:
                 value = expression(cells, where, text, "feature expression")
@@ -496,9 +503,12 @@ def _rule_row(cells: Cells, t: Table, r: int, values: list[Any], base: Any, rule
         v, where = values[c], ref(t.sheet, r, c)
         if col.kind in ("when", "because"):
             text = _text(cells, where, v)
+            if col.kind == "when" and isinstance(text, str):
+                text = text.strip() or None  # spaces around a condition change nothing
             was = getattr(base, col.kind) if base is not None else None
-            if text is not None and text is not _SKIP and was is not None and text == cell_text(was):
-                text = was
+            shown = cell_text(was).strip() if col.kind == "when" else cell_text(was)
+            if text is not _SKIP and was is not None and (text or "") == shown:
+                text = was  # unchanged: the YAML keeps what it holds (`when: true` stays a yes/no)
             elif col.kind == "when" and isinstance(text, str):
                 text = expression(cells, where, text, "condition")
             got[col.kind] = text
@@ -532,6 +542,7 @@ def read_table(cells: Cells, rows: list[list[Any]], t: Table) -> tuple[WantedRul
     for r, values, beyond in iter_rows(rows, TITLE_ROWS, len(cols)):
         note_beyond(cells, t.sheet, r, len(cols), beyond)
         rule_id = _text(cells, ref(t.sheet, r, 0), values[0])
+        rule_id = rule_id.strip() or None if isinstance(rule_id, str) else rule_id
         if rule_id is _SKIP:
             continue
         if rule_id is None:

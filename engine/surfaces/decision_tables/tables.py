@@ -35,6 +35,8 @@ PERCENT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*%\s*$")  # a share as `validate.p
 # studio page reads it): `lookup(tier, {A: 0.80, B: 0.85})`
 _LOOKUP = re.compile(r"lookup\((\w+), \{([^{}]*)\}\)")
 _ENTRY = re.compile(r"([\w-]+): (-?[0-9]+(?:\.[0-9]+)?%?)")
+# libyaml's parser where PyYAML has it (ten times quicker); only the marks of nodes are read from it
+_COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -230,22 +232,21 @@ def _comment_above(lines: list[str], line: int) -> str:
     return " ".join(x for x in out if x)
 
 
-def _inline_comments(text: str, key: str) -> dict[str, str]:
-    """The comment written after each value of the top-level mapping `key` on its own line
-    (`key_share: 80%  # the cutoff`)."""
+def _inline_comments(text: str) -> dict[tuple[str, str], str]:
+    """The comment written after a value of `params:` or `derive:` on its own line (`key_share: 80%  # the
+    cutoff`), by (section, name)."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_COMPOSER)
     except yaml.YAMLError:
         return {}
     found = {}
-    if isinstance(root, yaml.MappingNode):
-        for k, v in root.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key and isinstance(v, yaml.MappingNode):
-                for name, node in v.value:
-                    if isinstance(node, yaml.ScalarNode) and node.style not in ("|", ">"):
-                        rest = text[node.end_mark.index:].split("\n", 1)[0].strip()
-                        if rest.startswith("#"):
-                            found[str(name.value)] = rest.lstrip("#").strip()
+    for k, v in root.value if isinstance(root, yaml.MappingNode) else []:
+        if isinstance(k, yaml.ScalarNode) and k.value in ("params", "derive") and isinstance(v, yaml.MappingNode):
+            for name, node in v.value:
+                if isinstance(node, yaml.ScalarNode) and node.style not in ("|", ">"):
+                    rest = text[node.end_mark.index:].split("\n", 1)[0].strip()
+                    if rest.startswith("#"):
+                        found[(k.value, str(name.value))] = rest.lstrip("#").strip()
     return found
 
 
@@ -371,20 +372,19 @@ def _file_tables(name: str, text: str, folder: Path) -> tuple[Source, list[Param
     if not isinstance(data, dict) or not isinstance(data.get("policy"), str):
         raise _refuse("not a policy file (it needs `policy:`, `entity:` and `decisions:`)", Location(doc.file, 1, 1))
     policy, lines = data["policy"], text.splitlines()
-    inline = _inline_comments(text, "params")
+    inline = _inline_comments(text)
     params = [Param(name, policy, str(p), v,
-                    _comment_above(lines, doc.key_loc(("params", p)).line) or inline.get(str(p), ""),
+                    _comment_above(lines, doc.key_loc(("params", p)).line) or inline.get(("params", str(p)), ""),
                     _used_by(str(p), data))
               for p, v in _mapping(data.get("params")).items()]
     for p in params:
         if not isinstance(p.value, (str, int, float, bool)):
             raise _refuse(f"parameter `{p.name}` is not a single value", doc.loc(("params", p.name)))
-    inline = _inline_comments(text, "derive")
     derives = []
     for f, src in _mapping(data.get("derive")).items():
         source = cell_text(src)
         grid = lookup_grid(source) if isinstance(src, str) else None
-        description = _comment_above(lines, doc.key_loc(("derive", f)).line) or inline.get(str(f), "")
+        description = _comment_above(lines, doc.key_loc(("derive", f)).line) or inline.get(("derive", str(f)), "")
         derives.append(Derive(name, policy, str(f), source, description, *(grid or (None, ()))))
     return Source(name, text, text_sha(text), policy), params, derives, _decisions(doc, name, policy, lines)
 

@@ -224,7 +224,7 @@ def _rule_cell(table: Table, kind: str, rule: Any, output: Any) -> Any:
 def _decision_sheet(book: Any, styles: _Styles, lists: _Lists, t: Table) -> None:
     ws = book.add_worksheet(t.sheet)
     cols = t.columns
-    about = f"{t.name} ({t.file})" + (f": {t.description}" if t.description else "")
+    about = f"{t.name} ({t.file})" + (f": {t.description.rstrip('.')}" if t.description else "")
     _put(ws, styles, 0, 0, f"{about}. Hit policy {t.hit}: {HIT_WORDS.get(t.hit, t.hit)}.", "title")
     for c, col in enumerate(cols):
         _put(ws, styles, 1, c, col.header, "header")
@@ -262,9 +262,12 @@ def _instructions(book: Any, styles: _Styles, tables: Tables, workbook: str) -> 
                            "a new key, or delete one."),
         ("text", "a sheet per decision", "A row per rule, in order. Edit a condition (when), an outcome (then: the "
                  "list offers the values the decision declares) or a reason (because: {name} inserts a value, "
-                 "{share:.0%} one as a percent). Add a rule: insert a row and give it a new rule id. Delete a rule: "
-                 "delete its row. Move a rule: cut its row and insert it elsewhere; sorting a sheet moves rules too. "
-                 "Rows are matched by rule id: keep the id of a rule you change."),
+                 "{share:.0%} one as a percent). A rule with no condition is the default: it takes everyone the "
+                 "rules above it leave. Add a rule: insert a row and give it a new rule id. Delete a rule: delete "
+                 "its row. Move a rule: cut its row and insert it elsewhere; sorting a sheet moves rules too. Rows "
+                 "are matched by rule id: keep the id of a rule you change."),
+        ("text", "text with =", "Excel takes a text that starts with =, +, - or @ for a formula: type a ' "
+                                "before it to keep it text."),
         ("text", "grey cells", "Shown for reading only: a rule's quota, the notes and descriptions (comments in the "
                                "YAML files). Change them in the YAML file. Do not rename the sheets or insert "
                                "columns: kam reads them as it wrote them."),

@@ -495,3 +495,23 @@ def test_kam_import_end_to_end(folder):
     assert files(folder)["segmentation.yaml"] == before["segmentation.yaml"].replace(b"key_share: 80%",
                                                                                      b"key_share: 75%")
     no_errors(folder)
+
+
+@pytest.mark.parametrize("module, command", [("xlsxwriter", "export"), ("python_calamine", "import")])
+def test_a_missing_extra_is_named(folder, tmp_path, monkeypatch, module, command):
+    import sys
+
+    book = export(folder)
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` raises ImportError
+    args = ["export", str(folder), "--to", str(tmp_path / "new.xlsx")] if command == "export" else \
+        ["import", str(book), str(folder)]
+    r = kam_here(*args)
+    assert r.returncode == 2 and "pip install 'kam[excel]'" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "new.xlsx").exists()
+
+
+def test_export_refuses_a_folder_it_cannot_read_and_writes_nothing(folder, tmp_path):
+    (folder / "pricing.yaml").write_text("policy: pricing\nentity: [quote\n", encoding="utf-8")
+    r = kam_here("export", str(folder), "--to", str(tmp_path / "out.xlsx"))
+    assert r.returncode == 1 and "pricing.yaml:3:1: error[yaml-syntax]" in r.stderr, r.stderr
+    assert not (tmp_path / "out.xlsx").exists() and not list(tmp_path.glob(".out.xlsx*"))

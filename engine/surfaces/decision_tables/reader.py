@@ -211,12 +211,12 @@ def _number(v: Any) -> float | None:
     return None
 
 
-def whole(x: float) -> int | float:
+def _whole(x: float) -> int | float:
     """A number as the YAML writes it: whole numbers without `.0`."""
     return int(x) if x.is_integer() and abs(x) < 2.0 ** 53 else x
 
 
-def percent_text(x: float) -> str:
+def _percent_text(x: float) -> str:
     """A share as a percent text that `validate.param_value` reads back: 0.75 is `75%`."""
     text = f"{round(x * 100, 10):.10f}".rstrip("0").rstrip(".")
     return f"{'0' if text in ('', '-0') else text}%"
@@ -236,7 +236,7 @@ def _text(cells: Cells, where: str, v: Any) -> Any:
     return cells.refuse(where, f"holds {v!r}, which kam cannot read")
 
 
-def expression(cells: Cells, where: str, text: str, what: str) -> Any:
+def _expression(cells: Cells, where: str, text: str, what: str) -> Any:
     """`text` when it parses as kam's language, else a problem naming the cell and the spot."""
     try:
         parse_expression(text)
@@ -246,7 +246,7 @@ def expression(cells: Cells, where: str, text: str, what: str) -> Any:
     return text
 
 
-def output_value(cells: Cells, where: str, v: Any, output: Output, base: Scalar | None, what: str) -> Any:
+def _output_value(cells: Cells, where: str, v: Any, output: Output, base: Scalar | None, what: str) -> Any:
     """The YAML value an outcome cell means: the rule's value as written where the cell shows it
     unchanged, else a declared value, a number, yes/no or (for a number or yes/no) an expression."""
     if v is None:
@@ -263,9 +263,9 @@ def output_value(cells: Cells, where: str, v: Any, output: Output, base: Scalar 
     if output.type == "number":
         x = _number(v)
         if x is not None and not (isinstance(v, str) and v.strip().endswith("%")):
-            return whole(x)
+            return _whole(x)
         if isinstance(v, str):
-            return expression(cells, where, v, "computed value")
+            return _expression(cells, where, v, "computed value")
         return cells.refuse(where, f"holds {cell_text(v)}, where {what} is a number")
     if output.type == "boolean":
         if isinstance(v, bool):
@@ -273,7 +273,7 @@ def output_value(cells: Cells, where: str, v: Any, output: Output, base: Scalar 
         if isinstance(v, str) and v.strip().lower() in ("true", "false"):
             return v.strip().lower() == "true"
         if isinstance(v, str):
-            return expression(cells, where, v, "computed yes/no")
+            return _expression(cells, where, v, "computed yes/no")
         return cells.refuse(where, f"holds {cell_text(v)}, where {what} is yes/no (TRUE or FALSE)")
     return _text(cells, where, v)
 
@@ -312,7 +312,7 @@ class Wanted:
     sheets: Mapping[tuple[str, str], str]  # a decision's sheet
 
 
-def param_value_of(cells: Cells, where: str, v: Any, p: Param) -> Any:
+def _param_value_of(cells: Cells, where: str, v: Any, p: Param) -> Any:
     """The YAML value a params cell means, the parameter's own text where it is unchanged: a share
     written `80%` stays `80%` when the cell holds 0.8, and becomes `75%` for 0.75."""
     unit = p.unit
@@ -325,7 +325,7 @@ def param_value_of(cells: Cells, where: str, v: Any, p: Param) -> Any:
                                 f"{p.name} is a {'share in % (e.g. 75%)' if unit == '%' else 'number'}")
         if _equal(x, float(param_value(p.value))):
             return p.value
-        return percent_text(x) if unit == "%" else whole(x)
+        return _percent_text(x) if unit == "%" else _whole(x)
     if unit == "yes/no":
         if isinstance(v, bool) or (isinstance(v, str) and v.strip().lower() in ("true", "false")):
             value = v if isinstance(v, bool) else v.strip().lower() == "true"
@@ -340,16 +340,16 @@ def _grid_token(x: float, base: Entry | None, style: Entry) -> str:
     if base is not None and _equal(x, base.value):
         return base.token
     if style.token.endswith("%"):
-        return percent_text(x)
+        return _percent_text(x)
     decimals = len(style.token.partition(".")[2])
-    shortest = number_text(whole(x))
+    shortest = number_text(_whole(x))
     if "e" in shortest:
         shortest = f"{x:.15f}".rstrip("0").rstrip(".")
     needed = len(shortest.partition(".")[2])
     return f"{x:.{max(decimals, needed)}f}" if max(decimals, needed) else shortest
 
 
-def iter_rows(rows: list[list[Any]], start: int, width: int) -> Iterator[tuple[int, list[Any], list[Any]]]:
+def _iter_rows(rows: list[list[Any]], start: int, width: int) -> Iterator[tuple[int, list[Any], list[Any]]]:
     """(row index, the values of the table's columns, those beside it) of every row from `start` that
     holds anything."""
     for r in range(start, len(rows)):
@@ -359,7 +359,7 @@ def iter_rows(rows: list[list[Any]], start: int, width: int) -> Iterator[tuple[i
             yield r, values, beyond
 
 
-def header_ok(cells: Cells, rows: list[list[Any]], sheet: str, at: int, headers: tuple[str, ...]) -> bool:
+def _header_ok(cells: Cells, rows: list[list[Any]], sheet: str, at: int, headers: tuple[str, ...]) -> bool:
     found = tuple(cell_text(_cell(rows, at, c)) for c in range(len(headers)))
     if found != headers:
         cells.refuse(f"{sheet}!{at + 1}:{at + 1}", f"is not the header row kam wrote ({', '.join(found)}; kam "
@@ -369,27 +369,27 @@ def header_ok(cells: Cells, rows: list[list[Any]], sheet: str, at: int, headers:
     return True
 
 
-def read_only(cells: Cells, where: str, v: Any, shown: str, what: str, file: str) -> None:
+def _read_only(cells: Cells, where: str, v: Any, shown: str, what: str, file: str) -> None:
     """A cell that is only shown must hold what was written into it."""
     if cell_text(v) != shown and not (isinstance(v, str) and v == shown):
         cells.refuse(where, f"is read-only ({what}) and was changed", f"change it in {file}; put back "
                      f"{shown[:80]!r}" if shown else f"change it in {file}; leave the cell empty")
 
 
-def note_beyond(cells: Cells, sheet: str, r: int, width: int, beyond: list[Any]) -> None:
+def _note_beyond(cells: Cells, sheet: str, r: int, width: int, beyond: list[Any]) -> None:
     if beyond:
         cells.notes.append(f"{ref(sheet, r, width)}: cells beside the table are not read")
 
 
-def read_params(cells: Cells, rows: list[list[Any]], tables: Tables) -> dict[tuple[str, str], tuple[Scalar, str]]:
+def _read_params(cells: Cells, rows: list[list[Any]], tables: Tables) -> dict[tuple[str, str], tuple[Scalar, str]]:
     """Every parameter's value cell, matched by policy and name."""
     out: dict[tuple[str, str], tuple[Scalar, str]] = {}
-    if not header_ok(cells, rows, "params", 0, PARAM_HEADERS):
+    if not _header_ok(cells, rows, "params", 0, PARAM_HEADERS):
         return out
     by_name = {(p.policy, p.name): p for p in tables.params}
     seen: set[tuple[str, str]] = set()
-    for r, values, beyond in iter_rows(rows, 1, len(PARAM_HEADERS)):
-        note_beyond(cells, "params", r, len(PARAM_HEADERS), beyond)
+    for r, values, beyond in _iter_rows(rows, 1, len(PARAM_HEADERS)):
+        _note_beyond(cells, "params", r, len(PARAM_HEADERS), beyond)
         key = (cell_text(values[0]), cell_text(values[1]))
         p = by_name.get(key)
         if p is None:
@@ -400,10 +400,10 @@ def read_params(cells: Cells, rows: list[list[Any]], tables: Tables) -> dict[tup
             cells.refuse(ref("params", r, 1), f"names parameter {p.name} of {p.policy} a second time")
             continue
         seen.add(key)
-        value = param_value_of(cells, ref("params", r, 2), values[2], p)
+        value = _param_value_of(cells, ref("params", r, 2), values[2], p)
         for c, shown, what in ((3, p.unit, "the unit"), (4, p.description, "a comment in the YAML file"),
                                (5, p.used_by, "where the parameter is read")):
-            read_only(cells, ref("params", r, c), values[c], shown, what, p.file)
+            _read_only(cells, ref("params", r, c), values[c], shown, what, p.file)
         if value is not _SKIP:
             out[(p.file, p.name)] = (value, ref("params", r, 2))
     for p in tables.params:
@@ -421,7 +421,7 @@ def _grid(cells: Cells, d: Derive, found: list[tuple[int, list[Any]]]) -> tuple[
     base = {e.key: e for e in d.entries}
     changed: list[str] = []
     for i, (r, values) in enumerate(found):
-        read_only(cells, ref("derive", r, 2), values[2], lookup_marker(d.over) if i == 0 else "",
+        _read_only(cells, ref("derive", r, 2), values[2], lookup_marker(d.over) if i == 0 else "",
                   "what the feature looks up", d.file)
         key = _text(cells, ref("derive", r, 3), values[3])
         key = key.strip() or None if isinstance(key, str) else key
@@ -447,15 +447,15 @@ def _grid(cells: Cells, d: Derive, found: list[tuple[int, list[Any]]]) -> tuple[
     return (d.source if lookup_grid(source) == lookup_grid(d.source) else source), where
 
 
-def read_derives(cells: Cells, rows: list[list[Any]], tables: Tables) -> dict[tuple[str, str], tuple[str, str]]:
+def _read_derives(cells: Cells, rows: list[list[Any]], tables: Tables) -> dict[tuple[str, str], tuple[str, str]]:
     """Every feature's expression: its cell, or the expression its lookup rows mean."""
     out: dict[tuple[str, str], tuple[str, str]] = {}
-    if not header_ok(cells, rows, "derive", 0, DERIVE_HEADERS):
+    if not _header_ok(cells, rows, "derive", 0, DERIVE_HEADERS):
         return out
     by_name = {(d.policy, d.name): d for d in tables.derives}
     found: dict[tuple[str, str], list[tuple[int, list[Any]]]] = {}
-    for r, values, beyond in iter_rows(rows, 1, len(DERIVE_HEADERS)):
-        note_beyond(cells, "derive", r, len(DERIVE_HEADERS), beyond)
+    for r, values, beyond in _iter_rows(rows, 1, len(DERIVE_HEADERS)):
+        _note_beyond(cells, "derive", r, len(DERIVE_HEADERS), beyond)
         key = (cell_text(values[0]), cell_text(values[1]))
         if key not in by_name:
             cells.refuse(ref("derive", r, 1), f"names feature {key[1]!r} of policy {key[0]!r}, which the exported "
@@ -470,14 +470,14 @@ def read_derives(cells: Cells, rows: list[list[Any]], tables: Tables) -> dict[tu
                          "a feature is removed in the YAML file: put its row back")
             continue
         r, values = rows_of[0]
-        read_only(cells, ref("derive", r, 5), values[5], d.description, "a comment in the YAML file", d.file)
+        _read_only(cells, ref("derive", r, 5), values[5], d.description, "a comment in the YAML file", d.file)
         if d.over is not None:
             value, where = _grid(cells, d, rows_of)
         elif len(rows_of) > 1:
             value = cells.refuse(ref("derive", rows_of[1][0], 1), f"names feature {d.name} a second time")
         else:
             for c in (3, 4):
-                read_only(cells, ref("derive", r, c), values[c], "", "a lookup's cell, and this feature is none",
+                _read_only(cells, ref("derive", r, c), values[c], "", "a lookup's cell, and this feature is none",
                           d.file)
             text, where = _text(cells, ref("derive", r, 2), values[2]), ref("derive", r, 2)
             text = text.strip() or None if isinstance(text, str) else text
@@ -486,7 +486,7 @@ def read_derives(cells: Cells, rows: list[list[Any]], tables: Tables) -> dict[tu
             elif text is _SKIP or text == d.source.strip():
                 value = text if text is _SKIP else d.source
             else:
-                value = expression(cells, where, text, "feature expression")
+                value = _expression(cells, where, text, "feature expression")
         if value is not _SKIP:
             out[(d.file, d.name)] = (value, where)
     return out
@@ -510,16 +510,16 @@ def _rule_row(cells: Cells, t: Table, r: int, values: list[Any], base: Any, rule
             if text is not _SKIP and was is not None and (text or "") == shown:
                 text = was  # unchanged: the YAML keeps what it holds (`when: true` stays a yes/no)
             elif col.kind == "when" and isinstance(text, str):
-                text = expression(cells, where, text, "condition")
+                text = _expression(cells, where, text, "condition")
             got[col.kind] = text
         elif col.kind == "then" and col.output is not None:
             name = col.output.name
             what = f"{t.name}" if name is None else f"{name} ({t.name})"
-            value = output_value(cells, where, v, col.output, base.output(name) if base is not None else None, what)
+            value = _output_value(cells, where, v, col.output, base.output(name) if base is not None else None, what)
             then.append((name or "", value))
         elif col.kind in ("quota", "note"):
             words = "the rule's quota" if col.kind == "quota" else "a comment in the YAML file"
-            read_only(cells, where, v, getattr(base, col.kind) if base is not None else "", words, t.file)
+            _read_only(cells, where, v, getattr(base, col.kind) if base is not None else "", words, t.file)
     if any(v is _SKIP for v in got.values()) or any(v is _SKIP for _, v in then):
         return None
     if t.single:
@@ -532,15 +532,15 @@ def _rule_row(cells: Cells, t: Table, r: int, values: list[Any], base: Any, rule
     return WantedRule(rule_id, got.get("when"), value, got.get("because"), refs)
 
 
-def read_table(cells: Cells, rows: list[list[Any]], t: Table) -> tuple[WantedRule, ...] | None:
+def _read_table(cells: Cells, rows: list[list[Any]], t: Table) -> tuple[WantedRule, ...] | None:
     """The rules of a decision sheet, in the order of its rows, matched to the exported rules by id."""
     cols = t.columns
-    if not header_ok(cells, rows, t.sheet, TITLE_ROWS - 1, tuple(col.header for col in cols)):
+    if not _header_ok(cells, rows, t.sheet, TITLE_ROWS - 1, tuple(col.header for col in cols)):
         return None
     out: list[WantedRule] = []
     seen: set[str] = set()
-    for r, values, beyond in iter_rows(rows, TITLE_ROWS, len(cols)):
-        note_beyond(cells, t.sheet, r, len(cols), beyond)
+    for r, values, beyond in _iter_rows(rows, TITLE_ROWS, len(cols)):
+        _note_beyond(cells, t.sheet, r, len(cols), beyond)
         rule_id = _text(cells, ref(t.sheet, r, 0), values[0])
         rule_id = rule_id.strip() or None if isinstance(rule_id, str) else rule_id
         if rule_id is _SKIP:
@@ -573,12 +573,12 @@ def read_wanted(cells: Cells, book: Book, tables: Tables) -> Wanted:
     known = {"instructions", "params", "derive", *(t.sheet for t in tables.decisions)}
     cells.notes += [f"sheet {name!r} is not one kam export wrote: it was not read"
                     for name in book.sheets if name not in known and name not in book.hidden]
-    params = read_params(cells, book.sheets["params"], tables) if "params" in book.sheets else {}
-    derives = read_derives(cells, book.sheets["derive"], tables) if "derive" in book.sheets else {}
+    params = _read_params(cells, book.sheets["params"], tables) if "params" in book.sheets else {}
+    derives = _read_derives(cells, book.sheets["derive"], tables) if "derive" in book.sheets else {}
     rules = {}
     for t in tables.decisions:
         if t.sheet in book.sheets:
-            got = read_table(cells, book.sheets[t.sheet], t)
+            got = _read_table(cells, book.sheets[t.sheet], t)
             if got is not None:
                 rules[(t.file, t.name)] = got
     return Wanted(params, derives, rules, {(t.file, t.name): t.sheet for t in tables.decisions})

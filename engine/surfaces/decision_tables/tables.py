@@ -50,6 +50,7 @@ class Source:
 
 
 def text_sha(text: str) -> str:
+    """The sha256 of a text's UTF-8 bytes (of a policy file's bytes, for a file that is UTF-8)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -100,7 +100,7 @@ def import_command(workbook: Path, policy_dir: Path | None, dry_run: bool) -> No
     for p in outcome.warnings:
         click.echo(p.render(), err=True)
     if not outcome.changed:
-        click.echo(f"no changes: {workbook} holds what {folder} holds", err=True)
+        click.echo(f"no changes: {folder} holds what {workbook} holds", err=True)
         return
     click.echo(outcome.diff(), nl=False)
     sys.stdout.flush()

@@ -270,8 +270,8 @@ def _cell_of(path: tuple[Any, ...], data: Any, file: str, wanted: Wanted) -> str
         w = next((r for r in wanted.tables.get((file, path[1]), ()) if r.id == rule_id), None)
         if w is None:
             return ""
-        key = "then:" + str(path[5]) if path[4:5] == ("then",) and len(path) > 5 else str(path[4]) if len(path) > 4 \
-            else "id"
+        rest = path[4:]
+        key = f"then:{rest[1]}" if rest[:1] == ("then",) and len(rest) > 1 else str(rest[0]) if rest else "id"
         return w.refs.get(key) or w.refs.get("then") or w.refs["id"]
     return ""
 

@@ -286,8 +286,8 @@ def _shown_equal(v: Any, value: Scalar) -> bool:
     if isinstance(value, (int, float)):
         x = _number(v) if not isinstance(v, bool) else None
         return x is not None and not isinstance(v, str) and _equal(x, float(value))
-    return isinstance(v, str) and v == value or (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                  and number_text(v) == value)
+    # a text value typed as something Excel converts (`1` to a number, `true` to TRUE) is still that text
+    return v == value if isinstance(v, str) else isinstance(v, (bool, int, float)) and cell_text(v) == value
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,14 @@ Paths are tuples of mapping keys (str) and sequence indexes (int): `("decisions"
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
-import functools
+import os
 import re
-from typing import Any, Union
+import tempfile
+from pathlib import Path as FilePath
+from typing import Any, Mapping, Union
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -202,6 +205,26 @@ def _pick(value: Scalar, as_key: bool = False) -> str:
     raise EditError(f"cannot write {value!r} on a line of its own")
 
 
+def _pick_flow(value: Mapping[str, Scalar]) -> str:
+    """A mapping of scalars as one flow mapping (`{service_level: gold, response_hours: 8}`, as a rule of
+    several outputs writes its `then`): each value plain where it reads back inside `{...}`, else quoted."""
+    if not value:
+        raise EditError("an empty mapping has no line of its own")
+    parts = []
+    for key, item in value.items():
+        for piece in _candidates(item, None):
+            try:
+                got = _read(f"k: {{x: {piece}}}")
+            except yaml.YAMLError:
+                continue
+            if _same(got, {"k": {"x": item}}):
+                parts.append(f"{_pick(key, as_key=True)}: {piece}")
+                break
+        else:
+            raise EditError(f"cannot write {item!r} inside {{...}}")
+    return "{" + ", ".join(parts) + "}"
+
+
 def set_value(text: str, path: Path, value: Scalar, after: str | None = None) -> str:
     """Set the scalar at `path`, keeping its quoting style where the result reads back the same.
 
@@ -372,9 +395,10 @@ def move_item(text: str, path: Path, new_index: int) -> str:
                    tuple(path))
 
 
-def insert_item(text: str, seq_path: Path, index: int, item: dict[str, Scalar]) -> str:
+def insert_item(text: str, seq_path: Path, index: int, item: Mapping[str, Scalar | Mapping[str, Scalar]]) -> str:
     """Insert a mapping item at `index` (== length appends), laid out like its siblings: the same `-`
-    column, one key per line aligned under the first, values plain when they read back, else quoted."""
+    column, one key per line aligned under the first, values plain when they read back, else quoted; a
+    value that is itself a mapping of scalars (a rule's `then` of several outputs) as one `{...}`."""
     seq_path = tuple(seq_path)
     data, seq, spans = _seq(text, seq_path, seq_path)
     n = len(spans)
@@ -384,7 +408,8 @@ def insert_item(text: str, seq_path: Path, index: int, item: dict[str, Scalar]) 
     first = seq.value[0]
     key_col = first.value[0][0].start_mark.column if isinstance(first, MappingNode) and first.value else dash + 2
     eol = _eol(text)
-    lines = [f"{' ' * key_col}{_pick(k, as_key=True)}: {_pick(v)}{eol}" for k, v in item.items()]
+    lines = [f"{' ' * key_col}{_pick(k, as_key=True)}: {_pick_flow(v) if isinstance(v, Mapping) else _pick(v)}{eol}"
+             for k, v in item.items()]
     lines[0] = " " * dash + "-" + " " * (key_col - dash - 1) + lines[0][key_col:]
     new = "".join(lines)
     rhythm = text[spans[0][1]:_blank_run(text, spans[0][1], spans[1][0], 1)] if n > 1 else ""
@@ -394,7 +419,7 @@ def insert_item(text: str, seq_path: Path, index: int, item: dict[str, Scalar]) 
         at = spans[-1][1]
         piece = rhythm + new if text[:at].endswith("\n") else eol + rhythm + new[:-len(eol)]
     expected = copy.deepcopy(data)
-    _get(expected, seq_path).insert(index, dict(item))
+    _get(expected, seq_path).insert(index, {k: dict(v) if isinstance(v, Mapping) else v for k, v in item.items()})
     return _splice(text, at, at, [piece], expected, seq_path)
 
 
@@ -434,3 +459,20 @@ def _deepest(text: str, node: Node, pos: int, path: Path) -> Path | None:
             if hit is not None:
                 return hit
     return path if node.start_mark.index <= pos < _last_end(text, node) else None
+
+
+def write_atomic(path: FilePath, text: str) -> None:
+    """Write an edited policy file beside itself, then rename it over the file: a reader (kam run, an
+    editor, the next import) sees the old file or the new one, never half of it. The file keeps its mode."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -16,8 +16,6 @@ import difflib
 import hashlib
 import json
 import math
-import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,8 @@ from ..batch.explain import rule_column
 from ..batch.facts import FactsOptions, identifier_facts
 from ..batch.result import Past, RunResult
 from ..history.store import History, check_period
-from ..language.edit import EditError, delete_item, insert_item, move_item, path_at, remove_key, set_value
+from ..language.edit import EditError, delete_item, insert_item, move_item, path_at, remove_key, set_value, \
+    write_atomic
 from ..language.errors import InputError, KamError, Location, PolicyError, Problem
 from ..language.load import LocatedDoc, load_text, policy_files
 from ..language.plan import DecisionStep, EntityPlan, Plan, decision_reads
@@ -388,7 +387,7 @@ class Workspace:
                     raise InputError(Problem("outside-folder", f"{n} is a link to a file outside {self.folder}: "
                                              "not written", Location(str(self.sources[n].path))))
             for n, text in changed.items():
-                _write_atomic(self.sources[n].path.resolve(), text)  # a link stays a link: its file is written
+                write_atomic(self.sources[n].path.resolve(), text)  # a link stays a link: its file is written
             self._rebase(ev, changed)
             return list(changed)
 
@@ -401,18 +400,4 @@ class Workspace:
             self.frames = dict(ev.run.frames_in)
         self._last = None
         self.memo = {}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write beside the file, then rename over it: a reader sees the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 

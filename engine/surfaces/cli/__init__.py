@@ -21,6 +21,7 @@ from .run import run
 from .schema import schema
 from .stream import stream_command
 from .studio import studio
+from .tables import export_command, import_command
 from .test import test_command
 
 
@@ -38,7 +39,7 @@ def main() -> None:
 
 
 for _command in (check, test_command, diff_command, stream_command, run, explain, report_command, history_command,
-                 changes_command, studio, schema, init):
+                 changes_command, studio, export_command, import_command, schema, init):
     main.add_command(_command)
 
 

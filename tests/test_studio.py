@@ -159,10 +159,17 @@ def test_the_api_gives_kam_diffs_figures(server: Server, folder: Path, tmp_path:
     path.write_text(path.read_text(encoding="utf-8").replace("key_share: 80%", "key_share: 70%"), encoding="utf-8")
     want = {(d["entity"], d["decision"]): d for d in
             json.loads(kam_here("diff", str(edited), "--base", str(folder), "--format", "json").stdout)["decisions"]}
+    printed = kam_here("diff", str(edited), "--base", str(folder)).stdout
     for d in body["impact"]["decisions"]:
         w = want[(d["entity"], d["decision"])]
         assert d["changed"] == w["changed"]
-        assert d["money"] == {k: f"{v:,.0f}" for k, v in w["money_at_stake"].items()}
+        # the page's money is the money `kam diff` prints (the same reader, the same units)
+        assert d["money"] == {k: f"{v:,.2f}" for k, v in w["money_at_stake"].items()}
+        assert all(d["labels"][k] == f"{k} (CN¥)" for k in d["money"])
+        if d["changed"]:
+            amounts = ", ".join(f"{k} {v}" for k, v in d["money"].items())
+            assert f"{d['entity']} {d['decision']}: {d['changed_text'].split(' (')[0]} changed" in printed
+            assert f"money at stake (CN¥): {amounts}" in printed
         counts = {(b, n): c["entities"] for k, c in d["cells"].items() for b, n in [k.split("\u0000")]}
         assert {k: v for k, v in counts.items()} == {(b, n): v for b, row in w["transitions"].items()
                                                       for n, v in row.items()}

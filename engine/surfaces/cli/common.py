@@ -110,6 +110,7 @@ def read_options(facts_format: str | None, encoding: str, delimiter: str) -> "Fa
         raise usage(f"unknown encoding {encoding!r}", "e.g. --encoding utf-8, gb18030, utf-16, cp1252") from None
     return FactsOptions(facts_format, encoding, delimiter)
 
+
 def locale_option(f: Callable[..., Any]) -> Callable[..., Any]:
     """--locale: the locale the figures a command shows people are written in (checked at once, before
     any work: a typo must not wait for the end of a long run)."""

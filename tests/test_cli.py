@@ -410,3 +410,91 @@ def test_a_computed_output_that_overflows_is_an_error_naming_the_rule(tmp_path):
     assert "stdin:1: error: rule `scaled` of decision `floor`: `list_price * 1e+300` is too large to hold " \
            "(beyond about 1.8e308) for Q9" in r.stderr
     assert '"id": "Q8"' in r.stdout and "Q9" not in r.stdout
+
+
+# -- figures for people, in the reader's locale ------------------------------------------------------
+
+MARGINS = """\
+policy: margins
+entity: customer
+currency: CNY
+facts:
+  customer_id: {type: string, key: true}
+  revenue: {type: number, unit: money, min: 0, decimals: 2}
+  profit: {type: number, unit: money, decimals: 2}
+measures:
+  customers: count()
+  margin_share: sum(profit) / sum(revenue)
+  total_profit: sum(profit)
+decisions:
+  level:
+    values: [hi, lo]
+    rules:
+      - {id: hi, when: profit > 0, then: hi}
+      - {id: lo, then: lo}
+"""
+
+
+def _margins(tmp_path: Path, locale: str = "") -> tuple[Path, Path]:
+    """1,500 customers whose profit adds up to 1,234,567.89 of 2,071,811.10 of revenue (59.588...%)."""
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "margins.yaml").write_text(MARGINS + (f"locale: {locale}\n" if locale else ""), encoding="utf-8")
+    rows = ["customer_id,revenue,profit", "C0000,2071811.10,1234567.89"] + [f"C{i:04d},0,0" for i in range(1, 1500)]
+    facts = tmp_path / "customers.csv"
+    facts.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder, facts
+
+
+def _row(stdout: str, name: str) -> str:
+    """The summary table's row of a measure (its label and value, the table's rules taken out)."""
+    line = next(x for x in stdout.splitlines() if f" {name}" in x)
+    return " ".join(line.replace("│", " ").split())
+
+
+def test_run_summary_writes_each_measure_by_its_unit(tmp_path: Path):
+    folder, facts = _margins(tmp_path)
+    r = kam("run", "--policies", str(folder), "--input", f"customer={facts}", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    # a share of money in money is a percent, the sum of money is money (the currency in its label)
+    assert _row(r.stdout, "margin_share") == "margin_share 59.6%"
+    assert _row(r.stdout, "total_profit") == "total_profit (CN¥) 1,234,567.89"
+    assert _row(r.stdout, "customers") == "customers 1,500"
+    assert "customer: 1,500 decided" in r.stdout and "0.5958" not in r.stdout
+    # the manifest keeps the exact figures
+    measures = json.loads((tmp_path / "o" / "manifest.json").read_text(encoding="utf-8"))["measures"]["customer"]
+    assert measures["margin_share"] == 1234567.89 / 2071811.10 and measures["total_profit"] == 1234567.89
+
+
+def test_run_summary_in_the_policies_locale_or_the_one_asked_for(tmp_path: Path):
+    folder, facts = _margins(tmp_path, locale="de_DE")
+    run = ("run", "--policies", str(folder), "--input", f"customer={facts}")
+    r = kam_here(*run, "--out", str(tmp_path / "o1"))
+    assert r.returncode == 0, r.stderr
+    assert _row(r.stdout, "margin_share") == "margin_share 59,6 %"  # de_DE: a space (no-break) before %
+    assert _row(r.stdout, "total_profit") == "total_profit (CN¥) 1.234.567,89"
+    assert "customer: 1.500 decided" in r.stdout
+    r = kam_here(*run, "--out", str(tmp_path / "o2"), "--locale", "zh_CN")
+    assert r.returncode == 0, r.stderr
+    assert _row(r.stdout, "margin_share") == "margin_share 59.6%"
+    assert _row(r.stdout, "total_profit") == "total_profit (¥) 1,234,567.89"  # zh_CN writes the yuan as ¥
+    # the decision files are the same bytes whatever the locale
+    assert (tmp_path / "o1" / "customer_decisions.csv").read_bytes() == \
+        (tmp_path / "o2" / "customer_decisions.csv").read_bytes()
+
+
+@pytest.mark.parametrize("command", [
+    ("run", "--out", "{tmp}/out"),
+    ("diff", "policies", "--base", "policies"),
+    ("changes", "--history", "{tmp}/history.duckdb"),
+    ("history", "000320", "--history", "{tmp}/history.duckdb"),
+    ("studio", "policies", "--no-browser"),
+])
+def test_an_unknown_locale_is_a_usage_error_before_any_work(tmp_path: Path, command: tuple[str, ...]):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in command]
+    r = kam_here(*args, "--locale", "xx_YY")
+    assert r.returncode == 2
+    assert "error[usage]: unknown locale 'xx_YY'" in r.stderr and "hint:" in r.stderr and "zh_CN" in r.stderr
+    assert not (tmp_path / "out").exists()  # refused before the run
+    r = kam_here(*args, "--locale", "de_DF")
+    assert r.returncode == 2 and "did you mean `de_DE`?" in r.stderr

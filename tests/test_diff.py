@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from babel.numbers import format_percent
 
 from .conftest import ROOT, kam, kam_here
+from .test_cli import GOLDEN
 
 
 def git(repo: Path, *args: str) -> str:
@@ -97,3 +100,61 @@ def test_usage_errors(repo: Path):
     assert r.returncode == 2 and "git" in r.stderr
     r = kam_here("diff", "policies", "--base", "HEAD~1", "--fail-on", "lots changed", cwd=repo)
     assert r.returncode == 2 and "--fail-on 'lots changed' is not understood" in r.stderr
+
+
+# -- the figures for people, in the reader's locale; the JSON exact ------------------------------------
+
+@pytest.fixture
+def tighter(tmp_path: Path) -> Path:
+    """The shipped policies with the key-account cutoff at 70% of profit: the base of these diffs."""
+    base = tmp_path / "base"
+    shutil.copytree(ROOT / "policies", base)
+    seg = base / "segmentation.yaml"
+    seg.write_text(seg.read_text(encoding="utf-8").replace("key_share: 80%", "key_share: 70%"), encoding="utf-8")
+    return base
+
+
+def _amounts(line: str, group: str, decimal: str) -> dict[str, float]:
+    """`name 1.234.567,89, other 2.075.000,00` as numbers, each checked to be written in full: grouped by
+    threes with this locale's marks, two decimals."""
+    amount = rf"-?\d{{1,3}}(?:{re.escape(group)}\d{{3}})*{re.escape(decimal)}\d{{2}}"
+    pairs = re.findall(rf"([a-z_]+) ({amount})(?:, |$)", line)
+    assert ", ".join(f"{k} {v}" for k, v in pairs) == line, line
+    return {k: float(v.replace(group, "").replace(decimal, ".")) for k, v in pairs}
+
+
+def test_diff_writes_its_figures_for_the_readers_locale(tighter: Path):
+    doc = json.loads(kam_here("diff", "policies", "--base", str(tighter), "--format", "json").stdout)
+    changed = [d for d in doc["decisions"] if d["changed"]]
+    assert changed and all(d["money_at_stake"] for d in changed)
+    r = kam("diff", "policies", "--base", str(tighter), "--locale", "de_DE")
+    assert r.returncode == 0, r.stderr
+    for d in changed:
+        # counts grouped, the share as de_DE writes a percent (Babel's own formatting, not kam's)
+        counts = f"{d['changed']:,} of {d['entities']:,}".replace(",", ".")
+        share = format_percent(d["changed"] / d["entities"], "#,##0.0\xa0%", locale="de_DE")  # CLDR: 5,1 %
+        line = next(x for x in r.stdout.splitlines() if x.startswith(f"{d['entity']} {d['decision']}: "))
+        assert line.startswith(f"{d['entity']} {d['decision']}: {counts} changed ({share}); "), line
+        # the money: the currency in the heading, each amount 1.234.567,89 as de_DE writes it
+        money = line.split("; money at stake (CN¥): ")[1]
+        assert _amounts(money, ".", ",") == pytest.approx(d["money_at_stake"], abs=0.006)
+    assert "2.000 entities" in r.stdout and "invariant `key-accounts-are-creditworthy`: proved" in r.stdout
+    # zh_CN: grouped by thousands too, the yuan written ¥; in markdown the table's heading names it once
+    r = kam_here("diff", "policies", "--base", str(tighter), "--locale", "zh_CN", "--format", "markdown")
+    assert r.returncode == 0, r.stderr
+    assert "| entity | decision | changed | share | money at stake (¥, changed entities) |" in r.stdout
+    tier = next(d for d in changed if d["decision"] == "tier")
+    line = next(x for x in r.stdout.splitlines() if x.startswith("### customer tier: "))
+    assert _amounts(line.split("; money at stake (¥): ")[1], ",", ".") == pytest.approx(tier["money_at_stake"],
+                                                                                          abs=0.006)
+    assert re.search(r"^- `key-account`: [\d,]+ -> [\d,]+ \(\+[\d,]+\)$", r.stdout, re.M)
+
+
+def test_diff_json_is_the_same_bytes_as_before_in_every_locale(tighter: Path):
+    """Captured from main before the figures had units (tests/golden/diff_key_share.json); the locale,
+    given or named by the policies, never reaches the JSON."""
+    want = (GOLDEN / "diff_key_share.json").read_text(encoding="utf-8")
+    for extra in ((), ("--locale", "de_DE")):
+        r = kam_here("diff", "policies", "--base", str(tighter), "--format", "json", *extra)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.replace(json.dumps(str(tighter)), '"<base>"') == want, extra

@@ -28,7 +28,7 @@ from engine.history.store import History
 
 from .conftest import KAM, ROOT, kam, kam_here
 from .helpers import at_once
-from .test_cli import golden
+from .test_cli import GOLDEN, golden
 from .test_language import PAST, compile_text
 
 # on one test worker: the three periods the tests share are then run once, not once per worker
@@ -133,6 +133,63 @@ def test_kam_changes_text_markdown_and_csv(recorded):
     assert {"customer", "quote", "prospect"} == set(movers["entity"])
     assert list(movers.columns[:9]) == ["entity", "decision", "from_period", "to_period", "id", "from", "to",
                                        "rule", "because"]
+
+
+def _figures(text: str) -> list[str]:
+    """The cells of a text table's line (two spaces or more between them)."""
+    return [c.strip() for c in text.strip().split("  ") if c.strip()]
+
+
+def test_kam_changes_writes_money_by_its_unit_in_the_readers_locale(recorded):
+    history = str(recorded / "history.duckdb")
+    (tier,) = json.loads(kam_here("changes", "--history", history, "--decision", "tier", "--format", "json").stdout)
+    assert len(tier["moves"]) > 3
+    for locale, group, decimal in ((None, ",", "."), ("de_DE", ".", ",")):
+        r = kam("changes", "--history", history, "--decision", "tier", *(("--locale", locale) if locale else ()))
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        # the money's headings carry the currency; the counts are grouped
+        start = lines.index("moves:") + 1
+        assert _figures(lines[start]) == ["move", "entities", "revenue (CN¥)", "gross_margin (CN¥)",
+                                          "cost_to_serve (CN¥)", "profit (CN¥)"]
+        total = f"{sum(sum(row.values()) for row in tier['matrix'].values()):,}".replace(",", group)
+        assert lines[0].endswith(f", {tier['moved']} of {total} moved")
+        for move, line in zip(tier["moves"], lines[start + 1:]):
+            cells = _figures(line)
+            assert cells[0] == f"{move['from']} -> {move['to']}" and cells[1] == str(move["entities"])
+            # every amount in full: grouped, with the two decimals its fact declares
+            want = [f"{move[m]:,.2f}".replace(",", "\0").replace(".", decimal).replace("\0", group)
+                    for m in ("revenue", "gross_margin", "cost_to_serve", "profit")]
+            assert cells[2:] == want, line
+
+
+def test_kam_history_writes_a_changed_amount_for_the_reader(recorded):
+    history = str(recorded / "history.duckdb")
+    doc = json.loads(kam_here("history", "000320", "--history", history, "--format", "json").stdout)
+    was, now = doc["periods"][0]["facts"], doc["periods"][1]["facts"]
+    r = kam("history", "000320", "--history", history, "--locale", "de_DE")
+    assert r.returncode == 0, r.stderr
+    for name in ("revenue", "profit"):
+        de = [f"{v:,.2f}".replace(",", "\0").replace(".", ",").replace("\0", ".") for v in (was[name], now[name])]
+        assert f"  {name} (CN¥): {de[0]} -> {de[1]}\n" in r.stdout
+    # the reasons as the policies wrote them, whatever the reader's locale
+    assert doc["periods"][0]["decisions"][1]["because"] in r.stdout
+
+
+def test_json_and_csv_of_history_and_changes_are_the_same_bytes_as_before(recorded):
+    """Captured from main before the figures had units (tests/golden/*.json, *.csv); --locale never
+    reaches what machines read."""
+    history = str(recorded / "history.duckdb")
+    with History.open(recorded / "history.duckdb") as h:
+        policies = h.runs()[0].policy_hash
+    for locale in ((), ("--locale", "zh_CN"), ("--locale", "de_DE")):
+        r = kam_here("changes", "--history", history, "--entity", "prospect", "--format", "json", *locale)
+        assert r.stdout == (GOLDEN / "changes_prospect.json").read_text(encoding="utf-8"), locale
+        r = kam_here("changes", "--history", history, "--entity", "prospect", "--format", "csv", *locale)
+        assert r.stdout == (GOLDEN / "changes_prospect.csv").read_text(encoding="utf-8"), locale
+        r = kam_here("history", "000320", "--history", history, "--format", "json", *locale)
+        assert r.stdout.replace(policies, "<policies>") == \
+            (GOLDEN / "history_customer_000320.json").read_text(encoding="utf-8"), locale
 
 
 def test_kam_changes_refuses_what_it_cannot_answer(recorded, tmp_path):

@@ -206,3 +206,31 @@ def test_what_a_notebook_shows_is_escaped(examples):
     assert hostile not in problems and problems.count("&lt;script&gt;") == 3
     assert repr(decided) == "<Decisions customer: 50 rows>"
     assert repr(decided.explain(hostile)) == f"<Explanation customer {hostile}>"
+
+
+def test_a_notebook_shows_figures_for_the_readers_locale(tmp_path):
+    from .test_cli import _margins
+
+    folder, facts = _margins(tmp_path)
+    frame = pd.read_csv(facts, dtype={"customer_id": str})
+    decided = engine.load_policies(folder, locale="de_DE").run({"customer": frame})
+    shown = decided._repr_html_()
+    assert '<td>margin_share</td><td class="n">59,6\xa0%</td>' in shown  # a percent measure as a percent
+    assert '<td>total_profit (CN¥)</td><td class="n">1.234.567,89</td>' in shown
+    assert "customer: 1.500 decided" in shown and '<td class="n">1.499</td>' in shown
+    assert repr(decided) == "<Decisions customer: 1.500 rows>"
+    # run(locale=) for one run; without any, the policies' locale (none here: en_US)
+    zh = engine.load_policies(folder, locale="de_DE").run({"customer": frame}, locale="zh_CN")._repr_html_()
+    assert '<td>total_profit (¥)</td><td class="n">1,234,567.89</td>' in zh
+    plain = engine.load_policies(folder).run({"customer": frame})._repr_html_()
+    assert '<td>margin_share</td><td class="n">59.6%</td>' in plain and '<td class="n">99.9%</td>' in plain
+    # the frames keep exact numbers, to compute with
+    assert decided.summary()["share"].tolist() == [1499 / 1500, 1 / 1500]
+    assert decided.measures["customer"]["margin_share"] == 1234567.89 / 2071811.10
+    # the policies' parameters by their units: a cutoff written 80% is a percent
+    params = engine.load_policies(ROOT / "policies", locale="de_DE")._repr_html_()
+    assert '<td>key_share</td><td class="n">80,0\xa0%</td>' in params
+    with pytest.raises(engine.InputError) as caught:
+        engine.load_policies(folder, locale="xx_YY")
+    (problem,) = caught.value.problems
+    assert problem.message == "unknown locale 'xx_YY'" and "locale= takes" in problem.hint

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from babel.numbers import format_percent
 
+from engine.language.figures import Reader, reader as locale_reader
 from engine.run.workspace import Workspace
 from engine.surfaces.studio.app import MAX_BODY, make_app
 
@@ -36,7 +39,7 @@ SHOTS = os.environ.get("KAM_SCREENSHOTS", "")
 class Server:
     """The studio's application under uvicorn in a thread, as `kam studio` serves it."""
 
-    def __init__(self, ws: Workspace):
+    def __init__(self, ws: Workspace, reader: Reader | None = None):
         import uvicorn
 
         with socket.socket() as s:
@@ -44,7 +47,7 @@ class Server:
             self.port = s.getsockname()[1]
         self.token = "t0ken-" + os.urandom(8).hex()
         hosts = (f"127.0.0.1:{self.port}", f"localhost:{self.port}")
-        config = uvicorn.Config(make_app(ws, self.token, hosts), host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(make_app(ws, self.token, hosts, reader), host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -159,10 +162,17 @@ def test_the_api_gives_kam_diffs_figures(server: Server, folder: Path, tmp_path:
     path.write_text(path.read_text(encoding="utf-8").replace("key_share: 80%", "key_share: 70%"), encoding="utf-8")
     want = {(d["entity"], d["decision"]): d for d in
             json.loads(kam_here("diff", str(edited), "--base", str(folder), "--format", "json").stdout)["decisions"]}
+    printed = kam_here("diff", str(edited), "--base", str(folder)).stdout
     for d in body["impact"]["decisions"]:
         w = want[(d["entity"], d["decision"])]
         assert d["changed"] == w["changed"]
-        assert d["money"] == {k: f"{v:,.0f}" for k, v in w["money_at_stake"].items()}
+        # the page's money is the money `kam diff` prints (the same reader, the same units)
+        assert d["money"] == {k: f"{v:,.2f}" for k, v in w["money_at_stake"].items()}
+        assert all(d["labels"][k] == f"{k} (CN¥)" for k in d["money"])
+        if d["changed"]:
+            amounts = ", ".join(f"{k} {v}" for k, v in d["money"].items())
+            assert f"{d['entity']} {d['decision']}: {d['changed_text'].split(' (')[0]} changed" in printed
+            assert f"money at stake (CN¥): {amounts}" in printed
         counts = {(b, n): c["entities"] for k, c in d["cells"].items() for b, n in [k.split("\u0000")]}
         assert {k: v for k, v in counts.items()} == {(b, n): v for b, row in w["transitions"].items()
                                                       for n, v in row.items()}
@@ -171,6 +181,30 @@ def test_the_api_gives_kam_diffs_figures(server: Server, folder: Path, tmp_path:
     assert status == 200 and movers["count"] == want[("customer", "tier")]["transitions"]["A"]["B"]
     assert movers["rows"][0]["before"]["rule"] == "key-account" and movers["rows"][0]["after"]["value"] == "B"
     assert "70%" in body["impact"]["diff"] and body["impact"]["diff"].count("\n+ ") == 1
+
+
+def test_the_page_writes_its_figures_for_the_readers_locale(folder: Path):
+    srv = Server(Workspace(folder, ROOT / "examples", {}), locale_reader("de_DE"))
+    try:
+        assert srv.call("/api/state")[1]["entities"] == {"customer": "2.000", "quote": "3.000", "prospect": "500"}
+        status, body = srv.call("/api/evaluate", {"edits": KEY_SHARE})
+        assert status == 200 and body["impact"]["ok"]
+        tier = next(d for d in body["impact"]["decisions"] if d["decision"] == "tier")
+        share_de = format_percent(tier["changed"] / 2000, "#,##0.0\xa0%", locale="de_DE")  # CLDR's 5,1 %
+        assert tier["changed_text"] == f"{tier['changed']} of 2.000 ({share_de})"
+        assert tier["labels"]["revenue"] == "revenue (CN¥)"
+        assert all(re.fullmatch(r"-?\d{1,3}(\.\d{3})*,\d{2}", v) for v in tier["money"].values()), tier["money"]
+        share = next(m for m in body["impact"]["measures"] if m["name"] == "key_account_profit_share")
+        assert re.fullmatch(r"\d{1,2},\d\xa0%", share["after"]) and share["label"] == "key_account_profit_share"
+        lost = next(m for m in body["impact"]["measures"] if m["name"] == "profit_lost_to_loss_makers")
+        assert lost["label"] == "profit_lost_to_loss_makers (CN¥)" and re.fullmatch(r"-\d\.\d{3}\.\d{3},\d{2}",
+                                                                                     lost["before"])
+        status, movers = srv.call("/api/movers", {"edits": KEY_SHARE, "entity": "customer", "decision": "tier",
+                                                  "before": "A", "after": "B"})
+        assert status == 200 and movers["labels"]["profit"] == "profit (CN¥)"
+        assert re.fullmatch(r"-?\d{1,3}(\.\d{3})*,\d{2}", movers["rows"][0]["money_text"]["profit"])
+    finally:
+        srv.stop()
 
 
 # -- the page -------------------------------------------------------------------------------------------
@@ -392,10 +426,15 @@ def test_the_page_is_usable_with_the_keyboard(browser: Any, server: Server, fold
 
 
 @pytest.mark.slow  # CI runs it (.ci/run: pytest -m slow); the default suite keeps to 2 minutes
-def test_kam_studio_serves_the_page_from_the_command_line(tmp_path: Path):
+@pytest.mark.parametrize("locale, entities", [((), {"customer": "2,000", "quote": "3,000", "prospect": "500"}),
+                                              (("--locale", "de_DE"), {"customer": "2.000", "quote": "3.000",
+                                                                       "prospect": "500"})])
+def test_kam_studio_serves_the_page_from_the_command_line(tmp_path: Path, locale: tuple[str, ...],
+                                                          entities: dict[str, str]):
     folder = tmp_path / "policies"
     shutil.copytree(ROOT / "policies", folder)
-    proc = subprocess.Popen([str(KAM), "studio", str(folder), "--no-browser", "--data", str(ROOT / "examples")],
+    proc = subprocess.Popen([str(KAM), "studio", str(folder), "--no-browser", "--data", str(ROOT / "examples"),
+                             *locale],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -412,7 +451,7 @@ def test_kam_studio_serves_the_page_from_the_command_line(tmp_path: Path):
                 break
             except urllib.error.URLError:
                 time.sleep(0.1)
-        assert state["entities"] == {"customer": "2,000", "quote": "3,000", "prospect": "500"}
+        assert state["entities"] == entities
     finally:
         proc.terminate()
         proc.wait(10)

@@ -6,9 +6,8 @@ because texts rendered again with the policies of each period, so they read as t
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import AbstractSet, Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..language.errors import InputError, Location, Problem, did_you_mean
+from ..language.figures import Reader, reader as locale_reader
+from ..language.model import PolicySet
+from ..language.units import COUNT, MONEY, PLAIN, Unit, units_of
 from .base import RunInfo
 from .store import History
 from .tables import PERIOD, quote, table_name
@@ -24,7 +26,6 @@ from ..batch.number_columns import number_texts
 
 NEW = "(new)"
 GONE = "(gone)"
-_NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?$|^missing$")
 
 
 def _problem(message: str, hint: str = "") -> InputError:
@@ -106,7 +107,12 @@ class EntityPath:
         return {"entity": self.entity, "id": self.key, "periods": [s.to_dict() for s in self.steps],
                 "absent_in": self.absent}
 
-    def render_text(self, full: bool = False) -> str:
+    def render_text(self, full: bool = False, reader: Reader | None = None,
+                    units: dict[str, Unit] | None = None) -> str:
+        """The path for people: a fact that changed is written by its unit in the reader's locale, money
+        with the currency in its label (`revenue (CN¥): 291,633.03 -> 287,829.43`); `because` texts as
+        the policies wrote them."""
+        figures, units = reader or locale_reader(None), units or {}
         lines = [f"{self.entity} {self.key}: {len(self.steps)} period{'s' if len(self.steps) != 1 else ''}"
                  + (f" (not there in {', '.join(self.absent)})" if self.absent else "")]
         for i, step in enumerate(self.steps):
@@ -117,7 +123,7 @@ class EntityPath:
                 if not step.changed:
                     lines.append("  nothing changed")
                 for c in step.changed:
-                    lines.append(f"  {c['name']}: {c['before']} -> {c['after']}")
+                    lines.append("  " + _change_text(c, self.steps[i - 1].facts, step.facts, figures, units))
                 shown = {c["name"] for c in step.changed}
                 decisions = [d for d in step.decisions if d["decision"] in shown]
             else:
@@ -125,6 +131,28 @@ class EntityPath:
             for d in decisions:
                 lines.append(f"  {d['decision']} = {d['value']}   rule {d['rule'] or '-'}: {d['because']}")
         return "\n".join(lines) + "\n"
+
+
+def _change_text(change: dict[str, Any], before: dict[str, Any], after: dict[str, Any], reader: Reader,
+                 units: dict[str, Unit]) -> str:
+    """One change of a path in words: a fact recorded as a number in both periods by its unit (the
+    JSON keeps the exact text); a decision, or a name one period lacks, as recorded."""
+    name = change["name"]
+    if name not in before or name not in after:  # a decision, or a fact only one period records
+        return f"{name}: {change['before']} -> {change['after']}"
+    unit = units.get(name, PLAIN)
+    was, now = (reader.number(v, unit) if _is_number(v) else text
+                for v, text in ((before[name], change["before"]), (after[name], change["after"])))
+    return f"{reader.label(name, unit) if unit.kind == MONEY else name}: {was} -> {now}"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def policy_set_of(history: History, period: str) -> PolicySet:
+    """The policies a period was decided with (their units and locale say how its figures read)."""
+    return history.plan_of(history.need_period(period)).checked.policy_set
 
 
 def entity_path(history: History, key: str, entity: str | None = None) -> EntityPath:
@@ -378,62 +406,68 @@ def with_reasons(history: History, t: Transition, top: int | None = None) -> pd.
 
 # -- rendering ------------------------------------------------------------------------------------------
 
-def _money(v: Any, decimals: int | None = None) -> str:
-    """An amount with thousands separators (and the decimals its fact declares)."""
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return MISSING_TEXT
-    if decimals is not None:
-        return f"{float(v):,.{decimals}f}"
-    return str(number_texts(np.array([float(v)]), grouped=True)[0].as_py())
-
-
 def _text(v: Any) -> str:
     return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
 
 
-def _grid(header: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
+def _grid(header: list[str], rows: list[list[str]], markdown: bool, numbers: AbstractSet[int] = frozenset()
+          ) -> list[str]:
+    """A table; the columns in `numbers` (figures) right-aligned, the others left-aligned."""
     if markdown:
-        out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header)))
-               + "|"]
+        out = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i in numbers else "---"
+                                                           for i in range(len(header))) + "|"]
         return out + ["| " + " | ".join(r) + " |" for r in rows]
     columns = list(zip(header, *rows))
     widths = [max(len(x) for x in col) for col in columns]
-    # numbers are right-aligned, text left-aligned
-    right = [i > 0 and all(_NUMBER.match(x) for x in col[1:]) for i, col in enumerate(columns)]
-    fmt = lambda r: ("  " + "  ".join(c.rjust(w) if right[i] else c.ljust(w)  # noqa: E731
+    fmt = lambda r: ("  " + "  ".join(c.rjust(w) if i in numbers else c.ljust(w)  # noqa: E731
                                       for i, (c, w) in enumerate(zip(r, widths)))).rstrip()
     return [fmt(header)] + [fmt(r) for r in rows]
 
 
-def render_changes(history: History, transitions: list[Transition], top: int, markdown: bool = False) -> str:
-    """Per decision: the transition matrix, the moves with the money that moved, the biggest movers."""
+def render_changes(history: History, transitions: list[Transition], top: int, markdown: bool = False,
+                   reader: Reader | None = None) -> str:
+    """Per decision: the transition matrix, the moves with the money that moved, the biggest movers;
+    the figures in the reader's locale (en_US unless given), each measure by its unit with the
+    currency in its heading (`revenue (CN¥)`)."""
+    figures = reader or locale_reader(None)
+    count = Unit(COUNT)
     lines: list[str] = []
+    units_of_period: dict[tuple[str, str], dict[str, Unit]] = {}
     for t in transitions:
+        if (t.after, t.entity) not in units_of_period:
+            units_of_period[(t.after, t.entity)] = units_of(policy_set_of(history, t.after), t.entity)
+        units = units_of_period[(t.after, t.entity)]
+        shown_units = [units.get(m, PLAIN) for m in t.measures]
+        headings = [figures.label(m, u) if u.kind == MONEY else m for m, u in zip(t.measures, shown_units)]
         total = int(t.matrix.to_numpy().sum())
         title = (f"{t.entity} / {t.decision}" + (f" ({t.output})" if t.output != t.decision else "")
-                 + f": {t.before} -> {t.after}, {t.moved:,} of {total:,} moved")
+                 + f": {t.before} -> {t.after}, {figures.number(t.moved, count)} of {figures.number(total, count)}"
+                 " moved")
         lines += [f"## {title}" if markdown else title]
         if t.policies_changed:
             lines.append(("> " if markdown else "  ") + "the policies changed between the two periods: some moves "
                          "come from the change, not from the entities")
         lines.append("")
         header = ["from \\ to"] + [str(c) for c in t.matrix.columns]
-        rows = [[str(b)] + [f"{int(n):,}" for n in row] for b, row in zip(t.matrix.index, t.matrix.to_numpy())]
-        lines += _grid(header, rows, markdown)
+        rows = [[str(b)] + [figures.number(int(n), count) for n in row]
+                for b, row in zip(t.matrix.index, t.matrix.to_numpy())]
+        lines += _grid(header, rows, markdown, set(range(1, len(header))))
         if len(t.moves):
             lines += ["", "moves:" if not markdown else "**moves**", ""] if markdown else ["", "moves:"]
-            header = ["move", "entities"] + t.measures
-            rows = [[f"{m['from']} -> {m['to']}", f"{int(m['entities']):,}"]
-                    + [_money(m[x], t.decimals.get(x)) for x in t.measures] for m in t.moves.to_dict("records")]
-            lines += _grid(header, rows, markdown)
+            header = ["move", "entities"] + headings
+            rows = [[f"{m['from']} -> {m['to']}", figures.number(int(m["entities"]), count)]
+                    + [figures.number(m[x], u) for x, u in zip(t.measures, shown_units)]
+                    for m in t.moves.to_dict("records")]
+            lines += _grid(header, rows, markdown, set(range(1, len(header))))
             shown = with_reasons(history, t, top)
             key = shown.columns[0]
             first = f"the {len(shown)} biggest movers" if t.moved > len(shown) else "movers"
             lines += ["", f"**{first}**" if markdown else f"{first}:", ""] if markdown else ["", f"{first}:"]
-            header = ["id", "move", "rule", "because"] + t.measures
+            header = ["id", "move", "rule", "because"] + headings
             rows = [[str(r[key]), f"{r['from']} -> {r['to']}", _text(r["rule"]), _text(r["because"])]
-                    + [_money(r[x], t.decimals.get(x)) for x in t.measures] for r in shown.to_dict("records")]
-            lines += _grid(header, rows, markdown)
+                    + [figures.number(r[x], u) for x, u in zip(t.measures, shown_units)]
+                    for r in shown.to_dict("records")]
+            lines += _grid(header, rows, markdown, set(range(4, len(header))))
         lines.append("")
     return "\n".join(lines)
 

@@ -16,8 +16,10 @@ import pandas as pd
 from ..analysis.invariants import InvariantResult, prove
 from ..batch.explain import row_because, rule_column, value_columns
 from ..batch.result import RunResult
+from ..language.figures import Reader, reader as locale_reader
 from ..language.numbers import list_text
 from ..language.plan import Plan
+from ..language.units import COUNT, Unit, units_of
 
 NONE = "(none)"
 
@@ -128,12 +130,14 @@ class InvariantDiff:
     def changed(self) -> bool:
         return self.base_status != self.new_status or self.base_broken != self.new_broken
 
-    def text(self) -> str:
+    def text(self, reader: Reader | None = None) -> str:
+        """The invariant's status and how many entities break it, in words (counts in the reader's locale)."""
+        count = (reader or locale_reader(None)).number
         status = self.new_status if self.base_status == self.new_status else \
             f"{self.base_status} -> {self.new_status}"
-        counts = f"broken by {self.new_broken or 0:,} {self.entity}(s) of these facts"
+        counts = f"broken by {count(self.new_broken or 0, Unit(COUNT))} {self.entity}(s) of these facts"
         if self.base_broken != self.new_broken and self.base_broken is not None:
-            counts += f" (before: {self.base_broken:,})"
+            counts += f" (before: {count(self.base_broken, Unit(COUNT))})"
         word = {"violated": "NEWLY BROKEN" if self.base_status != "violated" else "still broken",
                 "proved": "newly proved" if self.base_status not in ("proved",) else "proved"}.get(self.new_status, "")
         head = f"invariant `{self.id}`: {status}" + (f" ({word})" if word and self.changed else "")
@@ -169,8 +173,12 @@ def compare_invariants(base: Plan, new: Plan, base_run: RunResult, new_run: RunR
 
 @dataclass
 class Comparison:
+    """Every decision and invariant of two runs compared, with the units of the new policies' numbers
+    per entity (how the money of a move is shown; the JSON keeps the numbers exact)."""
+
     decisions: list[DecisionDiff]
     invariants: list[InvariantDiff] = field(default_factory=list)
+    units: dict[str, dict[str, Unit]] = field(default_factory=dict)
 
 
 def _same(base_run: RunResult, new_run: RunResult, entity: str, name: str) -> bool:
@@ -209,7 +217,8 @@ def compare_runs(base: Plan, new: Plan, base_run: RunResult, new_run: RunResult,
             diffs.append(_decision_diff(new, base_run, new_run, entity, name, before, after, cells))
             if same:
                 memo[("diff", entity, name)] = diffs[-1]
-    return Comparison(diffs, compare_invariants(base, new, base_run, new_run, proofs))
+    units = {ep.entity: units_of(new.checked.policy_set, ep.entity) for ep in new.entities}
+    return Comparison(diffs, compare_invariants(base, new, base_run, new_run, proofs), units)
 
 
 def _decision_diff(new: Plan, base_run: RunResult, new_run: RunResult, entity: str, name: str, before: Coded,

@@ -456,6 +456,7 @@ class DaskDone:
     merged: dict[str, Any]
     notes: list[str]
     seconds: float
+    plan: Plan  # the policies it ran (the summary formats their measures by their units)
 
 
 def _dask_client(req: DaskRequest, distributed: Any) -> tuple[Any, Any, str]:
@@ -538,4 +539,4 @@ def run_on_dask(request: DaskRequest, on_ready: Callable[[str | None], None] | N
         if cluster is not None:
             cluster.close()
     notes = load_past(pl, {}, None, None).notes  # no history on this engine (yet)
-    return DaskDone(merged, notes, time.perf_counter() - t_start)
+    return DaskDone(merged, notes, time.perf_counter() - t_start, pl)

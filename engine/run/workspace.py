@@ -32,9 +32,11 @@ from ..history.store import History, check_period
 from ..language.edit import EditError, delete_item, insert_item, move_item, path_at, remove_key, set_value, \
     write_atomic
 from ..language.errors import InputError, KamError, Location, PolicyError, Problem
+from ..language.figures import Reader, reader as locale_reader
 from ..language.load import LocatedDoc, load_text, policy_files
 from ..language.plan import DecisionStep, EntityPlan, Plan, decision_reads
 from ..language.nodes import names
+from ..language.units import COUNT, Unit
 from . import service
 from .impact import Comparison, compare_runs, rule_counts
 from .inputs import find_inputs, read_inputs
@@ -274,9 +276,10 @@ class Workspace:
             self.memo[key] = kept
         return kept[1]
 
-    def summary(self) -> dict[str, str]:
-        """How many entities of each kind are loaded, grouped."""
-        return {e: f"{len(f):,}" for e, f in self.run.frames_in.items()}
+    def summary(self, reader: Reader | None = None) -> dict[str, str]:
+        """How many entities of each kind are loaded, grouped (in the reader's locale; en_US unless given)."""
+        count = (reader or locale_reader(None)).number
+        return {e: count(len(f), Unit(COUNT)) for e, f in self.run.frames_in.items()}
 
     def texts(self) -> dict[str, str]:
         return {n: s.text for n, s in self.sources.items()}

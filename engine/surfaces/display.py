@@ -1,6 +1,7 @@
 """How the Python API's objects show in a notebook: the policy set, a run's decisions, an explanation
 and problems as small HTML tables (every text escaped: ids, names and reasons come from files), and
-one plain line each for `repr`."""
+one plain line each for `repr`. Every figure goes through a `Reader` (engine.language.figures) with
+its unit: counts grouped, shares as %, money with the currency in its label, in the reader's locale."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pandas as pd
 from ..batch.explain import Trace
 from ..batch.result import RunResult
 from ..language.errors import Problem
+from ..language.figures import Reader
 from ..language.numbers import number_text
 from ..language.plan import Plan
+from ..language.units import COUNT, MONEY, PERCENT, PLAIN, Unit, units_of
 
 _STYLE = ("<style>.kam table{border-collapse:collapse;margin:0 0 1em 0}.kam th,.kam td{padding:2px 8px;"
           "text-align:left;vertical-align:top;border-bottom:1px solid #ddd}.kam td.n{text-align:right;"
@@ -34,11 +37,24 @@ def _table(caption: str, header: list[str], rows: Iterable[list[Any]],
 
 
 def _value(v: Any) -> str:
+    """A decided value as a label (`A`, `4`, `true`): a name for a group, not a figure."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return number_text(float(v))
     return "missing" if v is None else str(v)
+
+
+def _figure(v: Any, unit: Unit, reader: Reader) -> str:
+    """A figure (a parameter, a measure) by its unit, in the reader's locale."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return reader.number(v, unit) if isinstance(v, (int, float)) else _value(v)
+
+
+def _named(name: str, unit: Unit, reader: Reader) -> str:
+    """A figure's name, with the currency where it is money (a share shows its % itself)."""
+    return reader.label(name, unit) if unit.kind == MONEY else name
 
 
 def policies_text(plan: Plan) -> str:
@@ -54,9 +70,11 @@ def _policies_summary(plan: Plan) -> str:
             f"{', '.join(ep.entity for ep in plan.entities)}")
 
 
-def policies_html(plan: Plan, proofs: dict[str, str]) -> str:
-    """Per policy: its decisions (hit policy, values, rules), params and invariants with their proof."""
+def policies_html(plan: Plan, proofs: dict[str, str], reader: Reader) -> str:
+    """Per policy: its decisions (hit policy, values, rules), params (by their units, in the reader's
+    locale) and invariants with their proof."""
     ps = plan.checked.policy_set
+    figures = reader
     parts = [f"<div class='kam'>{_STYLE}<p><b>{_e(_policies_summary(plan))}</b></p>"]
     for p in ps.policies:
         parts.append(f"<h4>{_e(p.name)} <small>({_e(p.entity)}, {_e(p.file)})</small></h4>")
@@ -66,7 +84,10 @@ def policies_html(plan: Plan, proofs: dict[str, str]) -> str:
                  ", ".join(f"{o.name} ({o.type})" for o in d.outputs), len(d.all_rules)] for d in p.decisions],
                 numeric={3}))
         if p.params:
-            parts.append(_table("params", ["param", "value"], [[prm.name, _value(prm.value)] for prm in p.params]))
+            units = units_of(ps, p.entity)
+            parts.append(_table("params", ["param", "value"], [
+                [_named(prm.name, units.get(prm.name, PLAIN), figures),
+                 _figure(prm.value, units.get(prm.name, PLAIN), figures)] for prm in p.params], numeric={1}))
         if p.invariants:
             parts.append(_table("invariants", ["invariant", "condition", "proof"], [
                 [inv.id, inv.text, proofs.get(inv.id, "not analysed")] for inv in p.invariants]))
@@ -74,13 +95,16 @@ def policies_html(plan: Plan, proofs: dict[str, str]) -> str:
     return "".join(parts)
 
 
-def decisions_text(result: RunResult) -> str:
+def decisions_text(result: RunResult, reader: Reader) -> str:
     """`<Decisions customer: 1,000 rows; quote: 3,000 rows>`."""
-    return "<Decisions " + "; ".join(f"{e}: {len(f):,} rows" for e, f in result.frames_in.items()) + ">"
+    count = reader.number
+    return "<Decisions " + "; ".join(f"{e}: {count(len(f), Unit(COUNT))} rows" for e, f in result.frames_in.items()) \
+        + ">"
 
 
 def counts_frame(result: RunResult) -> pd.DataFrame:
-    """Per entity, decision and value: how many entities got it, and their share of the entity."""
+    """Per entity, decision and value: how many entities got it, and their share of the entity (exact
+    numbers, for code: the notebook display writes them for people)."""
     rows = []
     for entity, decisions in result.counts().items():
         n = len(result.frames_in[entity])
@@ -91,19 +115,25 @@ def counts_frame(result: RunResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["entity", "decision", "value", "count", "share"])
 
 
-def decisions_html(result: RunResult) -> str:
-    """The counts per decision and value, the measures and the warnings of one run."""
-    rows = "; ".join(f"{e}: {len(f):,} decided" for e, f in result.frames_in.items())
+def decisions_html(result: RunResult, reader: Reader) -> str:
+    """The counts per decision and value, the measures (each by its unit) and the warnings of one run,
+    the figures in the reader's locale."""
+    ps = result.plan.checked.policy_set
+    figures = reader
+    count, share = Unit(COUNT), Unit(PERCENT)
+    rows = "; ".join(f"{e}: {figures.number(len(f), count)} decided" for e, f in result.frames_in.items())
     parts = [f"<div class='kam'>{_STYLE}<p><b>{_e(rows)}</b></p>"]
     counts = counts_frame(result)
     for entity, part in counts.groupby("entity", sort=False):
         first = ~part["decision"].duplicated()  # a decision's name on its first row only, as `kam run` prints it
         parts.append(_table(f"{entity}: decisions", ["decision", "value", "count", "share"], [
-            [r.decision if shown else "", r.value, f"{r.count:,}", f"{r.share:.1%}"]
+            [r.decision if shown else "", r.value, figures.number(r.count, count), figures.number(r.share, share)]
             for r, shown in zip(part.itertuples(), first)], numeric={2, 3}))
     for entity, measures in result.measures().items():
-        parts.append(_table(f"{entity}: measures", ["measure", "value"],
-                            [[name, _value(v)] for name, v in measures.items()], numeric={1}))
+        units = units_of(ps, entity)
+        parts.append(_table(f"{entity}: measures", ["measure", "value"], [
+            [_named(name, units.get(name, PLAIN), figures), _figure(v, units.get(name, PLAIN), figures)]
+            for name, v in measures.items()], numeric={1}))
     warnings = result.warnings() + result.conflicts()
     if warnings:
         parts.append("<p class='warning'>" + "<br>".join(_e(w) for w in warnings) + "</p>")

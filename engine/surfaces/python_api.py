@@ -12,6 +12,10 @@ values, ids as text, duplicate ids), with the same messages located at the frame
 problem raises `engine.InputError` (policy problems `engine.PolicyError`), whose `problems` say
 what and where. Broken invariants raise `engine.InvariantError` unless `allow_violations=True`, as
 `kam run` writes nothing unless `--allow-violations`.
+
+What a notebook shows (the policies, a run's decisions) writes its figures for the readers of the
+policies' `locale:`, or of the `locale=` given to `load_policies` or `run` (`"zh_CN"`, `"de_DE"`);
+the frames themselves keep exact numbers.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from . import display
 from ..batch.result import RunResult
 from ..language.compile import compile_policies
 from ..language.errors import InputError, KamError, Location, Problem
+from ..language.figures import Reader
 from ..batch.explain import Trace
 from ..language.plan import Plan
+from .cli.common import figures_reader
 
 
 class InvariantError(KamError):
@@ -62,8 +68,9 @@ class Decisions(Mapping[str, pd.DataFrame]):
     decision its value(s), `<decision>_rule` and `<decision>_because`; with `features=True` the
     derived features after them)."""
 
-    def __init__(self, result: RunResult, features: bool):
+    def __init__(self, result: RunResult, features: bool, reader: Reader | None = None):
         self.result = result
+        self.reader = reader or figures_reader(None, result.plan.checked.policy_set)  # how figures are shown
         self._frames = result.outputs()
         if features:
             for entity, frame in self._frames.items():
@@ -89,14 +96,15 @@ class Decisions(Mapping[str, pd.DataFrame]):
         return self.result.counts()
 
     def summary(self) -> pd.DataFrame:
-        """The counts as a table: entity, decision, value, count and share of the entity."""
+        """The counts as a table: entity, decision, value, count and share of the entity (exact numbers,
+        to compute with; the notebook display of the decisions writes them for people)."""
         return display.counts_frame(self.result)
 
     def __repr__(self) -> str:
-        return display.decisions_text(self.result)
+        return display.decisions_text(self.result, self.reader)
 
     def _repr_html_(self) -> str:
-        return display.decisions_html(self.result)
+        return display.decisions_html(self.result, self.reader)
 
     @property
     def measures(self) -> dict[str, dict[str, Any]]:
@@ -122,15 +130,17 @@ def _with_features(frame: pd.DataFrame, result: RunResult, entity: str) -> pd.Da
 class Policies:
     """A policy folder, compiled and checked: run it as many times as needed."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, locale: str | None = None):
         self.plan = plan
+        self.locale = locale  # the readers' locale of what is shown; None: the policies' `locale:`, else en_US
+        self.reader = _reader(locale, plan)
         self._proofs: dict[str, str] | None = None
 
     def __repr__(self) -> str:
         return display.policies_text(self.plan)
 
     def _repr_html_(self) -> str:
-        return display.policies_html(self.plan, self.proofs())
+        return display.policies_html(self.plan, self.proofs(), self.reader)
 
     def proofs(self) -> dict[str, str]:
         """Per invariant id, what `kam check` proved: proved, violated or not-analysed (worked out once)."""
@@ -168,10 +178,12 @@ class Policies:
         return entity
 
     def run(self, frames: Mapping[str, pd.DataFrame], *, backend: str = "pandas", features: bool = False,
-            allow_violations: bool = False) -> Decisions:
+            allow_violations: bool = False, locale: str | None = None) -> Decisions:
         """Decide the entities given as DataFrames (an entity whose policies read another, like quotes
         reading their customer's tier, needs that one's frame too). `features=True` adds the derived
-        features to the decisions (to plot `profit_share`, say)."""
+        features to the decisions (to plot `profit_share`, say). `locale` ("zh_CN", "de_DE") is how the
+        decisions show their figures in a notebook [default: that of `load_policies`]."""
+        shown = self.reader if locale is None else _reader(locale, self.plan)
         for entity in frames:
             self._entity(entity)
         pl = self.plan.only(list(frames))
@@ -192,12 +204,24 @@ class Policies:
             raise InvariantError([Problem("invariant-violated", v.text(), v.invariant.loc,
                                           "see decided.explain(ID); allow_violations=True returns the decisions anyway")
                                   for v in broken])
-        return Decisions(result, features)
+        return Decisions(result, features, shown)
 
 
-def load_policies(folder: str | Path = "policies") -> Policies:
-    """Compile a policy folder (raises `PolicyError` with every problem `kam check` reports as an error)."""
-    return Policies(compile_policies(Path(folder)))
+def _reader(locale: str | None, plan: Plan) -> Reader:
+    """The reader of `locale=` (the policies' `locale:`, else en_US, when None); an unknown one raises
+    `InputError` at once."""
+    try:
+        return figures_reader(locale, plan.checked.policy_set, "locale=")
+    except InputError as exc:
+        raise InputError([Problem(p.code, p.message, Location(str(plan.checked.policy_set.directory)), p.hint)
+                          for p in exc.problems]) from None
+
+
+def load_policies(folder: str | Path = "policies", locale: str | None = None) -> Policies:
+    """Compile a policy folder (raises `PolicyError` with every problem `kam check` reports as an error).
+    `locale` ("zh_CN", "de_DE") is how what a notebook shows writes its figures [default: the policies'
+    `locale:`, else en_US]."""
+    return Policies(compile_policies(Path(folder)), locale)
 
 
 class Problems(list):

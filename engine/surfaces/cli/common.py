@@ -17,7 +17,10 @@ if TYPE_CHECKING:
 
     from ...batch.facts import FactsOptions
     from ...history.store import History
+    from ...language.figures import Reader
+    from ...language.model import PolicySet
     from ...language.plan import Plan
+    from ...language.units import Unit
 
 DEFAULT_POLICIES = Path("policies")
 DEFAULT_DATA = Path("examples")
@@ -107,33 +110,88 @@ def read_options(facts_format: str | None, encoding: str, delimiter: str) -> "Fa
         raise usage(f"unknown encoding {encoding!r}", "e.g. --encoding utf-8, gb18030, utf-16, cp1252") from None
     return FactsOptions(facts_format, encoding, delimiter)
 
+
+def locale_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--locale: the locale the figures a command shows people are written in (checked at once, before
+    any work: a typo must not wait for the end of a long run)."""
+    return click.option("--locale", metavar="LOCALE", callback=_checked_locale,
+                        help="Write the figures for readers of this locale, e.g. zh_CN (1,234,567.89, ¥1234.6万), "
+                        "de_DE (1.234.567,89) [default: the policies' `locale:`, else en_US].")(f)
+
+
+_LOCALE_HINT = "a locale as CLDR names it, language_TERRITORY: en_US, zh_CN, de_DE, fr_FR, ja_JP"
+
+
+def _checked_locale(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from ...language.figures import known_locale
+
+    if value is not None and not known_locale(value):
+        fail(_unknown_locale(value))
+    return value
+
+
+def _unknown_locale(name: str, given_as: str = "--locale") -> InputError:
+    import difflib
+
+    from babel.localedata import locale_identifiers
+
+    # only a close match: a loose one names some other country's language (zh_CM -> zgh_MA)
+    close = difflib.get_close_matches(name.replace("-", "_"), sorted(locale_identifiers()), n=1, cutoff=0.8)
+    return usage(f"unknown locale {name!r}",
+                 (f"did you mean `{close[0]}`? " if close else "") + f"{given_as} takes {_LOCALE_HINT}")
+
+
+def figures_reader(locale: str | None, policy_set: "PolicySet | None" = None, given_as: str = "--locale"
+                   ) -> "Reader":
+    """The reader the figures are written for: --locale, else the policy set's `locale:`, else en_US
+    (an unknown locale is a usage error, exit 2, with a hint that names how it was `given_as`). Every
+    surface that shows figures to people asks here: the commands, the studio, the Python API."""
+    from ...language.figures import reader
+
+    chosen = locale or (policy_set.locale if policy_set is not None else None)
+    try:
+        return reader(chosen)
+    except ValueError:
+        raise _unknown_locale(str(chosen), given_as) from None
+
+
 def summary_tables(counts: dict[str, dict[str, dict[str, int]]], rows: dict[str, int],
-             measures: dict[str, dict[str, Any]] | None = None) -> None:
+                   measures: dict[str, dict[str, Any]] | None = None, reader: "Reader | None" = None,
+                   units: "dict[str, dict[str, Unit]] | None" = None) -> None:
+    """The table `kam run` prints: per entity its measures (each by its unit, money with the currency
+    in its label) and per decision the count and share of each value, in the reader's locale."""
     from rich.console import Console
     from rich.table import Table
 
-    from ...language.numbers import number_text
+    from ...language.figures import reader as locale_reader
+    from ...language.units import COUNT, MONEY, PERCENT, PLAIN, Unit
 
+    figures = reader or locale_reader(None)
+    count, percent = Unit(COUNT), Unit(PERCENT)
     console = Console(highlight=False)
     for entity, values_ in (measures or {}).items():
+        known = (units or {}).get(entity, {})
         table = Table(title=f"{entity}: measures", title_justify="left", show_lines=False)
         table.add_column("measure")
         table.add_column("value", justify="right")
         for name, value in values_.items():
-            table.add_row(name, "missing" if value is None else ("true" if value else "false")
-                          if isinstance(value, bool) else number_text(float(value)))
+            unit = known.get(name, PLAIN)
+            shown = ("true" if value else "false") if isinstance(value, bool) else figures.number(value, unit)
+            # the currency goes in the label; a share shows its % itself
+            table.add_row(figures.label(name, unit) if unit.kind == MONEY else name, shown)
         console.print(table)
     for entity, decisions in counts.items():
-        table = Table(title=f"{entity}: {rows[entity]:,} decided", title_justify="left", show_lines=False)
+        n = rows[entity]
+        table = Table(title=f"{entity}: {figures.number(n, count)} decided", title_justify="left", show_lines=False)
         table.add_column("decision")
         table.add_column("value")
         table.add_column("count", justify="right")
         table.add_column("share", justify="right")
         for name, values in decisions.items():
             first = True
-            for value, n in values.items():
-                share = f"{n / rows[entity]:.1%}" if rows[entity] else "-"
-                table.add_row(name if first else "", value, f"{n:,}", share)
+            for value, k in values.items():
+                table.add_row(name if first else "", value, figures.number(k, count),
+                              figures.number(k / n, percent) if n else "-")
                 first = False
         console.print(table)
 

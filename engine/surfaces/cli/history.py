@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ...language.errors import KamError
-from .common import csv_text, emit, fail, formula_warnings, open_history, usage
+from .common import csv_text, emit, fail, figures_reader, formula_warnings, locale_option, open_history, usage
 
 
 @click.command("history")
@@ -18,7 +18,9 @@ from .common import csv_text, emit, fail, formula_warnings, open_history, usage
 @click.option("--entity", help="Which entity the id belongs to (default: search all).")
 @click.option("--full", is_flag=True, help="Show every decision in every period, not only what changed.")
 @click.option("--format", "out_fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def history_command(entity_id: str, history_path: Path, entity: str | None, full: bool, out_fmt: str) -> None:
+@locale_option
+def history_command(entity_id: str, history_path: Path, entity: str | None, full: bool, out_fmt: str,
+                    locale: str | None) -> None:
     """One entity's path through the recorded periods: each decision with its rule and reason, and what
     changed from one period to the next (decisions and the facts marked `measure`).
 
@@ -29,16 +31,22 @@ def history_command(entity_id: str, history_path: Path, entity: str | None, full
     Example:
       kam history 000123 --history history.duckdb
       kam history 000123 --history history.duckdb --format json
+      kam history 000123 --history history.duckdb --locale zh_CN
     """
     from ...history import questions as timeline
+    from ...language.units import units_of
 
     try:
         with open_history(history_path) as h:
             path = timeline.entity_path(h, entity_id, entity)
+            text = ""
+            if out_fmt != "json":  # the figures as the latest period's policies define them
+                ps = timeline.policy_set_of(h, path.steps[-1].period)
+                text = path.render_text(full, figures_reader(locale, ps), units_of(ps, path.entity))
     except KamError as exc:
         fail(exc)
         return
-    emit(path.to_dict(), path.render_text(full), out_fmt)
+    emit(path.to_dict(), text, out_fmt)
 
 
 @click.command("changes")
@@ -55,8 +63,10 @@ def history_command(entity_id: str, history_path: Path, entity: str | None, full
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
 @click.option("--csv-bom", is_flag=True, help="With --format csv: start with a UTF-8 byte order mark and write "
               "text that starts like a formula with a leading ' (for Excel), as `kam run --csv-bom` does.")
+@locale_option
 def changes_command(history_path: Path, before: str | None, after: str | None, entity: str | None,
-                    decision: str | None, top: int, out_fmt: str, output: Path | None, csv_bom: bool) -> None:
+                    decision: str | None, top: int, out_fmt: str, output: Path | None, csv_bom: bool,
+                    locale: str | None) -> None:
     """Who moved between two periods: per decision the transition matrix, the moves with the money that
     moved with them (the facts marked `measure`), and the entities that moved with their reasons.
 
@@ -65,6 +75,7 @@ def changes_command(history_path: Path, before: str | None, after: str | None, e
       kam changes --history history.duckdb
       kam changes --history history.duckdb --from 2026-09 --to 2026-11 --decision tier --format markdown
       kam changes --history history.duckdb --format csv -o movers.csv
+      kam changes --history history.duckdb --locale de_DE   (text and markdown; json and csv stay exact)
     """
     from ...history import questions as timeline
 
@@ -79,8 +90,10 @@ def changes_command(history_path: Path, before: str | None, after: str | None, e
                                    for t in transitions], indent=2, ensure_ascii=False, default=str) + "\n"
             elif out_fmt == "csv":
                 text, written = csv_text(timeline.movers_csv(h, transitions), csv_bom)
-            else:
-                text = timeline.render_changes(h, transitions, top, markdown=out_fmt == "markdown")
+            else:  # the figures in the locale of the later period's policies, unless --locale
+                later = timeline.periods_to_compare(h, before, after)[1].period
+                figures = figures_reader(locale, timeline.policy_set_of(h, later))
+                text = timeline.render_changes(h, transitions, top, markdown=out_fmt == "markdown", reader=figures)
     except KamError as exc:
         fail(exc)
         return

@@ -11,11 +11,13 @@ import click
 
 from ...language.errors import KamError
 from .common import (BACKENDS, DEFAULT_DATA, DEFAULT_OUT, FACTS_FORMATS, OUTPUT_FORMATS, data_folder, facts_options,
-                     fail, formula_warnings, parse_inputs, policy_folder, read_options, stderr, summary_tables, usage)
+                     fail, figures_reader, formula_warnings, locale_option, parse_inputs, policy_folder, read_options,
+                     stderr, summary_tables, usage)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from ...language.plan import Plan
     from ...run.service import InvariantsBroken, RunDone
 
 
@@ -97,13 +99,14 @@ def refuse_broken(exc: "InvariantsBroken") -> None:
               help="With --engine dask and no scheduler given: the memory limit of each local worker.")
 @click.option("--threads-per-worker", type=click.IntRange(1), default=1, show_default=True,
               help="With --engine dask and no scheduler given: threads of each local worker.")
+@locale_option
 @engine_options
 def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_format: str | None, out: Path,
         output_format: str | None, csv_bom: bool, quiet: bool, save_calibration: Path | None, allow_violations: bool,
         history_path: Path | None, period: str | None, replace: bool, report_path: Path | None,
         engine: str, scheduler: str | None, scheduler_file: Path | None, workers: int, worker_memory: str,
-        threads_per_worker: int, entities: tuple[str, ...], backend: str, calibration: Path | None,
-        facts_format: str | None, encoding: str, delimiter: str) -> None:
+        threads_per_worker: int, locale: str | None, entities: tuple[str, ...], backend: str,
+        calibration: Path | None, facts_format: str | None, encoding: str, delimiter: str) -> None:
     """Decide every entity in the facts files and write decisions with explanations.
 
     The output folder always holds one complete set: the new files are written next to it and
@@ -118,6 +121,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
       kam run --entity customer --backend durable --save-calibration out/calibration.json
       kam run --data examples/periods/2026-11 --history history.duckdb --period 2026-11
       kam run --engine dask --data /data/2026-11 --out out/2026-11   (folders of Parquet partitions)
+      kam run --locale zh_CN                    the summary's figures as a reader in China writes them
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -139,7 +143,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
         cluster = {"scheduler": scheduler, "scheduler_file": scheduler_file, "workers": workers,
                    "worker_memory": worker_memory, "threads_per_worker": threads_per_worker}
         _run_on_dask(policies, data or (None if inputs else DEFAULT_DATA), inputs, out, quiet, allow_violations,
-                     cluster, entities, read_options_or_fail(facts_format, encoding, delimiter))
+                     cluster, entities, read_options_or_fail(facts_format, encoding, delimiter), locale)
         return
     for flag, given in (("--scheduler", scheduler), ("--scheduler-file", scheduler_file)):
         if given is not None:
@@ -174,16 +178,27 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
     except KamError as exc:
         fail(exc)
         return
-    _tell(done, quiet, out, history_path, period)
+    _tell(done, quiet, out, history_path, period, locale)
 
 
-def _tell(done: "RunDone", quiet: bool, out: Path, history_path: Path | None, period: str | None) -> None:
-    """What a run says on standard error: the summary, warnings, notes and the files written; exit 1
-    where rows matched several rules of a unique decision (written anyway, listed)."""
+def _summary(plan: "Plan", counts: dict[str, Any], rows: dict[str, int], measures: dict[str, dict[str, Any]],
+             locale: str | None) -> None:
+    """The summary table, its figures by their units in the reader's locale (--locale, else the policies')."""
+    from ...language.units import units_of
+
+    ps = plan.checked.policy_set
+    summary_tables(counts, rows, measures, figures_reader(locale, ps), {e: units_of(ps, e) for e in measures})
+
+
+def _tell(done: "RunDone", quiet: bool, out: Path, history_path: Path | None, period: str | None,
+          locale: str | None = None) -> None:
+    """What a run says: the summary (standard output), warnings, notes and the files written (standard
+    error); exit 1 where rows matched several rules of a unique decision (written anyway, listed)."""
     err = stderr()
     result = done.result
     if not quiet:
-        summary_tables(result.counts(), {e: len(f) for e, f in result.frames_in.items()}, result.measures())
+        _summary(result.plan, result.counts(), {e: len(f) for e, f in result.frames_in.items()}, result.measures(),
+                 locale)
     for join in result.joins():
         if join.mostly_unmatched:
             err.print(f"\nwarning: {join.alarm()}\n", markup=False, style="bold")
@@ -216,7 +231,8 @@ def read_options_or_fail(facts_format: str | None, encoding: str, delimiter: str
 
 
 def _run_on_dask(policies: Path | None, data: Path | None, inputs: tuple[str, ...], out: Path, quiet: bool,
-                 allow_violations: bool, cluster: dict[str, Any], entities: tuple[str, ...], facts: Any) -> None:
+                 allow_violations: bool, cluster: dict[str, Any], entities: tuple[str, ...], facts: Any,
+                 locale: str | None = None) -> None:
     """`kam run --engine dask`: partitions evaluated on a cluster, one output set swapped in as usual, with
     the passes and partitions done on a progress bar and the cluster's dashboard address."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -248,7 +264,7 @@ def _run_on_dask(policies: Path | None, data: Path | None, inputs: tuple[str, ..
         return
     if not quiet:
         merged = done.merged
-        summary_tables(merged["counts"], merged["rows"], merged["measures"])
+        _summary(done.plan, merged["counts"], merged["rows"], merged["measures"], locale)
         for w in merged["warnings"]:
             err.print(f"warning: {w}", markup=False)
         for note in done.notes:

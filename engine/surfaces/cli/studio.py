@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ...language.errors import KamError
-from .common import data_folder, facts_options, fail, parse_inputs, read_options, usage
+from .common import data_folder, facts_options, fail, figures_reader, locale_option, parse_inputs, read_options, usage
 
 LOCAL = ("127.0.0.1", "localhost", "::1")
 
@@ -40,10 +40,11 @@ def _port(host: str, port: int) -> int:
               help="Interface to listen on; another than this machine's own still needs the token.")
 @click.option("--port", type=int, default=0, help="Port [default: a free one].")
 @click.option("--no-browser", is_flag=True, help="Print the address only; do not open a browser.")
+@locale_option
 @facts_options
 def studio(policy_dir: Path | None, data: Path | None, inputs: tuple[str, ...], history_path: Path | None,
-           period: str | None, host: str, port: int, no_browser: bool, facts_format: str | None, encoding: str,
-           delimiter: str) -> None:
+           period: str | None, host: str, port: int, no_browser: bool, locale: str | None, facts_format: str | None,
+           encoding: str, delimiter: str) -> None:
     """Edit the policies in a browser and see their impact on the portfolio before saving.
 
     Starts a local web server and prints its address (with a random token that every request must
@@ -59,6 +60,7 @@ def studio(policy_dir: Path | None, data: Path | None, inputs: tuple[str, ...], 
       kam studio
       kam studio policies --data examples/periods/2026-11 --history history.duckdb --period 2026-11
       kam studio policies --input customer=crm.xlsx --no-browser
+      kam studio --locale zh_CN             the page's figures as a reader in China writes them
     """
     from ...batch.extras import need
     from ...run.workspace import Workspace
@@ -80,6 +82,7 @@ def studio(policy_dir: Path | None, data: Path | None, inputs: tuple[str, ...], 
         ws = Workspace(folder, data_folder(data, inputs), parse_inputs(inputs),
                        read_options(facts_format, encoding, delimiter), history_path, period)
         ws.warm_up()
+        figures = figures_reader(locale, ws.plan.checked.policy_set)
     except KamError as exc:
         fail(exc)
         return
@@ -89,7 +92,7 @@ def studio(policy_dir: Path | None, data: Path | None, inputs: tuple[str, ...], 
     shown = f"[{host}]" if ":" in host else host
     hosts = tuple(f"{h}:{port}" for h in (LOCAL + ("[::1]",))) if host in LOCAL else ()
     url = f"http://{shown}:{port}/?token={token}"
-    click.echo(f"kam studio: {folder} on {', '.join(f'{n} {e}s' for e, n in ws.summary().items())}", err=True)
+    click.echo(f"kam studio: {folder} on {', '.join(f'{n} {e}s' for e, n in ws.summary(figures).items())}", err=True)
     click.echo(f"open {url}", err=False)
     click.echo("(Ctrl-C stops the server; nothing is saved unless you press Save in the page)", err=True)
     sys.stdout.flush()
@@ -102,4 +105,4 @@ def studio(policy_dir: Path | None, data: Path | None, inputs: tuple[str, ...], 
             webbrowser.open(url)
         except webbrowser.Error:
             pass
-    uvicorn.run(make_app(ws, token, hosts), host=host, port=port, log_level="warning")
+    uvicorn.run(make_app(ws, token, hosts, figures), host=host, port=port, log_level="warning")

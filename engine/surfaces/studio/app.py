@@ -23,10 +23,13 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from ...language.errors import KamError
+from ...language.figures import Reader
+from ...language.units import units_of
 from ...run.service import explain
 from ...run.impact import movers
 from ...run.replay import replay
 from ...run.workspace import Conflict, Evaluation, Workspace
+from ..cli.common import figures_reader
 from ..diff import render_text
 from ..policy_tests import find_test_files, run_tests
 from . import views
@@ -89,14 +92,16 @@ class Answers:
     """What each request of the page asks the workspace, as plain data (run in a worker thread: the
     workspace serialises its own work)."""
 
-    def __init__(self, ws: Workspace):
+    def __init__(self, ws: Workspace, reader: Reader | None = None):
         self.ws = ws
+        # the figures in the readers' locale: `kam studio --locale`, else the policies' `locale:`
+        self.reader = reader or figures_reader(None, ws.plan.checked.policy_set)
 
     def state(self, body: dict[str, Any]) -> dict[str, Any]:
         ws = self.ws
         ws.refresh()  # a page opened or reloaded shows the files as they are on disk now
         return {"folder": str(ws.folder), "files": {n: s.sha for n, s in ws.sources.items()},
-                "entities": ws.summary(), "inputs": {e: str(p) for e, p in ws.inputs.items()},
+                "entities": ws.summary(self.reader), "inputs": {e: str(p) for e, p in ws.inputs.items()},
                 "policies": [views.policy_view(n, t, ws.folder, ws.plan) for n, t in ws.texts().items()],
                 "pareto": views.pareto(ws), "history": ws.history_path is not None,
                 "tests": bool(find_test_files(ws.folder))}
@@ -105,7 +110,7 @@ class Answers:
         ev = self.ws.evaluate(body.get("edits", []))
         plan = ev.findings.plan or self.ws.plan
         return {"policies": [views.policy_view(n, t, self.ws.folder, plan) for n, t in ev.texts.items()],
-                "impact": views.impact_view(self.ws, ev)}
+                "impact": views.impact_view(self.ws, ev, self.reader)}
 
     def _compiled(self, body: dict[str, Any]) -> Evaluation:
         ev = self.ws.evaluate(body.get("edits", []))
@@ -131,9 +136,11 @@ class Answers:
         count, rows = movers(ws.run, ev.run, ws.plan, ev.findings.plan, entity, decision,
                              None if before is None else str(before), None if after is None else str(after),
                              views.SHOWN_MOVERS)
+        units = units_of(ev.findings.plan.checked.policy_set, entity)
         for r in rows:
-            r["money_text"] = {k: views.money(v) for k, v in r["money"].items()}
-        return {"count": count, "count_text": f"{count:,}", "shown": len(rows), "rows": rows}
+            r["money_text"] = {k: views.money(v, units.get(k), self.reader) for k, v in r["money"].items()}
+        return {"count": count, "count_text": views.count(count, self.reader), "shown": len(rows), "rows": rows,
+                "labels": {k: views.label(k, units.get(k), self.reader) for k in (rows[0]["money"] if rows else {})}}
 
     def explain(self, body: dict[str, Any]) -> dict[str, Any]:
         ev = self.ws.evaluate(body.get("edits", []))
@@ -148,7 +155,7 @@ class Answers:
         if not isinstance(loaded, dict):
             raise Refused(400, "`loaded` maps file names to the sha256 the page loaded")
         ev = self.ws.evaluate(body.get("edits", []))
-        impact = render_text(ev.comparison, markdown=True) if ev.comparison is not None else ""
+        impact = render_text(ev.comparison, markdown=True, reader=self.reader) if ev.comparison is not None else ""
         branch = str(body.get("branch") or "")
         if body.get("commit"):
             branch = new_branch(self.ws.folder, branch)[1]  # a branch that cannot be made stops the save
@@ -167,12 +174,15 @@ class Answers:
             raise Refused(404, "kam studio was started without --history FILE")
         ev = self._compiled(body)
         assert ev.findings.plan is not None
-        return views.replay_view(replay(self.ws.history_path, ev.findings.plan))
+        ps = ev.findings.plan.checked.policy_set
+        return views.replay_view(replay(self.ws.history_path, ev.findings.plan), self.reader,
+                                 {e: units_of(ps, e) for e in ps.entities})
 
 
-def make_app(ws: Workspace, token: str, hosts: tuple[str, ...] = ()) -> Starlette:
-    """The application; `hosts` are the Host headers it answers (none: any, behind --host)."""
-    answers = Answers(ws)
+def make_app(ws: Workspace, token: str, hosts: tuple[str, ...] = (), reader: Reader | None = None) -> Starlette:
+    """The application; `hosts` are the Host headers it answers (none: any, behind --host); `reader`:
+    the locale its figures are written in (the policies' `locale:` unless given)."""
+    answers = Answers(ws, reader)
 
     def refused(request: Request, api: bool) -> Response | None:
         if hosts and request.headers.get("host", "") not in hosts:

@@ -1,8 +1,9 @@
 """What the studio page shows, as JSON: the policies in the words their files use (descriptions and
 the comments written above each entry), the edit paths of every cell, and the impact of the edits.
 
-Every figure is formatted here, by the same format specs `kam diff` prints with, so the page and
-the command line show one value one way; the page only places the texts.
+Every figure is formatted here, through the same `Reader` and units `kam diff` prints with (money by
+its unit with the currency in its label, shares as %, counts grouped, in the readers' locale), so the
+page and the command line show one value one way; the page only places the texts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import numpy as np
 
 from ...language.load import LocatedDoc, load_text
 from ...language.errors import PolicyError
+from ...language.figures import Reader, reader as locale_reader
 from ...language.plan import Plan
+from ...language.units import COUNT, MONEY, PERCENT, PLAIN, Unit, units_of
 from ...run.impact import DecisionDiff, NONE
 from ...run.replay import PeriodReplay
 from ...run.workspace import Evaluation, Workspace
@@ -33,26 +36,41 @@ HIT_WORDS = {
 SHOWN_MOVERS = 50
 
 
-def money(v: float | None) -> str:
-    """Money as `kam diff` prints it: grouped, no decimals."""
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.0f}"
+def _none(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def share(v: float | None) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
+def money(v: float | None, unit: Unit | None = None, reader: Reader | None = None) -> str:
+    """An amount as `kam diff` prints it: by its unit (grouped, its decimals), in the reader's locale;
+    the currency is in its label (`label`)."""
+    return "-" if _none(v) else (reader or locale_reader(None)).number(v, unit or Unit(MONEY))
 
 
-def figure(v: Any) -> str:
-    """A measure's value: whole numbers grouped, shares (between -1 and 1) as %, others grouped."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+def share(v: float | None, reader: Reader | None = None) -> str:
+    """A share as %, in the reader's locale."""
+    return "-" if _none(v) else (reader or locale_reader(None)).number(v, Unit(PERCENT))
+
+
+def count(n: int, reader: Reader | None = None) -> str:
+    """A number of entities, grouped in the reader's locale."""
+    return (reader or locale_reader(None)).number(n, Unit(COUNT))
+
+
+def figure(v: Any, unit: Unit | None = None, reader: Reader | None = None) -> str:
+    """A measure's value by its unit (a share as %, money with its decimals, a count grouped)."""
+    if _none(v):
         return "missing"
     if isinstance(v, (bool, np.bool_)):
         return "true" if v else "false"
-    if isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer() and abs(v) >= 1):
-        return f"{v:,.0f}"
-    if isinstance(v, float) and -1 <= v <= 1:
-        return f"{v:.1%}"
-    return f"{v:,.2f}" if isinstance(v, float) else str(v)
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return (reader or locale_reader(None)).number(float(v), unit or PLAIN)
+    return str(v)
+
+
+def label(name: str, unit: Unit | None, reader: Reader | None = None) -> str:
+    """A figure's name as a heading: with the currency where it is money (`profit (CN¥)`)."""
+    unit = unit or PLAIN
+    return (reader or locale_reader(None)).label(name, unit) if unit.kind == MONEY else name
 
 
 def _comment_above(lines: list[str], line: int) -> str:
@@ -210,12 +228,18 @@ def _order(values: list[str], declared: list[str]) -> list[str]:
     return sorted(values, key=lambda v: (v == NONE, rank.get(v, len(rank)), v))
 
 
-def decision_impact(d: DecisionDiff, declared: list[str], measures: list[str]) -> dict[str, Any]:
-    """One decision's transition matrix with the entities and money per cell."""
+def decision_impact(d: DecisionDiff, declared: list[str], measures: list[str], reader: Reader | None = None,
+                    units: Mapping[str, Unit] | None = None) -> dict[str, Any]:
+    """One decision's transition matrix with the entities and money per cell (`labels`: the headings of
+    the money, with its currency)."""
+    units = units or {}
     out: dict[str, Any] = {"entity": d.entity, "decision": d.decision, "status": d.status, "total": d.total,
-                           "changed": d.changed, "changed_text": f"{d.changed:,} of {d.total:,} ({d.share:.1%})",
-                           "money": {m: money(v) for m, v in d.money.items()},
-                           "rules": [{"rule": r, "before": f"{b:,}", "after": f"{n:,}", "delta": f"{n - b:+,}"}
+                           "changed": d.changed, "changed_text": f"{count(d.changed, reader)} of "
+                           f"{count(d.total, reader)} ({share(d.share, reader)})",
+                           "money": {m: money(v, units.get(m), reader) for m, v in d.money.items()},
+                           "labels": {m: label(m, units.get(m), reader) for m in [*d.money, *measures]},
+                           "rules": [{"rule": r, "before": count(b, reader), "after": count(n, reader),
+                                      "delta": ("+" if n > b else "") + count(n - b, reader)}
                                      for r, b, n in d.rules]}
     if d.cells is None or d.status in ("added", "removed"):
         out.update(rows=[], cols=[], cells={})
@@ -224,14 +248,15 @@ def decision_impact(d: DecisionDiff, declared: list[str], measures: list[str]) -
     cols = _order([str(x) for x in d.matrix.columns], declared)
     cells: dict[str, dict[str, Any]] = {}
     for (b, n), rec in d.cells.iterrows():
-        cells[f"{b}\u0000{n}"] = {"entities": int(rec["entities"]), "entities_text": f"{int(rec['entities']):,}",
-                                  "money": {m: money(float(rec[m])) for m in measures}}
+        n_in = int(rec["entities"])
+        cells[f"{b}\u0000{n}"] = {"entities": n_in, "entities_text": count(n_in, reader),
+                                  "money": {m: money(float(rec[m]), units.get(m), reader) for m in measures}}
     out.update(rows=rows, cols=cols, cells=cells, measures=measures)
     return out
 
 
-def impact_view(ws: Workspace, ev: Evaluation) -> dict[str, Any]:
-    """Everything the impact panel shows for one set of edits."""
+def impact_view(ws: Workspace, ev: Evaluation, reader: Reader | None = None) -> dict[str, Any]:
+    """Everything the impact panel shows for one set of edits, the figures in the reader's locale."""
     problems = [{"file": f, "path": list(p), "line": pr.loc.line, "col": pr.loc.col, "severity": pr.severity,
                  "code": pr.code, "message": pr.message, "hint": pr.hint} for pr, f, p in ev.problem_paths]
     out: dict[str, Any] = {"ok": ev.ok, "problems": problems, "diff": ws.diff(ev.texts),
@@ -248,18 +273,23 @@ def impact_view(ws: Workspace, ev: Evaluation) -> dict[str, Any]:
         measures = [c for c in (d.cells.columns if d.cells is not None else []) if c != "entities"]
         # revenue and profit first: what a cell's money means to a sales director
         measures.sort(key=lambda m: (0 if "revenue" in m else 1 if "profit" in m else 2))
-        decisions.append(decision_impact(d, declared, measures))
+        decisions.append(decision_impact(d, declared, measures, reader, ev.comparison.units.get(d.entity)))
     out["decisions"] = decisions
-    out["invariants"] = [{**i.to_dict(), "because": i.because, "text": i.text()} for i in ev.comparison.invariants]
+    out["invariants"] = [{**i.to_dict(), "because": i.because, "text": i.text(reader)}
+                         for i in ev.comparison.invariants]
     before, after = ws.run.measures(), ev.run.measures()
-    out["measures"] = [{"entity": e, "name": k, "before": figure(before.get(e, {}).get(k)), "after": figure(v),
-                        "changed": before.get(e, {}).get(k) != v} for e, ms in after.items() for k, v in ms.items()]
-    out["targets"] = _targets(ws, ev, plan)
-    out["rule_counts"] = _rule_counts(ws, ev, plan)
+    units = {e: units_of(plan.checked.policy_set, e) for e in after}
+    out["measures"] = [{"entity": e, "name": k, "label": label(k, units[e].get(k), reader),
+                        "before": figure(before.get(e, {}).get(k), units[e].get(k), reader),
+                        "after": figure(v, units[e].get(k), reader), "changed": before.get(e, {}).get(k) != v}
+                       for e, ms in after.items() for k, v in ms.items()]
+    out["targets"] = _targets(ws, ev, plan, reader)
+    out["rule_counts"] = _rule_counts(ws, ev, plan, reader)
     return out
 
 
-def _rule_counts(ws: Workspace, ev: Evaluation, plan: Plan) -> dict[str, dict[str, list[str]]]:
+def _rule_counts(ws: Workspace, ev: Evaluation, plan: Plan, reader: Reader | None = None
+                 ) -> dict[str, dict[str, list[str]]]:
     """Per decision (`entity.decision`), per rule id: how many entities it decides now and edited."""
     assert ev.run is not None
     out: dict[str, dict[str, list[str]]] = {}
@@ -268,12 +298,12 @@ def _rule_counts(ws: Workspace, ev: Evaluation, plan: Plan) -> dict[str, dict[st
             after = ws.counted(ev.run, ep.entity, d.name)
             before = ws.counted(ws.run, ep.entity, d.name) if ep.entity in ws.run.results and \
                 d.name in ws.run.results[ep.entity].decisions else {}
-            out[f"{ep.entity}.{d.name}"] = {r: [f"{before.get(r, 0):,}", f"{after.get(r, 0):,}"]
+            out[f"{ep.entity}.{d.name}"] = {r: [count(before.get(r, 0), reader), count(after.get(r, 0), reader)]
                                             for r in dict.fromkeys([*before, *after])}
     return out
 
 
-def _targets(ws: Workspace, ev: Evaluation, plan: Plan) -> list[dict[str, Any]]:
+def _targets(ws: Workspace, ev: Evaluation, plan: Plan, reader: Reader | None = None) -> list[dict[str, Any]]:
     assert ev.run is not None
     out = []
     before_counts, after_counts = ws.run.counts(), ev.run.counts()
@@ -285,8 +315,9 @@ def _targets(ws: Workspace, ev: Evaluation, plan: Plan) -> list[dict[str, Any]]:
             b = before_counts.get(ep.entity, {}).get(d.name, {})
             a = after_counts.get(ep.entity, {}).get(d.name, {})
             out.append({"entity": ep.entity, "decision": d.name, "rows": [
-                {"value": str(v), "target": share(float(t)), "before": share(b.get(str(v), 0) / n),
-                 "after": share(a.get(str(v), 0) / n), "target_share": float(t), "after_share": a.get(str(v), 0) / n}
+                {"value": str(v), "target": share(float(t), reader), "before": share(b.get(str(v), 0) / n, reader),
+                 "after": share(a.get(str(v), 0) / n, reader), "target_share": float(t),
+                 "after_share": a.get(str(v), 0) / n}
                 for v, t in d.target]})
     return out
 
@@ -331,8 +362,11 @@ def pareto(ws: Workspace, points: int = 200) -> list[dict[str, Any]]:
     return out
 
 
-def replay_view(periods: list[PeriodReplay]) -> dict[str, Any]:
-    """The replay over the recorded periods: per decision that differs anywhere, a row per period."""
+def replay_view(periods: list[PeriodReplay], reader: Reader | None = None,
+                units: Mapping[str, Mapping[str, Unit]] | None = None) -> dict[str, Any]:
+    """The replay over the recorded periods: per decision that differs anywhere, a row per period (the
+    figures in the reader's locale, money by its unit in `units` per entity, headed by `labels`)."""
+    units = units or {}
     names: list[tuple[str, str]] = []
     for p in periods:
         for d in p.decisions:
@@ -350,10 +384,12 @@ def replay_view(periods: list[PeriodReplay]) -> dict[str, Any]:
             d = found
             then, mine, both = p.bounced.get((entity, decision), (0, 0, 0))
             measures = sorted(d.money, key=lambda m: (0 if "revenue" in m else 1 if "profit" in m else 2))[:2]
-            rows.append({"period": p.period, "entities": f"{d.total:,}", "changed": f"{d.changed:,}",
-                         "money": {m: money(d.money[m]) for m in measures},
-                         "bounced_then": f"{then:,}" if both else "-", "bounced_edited": f"{mine:,}" if both else "-",
-                         "present_both": f"{both:,}"})
+            known = units.get(entity, {})
+            rows.append({"period": p.period, "entities": count(d.total, reader), "changed": count(d.changed, reader),
+                         "money": {m: money(d.money[m], known.get(m), reader) for m in measures},
+                         "labels": {m: label(m, known.get(m), reader) for m in measures},
+                         "bounced_then": count(then, reader) if both else "-",
+                         "bounced_edited": count(mine, reader) if both else "-", "present_both": count(both, reader)})
         out.append({"entity": entity, "decision": decision, "rows": rows})
     return {"periods": [p.period for p in periods], "decisions": out,
             "notes": [f"{p.period}: {p.note}" for p in periods if p.note]}

@@ -319,7 +319,7 @@ function renderInvariants(p) {
 function renderMeasures(p) {
   const rows = p.measures.map(m => {
     const r = S.impact && S.impact.measures ? S.impact.measures.find(x => x.entity === p.entity && x.name === m.name) : null;
-    return el("tr", {}, el("td", {}, el("code", { text: m.name })),
+    return el("tr", {}, el("td", {}, el("code", { text: m.name }), r && r.label !== m.name ? el("span", { class: "muted", text: r.label.slice(m.name.length) }) : null),
       el("td", { class: "num", text: r ? r.before : "" }), el("td", { class: "num", text: r ? r.after : "" }),
       el("td", {}, el("code", { class: "muted", text: m.source })));
   });
@@ -448,13 +448,14 @@ function renderImpact() {
 
 function renderMatrix(d) {
   const box = el("div", { class: "card", "data-decision": `${d.entity}.${d.decision}` });
-  const money = Object.entries(d.money).map(([k, v]) => `${k} ${v}`).join(", ");
+  const named = m => (d.labels && d.labels[m]) || m;  // money's heading carries its currency: profit (CN¥)
+  const money = Object.entries(d.money).map(([k, v]) => `${named(k)} ${v}`).join(", ");
   box.append(el("h3", {}, `${d.entity} ${d.decision}: `, el("span", { text: d.status === "changed" ? `${d.changed_text} change` : d.status })));
   if (money) box.append(el("p", { class: "note", text: `money at stake (those who change): ${money}` }));
   if (!d.rows.length) return box;
   const shown = (d.measures || []).slice(0, 2);
   const table = el("table", { class: "matrix" },
-    el("caption", { class: "note", text: `rows: now · columns: edited · each cell: ${d.entity}s${shown.length ? ", " + shown.join(", ") : ""}` }),
+    el("caption", { class: "note", text: `rows: now · columns: edited · each cell: ${d.entity}s${shown.length ? ", " + shown.map(named).join(", ") : ""}` }),
     el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "now ↓ edited →" }), d.cols.map(c => el("th", { scope: "col", class: "num", text: c })))),
     el("tbody", {}, d.rows.map(b => el("tr", {}, el("th", { scope: "row", text: b }), d.cols.map(n => {
       const c = d.cells[`${b}\u0000${n}`];
@@ -486,7 +487,7 @@ async function showMovers(d, b, n, focus) {
     target.replaceChildren(
       el("h3", { tabindex: -1, text: `${data.count_text} ${d.entity}s from ${b} to ${n}${data.count > data.shown ? ` (the ${data.shown} biggest shown)` : ""}` }),
       el("table", { class: "movers-table" },
-        el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "id" }), measures.slice(0, 2).map(m => el("th", { scope: "col", class: "num", text: m })),
+        el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "id" }), measures.slice(0, 2).map(m => el("th", { scope: "col", class: "num", text: (data.labels && data.labels[m]) || (d.labels && d.labels[m]) || m })),
           el("th", { scope: "col", text: "now: rule and reason" }), el("th", { scope: "col", text: "edited: rule and reason" }))),
         el("tbody", {}, data.rows.map(r => el("tr", {},
           el("td", {}, el("a", { href: "#lookup", onclick: ev => { ev.preventDefault(); lookup(r.id); } }, r.id)),
@@ -549,10 +550,12 @@ async function loadHistory() {
     if (seq !== S.seq) return;
     const parts = data.decisions.length ? [] : [el("p", { text: "The edited policies decide every recorded period as it was decided, with as many changes from period to period." })];
     for (const d of data.decisions) {
-      const measures = d.rows.find(r => r.money) ? Object.keys(d.rows.find(r => r.money).money) : [];
+      const first = d.rows.find(r => r.money);
+      const measures = first ? Object.keys(first.money) : [];
+      const named = m => (first && first.labels && first.labels[m]) || m;
       parts.push(el("table", { class: "history-table", "data-decision": `${d.entity}.${d.decision}` },
         el("caption", { class: "note", text: `${d.entity} ${d.decision}` }),
-        el("thead", {}, el("tr", {}, ["period", "decided otherwise", ...measures, "moved since the period before: then → edited"].map((h, i) => el("th", { scope: "col", class: i ? "num" : null, text: h })))),
+        el("thead", {}, el("tr", {}, ["period", "decided otherwise", ...measures.map(named), "moved since the period before: then → edited"].map((h, i) => el("th", { scope: "col", class: i ? "num" : null, text: h })))),
         el("tbody", {}, d.rows.map(r => r.note ? el("tr", {}, el("td", { text: r.period }), el("td", { colspan: 2 + measures.length, class: "note", text: r.note })) :
           el("tr", {}, el("td", { text: r.period }), el("td", { class: "num", text: `${r.changed} of ${r.entities}` }),
             measures.map(m => el("td", { class: "num", text: r.money[m] })),

@@ -259,7 +259,7 @@ def test_the_readers_locale_writes_every_figure(tmp_path):
     assert kam_here("report", "--locale", "zh_CN", "-o", str(zh)).returncode == 0
     assert re.search(r'data-figure="loss_profit"[^>]*><div class="value">-¥[\d.]+万</div>', zh.read_text("utf-8"))
     r = kam_here("report", "--locale", "xx_QQ", "-o", str(tmp_path / "x.html"))
-    assert r.returncode == 2 and "not a locale kam knows" in r.stderr and not (tmp_path / "x.html").exists()
+    assert r.returncode == 2 and "unknown locale" in r.stderr and not (tmp_path / "x.html").exists()
 
 
 def html_unescape(s: str) -> str:

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from ...language.errors import KamError
-from ...language.figures import known_locale
-from .common import data_folder, facts_options, fail, parse_inputs, policy_folder, read_options, usage
+from .common import data_folder, facts_options, fail, locale_option, parse_inputs, policy_folder, read_options, \
+    usage
 from .explain import say_notes
 
 
@@ -22,8 +22,7 @@ from .explain import say_notes
               help="Read the earlier periods from this history: previous() and the section \"since the previous "
               "period\" (nothing is recorded).")
 @click.option("--period", metavar="LABEL", help="The period the facts are of [default: after the last recorded one].")
-@click.option("--locale", metavar="LOCALE", help="Write the figures for readers of this locale, e.g. zh_CN (1234.6万), "
-              "de_DE (1.234,5) [default: the policies' `locale:`, else en_US].")
+@locale_option
 @facts_options
 def report_command(policies: Path | None, data: Path | None, inputs: tuple[str, ...], output: Path,
                    history_path: Path | None, period: str | None, locale: str | None, facts_format: str | None,
@@ -50,9 +49,6 @@ def report_command(policies: Path | None, data: Path | None, inputs: tuple[str, 
         if output.is_dir():
             raise usage(f"-o {output} is a folder", "give the path of the HTML file, e.g. -o report.html")
         facts = read_options(facts_format, encoding, delimiter)
-        if locale is not None and not known_locale(locale):
-            raise usage(f"--locale {locale} is not a locale kam knows", "a language and a country, e.g. en_US, "
-                        "zh_CN, de_DE, fr_FR")
         if period is not None and history_path is None:
             raise usage("--period needs --history FILE: the history the earlier periods come from")
         result, notes = service.decide_with_history(policy_folder(policies), data_folder(data, inputs),

@@ -126,15 +126,18 @@ class Column:
 
 def typed(values: pd.Series | pa.Array) -> tuple[str, pa.Array]:
     """A column's cells as a workbook holds them: `number` (float64; missing and non-finite as null),
-    `bool`, or `text` (ids, values, reasons; lists as `a, b`, as in CSV), missing as null."""
+    `bool`, or `text` (ids, values, reasons; lists as `a, b`, as in CSV; a dictionary array where the
+    column has few distinct values), missing as null."""
     if isinstance(values, pd.Series) and is_list_column(values):
         codes, lists = list_codes(values)
         texts = pa.array([None if v is None else list_text(v) for v in lists], pa.string())
         return "text", texts.take(pa.array(codes))
     arr = _as_array(values)
     t = arr.type
-    if pa.types.is_dictionary(t):
-        return "text", arr.cast(pa.string())
+    if pa.types.is_dictionary(t):  # text kept as codes into the distinct texts: rendered a slice at a time
+        if not (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
+            return typed(arr.dictionary_decode())  # numbers or yes/no with declared values
+        return "text", arr
     if pa.types.is_boolean(t):
         return "bool", arr
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
@@ -145,6 +148,16 @@ def typed(values: pd.Series | pa.Array) -> tuple[str, pa.Array]:
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return "text", arr
     return "text", arr.cast(pa.string())
+
+
+def distinct_texts(values: pa.Array) -> pa.Array:
+    """The texts of a text column, once each where it holds them as a dictionary."""
+    return values.dictionary if isinstance(values, pa.DictionaryArray) else values
+
+
+def plain_texts(values: pa.Array) -> pa.Array:
+    """A text column as one text per row."""
+    return values.cast(pa.string()) if isinstance(values, pa.DictionaryArray) else values
 
 
 def spaced(name: str) -> str:
@@ -202,6 +215,11 @@ def entity_columns(entity: str, frame: pd.DataFrame, run: RunSheets | None, rd: 
         text = about.get(name, "") if d is not None else ""
         return "\n".join(x for x in (text, f"decision `{name}` ({d.policy})" if d is not None else "") if x)
 
+    def fact_note(name: str) -> str:
+        fact = facts.get(name)
+        where = f"fact `{name}` ({fact.policy})" if fact is not None else ""
+        return "\n".join(x for x in (about.get(name, ""), where) if x)
+
     names = [str(c) for c in frame.columns]
     owner: dict[str, tuple[str, str]] = {}  # column -> (decision, role)
     pending: list[str] = []
@@ -221,9 +239,7 @@ def entity_columns(entity: str, frame: pd.DataFrame, run: RunSheets | None, rd: 
         kind, values = typed(frame[name])
         unit = units.get(name) if kind == "number" else None
         if i == 0:
-            fact = facts.get(name)
-            note = about.get(name, "") or (f"fact `{name}` ({fact.policy})" if fact is not None else "")
-            columns.append(Column(name, spaced(name), kind, values, None, "key", note))
+            columns.append(Column(name, spaced(name), kind, values, None, "key", fact_note(name)))
             continue
         d, role = owner.get(name, (name, "value"))
         if role == "rule":
@@ -238,9 +254,7 @@ def entity_columns(entity: str, frame: pd.DataFrame, run: RunSheets | None, rd: 
         kind, values = typed(array)
         unit = units.get(name) if kind == "number" else None
         if role == "fact":
-            fact = facts.get(name)
-            where = f"fact `{name}` ({fact.policy})" if fact is not None else f"fact `{name}`"
-            note = "\n".join(x for x in (about.get(name, ""), where) if x)
+            note = fact_note(name)
         elif role == "derived":
             step = derives.get(name)
             note = f"{name} = {step.expr.source}\n({step.policy})" if step is not None else name
@@ -276,15 +290,19 @@ def _refuse_long_texts(entity: str, columns: list[Column], path: Path) -> None:
     for c in columns:
         if c.kind != "text" or not len(c.values):
             continue
-        maybe = pc.fill_null(pc.greater(pc.utf8_length(c.values), CELL_CHARS // 2), False)
-        for row in np.flatnonzero(maybe.to_numpy(zero_copy_only=False)):
-            value = c.values[int(row)].as_py()
-            if excel_length(value) > CELL_CHARS:
-                k = str(key[int(row)].as_py()) if key is not None else ""
-                raise _not_a_workbook(f"{entity} {k if len(k) <= 40 else k[:40] + '…'}: its `{c.name}` holds "
-                                      f"{excel_length(value):,} characters, and an Excel cell holds at most "
-                                      f"{CELL_CHARS:,}", "use --output-format csv, parquet or jsonl, which keep "
-                                      "every character", path)
+        texts = distinct_texts(c.values)
+        maybe = pc.fill_null(pc.greater(pc.utf8_length(texts), CELL_CHARS // 2), False)
+        for at in np.flatnonzero(maybe.to_numpy(zero_copy_only=False)):
+            value = texts[int(at)].as_py()
+            if excel_length(value) <= CELL_CHARS:
+                continue
+            row = int(at) if texts is c.values else \
+                int(np.flatnonzero(c.values.indices.to_numpy(zero_copy_only=False) == at)[0])
+            k = str(key[row].as_py()) if key is not None else ""
+            raise _not_a_workbook(f"{entity} {k if len(k) <= 40 else k[:40] + '…'}: its `{c.name}` holds "
+                                  f"{excel_length(value):,} characters, and an Excel cell holds at most "
+                                  f"{CELL_CHARS:,}", "use --output-format csv, parquet or jsonl, which keep "
+                                  "every character", path)
 
 
 # -- widths --------------------------------------------------------------------------------------------
@@ -321,7 +339,8 @@ def _content_width(c: Column, cap: int) -> int:
     if c.kind == "bool":
         return 5
     if c.kind == "text":
-        return _widest_text(pc.unique(c.values) if len(c.values) > 2000 else c.values, cap)
+        texts = distinct_texts(c.values)
+        return _widest_text(pc.unique(texts) if len(texts) > 2000 else texts, cap)
     finite = pc.drop_null(c.values)
     if not len(finite):
         return 0
@@ -574,9 +593,12 @@ def sheet_rows(columns: list[Column], styles: list[int], start: int, stop: int) 
         before, middle, after = _cell_pieces(c, _column_letters(j), styles[j])
         between: Any = pa.scalar(middle, large)
         if c.kind == "text":
-            texts = xml_texts(values)
+            distinct = distinct_texts(values)
+            texts = xml_texts(distinct)
             # XML drops a text's leading and trailing spaces unless told to keep them
-            edges = pc.fill_null(pc.match_substring_regex(values, _EDGE_SPACE), False)
+            edges = pc.fill_null(pc.match_substring_regex(distinct, _EDGE_SPACE), False)
+            if isinstance(values, pa.DictionaryArray):  # the distinct texts done once, then taken per row
+                texts, edges = texts.take(values.indices), edges.take(values.indices)
             if pc.any(edges).as_py():
                 between = pc.if_else(edges, pa.scalar(middle.replace("<t>", '<t xml:space="preserve">'), large),
                                      between)
@@ -638,42 +660,43 @@ def _write_sheet(out: zipfile.ZipFile, info: zipfile.ZipInfo, xml: bytes, column
     target = zipfile.ZipInfo(info.filename, info.date_time)
     target.compress_type = zipfile.ZIP_DEFLATED
     target.external_attr = info.external_attr
-    # past 4 GiB a zip member needs ZIP64 fields, which must be chosen before the first byte
-    big = rows * len(columns) * 120 > 0xFFFF_FFFF
-    with out.open(target, "w", force_zip64=big) as fh:
-        fh.write(head)
-        # the next slice is rendered (Arrow) while this one is compressed (zlib): both let go of the GIL
-        with ThreadPoolExecutor(max_workers=1) as render:
-            pending: Future | None = None
-            for start, stop in _slices(rows, len(columns)):
+    slices = list(_slices(rows, len(columns)))
+    # the next slice is rendered (Arrow) while this one is compressed (zlib): both let go of the GIL
+    with ThreadPoolExecutor(max_workers=1) as render:
+        pending: Future = render.submit(sheet_rows, columns, styles, *slices[0])
+        # past 4 GiB a zip member needs ZIP64 fields, chosen before its first byte: from the size of the
+        # first slice, with room to spare (Excel before 2016 does not read them, so only where needed)
+        first = pending.result()
+        size = len(head) + (pc.sum(pc.binary_length(first)).as_py() or 0) * rows / max(len(first), 1)
+        with out.open(target, "w", force_zip64=size * 1.5 > 0xFFFF_FFFF) as fh:
+            fh.write(head)
+            for start, stop in slices[1:]:
                 rendered = render.submit(sheet_rows, columns, styles, start, stop)
-                if pending is not None:
-                    write_texts(fh, [pending.result()])
-                pending = rendered
-            if pending is not None:
                 write_texts(fh, [pending.result()])
-        fh.write(xml[found.end():])
+                pending = rendered
+            write_texts(fh, [pending.result()])
+            fh.write(xml[found.end():])
 
 
 # -- the summary ---------------------------------------------------------------------------------------
 
-def _value_texts(frame: pd.DataFrame, column: str) -> tuple[pd.Series, list[str]]:
-    """A decision's values as texts (lists as `a, b`, missing as `(none)`), and their order: as the
-    decision declares its values where it does, else most common first."""
+def _value_groups(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """A decision's values as codes, and each code with its text (lists as `a, b`, missing as
+    `(none)`) in order: as the decision declares its values where it does, else most common first."""
     kind, values = typed(frame[column])
-    if kind == "number":
-        texts = pd.Series(number_cells(values).to_pylist(), dtype=object)
-    elif kind == "bool":
-        texts = pd.Series(pc.if_else(values, "true", "false").to_pylist(), dtype=object)
-    else:
-        texts = pd.Series(values.to_pylist(), dtype=object)
-    texts = texts.fillna("(none)")
-    counts = texts.value_counts(sort=False)
+    texts = number_cells(values) if kind == "number" else pc.if_else(values, "true", "false") if kind == "bool" \
+        else plain_texts(values)
+    encoded = pc.dictionary_encode(pc.fill_null(texts.cast(pa.string()), "(none)"))
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    names = encoded.dictionary.to_pylist()
+    counts = np.bincount(codes, minlength=len(names))
     declared = [str(v) for v in frame[column].cat.categories] \
         if isinstance(frame[column].dtype, pd.CategoricalDtype) else []
-    order = [v for v in declared if v in counts.index]
-    rest = sorted((v for v in counts.index if v not in set(order)), key=lambda v: (v == "(none)", -counts[v], v))
-    return texts, order + rest
+    position = {name: i for i, name in enumerate(names)}
+    order = [position[v] for v in declared if v in position]
+    rest = sorted((i for i in range(len(names)) if i not in set(order)),
+                  key=lambda i: (names[i] == "(none)", -counts[i], names[i]))
+    return codes, [(i, names[i]) for i in order + rest]
 
 
 def _measure_columns(entity: str, columns: list[Column], run: RunSheets | None) -> list[Column]:
@@ -808,10 +831,9 @@ def _value_rows(entity: str, frame: pd.DataFrame, columns: list[Column], money: 
     rows: list[list[Any]] = [["all", f"every {entity}", n, 1.0 if n else None] + [_sum(s) for s in sums]]
     labels = {c.name: c.label for c in columns}
     for column in _decisions_of(columns):
-        texts, order = _value_texts(frame, column)
-        groups = texts.to_numpy()
-        for value in order:
-            where = groups == value
+        codes, values = _value_groups(frame, column)
+        for code, value in values:
+            where = codes == code
             k = int(where.sum())
             rows.append([labels[column], value, k, k / n if n else None] + [_sum(s[where]) for s in sums])
     return rows

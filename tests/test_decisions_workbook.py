@@ -272,3 +272,14 @@ def test_rows_written_a_slice_at_a_time_are_all_there(tmp_path, monkeypatch):
     got = [[c.value for c in row] for row in ws.iter_rows(min_row=2)]
     assert got == [[f"{i:05d}", i / 7 if i % 3 else None, bool(i % 2) if i % 5 else None,
                     "A" if i % 2 else "B", "r", "why"] for i in range(n)]
+
+
+def test_a_recorded_period_is_named_on_the_summary_and_every_printed_page(shipped, tmp_path):
+    from engine.batch.workbook_out import run_sheets, write_workbook
+
+    result = shipped[3]
+    write_workbook(result.outputs(), tmp_path / "d.xlsx", run_sheets(result, [], "2026-11"))
+    book = load_workbook(tmp_path / "d.xlsx")
+    assert book["summary"]["A3"].value == "period" and book["summary"]["B3"].value == "2026-11"
+    assert book["quote"].oddHeader.right.text.startswith("period 2026-11 · policies/ ")
+    assert "inputs" not in book["summary"].tables  # none given, none listed

@@ -13,7 +13,8 @@ Files follow the umask like any other file, and the folder keeps the permissions
 
 Formats carry the same values: numbers in CSV and JSON Lines exactly as `engine.language.numbers` writes
 them (shortest round-trip form, whole numbers without `.0`), lists of a `collect` decision as lists
-in Parquet and JSON Lines and as `a, b` in CSV.
+in Parquet and JSON Lines and as `a, b` in CSV. The workbook (`--output-format xlsx`) is
+`engine.batch.workbook_out`'s.
 """
 
 from __future__ import annotations
@@ -39,10 +40,9 @@ import pyarrow.parquet as pq
 
 from ..language.errors import InputError, Location, Problem
 from ..language.numbers import list_text
+from .facts import file_sha256, shown
 from .number_columns import number_texts
 from .text_columns import is_list_column, list_codes, write_texts
-from .facts import file_sha256, shown
-
 from .workbook_out import RunSheets, write_workbook
 
 OUTPUT_FORMATS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl", "xlsx": ".xlsx"}

@@ -808,7 +808,7 @@ def _about(run: RunSheets | None, rd: Reader) -> list[tuple[str, str]]:
     ps = run.policy_set
     return [("period", run.period or "none (a run without --history)"), ("policies", ps.directory or "."),
             ("policy files", ", ".join(p.name for p in ps.policies)), ("policy hash", ps.hash),
-            ("kam version", __version__), ("locale", rd.locale)]
+            ("kam version", __version__), ("locale", ps.locale or rd.locale)]
 
 
 def _measure_rows(run: RunSheets) -> tuple[list[list[Any]], list[list[Unit | None]]]:

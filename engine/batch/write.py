@@ -13,7 +13,8 @@ Files follow the umask like any other file, and the folder keeps the permissions
 
 Formats carry the same values: numbers in CSV and JSON Lines exactly as `engine.language.numbers` writes
 them (shortest round-trip form, whole numbers without `.0`), lists of a `collect` decision as lists
-in Parquet and JSON Lines and as `a, b` in CSV.
+in Parquet and JSON Lines and as `a, b` in CSV. The workbook (`--output-format xlsx`) is
+`engine.batch.workbook_out`'s.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -39,14 +39,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..language.errors import InputError, Location, Problem
-from ..language.numbers import list_text, plain_number
-from .extras import need
+from ..language.numbers import list_text
+from .facts import file_sha256, shown
 from .number_columns import number_texts
-from .facts import CELL_CHARS, excel_length, file_sha256, shown, too_long_for_a_cell
+from .text_columns import is_list_column, list_codes, write_texts
+from .workbook_out import RunSheets, write_workbook
 
 OUTPUT_FORMATS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl", "xlsx": ".xlsx"}
 WORKBOOK = "decisions.xlsx"  # --output-format xlsx: one workbook, a sheet per entity and a summary
-XLSX_ROWS = 1_048_575  # rows a sheet holds below its header
 MANIFEST = "manifest.json"
 SHOW_FOREIGN = 5
 
@@ -261,7 +261,7 @@ class OutputTarget:
                on_file: Callable[[str], None] | None = None,
                before_swap: Callable[[], None] | None = None, bom: bool = False,
                staged_outputs: list[dict[str, Any]] | None = None,
-               after_swap: Callable[[], None] | None = None) -> dict[str, Path]:
+               after_swap: Callable[[], None] | None = None, run: RunSheets | None = None) -> dict[str, Path]:
         """Write every file into the staging folder, then swap it in for the output folder.
 
         `manifest` (or a function making it once the files are written) gets the list of outputs;
@@ -269,7 +269,8 @@ class OutputTarget:
         output folder as it was). `bom` starts CSV files with a UTF-8 byte order mark (for Excel).
         `staged_outputs` lists outputs others wrote into the staging folder already (the Dask
         workers' partitions): they are listed in the manifest and swapped in with the rest.
-        `after_swap` runs once the new set is in place."""
+        `after_swap` runs once the new set is in place. `run`: what a workbook (`xlsx`) shows beside the
+        decisions (`workbook_out.run_sheets`)."""
         assert self.staging is not None, "prepare() first"
         staging, real = self.staging, self.real
         ext = OUTPUT_FORMATS[fmt]
@@ -284,7 +285,7 @@ class OutputTarget:
                 on_file(entity)
 
         if fmt == "xlsx":
-            write_workbook(frames, staging / WORKBOOK)
+            write_workbook(frames, staging / WORKBOOK, run)
             fault_point("staged-file")
             for entity in frames:
                 if on_file:
@@ -496,20 +497,6 @@ def _json_default(o: Any) -> Any:
 
 # -- the formats -------------------------------------------------------------------------------------
 
-def _is_list_column(col: pd.Series) -> bool:
-    return col.dtype == object and len(col) > 0 and isinstance(col.iloc[0], list)
-
-
-def _list_codes(col: pd.Series) -> tuple[np.ndarray, list[Any]]:
-    """A column of lists (shared list objects per distinct value) as codes into the distinct lists."""
-    ids = np.fromiter((id(v) for v in col), dtype=np.int64, count=len(col))
-    codes, uniques = pd.factorize(ids)
-    firsts = np.zeros(len(uniques), dtype=np.int64)
-    firsts[codes[::-1]] = np.arange(len(col))[::-1]
-    objects = col.to_numpy()
-    return codes.astype(np.int64), [objects[i] for i in firsts]
-
-
 # OWASP's list for CSV injection: a spreadsheet reads a cell that starts with one of these as a formula
 FORMULA_START = "=+-@\t\r"
 _FORMULA_PATTERN = "^[=+\\-@\t\r]"
@@ -542,8 +529,8 @@ def _csv_cells(col: pd.Series) -> tuple[pa.Array, bool]:
     """One column's cells as CSV text the way kam shows values everywhere (numbers by `number_text`,
     true/false, `a, b` lists), missing as null; and whether the column holds text (numbers and
     yes/no are never formulas)."""
-    if _is_list_column(col):
-        codes, lists = _list_codes(col)
+    if is_list_column(col):
+        codes, lists = list_codes(col)
         texts = pa.array([None if v is None else list_text(v) for v in lists], pa.string())
         return texts.take(pa.array(codes)), True
     if pd.api.types.is_bool_dtype(col.dtype):
@@ -596,18 +583,6 @@ def _csv_lines(frame: pd.DataFrame, excel: bool, header: bool) -> tuple[list[pa.
     return lines, written
 
 
-def _write_texts(fh: Any, lines: Iterable[pa.Array | pa.ChunkedArray]) -> None:
-    """Text arrays written one after the other, straight from their buffers (a string array's value
-    buffer is every row's text in a row)."""
-    for array in lines:
-        for piece in array.chunks if isinstance(array, pa.ChunkedArray) else [array]:
-            if len(piece) == 0:
-                continue
-            offsets = np.frombuffer(piece.buffers()[1], dtype=np.int64)
-            begin, end = int(offsets[piece.offset]), int(offsets[piece.offset + len(piece)])
-            fh.write(memoryview(piece.buffers()[2])[begin:end])
-
-
 def write_csv(frames: Iterable[pd.DataFrame], fh: Any, excel: bool = False) -> Written:
     """Tables (slices of one table) as one CSV text on a binary file: a header, then a line per row,
     every cell quoted where CSV needs it. `excel`: the file is meant for a spreadsheet (`--csv-bom`),
@@ -616,7 +591,7 @@ def write_csv(frames: Iterable[pd.DataFrame], fh: Any, excel: bool = False) -> W
     total = Written(escaped=excel)
     for i, frame in enumerate(frames):
         lines, written = _csv_lines(frame, excel, header=i == 0)
-        _write_texts(fh, lines)
+        write_texts(fh, lines)
         total.add(written)
     return total
 
@@ -625,7 +600,7 @@ _LIST_ITEMS = {"boolean": pa.bool_(), "number": pa.float64(), "integer": pa.floa
 
 
 def _arrow_column(col: pd.Series, declared: str | None = None) -> pa.Array:
-    if declared is not None or _is_list_column(col):
+    if declared is not None or is_list_column(col):
         if declared is not None:
             item = _LIST_ITEMS.get(declared, pa.string())
         else:  # a frame that did not come from output_frame: guess from the values
@@ -634,7 +609,7 @@ def _arrow_column(col: pd.Series, declared: str | None = None) -> pa.Array:
                 if isinstance(sample, (int, float)) else pa.string()
         if not len(col):
             return pa.array([], type=pa.list_(item))
-        codes, lists = _list_codes(col)
+        codes, lists = list_codes(col)
         distinct = pa.array([None if v is None else list(v) for v in lists], type=pa.list_(item))
         return distinct.take(pa.array(codes))
     return pa.Array.from_pandas(col)
@@ -658,8 +633,8 @@ def _json_strings(values: pa.Array) -> pa.Array:
 
 def _json_fragments(col: pd.Series) -> pa.Array:
     """One column as JSON values, one text per row."""
-    if _is_list_column(col):
-        codes, lists = _list_codes(col)
+    if is_list_column(col):
+        codes, lists = list_codes(col)
         texts = [("null" if v is None else "[" + ",".join(_json_scalar(x) for x in v) + "]") for v in lists]
         return pa.array(texts, pa.string()).take(pa.array(codes))
     if isinstance(col.dtype, pd.CategoricalDtype):
@@ -704,113 +679,7 @@ def _write_jsonl(frame: pd.DataFrame, path: Path, append: bool = False) -> None:
                 parts.append(pa.scalar(prefix, pa.large_string()))
                 parts.append(_json_fragments(chunk[name]).cast(pa.large_string()))
             parts.append(pa.scalar("}\n", pa.large_string()))
-            _write_texts(fh, [pc.binary_join_element_wise(*parts, pa.scalar("", pa.large_string()))])
-
-
-def _decision_columns(columns: list[str]) -> list[tuple[str, str]]:
-    """(decision, its first value column) of an output table: each decision's value columns come
-    before its `<decision>_rule` and `<decision>_because` columns."""
-    out, first = [], None
-    for name in columns[1:]:
-        if name.endswith("_rule") and first is not None:
-            out.append((name[: -len("_rule")], first))
-            first = None
-        elif not name.endswith("_because") and first is None:
-            first = name
-    return out
-
-
-def _cell_texts(col: pd.Series) -> list[Any]:
-    """One column's cells for a sheet: numbers stay numbers and yes/no yes/no, text is text (ids
-    too), lists read `a, b` as in CSV, missing is an empty cell."""
-    if _is_list_column(col):
-        codes, lists = _list_codes(col)
-        texts = [None if v is None else list_text(v) for v in lists]
-        return [texts[c] for c in codes]
-    if pd.api.types.is_bool_dtype(col.dtype):
-        return [None if v is pd.NA or v is None else bool(v) for v in col.astype(object)]
-    if pd.api.types.is_float_dtype(col.dtype) or pd.api.types.is_integer_dtype(col.dtype):
-        x = col.to_numpy(dtype=float, na_value=np.nan)
-        return [plain_number(v) if np.isfinite(v) else None for v in x.tolist()]
-    return [None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v)
-            for v in col.astype(object)]
-
-
-def _not_a_workbook(message: str, hint: str, path: Path) -> InputError:
-    """What cannot be written as a workbook, named by the file (not the staging folder it is made in)."""
-    return InputError(Problem("output-xlsx", message, Location(path.name), hint))
-
-
-def sheet_names(entities: list[str]) -> dict[str, str]:
-    """Each entity's sheet: its name, cut to Excel's 31 characters and made unique beside `summary` and
-    each other (Excel compares sheet names without regard to case) with a ` (2)`, ` (3)`, ... ."""
-    taken = {"summary"}
-    out = {}
-    for entity in entities:
-        name, n = entity[:31], 1
-        while name.lower() in taken:
-            n += 1
-            name = f"{entity[:31 - len(f' ({n})')]} ({n})"
-        taken.add(name.lower())
-        out[entity] = name
-    return out
-
-
-def write_workbook(frames: dict[str, pd.DataFrame], path: Path) -> None:
-    """One Excel workbook: a sheet per entity (header frozen, filters on, ids and every text kept as
-    text, numbers as numbers) and a `summary` sheet counting each decision's values."""
-    xlsxwriter = need("xlsxwriter")
-
-    sheets = sheet_names(list(frames))
-    too_big = {e: len(f) for e, f in frames.items() if len(f) > XLSX_ROWS}
-    if too_big:
-        raise _not_a_workbook(f"an Excel sheet holds at most {XLSX_ROWS:,} rows; "
-                              + ", ".join(f"{e} has {n:,}" for e, n in too_big.items()),
-                              "use --output-format csv or parquet for this many", path)
-    cells = {e: [_cell_texts(f[c]) for c in f.columns] for e, f in frames.items()}
-    for entity, columns in cells.items():
-        for name, values in zip(frames[entity].columns, columns):
-            long = next((r for r, v in enumerate(values) if too_long_for_a_cell(v)), None)
-            if long is not None:  # Excel's own limit: XlsxWriter would cut the text, an id included
-                key = frames[entity].iloc[long, 0]
-                raise _not_a_workbook(f"{entity} {key if len(str(key)) <= 40 else str(key)[:40] + '…'}: its `{name}` "
-                                      f"holds {excel_length(values[long]):,} characters, and an Excel cell holds at "
-                                      f"most {CELL_CHARS:,}", "use --output-format csv, parquet or jsonl, which keep "
-                                      "every character", path)
-    # text that looks like a formula or a link stays text: policies' texts are never Excel's to run
-    book = xlsxwriter.Workbook(str(path), {"constant_memory": True, "strings_to_formulas": False,
-                                           "strings_to_urls": False, "strings_to_numbers": False})
-    book.set_properties({"created": datetime(2000, 1, 1, tzinfo=timezone.utc)})  # the same run, the same bytes
-    bold = book.add_format({"bold": True})
-    summary = book.add_worksheet("summary")
-    rows: list[list[Any]] = [["entity", "decision", "value", "count", "share"]]
-    for entity, frame in frames.items():
-        sheet = book.add_worksheet(sheets[entity])
-        columns = [str(c) for c in frame.columns]
-        sheet.write_row(0, 0, columns, bold)
-        for r in range(len(frame)):
-            for c, values in enumerate(cells[entity]):
-                v = values[r]
-                if isinstance(v, str):
-                    sheet.write_string(r + 1, c, v)
-                elif v is not None:
-                    sheet.write(r + 1, c, v)
-        sheet.freeze_panes(1, 0)
-        sheet.autofilter(0, 0, max(len(frame), 1), max(len(columns) - 1, 0))
-        for c, name in enumerate(columns):
-            sheet.set_column(c, c, 48 if name.endswith("_because") else max(10, min(24, len(name) + 2)))
-        for decision, column in _decision_columns(columns):
-            values = pd.Series(_cell_texts(frame[column]), dtype=object).fillna("(none)").astype(str)
-            for value, n in values.value_counts(sort=False).sort_index().items():
-                rows.append([entity, decision, value, int(n), n / len(frame)])
-    percent = book.add_format({"num_format": "0.0%"})
-    for r, row in enumerate(rows):
-        summary.write_row(r, 0, row[:4], bold if r == 0 else None)
-        summary.write(r, 4, row[4], bold if r == 0 else percent)
-    summary.freeze_panes(1, 0)
-    summary.autofilter(0, 0, max(len(rows) - 1, 1), 4)
-    summary.set_column(0, 2, 18)
-    book.close()
+            write_texts(fh, [pc.binary_join_element_wise(*parts, pa.scalar("", pa.large_string()))])
 
 
 def write_frame(frame: pd.DataFrame, path: Path, fmt: str, bom: bool = False) -> Written:

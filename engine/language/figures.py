@@ -174,3 +174,20 @@ def reader(locale: str | None = None) -> Reader:
     agrees = all(built._fixed(x, d, p) == slow._fixed(x, d, p)
                  for x in _PROBES for d in (None, 0, 1, 2) for p in (False, True))
     return built if agrees else slow
+
+
+def excel_format(unit: Unit | None = None) -> str:
+    """The Excel number format of a unit, from the same definition as `Reader.number`: money
+    `#,##0.00` (its shown decimals), a percentage `0.0%`, a count `#,##0`, a plain number `General`
+    (`#,##0.00` where it declares decimals). The codes are Excel's locale-neutral ones: Excel shows
+    them with the reader's own grouping and decimal marks. Money carries no symbol: the column's
+    label says the currency (`Reader.label`)."""
+    unit = unit or Unit()
+    decimals = unit.shown_decimals
+    fraction = "." + "0" * decimals if decimals else ""
+    if unit.kind == PERCENT:
+        return f"0{fraction}%"
+    if unit.kind in (MONEY, COUNT) or decimals is not None:
+        return f"#,##0{fraction}"
+    # a plain number shows what it holds; `#,##0.###` would end whole numbers in a bare point ("7.")
+    return "General"

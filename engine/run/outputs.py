@@ -16,6 +16,7 @@ from ..batch.evaluate import EntityResult
 from ..batch.explain import output_chunks
 from ..batch.facts import file_sha256
 from ..batch.result import RunResult
+from ..batch.workbook_out import run_sheets
 from ..batch.write import OUTPUT_FORMATS, OutputTarget, Written, fault_point, write_chunks
 from ..language.plan import Plan
 from ..language.version import __version__
@@ -162,10 +163,13 @@ def write_run(result: RunResult, inputs: dict[str, Path], target: OutputTarget, 
         target.note_history(recorder.history.path)
         recorder.commit(target.real, file_sha256(target.staged_manifest))
 
+    # a workbook shows, beside the decisions, the facts and figures they read, the measures and the run
+    run = run_sheets(result, records, recorder.period if recorder is not None else None) if fmt == "xlsx" else None
     try:
         paths = target.commit(frames, fmt, make_manifest, extra_files, on_file,
                               before_swap=before_swap if recorder is not None else None, bom=bom,
-                              staged_outputs=staged, after_swap=recorder.finish if recorder is not None else None)
+                              staged_outputs=staged, after_swap=recorder.finish if recorder is not None else None,
+                              run=run)
         return {**paths, **{o["entity"]: target.out / o["path"] for o in staged}}
     except BaseException:
         if recorder is not None:

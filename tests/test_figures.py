@@ -100,6 +100,9 @@ def test_the_shipped_policies_say_what_their_numbers_are():
     quote = units_of(ps, "quote")
     assert quote["floor_price"].kind == MONEY  # money times a rate
     assert quote["shortfall_share"].kind == PERCENT
+    prospect = units_of(ps, "prospect")
+    assert prospect["strategic_value"].kind == "number"  # 0.35 * a count: its decimals show (2.4, not 2)
+    assert prospect["fit"].kind == COUNT  # min() of two whole-number facts
     assert ps.locale == "en_US"
 
 

@@ -53,6 +53,14 @@ def _merge(a: Unit | None, b: Unit | None) -> Unit | None:
     return PLAIN
 
 
+def _whole(unit: Unit | None, other: Node) -> Unit | None:
+    """A count stays a count next to a whole number; next to a fraction (`0.35 * referrals`) it is
+    a plain number, whose decimals show."""
+    if unit is not None and unit.kind == COUNT and not (isinstance(other, Num) and float(other.value).is_integer()):
+        return PLAIN if isinstance(other, Num) else unit
+    return unit
+
+
 def infer(node: Node | None, known: Mapping[str, Unit]) -> Unit | None:
     """The unit of an expression, from the units of the names it reads; None for a bare number
     (which takes the unit of what it is combined with) and for anything that is not a number."""
@@ -65,14 +73,14 @@ def infer(node: Node | None, known: Mapping[str, Unit]) -> Unit | None:
     if isinstance(node, Arith):
         left, right = infer(node.left, known), infer(node.right, known)
         if node.op in "+-":
-            return _merge(left, right)
+            return _merge(_whole(left, node.right), _whole(right, node.left))
         if node.op == "*":
             if left is None or right is None:
-                return left or right
+                return _whole(left, node.right) if right is None else _whole(right, node.left)
             money = [u for u in (left, right) if u.kind == MONEY]
             return money[0] if len(money) == 1 else left if left == right and left.kind == PERCENT else PLAIN
-        if right is None:  # money / 12 is still money
-            return left
+        if right is None:  # money / 12 is still money; a count / 12 is not a count
+            return _whole(left, Num(0.5))
         if left is not None and left.kind == right.kind and left.kind in (MONEY, COUNT):
             return Unit(PERCENT)  # a part of a whole of the same kind
         if left is not None and left.kind == MONEY and right.kind == COUNT:

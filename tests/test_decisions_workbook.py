@@ -104,7 +104,7 @@ def test_each_sheet_is_one_table_of_the_decisions_then_the_facts_and_figures(shi
     assert [c.value for c in book["quote"][1]] == [
         "quote id", "approval", "approval: rule", "approval: why", "customer id", "list price (CN¥)",
         "quoted price (CN¥)", "tier", "floor ratio", "floor price (CN¥)", "gap (CN¥)", "shortfall (CN¥)",
-        "shortfall share (%)", "escalation band"]
+        "shortfall share", "escalation band"]
 
 
 def test_cells_are_typed_and_formatted_by_their_unit(shipped):
@@ -116,9 +116,9 @@ def test_cells_are_typed_and_formatted_by_their_unit(shipped):
     features = result.features("customer").iloc[0]
     assert row["revenue (CN¥)"].value == facts["revenue"] and row["revenue (CN¥)"].number_format == "#,##0.00"
     assert row["profit (CN¥)"].data_type == "n" and row["profit (CN¥)"].number_format == "#,##0.00"
-    assert row["profit share (%)"].value == features["profit_share"]
-    assert row["profit share (%)"].number_format == "0.0%"
-    assert row["revenue growth (%)"].number_format == "0.0%"
+    assert row["profit share"].value == features["profit_share"]
+    assert row["profit share"].number_format == "0.0%"
+    assert row["revenue growth"].number_format == "0.0%"
     assert row["orders 12m"].number_format == "#,##0" and row["orders 12m"].value == facts["orders_12m"]
     assert row["value score"].number_format == "#,##0.00"  # `units: value_score: {decimals: 2}`
     assert row["tenure years"].number_format == "General"

@@ -196,7 +196,7 @@ def entity_columns(entity: str, frame: pd.DataFrame, run: RunSheets | None, rd: 
     the output table), then the facts, joined values and derived figures. Headers are the policies'
     words: a decision's description where it is a short label, else its name as words; a decision's
     rule and reason `tier: rule`, `tier: why`; a figure's name as words, with its unit's currency
-    (`profit (CN¥)`) or `(%)`. Headers are unique (Excel compares them without regard to case)."""
+    (`profit (CN¥)`). Headers are unique (Excel compares them without regard to case)."""
     ps = run.policy_set if run is not None else None
     units = units_of(ps, entity) if ps is not None and entity in ps.entities else {}
     if descriptions is None:

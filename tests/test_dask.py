@@ -71,6 +71,7 @@ def _generated(client, tmp_path: Path, customers: int, partitions: int, tie_rows
     return pl, done, result
 
 
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 def test_generated_partitions_give_the_pandas_outputs(client, tmp_path):
     # ranges of 500 sorted values and buckets of 500 keys: every population call and join crosses
     # many ranges, and the tie groups sit across range boundaries' reach

@@ -123,6 +123,7 @@ def _amounts(line: str, group: str, decimal: str) -> dict[str, float]:
     return {k: float(v.replace(group, "").replace(decimal, ".")) for k, v in pairs}
 
 
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 def test_diff_writes_its_figures_for_the_readers_locale(tighter: Path):
     doc = json.loads(kam_here("diff", "policies", "--base", str(tighter), "--format", "json").stdout)
     changed = [d for d in doc["decisions"] if d["changed"]]

@@ -223,6 +223,7 @@ def test_the_reasons_read_back_from_the_history_are_the_output_files_texts(recor
                     assert got == out[column].to_dict(), (period, entity, column)
 
 
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 def test_kam_history_shows_the_path_of_a_held_customer(recorded):
     held = decisions(recorded, "2026-10")
     key = held[held["tier_rule"] == "key-account-held"]["customer_id"].iloc[0]
@@ -445,6 +446,7 @@ def test_a_second_writer_is_refused_while_a_run_records(recorded, tmp_path):
     assert r.returncode == 2 and "in use by another kam process" in r.stderr
 
 
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 def test_a_policy_change_between_periods_is_recorded_and_said(recorded, tmp_path):
     folder = tmp_path / "changed"
     folder.mkdir()
@@ -498,6 +500,7 @@ def test_the_manifest_says_where_the_run_was_recorded(recorded):
     assert "history" in manifest["timings_seconds"]
 
 
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 def test_stream_reads_the_previous_period_from_the_history(recorded, tmp_path):
     out = decisions(recorded, "2026-11")
     key = out[(out["tier"] == "A") & (out["tier_rule"] == "key-account")]["customer_id"].iloc[0]

@@ -119,6 +119,7 @@ def three_periods(tmp_path_factory) -> Path:
     return history
 
 
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 def test_kam_report_shows_who_moved_and_who_left_since_the_previous_period(tmp_path, three_periods):
     """The matrix has a (gone) column with the money `kam changes` gives for those who left (7 tier-A
     customers with 1,034,111.10 of profit were missing from the report)."""
@@ -153,6 +154,7 @@ def test_kam_report_shows_who_moved_and_who_left_since_the_previous_period(tmp_p
     assert r.returncode == 2 and "is a folder" in r.stderr
 
 
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 def test_a_very_long_value_does_not_widen_the_page(tmp_path):
     """A 20,000-character region made the report 186,612 pixels wide: labels are cut in the charts and
     tables, and a long run of characters may break."""
@@ -196,6 +198,7 @@ def test_an_empty_portfolio_renders_quietly(tmp_path):
 FIGURE = {"en_US": r"-?\d{1,3}(,\d{3})*(\.\d{1,2})?%?", "de_DE": r"-?\d{1,3}(\.\d{3})*(,\d{1,2})?(\xa0%)?"}
 
 
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 def test_a_controller_finds_any_customer_and_reads_every_figure(tmp_path, three_periods):
     """Items a controller ties out: every figure in a table is formatted (no raw float), charts are
     images with a title and a summary, headings have a scope, the page fits a phone, and a customer

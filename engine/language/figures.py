@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import decimal
 import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -30,7 +31,12 @@ _PROBES = (0.0, -0.0, 0.001, -0.001, 0.005, 0.015, 1.005, 2.5, 3.5, 7, -7, 12.5,
 
 def known_locale(name: str) -> bool:
     """Whether CLDR (through Babel) has this locale (`zh_CN`, `de-DE`, `fr`)."""
-    from babel import Locale, UnknownLocaleError
+    from babel import Locale, UnknownLocaleError, localedata
+
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):  # a name, never a path into Babel's data folder
+        return False
+    if localedata.exists(name.replace("-", "_")):  # a file of CLDR's: no need to load it (kam check starts light)
+        return True
 
     try:
         Locale.parse(name.replace("-", "_"))

@@ -188,6 +188,7 @@ def _differential(examples: int):
     return check
 
 
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 def test_dask_agrees_on_random_policies(client, tmp_path_factory):
     """Random policies of the differential generator (population functions of population functions,
     ties, `by=` groups, every hit policy), their rows cut into random partitions and ranges of two rows."""
@@ -311,6 +312,7 @@ def test_a_dask_run_shows_its_progress_and_a_reachable_dashboard(tmp_path):
     assert m["engine"]["scheduler"] == "local (1 worker of 2 threads, 2GiB each)"
 
 
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 def test_a_scheduler_is_found_by_file_and_by_dask_configuration(client, tmp_path):
     data = tmp_path / "data"
     dask_data.make(data, 3_000, 3)

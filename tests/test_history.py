@@ -275,6 +275,7 @@ def test_a_period_is_recorded_once_unless_replaced(recorded, tmp_path):
 # before the history's transaction ends, inside it, and after the swap (the output set's own stages
 # are killed in test_write.py)
 # (killed after the swap: see test_the_history_and_the_output_folder_never_disagree_after_a_kill)
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 @pytest.mark.parametrize("point, recorded_after", [("staged-file", False), ("history-recorded", False)])
 def test_a_killed_run_leaves_the_history_without_the_period_or_with_all_of_it(recorded, tmp_path, point,
                                                                            recorded_after):

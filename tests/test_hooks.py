@@ -21,6 +21,7 @@ def run_hook(hook_id: str, repo: Path, args: list[str] | None = None):
     return kam(*entry[1:], *(hook["args"] if args is None else args), cwd=repo)
 
 
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 @pytest.mark.parametrize("layout", ["policies-folder", "top-level"])
 def test_hooks_pass_and_fail_in_a_policy_repository(tmp_path: Path, layout: str):
     repo = tmp_path / "repo"

@@ -161,6 +161,7 @@ def test_start_up_with_2000_customers_answers_the_first_event(tmp_path: Path, ca
     assert json.loads(first)["id"] == "005945"
 
 
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 def test_state_resumes_without_losing_or_repeating(tmp_path: Path, calibration: Path):
     events = updates(20, seed=5)
     whole = kam("stream", str(write_events(tmp_path / "all.jsonl", events)), "--calibration", str(calibration),
@@ -204,6 +205,7 @@ def test_durable_backend_refuses_quotas_at_plan_time(tmp_path: Path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 def test_run_and_explain_with_the_durable_backend(tmp_path: Path, calibration: Path):
     pandas_out, durable_out = tmp_path / "p", tmp_path / "d"
     assert kam_here("run", "--entity", "quote", "--out", str(pandas_out), "-q").returncode == 0

@@ -169,6 +169,7 @@ def test_formats_carry_the_same_values(tmp_path):
     assert parquet["x"][0] == 0.000000000012 and list(parquet["tags"][0]) == ["loyal", "big-profitable"]
 
 
+@pytest.mark.slow  # the default suite keeps to 2 minutes; CI runs it with the slow ones
 def test_kam_run_killed_while_writing_keeps_the_previous_set(tmp_path):
     out = tmp_path / "out"
     args = ("run", "--policies", str(ROOT / "policies"), "--data", str(ROOT / "examples"), "--out", str(out), "-q")

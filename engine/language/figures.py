@@ -37,7 +37,6 @@ def known_locale(name: str) -> bool:
         return False
     if localedata.exists(name.replace("-", "_")):  # a file of CLDR's: no need to load it (kam check starts light)
         return True
-
     try:
         Locale.parse(name.replace("-", "_"))
     except (UnknownLocaleError, ValueError, TypeError):

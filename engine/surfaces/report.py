@@ -425,9 +425,9 @@ def _losses_table(pg: Page, c: pd.DataFrame) -> str:
                     + note, units=units, labels=labels, row_head=True)
 
 
-def _value_caption(decision: str, value: str, shown: int, total: int, sort_by: str | None) -> str:
+def _value_caption(pg: Page, entity: str, value: str, shown: int, total: int, sort_by: str | None) -> str:
     order = f"with the largest {sort_by.replace('_', ' ')}" if sort_by else "first by id"
-    return f"{decision.replace('_', ' ')} → {value}: the {shown} {order}, of {total:,}"
+    return f"{entity}s decided “{value}”: the {shown} {order}, of {pg.count(total)}"
 
 
 def _counts_section(pg: Page, entity: str, frame: pd.DataFrame, section: str, title: str, decision: str,
@@ -471,8 +471,8 @@ def _counts_section(pg: Page, entity: str, frame: pd.DataFrame, section: str, ti
             part = part.sort_values(sort_by, ascending=False, kind="stable")
         cols = [c for c in who if c in part]
         if cols:
-            tables += pg.table(part[cols].head(TOP), _value_caption(decision, value, min(TOP, len(part)), len(part),
-                                                                    sort_by), entity=entity)
+            tables += pg.table(part[cols].head(TOP), _value_caption(pg, entity, value, min(TOP, len(part)),
+                                                                    len(part), sort_by), entity=entity)
     return (f'<section id="{section}"><h2>{html.escape(title)}</h2>'
             f'{_figure_html(section, _svg(fig, title, summary), caption)}{tables}</section>')
 

@@ -286,6 +286,18 @@ def test_every_bad_cell_is_named_at_once(folder):
         ["params!C3", "tier!B5", "tier!C6"]
 
 
+def test_an_edit_in_a_hidden_sheet_is_refused(folder):
+    """A reviewer opening the workbook in Excel cannot see a hidden sheet: its edit was taken silently."""
+    book = edit(export(folder), {"tier!C5": "B"})
+    wb = openpyxl.load_workbook(book)
+    wb["tier"].sheet_state = "hidden"
+    wb.save(book)
+    before = files(folder)
+    r = imp(book, folder)
+    assert r.returncode == 2 and "sheet 'tier'" in r.stderr and "is hidden" in r.stderr
+    assert files(folder) == before
+
+
 def test_a_check_error_exits_1_located_in_the_yaml_and_the_workbook(folder):
     before = files(folder)
     r = imp(edit(export(folder), {"tier!B5": "value_positon >= important_from"}), folder)

@@ -95,6 +95,7 @@ def test_the_shipped_policies_say_what_their_numbers_are():
     assert customer["value_score"] == Unit("number", None, 2)  # the policy's `units:`
     assert customer["orders_12m"].kind == COUNT  # a whole-number fact
     assert customer["customers"].kind == COUNT  # count()
+    assert customer["key_accounts"].kind == COUNT  # sum(if(tier == 'A', 1, 0))
     assert customer["key_account_profit_share"].kind == PERCENT  # money / money
     assert customer["profit_lost_to_loss_makers"].kind == MONEY  # a sum of money
     quote = units_of(ps, "quote")
@@ -119,6 +120,9 @@ def _policy(tmp_path: Path, head: str, facts: str = "  x: {type: number}\n") -> 
     ("", "  x: {type: number, currency: EUR}\n", "`currency` goes with `unit: money`"),
     ("units:\n  y: percent\n", "  x: {type: number}\n", "`units` names `y`"),
     ("", "  x: {type: number, unit: dollars}\n", "dollars"),
+    ("currency: BTC\n", "  x: {type: number}\n", "`currency: BTC` is not a currency code"),
+    ("units:\n  y: {unit: percent, currency: EUR}\nderive:\n  y: x * 2\n", "  x: {type: number}\n",
+     "`currency` goes with `unit: money`"),
 ])
 def test_units_and_locales_that_cannot_be_shown_are_check_errors(tmp_path, head, facts, message):
     with pytest.raises(PolicyError) as err:
@@ -140,3 +144,24 @@ def test_the_fast_path_is_taken_where_it_agrees_with_babel(locale):
     # the reader falls back to Babel value by value where its own path disagrees on the probes; the
     # properties above then test Babel against itself, so the common locales must be on the fast path
     assert reader(locale)._fast
+
+
+def test_any_float_is_written_and_short_forms_fall_back_to_grouped_digits():
+    r = reader("en_US")
+    assert r.number(1e26, Unit(MONEY, "CNY", 2)) == "100,000,000,000,000,000,000,000,000.00"  # quantize failed
+    assert r.number(-1.7e308, Unit(MONEY)).startswith("-170,000,000")
+    de = reader("de_DE")
+    assert de.compact(100_000) == "100.000"  # Babel's de compact form would be the bare 100000
+    assert de.compact(-12_345, Unit(MONEY, "CNY")) == "-12.345\xa0CN¥"  # where de writes the currency
+    assert reader("zh_CN").compact(123_456) == "12.3万"
+
+
+def test_one_fact_with_two_currencies_is_a_check_error(tmp_path):
+    """Two policies gave `profit` CNY and USD: the report labelled one figure with either."""
+    _policy(tmp_path, "currency: CNY\n", "  x: {type: number, unit: money}\n")
+    (tmp_path / "q.yaml").write_text((tmp_path / "p.yaml").read_text().replace("policy: p", "policy: q")
+                                     .replace("CNY", "USD").replace("  d:", "  d2:"), encoding="utf-8")
+    with pytest.raises(PolicyError, match="fact-unit-conflict|is money in USD here but money in CNY"):
+        compile_policies(tmp_path)
+    (tmp_path / "q.yaml").write_text((tmp_path / "q.yaml").read_text().replace("USD", "CNY"), encoding="utf-8")
+    assert compile_policies(tmp_path).checked.policy_set.locale is None

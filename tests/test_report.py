@@ -321,3 +321,26 @@ def test_above_the_search_limit_the_page_says_where_to_look(monkeypatch):
     text = report.render(result)
     assert "2,000 customers are too many to search in this page" in text and "<code>kam explain ID</code>" in text
     assert "among 3,000 quotes, 500 prospects" not in text and "among 500 prospects" in text
+
+
+@pytest.mark.parametrize("profits, revenue", [([-100.0] * 30, None), ([100.0, -100.0] * 5, None),
+                                             ([50.0] * 50, 1e26)])
+def test_a_portfolio_without_profit_to_share_or_with_huge_money_renders(tmp_path, profits, revenue):
+    """A report of customers who together lose money (the Pareto line is then undefined) crashed with
+    `cannot convert float NaN to integer`; a revenue of 1e26 crashed the money format."""
+    customers = pd.read_csv(ROOT / "examples" / "customers.csv", dtype=str).head(len(profits))
+    customers["profit"] = profits
+    if revenue is not None:
+        customers.loc[0, "revenue"] = repr(revenue)
+    customers.to_csv(tmp_path / "customers.csv", index=False)
+    inputs = ["--input", f"customer={tmp_path / 'customers.csv'}"]
+    for entity in ("prospect", "quote"):
+        header = (ROOT / "examples" / f"{entity}s.csv").read_text(encoding="utf-8").splitlines()[0]
+        (tmp_path / f"{entity}s.csv").write_text(header + "\n", encoding="utf-8")
+        inputs += ["--input", f"{entity}={tmp_path / f'{entity}s.csv'}"]
+    r = kam_here("report", *inputs, "-o", str(tmp_path / "report.html"))
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Traceback" not in r.stderr and 'data-figure="loss_makers"' in text
+    if revenue is not None:
+        assert re.search(r">100(,\d{3}){8}\.\d\d<", text.replace("<wbr>", ""))  # the revenue in full

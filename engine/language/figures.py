@@ -25,6 +25,9 @@ from .numbers import MISSING_TEXT
 from .units import COUNT, MONEY, PERCENT, Unit
 
 DEFAULT_LOCALE = "en_US"
+# digits enough for any float written out in full (1.8e308 with 12 decimals): the default context's
+# 28 made quantize fail on 1e26
+_WIDE = decimal.Context(prec=400, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
 _PROBES = (0.0, -0.0, 0.001, -0.001, 0.005, 0.015, 1.005, 2.5, 3.5, 7, -7, 12.5, 999.995, 1234.5, -1234.5,
            12345.678, 123456.7, 1234567.891, -12345678.9, 123456789012.5, 1e15, 0.2195, -0.5)
 
@@ -83,11 +86,27 @@ class Reader:
             return MISSING_TEXT
         unit = unit or Unit()
         if unit.kind in (PERCENT, COUNT) or abs(value) < 10_000:
-            text = self.number(value, unit if unit.kind != MONEY else Unit(MONEY, unit.currency, 0))
-            return f"{self.currency_symbol(unit.currency)}{text}" if unit.kind == MONEY and unit.currency else text
+            return self._whole(value, unit)
         if unit.kind == MONEY and unit.currency:
-            return format_compact_currency(value, unit.currency, locale=self.locale, fraction_digits=1)
-        return format_compact_decimal(value, locale=self.locale, fraction_digits=1)
+            text = format_compact_currency(value, unit.currency, locale=self.locale, fraction_digits=1)
+        else:
+            text = format_compact_decimal(value, locale=self.locale, fraction_digits=1)
+        # a locale without a short form at this size (de writes 10000): in full, grouped
+        return self._whole(value, unit) if re.search(r"\d{5}", text) else text
+
+    def _whole(self, value: float, unit: Unit) -> str:
+        """A figure without decimals; money with its currency where the locale writes it (`CN¥12,345`,
+        `12.345 CN¥`)."""
+        from babel import Locale
+        from babel.numbers import format_currency
+
+        if unit.kind != MONEY:
+            return self.number(value, unit)
+        if not unit.currency:
+            return self.number(value, Unit(MONEY, None, 0))
+        pattern = Locale.parse(self.locale).currency_formats["standard"].pattern.split(";")[0]
+        return format_currency(value, unit.currency, format=re.sub(r"\.0+", "", pattern), locale=self.locale,
+                               currency_digits=False)
 
     def label(self, text: str, unit: Unit | None = None) -> str:
         """A column or axis label with the currency its money is in: `profit (CN¥)` (shares and counts
@@ -111,17 +130,18 @@ class Reader:
     def _fixed(self, x: float, decimals: int | None, percent: bool = False) -> str:
         if not self._fast:
             return self._babel(x, decimals, percent)
-        d = decimal.Decimal(repr(x))
+        d = decimal.Decimal(repr(x))  # exact: a float has at most 17 significant digits
         if percent:
             d = d.scaleb(2)
         negative = d.is_signed()
         d = abs(d)
         if decimals is None:  # up to 3 decimals, trailing zeros dropped (CLDR's #,##0.###)
-            text = format(d.quantize(decimal.Decimal("0.001"), rounding=decimal.ROUND_HALF_EVEN), "f")
+            text = format(d.quantize(decimal.Decimal("0.001"), rounding=decimal.ROUND_HALF_EVEN, context=_WIDE), "f")
             if "." in text:
                 text = text.rstrip("0").rstrip(".")
         else:
-            text = format(d.quantize(decimal.Decimal(1).scaleb(-decimals), rounding=decimal.ROUND_HALF_EVEN), "f")
+            text = format(d.quantize(decimal.Decimal(1).scaleb(-decimals), rounding=decimal.ROUND_HALF_EVEN,
+                                     context=_WIDE), "f")
         whole, _, frac = text.partition(".")
         out = self._grouped(whole) + (self._decimal + frac if frac else "")
         if percent:

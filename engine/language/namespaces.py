@@ -6,6 +6,11 @@ from __future__ import annotations
 from .errors import Location, Problem, did_you_mean
 from .model import Fact, PolicySet
 from .types import UNKNOWN, Namespace, Symbol, Type, decision_type, fact_type, param_type
+from .units import Unit, declared as declared_unit
+
+
+def _unit_words(unit: Unit) -> str:
+    return f"{unit.kind} in {unit.currency}" if unit.currency else unit.kind
 
 
 class NamespaceBuilder:
@@ -42,8 +47,16 @@ class NamespaceBuilder:
             self.namespaces[entity] = ns
             keys = []
             declared: dict[str, Fact] = {}
+            shown: dict[str, tuple[Unit, Fact]] = {}
             for p in self.ps.of_entity(entity):
                 for f in p.facts:
+                    unit = declared_unit(f, p.currency) if f.unit is not None else None
+                    if unit is not None:
+                        was, where = shown.setdefault(f.name, (unit, f))
+                        if was != unit:  # the report would label one figure with two currencies
+                            self.error("fact-unit-conflict", f"fact `{f.name}` is {_unit_words(unit)} here but "
+                                       f"{_unit_words(was)} at {where.loc}", f.loc,
+                                       "declare its `unit:` and currency the same way in every policy that reads it")
                     self.declare(ns, Symbol(f.name, "fact", fact_type(f), f.loc))
                     seen = declared.setdefault(f.name, f)
                     if seen.decimals != f.decimals and seen.type == f.type:

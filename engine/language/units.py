@@ -61,6 +61,15 @@ def _whole(unit: Unit | None, other: Node) -> Unit | None:
     return unit
 
 
+def _ones(node: Node) -> bool:
+    """Whether an expression is only ever a whole number written out: `1`, `if(x, 1, 0)`."""
+    if isinstance(node, Num):
+        return float(node.value).is_integer()
+    if isinstance(node, Call) and node.func == "if" and len(node.args) == 3:
+        return _ones(node.args[1]) and _ones(node.args[2])
+    return False
+
+
 def infer(node: Node | None, known: Mapping[str, Unit]) -> Unit | None:
     """The unit of an expression, from the units of the names it reads; None for a bare number
     (which takes the unit of what it is combined with) and for anything that is not a number."""
@@ -101,6 +110,8 @@ def infer(node: Node | None, known: Mapping[str, Unit]) -> Unit | None:
             for u in units:
                 out = _merge(out, u)
             return out
+        if node.func == "sum" and node.args and infer(node.args[0], known) is None and _ones(node.args[0]):
+            return Unit(COUNT)  # sum(if(tier == 'A', 1, 0)) counts
         if node.func in _SAME_AS_ARGUMENT:
             out = None
             for a in node.args if node.func in ("coalesce", "min", "max") else node.args[:1]:

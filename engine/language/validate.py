@@ -328,11 +328,35 @@ def _semantic_problems(doc: LocatedDoc) -> list[Problem]:
                                     "measure of this policy", doc.key_loc(("units", u_name)),
                                     did_you_mean(str(u_name), sorted(named)) or
                                     "facts and outputs say their unit where they are declared"))
+    for u_name, u in (doc.data.get("units") or {}).items():
+        if isinstance(u, dict) and "currency" in u and u.get("unit") != "money":
+            problems.append(Problem("schema", "`currency` goes with `unit: money`",
+                                    doc.key_loc(("units", u_name, "currency")), "add `unit: money`, or remove it"))
+    problems += _currency_problems(doc)
     locale = doc.data.get("locale")
     if isinstance(locale, str) and not known_locale(locale):
         problems.append(Problem("schema", f"`locale: {locale}` is not a locale kam knows", doc.loc(("locale",)),
                                 "a language and a country, e.g. en_US, zh_CN, de_DE, fr_FR"))
     return problems
+
+
+def _currency_problems(doc: LocatedDoc) -> list[Problem]:
+    """Every currency a policy names is one ISO 4217 knows (CNY, EUR, USD), so its symbol can be shown."""
+    from babel.numbers import is_currency
+
+    data = doc.data
+    named: list[tuple[tuple[Any, ...], Any]] = [(("currency",), data.get("currency"))]
+    named += [(("facts", n, "currency"), f.get("currency")) for n, f in (data.get("facts") or {}).items()
+              if isinstance(f, dict)]
+    named += [(("units", n, "currency"), u.get("currency")) for n, u in (data.get("units") or {}).items()
+              if isinstance(u, dict)]
+    for d_name, d in (data.get("decisions") or {}).items():
+        outputs = d.get("outputs", {d_name: d}) if isinstance(d, dict) else {}
+        named += [(("decisions", d_name) + (("outputs", o_name) if "outputs" in d else ()) + ("currency",),
+                   o.get("currency")) for o_name, o in outputs.items() if isinstance(o, dict)]
+    return [Problem("schema", f"`currency: {code}` is not a currency code ISO 4217 knows", doc.loc(path),
+                    "e.g. CNY, EUR, USD, JPY")
+            for path, code in named if isinstance(code, str) and not is_currency(code)]
 
 
 def _unit_problems(doc: LocatedDoc, spec: dict[str, Any], path: tuple[Any, ...], kind: str) -> list[Problem]:

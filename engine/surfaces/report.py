@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..batch.extras import need
 from ..history.questions import GONE, NEW
-from ..language.figures import Reader, reader
+from ..language.figures import DEFAULT_LOCALE, Reader, reader
 from ..language.units import COUNT, MONEY, PERCENT, PLAIN, Unit, units_of
 from ..language.version import __version__
 from .revision import folder_revision
@@ -67,7 +67,8 @@ class Page:
 
     def __init__(self, result: "RunResult", locale: str | None):
         self.ps = result.plan.checked.policy_set
-        self.r: Reader = reader(locale or self.ps.locale)
+        self.locale = locale or self.ps.locale or DEFAULT_LOCALE  # as the reader named it (zh_CN, not zh_Hans_CN)
+        self.r: Reader = reader(self.locale)
         self.units = {e: units_of(self.ps, e) for e in result.frames_in}
         self.money = Unit(MONEY)
         customer = self.units.get("customer", {})
@@ -107,8 +108,9 @@ class Page:
             unit = units.get(c) or (self.unit(entity, c) if entity else None)
             numeric = pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
             heads.append((text, unit if numeric else None, numeric))
-        head = "".join(f'<th scope="col"{" class=n" if n else ""}>{_wrap(_cut(t, CELL_CHARS))}</th>'
-                       for t, _, n in heads)
+        why = [str(c).endswith("_because") for c in frame.columns]  # a reason keeps a readable width on a phone
+        head = "".join(f'<th scope="col"{" class=n" if n else " class=why" if w else ""}>{_wrap(_cut(t, CELL_CHARS))}'
+                       '</th>' for (t, _, n), w in zip(heads, why))
         rows = []
         for row in frame.itertuples(index=False):
             cells = []
@@ -118,7 +120,8 @@ class Page:
                 cells.append(f'<{tag}{" class=n" if figure else ""}>{_wrap(_cut(text, CELL_CHARS))}</{tag.split()[0]}>')
             rows.append("<tr>" + "".join(cells) + "</tr>")
         cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-        return (f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
+        small = " small" if len(frame) <= 12 else ""  # printed on one page with its caption
+        return (f'<div class="scroll{small}"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
                 '</table></div>')
 
     def pct(self, x: float, decimals: int = 1) -> str:
@@ -277,7 +280,7 @@ def _pareto_section(pg: Page, c: pd.DataFrame) -> str:
                   pg.r.compact(figs["loss_profit"], money)),
     ])
     agree = ""
-    if line is not None:  # the chart's line and the card count the same way: say so, or say why not
+    if line is not None and math.isfinite(figs["customers_for_80"]):  # the line and the card agree, or say why
         same = round(line * n) == round(figs["customers_for_80"] * n)
         at = pg.pct(key_share, 0) if key_share is not None else "its own share"
         agree = (" The policies' Pareto line (<code>in_pareto_top</code>) counts the same customers." if same else
@@ -467,12 +470,13 @@ def _counts_section(pg: Page, entity: str, frame: pd.DataFrame, section: str, ti
                            row_head=True)
     for value in agg[decision]:
         part = frame[frame[decision].astype(str) == value]
-        if sort_by and sort_by in part:
-            part = part.sort_values(sort_by, ascending=False, kind="stable")
+        ordered = sort_by if sort_by and sort_by in part and part[sort_by].nunique(dropna=False) > 1 else None
+        if ordered:
+            part = part.sort_values(ordered, ascending=False, kind="stable")
         cols = [c for c in who if c in part]
         if cols:
             tables += pg.table(part[cols].head(TOP), _value_caption(pg, entity, value, min(TOP, len(part)),
-                                                                    len(part), sort_by), entity=entity)
+                                                                    len(part), ordered), entity=entity)
     return (f'<section id="{section}"><h2>{html.escape(title)}</h2>'
             f'{_figure_html(section, _svg(fig, title, summary), caption)}{tables}</section>')
 
@@ -504,7 +508,10 @@ def _since_section(pg: Page, result: "RunResult", c: pd.DataFrame) -> str:
         .reset_index().sort_values(["customers", "before", "after"], ascending=[False, True, True], kind="stable")
     units = {"customers": Unit(COUNT), **{m: pg.unit("customer", m) for m in money}}
     labels = {"before": "tier before", "after": "tier now", **{m: pg.label("customer", m) for m in money}}
-    by_money = moved.sort_values("profit", ascending=False, key=abs, kind="stable") if "profit" in moved else moved
+    # as `kam changes` lists them: by the size of the first money fact that moved, then by id
+    first = next((f.name for f in pg.ps.facts("customer").values() if f.measure and f.name in moved), None)
+    by_money = (moved.assign(kam_size=moved[first].abs()).sort_values(["kam_size", key], ascending=[False, True],
+                                                                     kind="stable") if first else moved)
     show = [x for x in (key, "before", "after", "revenue", "profit", "tier_because") if x in moved]
     leavers = now[now["after"] == GONE]
     gone_money = ", ".join(f"{pg.label('customer', m)} "
@@ -516,7 +523,8 @@ def _since_section(pg: Page, result: "RunResult", c: pd.DataFrame) -> str:
     tables = (pg.table(matrix.reset_index(), "Customers per tier before (rows) and now (columns)",
                        units={c: Unit(COUNT) for c in matrix.columns}, row_head=True)
               + pg.table(moves, "The moves, with the money that moved", units=units, labels=labels)
-              + pg.table(by_money[show].head(TOP), "The biggest movers, by the size of their profit",
+              + pg.table(by_money[show].head(TOP), "The biggest movers, by the size of their "
+                         f"{(first or 'change').replace('_', ' ')} (as kam changes lists them)",
                          entity="customer", labels=labels))
     return (f'<section id="since"><h2>Since the previous period ({html.escape(result.past.periods[0])})</h2>{note}'
             f'{tables}</section>')
@@ -588,6 +596,20 @@ def _search_data(pg: Page, result: "RunResult", frames: dict[str, pd.DataFrame])
                 cols[because] = out[because].astype(object).where(out[because].notna(), "").astype(str).tolist()
         for m in money:
             cols[m] = pg.r.numbers(frame[m].to_numpy(dtype=float), pg.unit(entity, m))
+        gone = result.past.gone.get(entity, pd.DataFrame())
+        if len(gone) and key.name in gone:  # those who left are found too, as the page lists them
+            cols["id"] += gone[key.name].astype(str).tolist()
+            if name:
+                cols["name"] += [""] * len(gone)
+            for d in decisions:
+                cols[d.name] += [GONE] * len(gone)
+                if f"{d.name}_because" in cols:
+                    cols[f"{d.name}_because"] += [f"not in this period's facts; recorded in {result.past.periods[0]}"] \
+                        * len(gone)
+            for m in money:
+                cols[m] += pg.r.numbers(gone[m].to_numpy(dtype=float) if m in gone else np.full(len(gone), np.nan),
+                                        pg.unit(entity, m))
+            n += len(gone)
         data[entity] = {"n": n, "decisions": [d.name for d in decisions],
                         "labels": {**{d.name: d.name.replace("_", " ") for d in decisions},
                                    **{m: pg.label(entity, m) for m in money}},
@@ -678,7 +700,7 @@ figure svg{width:100%;max-width:760px;min-width:520px;height:auto;display:block}
 figcaption,.def{color:#555;font-size:.9em}.scroll{overflow-x:auto;margin:1em 0;max-width:100%}
 table{border-collapse:collapse;font-size:.85em}caption{text-align:left;font-weight:600;padding:.3em 0}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:left;vertical-align:top}thead th{background:#f3f3f3}
-tbody th{font-weight:500}.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tbody th{font-weight:500}th.why{min-width:14em}.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .note{color:#555;font-style:italic}nav ol{columns:2 14em;padding-left:1.2em}code{font-size:.95em}
 #find{font-size:1em;padding:.3em .5em;width:min(24em,100%);box-sizing:border-box}
 .entity{border:1px solid #ddd;border-radius:6px;padding:.4em .9em;margin:.6em 0}.entity h3{margin:.2em 0}
@@ -687,7 +709,8 @@ tbody th{font-weight:500}.n{text-align:right;font-variant-numeric:tabular-nums;w
 @media (max-width:600px){body{margin:1em auto;padding:0 .6em}.headline .value{font-size:1.3em}
 .entity dl{grid-template-columns:1fr}.entity dt{font-weight:600}}
 @media print{body{max-width:none;margin:0;padding:0}nav,#find-one{display:none}figure,tr,.headline{break-inside:avoid}
-h2{break-after:avoid}figure svg{min-width:0}.scroll{overflow:visible}a{color:inherit;text-decoration:none}}
+h2,caption{break-after:avoid}.scroll.small{break-inside:avoid}figure svg{min-width:0}.scroll{overflow:visible}
+a{color:inherit;text-decoration:none}}
 """
 
 
@@ -699,24 +722,25 @@ def _page_rule(title: str) -> str:
             '@bottom-right{content:"page " counter(page) " of " counter(pages);font-size:8pt;color:#555}}')
 
 
-def _header(pg: Page, result: "RunResult", title: str) -> str:
+def _header(pg: Page, result: "RunResult", title: str, period: str | None) -> str:
     ps = pg.ps
     names = ", ".join(p.name for p in ps.policies)
     revision = folder_revision(ps.directory)
     where = f"{ps.directory}" + (f", {revision}" if revision else "")
     rows = ", ".join(f"{pg.count(len(f))} {e}s" for e, f in result.frames_in.items())
-    period = ""
+    when_of = f"Period {period}" if period else "This period"
     if result.past.periods:
-        period = f" · compared with {result.past.periods[0]} from {result.past.history}"
+        when_of += f", compared with {result.past.periods[0]} (from the history {result.past.history})"
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f'<h1>{html.escape(title)}</h1><p class="meta">{html.escape(rows)}{html.escape(period)}</p>'
+    return (f'<h1>{html.escape(title)}</h1><p class="meta">{html.escape(when_of)}: {html.escape(rows)}</p>'
             f'<p class="meta">Policies: {html.escape(names)} ({html.escape(where)}; fingerprint {ps.hash[:12]})</p>'
-            f'<p class="meta">Figures in {html.escape(pg.r.locale)}; made by kam {__version__} on {when}</p>')
+            f'<p class="meta">Figures in {html.escape(pg.locale)}; made by kam {__version__} on {when}</p>')
 
 
-def render(result: "RunResult", title: str = "Key-account portfolio", locale: str | None = None) -> str:
-    """The report of one run, as one HTML page, its figures written for `locale` (default: the
-    policies' `locale:`, then en_US)."""
+def render(result: "RunResult", title: str = "Key-account portfolio", locale: str | None = None,
+           period: str | None = None) -> str:
+    """The report of one run (of `period`, where it has a name), as one HTML page, its figures
+    written for `locale` (default: the policies' `locale:`, then en_US)."""
     need("matplotlib")
     pg = Page(result, locale)
     frames = _frames(result)
@@ -777,9 +801,9 @@ def render(result: "RunResult", title: str = "Key-account portfolio", locale: st
     parts.append(("find-one", "Find a customer, prospect or quote", _search_section(pg, result, frames)))
     note = f'<p class="note">Not shown: {_words("; ".join(missing))}.</p>' if missing else ""
     toc = "".join(f'<li><a href="#{ident}">{html.escape(heading)}</a></li>' for ident, heading, _ in parts)
-    heading = title + (f" — {result.past.periods[0]} → this period" if result.past.periods else "")
+    heading = title + (f" — {period}" if period else "")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<style>{STYLE}{_page_rule(heading)}</style></head><body>{_header(pg, result, title)}'
+            f'<style>{STYLE}{_page_rule(heading)}</style></head><body>{_header(pg, result, title, period)}'
             f'<nav aria-label="Contents"><h2>Contents</h2><ol>{toc}</ol></nav>{note}'
             f'{"".join(html_ for _, _, html_ in parts)}</body></html>')

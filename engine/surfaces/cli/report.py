@@ -55,7 +55,7 @@ def report_command(policies: Path | None, data: Path | None, inputs: tuple[str, 
                                                     parse_inputs(inputs), facts=facts, history=history_path,
                                                     period=period)
         say_notes(notes)
-        page = portfolio.render(result, locale=locale)
+        page = portfolio.render(result, locale=locale, period=period)
     except KamError as exc:
         fail(exc)
         return

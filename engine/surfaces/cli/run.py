@@ -167,7 +167,8 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
         request = service.RunRequest(
             policy_folder(policies), data_folder(data, inputs), parse_inputs(inputs), out, output_format, csv_bom,
             entities, backend, facts, calibration, save_calibration, allow_violations, history_path, period, replace,
-            report_path, render_report=lambda result: report.render(result, locale=locale))
+            report_path, render_report=lambda result: report.render(result, locale=locale,
+                                                                        period=period))
         bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                        console=err, transient=True, disable=not err.is_terminal or quiet)
         with bar:

@@ -571,6 +571,10 @@ def read_wanted(cells: Cells, book: Book, tables: Tables) -> Wanted:
         cells.refuse(f"sheet {name!r}", f"({what}) is missing from {book.path.name}",
                      "a renamed or deleted sheet cannot be read back: give it its name again, or export again")
     known = {"instructions", "params", "derive", *(t.sheet for t in tables.decisions)}
+    for name in sorted((known - {"instructions"}) & book.hidden & set(book.sheets)):
+        # an edit nobody reviewing the workbook in Excel can see is not taken
+        cells.refuse(f"sheet {name!r}", "is hidden: its cells are read back into the policies, so they must be "
+                     "seen", "unhide the sheet (right-click a sheet tab, Unhide) and import again")
     cells.notes += [f"sheet {name!r} is not one kam export wrote: it was not read"
                     for name in book.sheets if name not in known and name not in book.hidden]
     params = _read_params(cells, book.sheets["params"], tables) if "params" in book.sheets else {}

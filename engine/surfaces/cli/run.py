@@ -179,7 +179,7 @@ def run(policies: Path | None, data: Path | None, inputs: tuple[str, ...], old_f
     except KamError as exc:
         fail(exc)
         return
-    _tell(done, quiet, out, history_path, period, locale)
+    _tell(done, quiet, out, history_path, period, locale, report_path)
 
 
 def _summary(plan: "Plan", counts: dict[str, Any], rows: dict[str, int], measures: dict[str, dict[str, Any]],
@@ -192,7 +192,7 @@ def _summary(plan: "Plan", counts: dict[str, Any], rows: dict[str, int], measure
 
 
 def _tell(done: "RunDone", quiet: bool, out: Path, history_path: Path | None, period: str | None,
-          locale: str | None = None) -> None:
+          locale: str | None = None, report_path: Path | None = None) -> None:
     """What a run says: the summary (standard output), warnings, notes and the files written (standard
     error); exit 1 where rows matched several rules of a unique decision (written anyway, listed)."""
     err = stderr()
@@ -218,7 +218,9 @@ def _tell(done: "RunDone", quiet: bool, out: Path, history_path: Path | None, pe
             err.print(f"note: {note}", markup=False)
         written = ", ".join(dict.fromkeys(str(p) for p in done.paths.values()))
         recorded = f"; recorded period {period} in {history_path}" if history_path is not None else ""
-        err.print(f"wrote {written} and {out / 'manifest.json'}{recorded} in {done.seconds:.2f}s", markup=False)
+        reported = f"; the report {report_path}" if report_path is not None else ""
+        err.print(f"wrote {written} and {out / 'manifest.json'}{reported}{recorded} in {done.seconds:.2f}s",
+                  markup=False)
     if conflicts:
         sys.exit(1)
 

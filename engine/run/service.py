@@ -262,17 +262,18 @@ def decide_files(pl: Plan, data: Path | None, inputs: dict[str, Path], timings: 
 def decide_with_history(policies: Path, data: Path | None, inputs: dict[str, Path], *,
                         entities: tuple[str, ...] = (), backend: str = "pandas", facts: FactsOptions | None = None,
                         calibration: Path | None = None, history: Path | None = None,
-                        period: str | None = None) -> tuple[RunResult, list[str]]:
+                        period: str | None = None, gone: bool = False) -> tuple[RunResult, list[str]]:
     """Decide every entity, previous() reading the periods of a history before `period` (nothing is
-    recorded): what `kam explain` and `kam report` show. Also gives what opening the history settled
-    (a period a stopped run left), for the surface to say."""
+    recorded): what `kam explain` and `kam report` show; with `gone`, also who was in the previous
+    period and is not in this one (the report's "since the previous period"). Also gives what opening
+    the history settled (a period a stopped run left), for the surface to say."""
     pl = compile_for_run(policies, entities)
     opened = History.open(history) if history is not None else None
     try:
         notes = list(opened.notes) if opened is not None else []
         result = decide_files(pl, data, inputs, backend=backend, facts=facts, calibration=calibration,
                               history=opened, period=check_period(period) if opened and period else None)[0]
-        if opened is not None and result.past.periods:
+        if gone and opened is not None and result.past.periods:
             _gone(opened, result)
         return result, notes
     finally:

@@ -70,9 +70,8 @@ class Page:
         self.locale = locale or self.ps.locale or DEFAULT_LOCALE  # as the reader named it (zh_CN, not zh_Hans_CN)
         self.r: Reader = reader(self.locale)
         self.units = {e: units_of(self.ps, e) for e in result.frames_in}
-        self.money = Unit(MONEY)
         customer = self.units.get("customer", {})
-        self.money = customer.get("profit", customer.get("revenue", Unit(MONEY)))
+        self.money = customer.get("profit", customer.get("revenue", Unit(MONEY)))  # the headline cards' unit
 
     def unit(self, entity: str, column: str) -> Unit:
         return self.units.get(entity, {}).get(column, PLAIN)

@@ -53,7 +53,7 @@ def report_command(policies: Path | None, data: Path | None, inputs: tuple[str, 
             raise usage("--period needs --history FILE: the history the earlier periods come from")
         result, notes = service.decide_with_history(policy_folder(policies), data_folder(data, inputs),
                                                     parse_inputs(inputs), facts=facts, history=history_path,
-                                                    period=period)
+                                                    period=period, gone=True)
         say_notes(notes)
         page = portfolio.render(result, locale=locale, period=period)
     except KamError as exc:

@@ -45,6 +45,7 @@ from ..language.version import __version__
 from .extras import need
 from .facts import CELL_CHARS, excel_length
 from .text_columns import is_list_column, list_codes, write_texts
+from .workbook import column_letters
 
 if TYPE_CHECKING:
     from ..language.model import PolicySet
@@ -527,15 +528,6 @@ def _entity_sheet(sheet: Any, entity: str, columns: list[Column], rows: int, tab
 
 # -- the rows, rendered column-wise ------------------------------------------------------------------
 
-def _column_letters(j: int) -> str:
-    letters = ""
-    j += 1
-    while j:
-        j, r = divmod(j - 1, 26)
-        letters = chr(65 + r) + letters
-    return letters
-
-
 _CONTROL_RE2 = r"[\x00-\x08\x0b-\x1f\x{fffe}\x{ffff}]|_x[0-9A-Fa-f]{4}_"
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\ufffe\uffff]")
 _ESCAPE_LIKE = re.compile("(_x[0-9A-Fa-f]{4}_)")
@@ -590,7 +582,7 @@ def sheet_rows(columns: list[Column], styles: list[int], start: int, stop: int) 
     parts: list[Any] = [pa.scalar('<row r="', large), numbers, pa.scalar('">', large)]
     for j, c in enumerate(columns):
         values = c.values.slice(start, n)
-        before, middle, after = _cell_pieces(c, _column_letters(j), styles[j])
+        before, middle, after = _cell_pieces(c, column_letters(j), styles[j])
         between: Any = pa.scalar(middle, large)
         if c.kind == "text":
             distinct = distinct_texts(values)
@@ -630,7 +622,7 @@ def _package(frame: bytes, path: Path, frames: dict[str, pd.DataFrame], columns:
     sheet_of = {f"xl/worksheets/sheet{number}.xml": entity for entity, (number, _) in placeholders.items()}
     ranges = {}
     for entity, name in tables.items():
-        last = _column_letters(max(len(columns[entity]) - 1, 0))
+        last = column_letters(max(len(columns[entity]) - 1, 0))
         ranges[name] = (f'ref="A1:{last}2"', f'ref="A1:{last}{max(len(frames[entity]), 1) + 1}"')
     with zipfile.ZipFile(BytesIO(frame)) as source, \
             zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as out:
@@ -653,8 +645,8 @@ def _write_sheet(out: zipfile.ZipFile, info: zipfile.ZipInfo, xml: bytes, column
     found = _PLACEHOLDER.search(xml)
     assert found is not None, "the placeholder row of the sheet"
     styles_by_letter = {m.group(1).decode(): int(m.group(2)) for m in _STYLE.finditer(found.group(1))}
-    styles = [styles_by_letter.get(_column_letters(j), 0) for j in range(len(columns))]
-    last = _column_letters(max(len(columns) - 1, 0))
+    styles = [styles_by_letter.get(column_letters(j), 0) for j in range(len(columns))]
+    last = column_letters(max(len(columns) - 1, 0))
     head = re.sub(rb'<dimension ref="[^"]*"/>', f'<dimension ref="A1:{last}{rows + 1}"/>'.encode(),
                   xml[: found.start()], count=1)
     target = zipfile.ZipInfo(info.filename, info.date_time)

@@ -476,3 +476,14 @@ def write_atomic(path: FilePath, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def comment_above(lines: list[str], line: int) -> str:
+    """The comment lines written directly above 1-based `line` of a YAML text, as one text (what the
+    studio page and the exported workbook show as an entry's description)."""
+    out: list[str] = []
+    i = line - 2
+    while i >= 0 and lines[i].strip().startswith("#"):
+        out.insert(0, lines[i].strip().lstrip("#").strip())
+        i -= 1
+    return " ".join(x for x in out if x)

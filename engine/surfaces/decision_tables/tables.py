@@ -18,6 +18,7 @@ from typing import Any, Mapping, Union
 import yaml
 
 from ...language.errors import Location, PolicyError, Problem
+from ...language.edit import comment_above
 from ...language.load import LocatedDoc, load_text
 from ...language.numbers import number_text
 from ...language.validate import param_value
@@ -223,15 +224,6 @@ def _refuse(message: str, loc: Location, hint: str = "run kam check on the folde
     return PolicyError(Problem("tables", message, loc, hint))
 
 
-def _comment_above(lines: list[str], line: int) -> str:
-    """The comment lines written directly above 1-based `line`, as one text."""
-    out: list[str] = []
-    i = line - 2
-    while i >= 0 and lines[i].strip().startswith("#"):
-        out.insert(0, lines[i].strip().lstrip("#").strip())
-        i -= 1
-    return " ".join(x for x in out if x)
-
 
 def _inline_comments(text: str) -> dict[tuple[str, str], str]:
     """The comment written after a value of `params:` or `derive:` on its own line (`key_share: 80%  # the
@@ -345,7 +337,7 @@ def _rule(doc: LocatedDoc, lines: list[str], path: tuple[Any, ...], r: Any, outp
     else:
         raise _refuse(f"the `then` of rule `{r['id']}` does not fit its decision's outputs", doc.loc(path + ("then",)))
     quota = _quota_words(r["quota"]) if isinstance(r.get("quota"), dict) else ""
-    return Rule(r["id"], r.get("when"), shown, r.get("because"), quota, _comment_above(lines, loc.line))
+    return Rule(r["id"], r.get("when"), shown, r.get("because"), quota, comment_above(lines, loc.line))
 
 
 def _decisions(doc: LocatedDoc, name: str, policy: str, lines: list[str]) -> list[Table]:
@@ -375,7 +367,7 @@ def _file_tables(name: str, text: str, folder: Path) -> tuple[Source, list[Param
     policy, lines = data["policy"], text.splitlines()
     inline = _inline_comments(text)
     params = [Param(name, policy, str(p), v,
-                    _comment_above(lines, doc.key_loc(("params", p)).line) or inline.get(("params", str(p)), ""),
+                    comment_above(lines, doc.key_loc(("params", p)).line) or inline.get(("params", str(p)), ""),
                     _used_by(str(p), data))
               for p, v in _mapping(data.get("params")).items()]
     for p in params:
@@ -385,7 +377,7 @@ def _file_tables(name: str, text: str, folder: Path) -> tuple[Source, list[Param
     for f, src in _mapping(data.get("derive")).items():
         source = cell_text(src)
         grid = lookup_grid(source) if isinstance(src, str) else None
-        description = _comment_above(lines, doc.key_loc(("derive", f)).line) or inline.get(("derive", str(f)), "")
+        description = comment_above(lines, doc.key_loc(("derive", f)).line) or inline.get(("derive", str(f)), "")
         derives.append(Derive(name, policy, str(f), source, description, *(grid or (None, ()))))
     return Source(name, text, text_sha(text), policy), params, derives, _decisions(doc, name, policy, lines)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ...batch.extras import need
+from ...batch.workbook import column_letters
 from ...language.errors import InputError, Location, Problem
 from ...language.version import __version__
 from .tables import PERCENT, Derive, Param, Table, Tables, cell_text
@@ -191,7 +192,7 @@ class _Lists:
     columns: list[tuple[Any, ...]] = field(default_factory=list)
 
     def add(self, values: tuple[Any, ...]) -> str:
-        letters = _letters(len(self.columns))
+        letters = column_letters(len(self.columns))
         self.columns.append(values)
         return f"={LISTS_SHEET}!${letters}$1:${letters}${len(values)}"
 
@@ -201,15 +202,6 @@ class _Lists:
             for r, v in enumerate(values):
                 _put(ws, styles, r, c, v)
         ws.hide()
-
-
-def _letters(i: int) -> str:
-    out = ""
-    i += 1
-    while i:
-        i, rem = divmod(i - 1, 26)
-        out = chr(65 + rem) + out
-    return out
 
 
 def _rule_cell(table: Table, kind: str, rule: Any, output: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ...language.load import LocatedDoc, load_text
+from ...language.edit import comment_above
 from ...language.errors import PolicyError
 from ...language.figures import Reader, reader as locale_reader
 from ...language.plan import Plan
@@ -72,15 +73,6 @@ def label(name: str, unit: Unit | None, reader: Reader | None = None) -> str:
     unit = unit or PLAIN
     return (reader or locale_reader(None)).label(name, unit) if unit.kind == MONEY else name
 
-
-def _comment_above(lines: list[str], line: int) -> str:
-    """The comment lines written directly above a 1-based line, as one text."""
-    out: list[str] = []
-    i = line - 2
-    while i >= 0 and lines[i].strip().startswith("#"):
-        out.insert(0, lines[i].strip().lstrip("#").strip())
-        i -= 1
-    return " ".join(x for x in out if x)
 
 
 def _header(lines: list[str]) -> str:
@@ -168,7 +160,7 @@ def _rule_view(r: Any, i: int, lines: list[str], doc: LocatedDoc, path: tuple[An
         "then_text": _scalar_text(then) if not isinstance(then, (dict, list)) else
         ", ".join(f"{k}: {v}" for k, v in then.items()) if isinstance(then, dict) else str(then),
         "because": _scalar_text(r.get("because")), "quota": "quota" in r, "path": list(path),
-        "comment": _comment_above(lines, line) if line else "",
+        "comment": comment_above(lines, line) if line else "",
     }
 
 
@@ -205,14 +197,14 @@ def policy_view(name: str, text: str, folder: Path, plan: Plan | None) -> dict[s
         line = doc.key_loc(("params", pname)).line
         params.append({"name": pname, "value": value if not isinstance(value, bool) else str(value).lower(),
                        "text": _scalar_text(value), "unit": _param_unit(pname, value, sources, facts),
-                       "comment": _comment_above(lines, line), "readers": _readers(pname, data),
+                       "comment": comment_above(lines, line), "readers": _readers(pname, data),
                        "path": ["params", pname]})
     return {
         "file": name, "policy": _scalar_text(data.get("policy")), "entity": entity,
         "description": _scalar_text(data.get("description")), "header": _header(lines),
         "params": params,
         "derive": [{"name": k, "source": _scalar_text(v), "path": ["derive", k], "table": lookup_table(_scalar_text(v)),
-                    "comment": _comment_above(lines, doc.key_loc(("derive", k)).line)}
+                    "comment": comment_above(lines, doc.key_loc(("derive", k)).line)}
                    for k, v in (data.get("derive") or {}).items()],
         "decisions": [_decision_view(k, v, lines, doc) for k, v in (data.get("decisions") or {}).items()],
         "invariants": [{"id": _scalar_text(i.get("id")), "kind": "never" if "never" in i else "always",

@@ -209,6 +209,19 @@ def policy_files(policy_dir: Path) -> list[Path]:
                   if p.is_file() and p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
 
 
+def policy_texts(policy_dir: Path) -> list[tuple[Path, bytes, str]]:
+    """Every policy file of a folder as its bytes and its text (for editing them where they are: the
+    studio page, `kam import`); a file that is not UTF-8 text is a PolicyError."""
+    out = []
+    for path in policy_files(policy_dir):
+        data = path.read_bytes()
+        try:
+            out.append((path, data, data.decode("utf-8")))
+        except UnicodeDecodeError as exc:
+            raise PolicyError(Problem("encoding", f"not UTF-8 text: {exc.reason}", Location(str(path)))) from None
+    return out
+
+
 def load_policy_dir(policy_dir: Path) -> list[LocatedDoc]:
     """Load every policy file of a folder; all YAML problems of all files are raised together."""
     if not policy_dir.is_dir():

@@ -33,7 +33,7 @@ from ..language.edit import EditError, delete_item, insert_item, move_item, path
     write_atomic
 from ..language.errors import InputError, KamError, Location, PolicyError, Problem
 from ..language.figures import Reader, reader as locale_reader
-from ..language.load import LocatedDoc, load_text, policy_files
+from ..language.load import LocatedDoc, load_text, policy_texts
 from ..language.plan import DecisionStep, EntityPlan, Plan, decision_reads
 from ..language.nodes import names
 from ..language.units import COUNT, Unit
@@ -61,14 +61,7 @@ def _sha(data: bytes) -> str:
 def _read_sources(folder: Path) -> dict[str, SourceFile]:
     if not folder.is_dir():
         raise PolicyError(Problem("no-policy-dir", f"{folder} is not a folder", Location(str(folder))))
-    out = {}
-    for path in policy_files(folder):
-        data = path.read_bytes()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PolicyError(Problem("encoding", f"not UTF-8 text: {exc.reason}", Location(str(path)))) from None
-        out[path.name] = SourceFile(path.name, path, text, _sha(data))
+    out = {path.name: SourceFile(path.name, path, text, _sha(data)) for path, data, text in policy_texts(folder)}
     if not out:
         raise PolicyError(Problem("no-policies", f"no policy files (*.yaml) in {folder}", Location(str(folder))))
     return out

@@ -20,7 +20,7 @@ from ...analysis.findings import check_docs
 from ...language.edit import EditError, delete_item, insert_item, move_item, path_at, remove_key, set_value, \
     write_atomic
 from ...language.errors import InputError, KamError, Location, PolicyError, Problem
-from ...language.load import LocatedDoc, load_text, policy_files
+from ...language.load import LocatedDoc, load_text, policy_texts
 from .reader import Book, Cells, Wanted, WantedRule, read_wanted
 from .tables import Rule, Table, Tables, tables_of, text_sha
 from .writer import TITLE_ROWS
@@ -73,15 +73,7 @@ def _conflict(cell: str, file: str, book: Book, what: str) -> Problem:
 
 
 def _read_folder(folder: Path) -> dict[str, OnDisk]:
-    out = {}
-    for path in policy_files(folder):
-        data = path.read_bytes()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PolicyError(Problem("encoding", f"not UTF-8 text: {exc.reason}", Location(str(path)))) from None
-        out[path.name] = OnDisk(path, text, text_sha(text))
-    return out
+    return {path.name: OnDisk(path, text, text_sha(text)) for path, _, text in policy_texts(folder)}
 
 
 def _files_match(book: Book, folder: Path, disk: Mapping[str, OnDisk]) -> None:

@@ -208,8 +208,9 @@ def test_json_lines_from_columns_in_many_pieces(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_texts_written_a_slice_at_a_time_make_the_same_file(tmp_path, monkeypatch, fmt):
-    """`kam run` renders and writes 200,000 rows at a time; with slices of 333 rows the files hold the
-    same rows and texts (CSV and JSON Lines byte for byte, Parquet value for value)."""
+    """`kam run` renders and writes 100,000 rows at a time, the next slice rendered while the last is
+    written; with slices of 333 rows the files hold the same rows and texts (CSV and JSON Lines byte
+    for byte, Parquet value for value)."""
     import pyarrow.parquet as pq
 
     import engine.batch.explain as ex
@@ -228,6 +229,29 @@ def test_texts_written_a_slice_at_a_time_make_the_same_file(tmp_path, monkeypatc
             assert pq.ParquetFile(sliced / name).num_row_groups > 1
         else:
             assert (whole / name).read_bytes() == (sliced / name).read_bytes()
+
+
+def test_read_ahead_keeps_the_order_and_raises_where_the_maker_failed():
+    """The next slice is made on another thread while the caller writes the last: every item comes, in
+    order, and an error in making one reaches the caller at that item, not before."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.run.outputs import read_ahead
+
+    def made(n: int, fail_at: int | None = None):
+        for i in range(n):
+            if i == fail_at:
+                raise ValueError(f"slice {i}")
+            yield i
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert list(read_ahead(made(5), pool)) == [0, 1, 2, 3, 4]
+        assert list(read_ahead(made(0), pool)) == []
+        got = []
+        with pytest.raises(ValueError, match="slice 3"):
+            for item in read_ahead(made(5, fail_at=3), pool):
+                got.append(item)
+        assert got == [0, 1, 2]
 
 
 # -- text from outside, in CSV -------------------------------------------------------------------------

@@ -259,7 +259,8 @@ def output_frame(result: EntityResult, pool: Executor | None = None) -> pd.DataF
     return next(output_chunks(result, pool, None))
 
 
-CHUNK_ROWS = 200_000  # rows of an output table rendered (and written) at a time by `kam run`
+CHUNK_ROWS = 100_000  # rows of an output table rendered (and written) at a time by `kam run`: two slices
+# of texts are in memory at once (one written, the next rendered), about 50 MB each for the shipped policies
 
 
 def output_chunks(result: EntityResult, pool: Executor | None = None,

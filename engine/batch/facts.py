@@ -90,6 +90,13 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def release_memory() -> None:
+    """Give the memory Arrow has freed back to the system: its allocator keeps freed pages for reuse,
+    so a big file read (or written) earlier would otherwise stay in the process's footprint while
+    the next entity is worked on."""
+    pa.default_memory_pool().release_unused()
+
+
 def shown(value: Any) -> str:
     """An offending value as it reads in the file: text quoted, numbers plain, JSON true as true,
     anything long cut short."""

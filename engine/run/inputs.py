@@ -9,7 +9,7 @@ from typing import Callable
 
 import pandas as pd
 
-from ..batch.facts import FORMATS, FactsOptions, identifier_facts, read_facts
+from ..batch.facts import FORMATS, FactsOptions, identifier_facts, read_facts, release_memory
 from ..language.errors import InputError, Location, Problem, did_you_mean
 from ..language.plan import Plan
 
@@ -71,6 +71,7 @@ def read_inputs(pl: Plan, inputs: dict[str, Path], options: FactsOptions | str |
     # files are independent; Parquet decoding and text conversion release the GIL
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         read = dict(zip([ep.entity for ep in pl.entities], pool.map(read_one, [ep.entity for ep in pl.entities])))
+    release_memory()  # the decoded files' buffers: the frames hold what is needed
     problems = [p for r in read.values() if isinstance(r, InputError) for p in r.problems]
     if problems:
         raise InputError(problems)

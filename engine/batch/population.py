@@ -274,22 +274,50 @@ def rank_values(x: np.ndarray, codes: np.ndarray, tiebreak: np.ndarray, ties: st
     return out
 
 
-def pct_rank_values(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Share of the group's non-missing values at or below each value, in (0, 1]."""
+def pct_rank_values(x: np.ndarray, codes: np.ndarray, general: bool = False) -> np.ndarray:
+    """Share of the group's non-missing values at or below each value, in (0, 1].
+
+    One group (no `by=`, the common case) takes a shorter way to the same numbers: the rows at or
+    below a value are where it would be inserted after its equals (`searchsorted`), the same integer
+    the scan counts as `block_start + block_size`; `general` forces the scan (tests hold the two equal)."""
     rows = np.flatnonzero(~np.isnan(x) & (codes >= 0))
     out = np.full(x.size, np.nan)
-    s = scan(codes[rows], [x[rows]])
-    out[rows[s.order]] = scan_values("pct_rank", s, totals_for(s, s.group_count), s.position)[0]
+    if not general and _one_group(codes[rows]):
+        v = x[rows]
+        order = np.argsort(v)
+        s = v[order]
+        out[rows[order]] = np.searchsorted(s, s, side="right") / s.size
+        return out
+    sc = scan(codes[rows], [x[rows]])
+    out[rows[sc.order]] = scan_values("pct_rank", sc, totals_for(sc, sc.group_count), sc.position)[0]
     return out
 
 
-def cumshare_values(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Pareto position: the share of the group total held by values at or above each value."""
+def cumshare_values(x: np.ndarray, codes: np.ndarray, general: bool = False) -> np.ndarray:
+    """Pareto position: the share of the group total held by values at or above each value.
+
+    One group takes a shorter way to the same numbers: one running total of the sorted values (the
+    same additions in the same order as the scan's), read at the first row of each tie block."""
     rows = np.flatnonzero(~np.isnan(x) & (codes >= 0))
     out = np.full(x.size, np.nan)
-    s = scan(codes[rows], [x[rows]], weights=x[rows])
-    out[rows[s.order]] = scan_values("cumshare", s, s.position, totals_for(s, s.group_fold))[0]
+    if not general and _one_group(codes[rows]):
+        v = x[rows]
+        order = np.argsort(v)
+        s = v[order]
+        running = np.cumsum(s)
+        first = np.r_[True, s[1:] != s[:-1]]
+        block_first = np.maximum.accumulate(np.where(first, np.arange(s.size), 0))
+        before = np.r_[0.0, running[:-1]][block_first]
+        out[rows[order]] = cumshare_of(before, running[-1])
+        return out
+    sc = scan(codes[rows], [x[rows]], weights=x[rows])
+    out[rows[sc.order]] = scan_values("cumshare", sc, sc.position, totals_for(sc, sc.group_fold))[0]
     return out
+
+
+def _one_group(codes: np.ndarray) -> bool:
+    """Whether rows (at least one) all belong to one group."""
+    return codes.size > 0 and bool(codes.min() == codes.max())
 
 
 def cumshare_of(fold_before: np.ndarray, total: np.ndarray) -> np.ndarray:

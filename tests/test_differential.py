@@ -344,3 +344,32 @@ def test_an_event_reads_the_values_the_output_columns_hold(tmp_path_factory, pol
             assert [_jsonable(v) for v in columns[o.name]] == \
                 [_jsonable(scalar_at(vectors[o.name], i)) for i in range(len(frame))], policy
         assert [_jsonable(v) for v in rule_column(res)] == [_jsonable(_rule_of(res, i)) for i in range(len(frame))]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(cases(), st.integers(0, 2**16))
+def test_steps_side_by_side_give_what_the_sequential_order_gives(tmp_path_factory, case, seed):
+    """A large table's independent steps are evaluated on threads, wave by wave (engine.batch.evaluate
+    `_evaluate_waves`): the same values, rule ids, texts, invariants and measures as one step after the
+    other, and the same error when a step fails (threads are forced here on the small random tables)."""
+    import engine.batch.evaluate as ev
+
+    policy, table = case
+    pl, frame = compile_random(tmp_path_factory.mktemp("waves"), policy, table)
+    past = past_values(pl, frame, seed, boundary_numbers(policy))
+
+    def decided(rows: int) -> tuple[Any, Any]:
+        saved, ev.SIDE_BY_SIDE_ROWS = ev.SIDE_BY_SIDE_ROWS, rows
+        try:
+            result = api.run(pl, {"customer": frame}, past=past)
+        except Exception as exc:  # the same failure, in words, either way
+            return None, str(exc)
+        finally:
+            ev.SIDE_BY_SIDE_ROWS = saved
+        r = result.results["customer"]
+        return output_frame(r), ({k: v.tolist() for k, v in r.violations.items()}, repr(r.measures))
+
+    sequential, waves = decided(10**12), decided(0)
+    assert waves[1] == sequential[1]
+    if sequential[0] is not None:
+        assert_same(policy, sequential[0], waves[0])

@@ -311,3 +311,29 @@ def test_a_fact_column_is_made_once_however_many_threads_ask():
         env = FactEnv(frame, {c: "string" for c in frame.columns}, n)
         seen = at_once(lambda env=env: {c: id(env[c]) for c in frame.columns}, 8)
         assert all(s == {c: id(env[c]) for c in frame.columns} for s in seen)
+
+
+def test_the_shipped_policies_side_by_side_give_the_sequential_figures(monkeypatch):
+    """The shipped policies (measures, invariants, joins, a quota) evaluated wave by wave on threads give
+    every output column, count, measure and invariant of the sequential order."""
+    import engine.batch.evaluate as ev
+    from engine.language.compile import compile_policies
+    from engine.batch.explain import output_frame
+
+    from .conftest import ROOT
+
+    pl = compile_policies(ROOT / "policies")
+    frames = run_inputs.read_inputs(pl, run_inputs.find_inputs(pl, ROOT / "examples", {}))
+    took = []
+    original = ev._evaluate_waves
+    monkeypatch.setattr(ev, "_evaluate_waves", lambda *a: took.append(a[0].entity) or original(*a))
+    sequential = api.run(pl, frames)
+    assert took == []
+    monkeypatch.setattr(ev, "SIDE_BY_SIDE_ROWS", 0)
+    waves = api.run(pl, frames)
+    assert took == ["customer", "quote", "prospect"]
+    assert waves.counts() == sequential.counts()
+    assert repr(waves.measures()) == repr(sequential.measures())
+    assert [i.to_dict() for i in waves.invariants()] == [i.to_dict() for i in sequential.invariants()]
+    for entity in sequential.results:
+        assert output_frame(waves.results[entity]).equals(output_frame(sequential.results[entity])), entity

@@ -1031,6 +1031,11 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series
         for name in j.take:
             env[name] = _joined(other.ctx.env[name], pos)
     results: dict[str, DecisionResult] = {}
+    if decider is decide and reuse is None and calibration is None and record is None and population is None \
+            and n >= SIDE_BY_SIDE_ROWS and 0 < len(ep.waves) < len(ep.steps) and _cores() > 1:
+        done = _evaluate_waves(ep, ctx, measures)
+        if done is not None:
+            return EntityResult(ep.entity, ep, ctx, done[0], unknown, done[1], done[2])
     # an overflow anywhere (a population sum too) raises, and is reported at the step that computed it
     with np.errstate(over="raise"):
         for step in ep.steps:
@@ -1060,6 +1065,62 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series
             with _overflow_at(m, key):
                 figures[m.name] = measure_value(m, ctx)
     return EntityResult(ep.entity, ep, ctx, results, unknown, violations, figures)
+
+
+SIDE_BY_SIDE_ROWS = 50_000  # below this, evaluating steps on threads costs more than it saves
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _evaluate_waves(ep: EntityPlan, ctx: Context, with_measures: bool
+                    ) -> tuple[dict[str, "DecisionResult"], dict[str, np.ndarray], dict[str, Any]] | None:
+    """The steps of each wave of the plan evaluated side by side on threads (sorts, sums and array
+    arithmetic release the GIL, so a table's independent ranks and shares use every core), then the
+    invariants and measures side by side. Each step reads only earlier waves, so every vector is
+    the one the sequential order makes. On any error this gives None and the caller evaluates again
+    in order, so a failure is reported exactly as without threads (at the first step that fails)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = ctx.env
+
+    def one(step: DeriveStep | DecisionStep) -> Any:
+        with np.errstate(over="raise"):  # numpy's error state is per thread
+            if isinstance(step, DeriveStep):
+                return _finite(evaluate_node(step.derive.expr.node, ctx))  # type: ignore[arg-type]
+            res = decide(step.decision, ctx)
+            _refuse_overflow(res, decision_vectors(res), ctx.key)
+            return res
+
+    def check(item: Invariant | Measure) -> Any:
+        with np.errstate(over="raise"):
+            return invariant_violation(item, ctx) if isinstance(item, Invariant) else measure_value(item, ctx)
+
+    results: dict[str, DecisionResult] = {}
+    made: dict[str, Vec] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=_cores()) as pool:
+            for wave in ep.waves:
+                steps = [ep.steps[i] for i in wave]
+                for step, out in zip(steps, pool.map(one, steps)):
+                    if isinstance(step, DeriveStep):
+                        made[step.name] = env[step.name] = out
+                    else:
+                        results[step.name] = out
+                        made.update(decision_vectors(out))
+                        env.update(decision_vectors(out))
+            measures = list(ep.measures) if with_measures else []
+            last = list(pool.map(check, list(ep.invariants) + measures))
+    except Exception:
+        for name in made:  # the sequential evaluation starts from the facts alone
+            env.pop(name, None)
+        return None
+    violations = {inv.id: v for inv, v in zip(ep.invariants, last)}
+    figures = {m.name: v for m, v in zip(measures, last[len(ep.invariants):])}
+    return results, violations, figures
 
 
 def _finite(v: Vec) -> Vec:

@@ -81,6 +81,9 @@ class EntityPlan:
     from_past: tuple[str, ...] = ()  # features and decisions that read the past, directly or through others
     past_direct: tuple[str, ...] = ()  # those that call previous() themselves or through features
     measures: tuple[Measure, ...] = ()  # figures of the population, computed once the decisions are made
+    # the steps in waves (positions in `steps`): a step reads only steps of earlier waves, so the steps
+    # of one wave can be evaluated side by side
+    waves: tuple[tuple[int, ...], ...] = ()
 
     @property
     def decisions(self) -> list[Decision]:
@@ -258,10 +261,23 @@ def plan(checked: Checked) -> Plan:
                 from_past.append(item.name)
         measures = tuple(inline(m) for p in ps.of_entity(entity) for m in p.measures)
         plans.append(EntityPlan(entity, key.name if key else "", joins, steps, params, invariants,
-                                tuple(past.values()), tuple(from_past), tuple(direct), measures))
+                                tuple(past.values()), tuple(from_past), tuple(direct), measures,
+                                _waves(order, graph)))
     if problems:
         raise PolicyError(problems)
     return Plan(checked, tuple(plans))
+
+
+def _waves(order: list[str], graph: dict[str, list[str]]) -> tuple[tuple[int, ...], ...]:
+    """Steps (in topological `order`) grouped by depth: a step's wave is one past the deepest step it
+    reads."""
+    depth: dict[str, int] = {}
+    for name in order:
+        depth[name] = 1 + max((depth[d] for d in graph[name] if d != name), default=-1)
+    waves: dict[int, list[int]] = {}
+    for i, name in enumerate(order):
+        waves.setdefault(depth[name], []).append(i)
+    return tuple(tuple(waves[k]) for k in sorted(waves))
 
 
 def past_readers(pl: Plan, direct: bool = True) -> list[str]:

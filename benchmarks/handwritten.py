@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import os
 import sys
+
+# the C library's allocator for Arrow's buffers, as `kam` uses (2.9 s instead of 3.4-4.1 s here)
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable

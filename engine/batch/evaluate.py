@@ -695,6 +695,8 @@ class EntityResult:
     unknown_refs: dict[str, pd.DataFrame] = field(default_factory=dict)  # join name -> rows not found
     violations: dict[str, np.ndarray] = field(default_factory=dict)  # invariant id -> rows that break it
     measures: dict[str, Any] = field(default_factory=dict)  # measure name -> its value (None when unknown)
+    # per decision, how many got each value: kept here when the vectors are released (engine.batch.result)
+    counts: dict[str, dict[str, int]] | None = None
 
 
 def invariant_violations(ep: EntityPlan, ctx: Context) -> dict[str, np.ndarray]:

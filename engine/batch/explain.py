@@ -306,6 +306,8 @@ def output_chunks(result: EntityResult, pool: Executor | None = None,
 
 def decision_counts(result: EntityResult) -> dict[str, dict[str, int]]:
     """Per decision, how many entities got each value (a conflict or no match counted too)."""
+    if result.counts is not None:
+        return result.counts
     out: dict[str, dict[str, int]] = {}
     for d in result.plan.decisions:
         res = result.decisions[d.name]

@@ -119,6 +119,19 @@ class InvariantReport:
                 "examples": [{"id": k, "rules": r} for k, r in self.examples]}
 
 
+def release(result: EntityResult) -> None:
+    """Let go of an entity's vectors once its file is written and no entity still to be decided joins
+    it: its facts and features, its decided values and each rule's matches (at a million customers
+    about 300 MB). What the run's summary and manifest read stays: the counts (taken now), the
+    deciding rules, the invariants' rows, the measures, the keys and the unknown references."""
+    result.counts = decision_counts(result)
+    result.ctx.env.clear()
+    for res in result.decisions.values():
+        res.values = {}
+        res.matches = []
+        res.quota_vars = {}
+
+
 @dataclass
 class RunResult:
     plan: Plan

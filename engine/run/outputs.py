@@ -88,6 +88,11 @@ class EntityWriter:
         if not OVERLAP:
             self.pending[result.entity].result()
 
+    def written(self, entity: str) -> bool:
+        """Whether an entity's file is written (its texts no longer read its vectors)."""
+        pending = self.pending.get(entity)
+        return pending is not None and pending.done() and pending.exception() is None
+
     def _write(self, result: EntityResult) -> Written:
         t0 = time.perf_counter()
         chunks = output_chunks(result, self._texts, explain_module.CHUNK_ROWS)

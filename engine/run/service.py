@@ -28,7 +28,7 @@ from ..batch.explain import Trace, trace_row
 from ..batch.population import Calibration, build as build_calibration
 from ..batch.extras import need
 from ..batch.facts import FactsOptions, check_frame, file_sha256, identifier_facts
-from ..batch.result import InvariantReport, Past, RunResult
+from ..batch.result import InvariantReport, Past, RunResult, release
 from ..batch.write import OutputTarget
 from ..engines import calibration as calibrations
 from ..engines.durable import DurableBackend
@@ -48,7 +48,8 @@ def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], No
         backend: str = "pandas", calibration: Calibration | None = None,
         record_calibration: bool = False, past: dict[str, pd.DataFrame] | None = None,
         on_result: Callable[[EntityResult], None] | None = None,
-        reuse: Callable[[EntityPlan], Mapping[str, Any]] | None = None) -> RunResult:
+        reuse: Callable[[EntityPlan], Mapping[str, Any]] | None = None,
+        done_with: Callable[[str], bool] | None = None) -> RunResult:
     """Evaluate every entity (joined entities first).
 
     `backend` decides which engine matches rule conditions; `calibration` makes population
@@ -56,7 +57,10 @@ def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], No
     per entity the earlier values its `previous()` calls read, row by row (see `engine.batch.result.Past`);
     `on_result` gets each entity's result as soon as it is decided (see `EntityWriter`); `reuse` gives
     per entity, once the entities it joins with are decided, the steps to take over from an earlier
-    run (see `evaluate_entity`).
+    run (see `evaluate_entity`); `done_with(entity)` says whether the caller is done with an entity's
+    vectors (its file is written, nothing else reads them): they are then released as soon as no
+    entity still to be decided joins it, and its facts narrowed to the key and the columns joins
+    name (`engine.batch.result.release`).
     """
     results: dict[str, EntityResult] = {}
     timings: dict[str, float] = {}
@@ -75,14 +79,31 @@ def run(pl: Plan, frames: dict[str, pd.DataFrame], on_entity: Callable[[str], No
                                              past=(past or {}).get(ep.entity),
                                              reuse=reuse(ep) if reuse is not None else None)
         timings[f"evaluate_{ep.entity}"] = round(time.perf_counter() - t0, 4)
+        if done_with is not None:  # those this entity joined, before its file is made
+            _release(pl, results, frames, done_with)
         if on_result:
             on_result(results[ep.entity])
         if on_entity:
             on_entity(ep.entity)
+        if done_with is not None:
+            _release(pl, results, frames, done_with)
     out = RunResult(pl, results, frames, timings)
     if record_calibration:
         out.calibration = build_calibration(ps.hash, records)
     return out
+
+
+def _release(pl: Plan, results: dict[str, EntityResult], frames: dict[str, pd.DataFrame],
+             done_with: Callable[[str], bool]) -> None:
+    """Release every decided entity the caller is done with and no undecided entity joins."""
+    for entity, r in results.items():
+        if r.counts is not None or not done_with(entity):
+            continue
+        if any(j.entity == entity and ep.entity not in results for ep in pl.entities for j in ep.joins):
+            continue
+        release(r)
+        keep = [r.plan.key] + [j.on for j in r.plan.joins]
+        frames[entity] = frames[entity][[c for c in dict.fromkeys(keep) if c in frames[entity]]]
 
 
 def decide_frames(pl: Plan, frames: dict[str, pd.DataFrame], backend: str = "pandas") -> RunResult:
@@ -198,6 +219,10 @@ class RunRequest:
     report: Path | None = None  # also write the portfolio report here, as `render_report` makes it
     # the report is a surface of its own (engine.surfaces.report): the surface asking for one hands it in
     render_report: Callable[[RunResult], str] | None = None
+    # keep every entity's vectors in the result (its features, each rule's matches) for a surface that
+    # reads them after the run; otherwise they go as soon as the entity's file is written, and the
+    # result answers for counts, measures, invariants, warnings and conflicts only
+    keep_vectors: bool = False
 
 
 @dataclass
@@ -232,10 +257,11 @@ def check_entity(pl: Plan, entity: str) -> None:
 def decide_files(pl: Plan, data: Path | None, inputs: dict[str, Path], timings: dict[str, float] | None = None,
                  progress: Progress | None = None, *, backend: str = "pandas", facts: FactsOptions | None = None,
                  calibration: Path | None = None, save_calibration: bool = False, history: History | None = None,
-                 period: str | None = None, on_result: Callable[[EntityResult], None] | None = None
-                 ) -> tuple[RunResult, dict[str, Path]]:
+                 period: str | None = None, on_result: Callable[[EntityResult], None] | None = None,
+                 done_with: Callable[[str], bool] | None = None) -> tuple[RunResult, dict[str, Path]]:
     """Find and read the facts files, read the past `previous()` needs from the history, decide every
-    entity. `timings` gets how long each stage took; `on_result` gets each entity as it is decided."""
+    entity. `timings` gets how long each stage took; `on_result` gets each entity as it is decided;
+    `done_with` lets its vectors go (see `run`)."""
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
     cal = calibrations.load(calibration) if calibration else None
@@ -253,7 +279,8 @@ def decide_files(pl: Plan, data: Path | None, inputs: dict[str, Path], timings: 
         timings["previous"] = round(time.perf_counter() - t0, 4)
     t0 = time.perf_counter()
     result = run(pl, frames, (lambda e: progress.step(f"decided {e}")) if progress else None, backend=backend,
-                 calibration=cal, record_calibration=save_calibration, past=dict(past.frames), on_result=on_result)
+                 calibration=cal, record_calibration=save_calibration, past=dict(past.frames), on_result=on_result,
+                 done_with=done_with)
     result.past = past
     timings["evaluate"] = round(time.perf_counter() - t0, 4)
     return result, files
@@ -333,6 +360,15 @@ class _Run:
         if self.writer is not None:
             self.writer.submit(r)
 
+    def releases(self) -> bool:
+        """Whether entities' vectors can go once their files are written: nothing reads them after
+        the file (no history recording, report, workbook or surface that asked to keep them)."""
+        return self.writer is not None and self.recorder is None and not self.request.keep_vectors
+
+    def written(self, entity: str) -> bool:
+        assert self.writer is not None
+        return self.writer.written(entity)
+
     def open_history(self, pl: Plan, notes: list[str]) -> None:
         req = self.request
         assert req.history is not None and req.period is not None
@@ -396,7 +432,8 @@ def run_and_write(request: RunRequest, progress: Progress | None = None) -> RunD
         result, files = decide_files(pl, req.data, req.inputs, timings, progress, backend=req.backend,
                                      facts=req.facts, calibration=req.calibration,
                                      save_calibration=req.save_calibration is not None, history=state.history,
-                                     period=req.period, on_result=lambda r: state.on_result(pl, r))
+                                     period=req.period, on_result=lambda r: state.on_result(pl, r),
+                                     done_with=state.written if state.releases() else None)
         broken = result.violations()
         if broken and not req.allow_violations:
             raise InvariantsBroken(broken, "see `kam explain ID`; ")

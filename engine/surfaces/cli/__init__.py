@@ -8,7 +8,15 @@ The data libraries are imported by the commands that need them, so `kam check` s
 
 from __future__ import annotations
 
+import os
+
 import click
+
+# Arrow's buffers from the C library's allocator, not Arrow's own (mimalloc): freed buffers of a big
+# run (decoded files, a slice's texts) then go back to the system instead of being kept for reuse.
+# At 1M customers `kam run` took 4.9 s and 0.92 GiB instead of 5.4 s and 1.0 GiB. Before pyarrow is
+# imported; a user's own ARROW_DEFAULT_MEMORY_POOL wins.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 from ...language.version import __version__
 from .check import check

@@ -30,6 +30,9 @@ from __future__ import annotations
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+
+# the C library's allocator for pyarrow's buffers, as `kam` and the numpy reference use
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 from pathlib import Path
 
 import numpy as np

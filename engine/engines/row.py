@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -490,7 +490,8 @@ class RowDecision:
         k = out.rule_index
         for o, per_rule, computed in self.outputs:
             # every rule's computed value is evaluated, as the vector engine does (an overflow anywhere counts)
-            given = [v(env) if callable(v) else v for v in per_rule] if computed else per_rule
+            given: Sequence[Any] = [v(env) if callable(v) else v for v in per_rule] if computed else per_rule
+            value: Any
             if d.gives_list:
                 assert out.collected is not None
                 result[o.name] = tuple(given[i] for i in out.collected)
@@ -542,7 +543,7 @@ class RowDecision:
                        for p in self.texts[i])
 
 
-def _aggregate(kind: str, matched: list[bool], given: list[Any]) -> float | None:
+def _aggregate(kind: str, matched: list[bool], given: Sequence[Any]) -> float | None:
     """`collect` with `sum`, `min` or `max`, with numpy's arithmetic (the vector engine's exactly)."""
     if not any(matched):
         return None

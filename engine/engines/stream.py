@@ -334,6 +334,13 @@ class StreamRunner:
         return self._decide_frame(columns, n=1, keys=[facts.get(self.ep.key)])[0]
 
     def apply(self, event: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any], list[Change]]:
+        """One event: merged into the entity's facts, decided, and the decisions whose value changed."""
+        key, facts, old_decisions = self.merge(event)
+        decisions = self.decide(facts)
+        return key, facts, decisions, self.changes(key, old_decisions, decisions, event.get("event_time"))
+
+    def merge(self, event: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """The event checked and merged into the entity's stored facts: (key, facts, earlier decisions)."""
         key_name = self.ep.key
         if not isinstance(event, dict):
             raise EventError("a line must be a JSON object")
@@ -343,7 +350,6 @@ class StreamRunner:
             raise EventError(f"`{key_name}` must be text (in quotes), not {json.dumps(event[key_name])}: "
                              "ids keep their leading zeros only as text")
         key = event[key_name]
-        event_time = event.get("event_time")
         old_facts, old_decisions = self.store.get(key)
         facts = dict(old_facts)
         for name, value in event.items():
@@ -359,12 +365,15 @@ class StreamRunner:
         if lacking:
             raise EventError(f"{self.entity} {key} lacks the required fact{'s' if len(lacking) > 1 else ''} "
                              f"{', '.join(lacking)} (a first event must carry them)")
-        decisions = self.decide(facts)
-        changes = [Change(self.entity, key, name, old_decisions.get(name, {}).get("value"), now["value"],
-                          now["rule"], now["because"], event_time)
-                   for name, now in decisions.items()
-                   if name not in old_decisions or old_decisions[name]["value"] != now["value"]]
-        return key, facts, decisions, changes
+        return key, facts, old_decisions
+
+    def changes(self, key: str, old_decisions: dict[str, Any], decisions: dict[str, Any],
+                event_time: Any) -> list[Change]:
+        """A change record per decision whose value is new or differs from the stored one."""
+        return [Change(self.entity, key, name, old_decisions.get(name, {}).get("value"), now["value"],
+                       now["rule"], now["because"], event_time)
+                for name, now in decisions.items()
+                if name not in old_decisions or old_decisions[name]["value"] != now["value"]]
 
     def run(self, lines: Iterable[str], source: str, out: TextIO, err: TextIO) -> tuple[int, int]:
         """Process lines; returns (events applied, lines rejected)."""

@@ -87,7 +87,7 @@ def test_the_row_path_decides_as_the_batch_engine(tmp_path_factory, case, seed):
         assert json.loads(json.dumps(got)) == got
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(policies(), tables(), st.integers(0, 2**16))
 def test_the_durable_backend_of_kam_stream_decides_as_the_row_path(tmp_path_factory, policy, table, seed):
     tmp = tmp_path_factory.mktemp("durable")

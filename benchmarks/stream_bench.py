@@ -1,14 +1,15 @@
-"""Latency of real-time decisions: `kam stream` (durable_rules backend) on random events.
+"""Latency of real-time decisions: `kam stream` on random events, per backend.
 
     python benchmarks/stream_bench.py                 # 5,000 events, about a minute
-    python benchmarks/stream_bench.py --events 20000
+    python benchmarks/stream_bench.py --events 20000 --backends row
 
 Makes a calibration from a batch run of the example customers, starts the stream from those
 customers, then feeds random partial updates (profit, revenue, orders, credit, tenure) for them.
-Reports the time from an event to its decisions (median and 99th percentile, measured per event
-around the engine call: merge, checks, features, durable_rules, hit policies, texts), the
-throughput of the whole `kam stream` command on the same events (JSON in and out included), and
-peak memory of that command.
+Reports, per backend (`row`, the default, and `durable` for comparison), the time from an event to
+its decisions (median and 99th percentile, measured per event around the engine call: merge,
+checks, features, rules, hit policies, texts, change records); where the row backend's time goes,
+part by part; the throughput of the whole `kam stream` command (default backend) on the same
+events (JSON in and out included), and peak memory of that command.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def make_events(ids: list[str], n: int, seed: int = 7) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=5_000)
+    parser.add_argument("--backends", default="row,durable", help="comma-separated: row, pandas, durable")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kam-stream-bench-"))
     cal_path = work / "calibration.json"
@@ -64,17 +66,19 @@ def main() -> None:
                     str(work / "out"), "-q"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     policies = compile_policies(ROOT / "policies")
     facts_file = ROOT / "examples" / "customers.csv"
-    runner = stream.StreamRunner(policies, "customer", calibrate.load(cal_path), "durable", stream.Store(None))
-    runner.seed(read_facts(facts_file, policies.checked.policy_set.facts("customer")))
-    events = make_events(sorted(runner.store.memory), args.events)
-
-    latencies = []
-    for event in events:
-        t = time.perf_counter()
-        key, facts, decisions, changes = runner.apply(event)
-        runner.store.commit("bench", 0, key, facts, decisions, [], 0)
-        latencies.append(time.perf_counter() - t)
-    ms = np.array(latencies) * 1000
+    frame = read_facts(facts_file, policies.checked.policy_set.facts("customer"))
+    cal = calibrate.load(cal_path)
+    latencies: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    events: list[dict] = []
+    runners = {}
+    for backend in args.backends.split(","):
+        runner = stream.StreamRunner(policies, "customer", cal, backend, stream.Store(None))
+        runner.seed(frame)
+        events = make_events(sorted(runner.store.memory), args.events)
+        latencies[backend] = measure(runner, events)
+        runners[backend] = runner
+    split = time_split(stream.StreamRunner(policies, "customer", cal, "row", stream.Store(None)), frame, events) \
+        if "row" in runners else None
 
     events_file = work / "events.jsonl"
     events_file.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
@@ -86,14 +90,85 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     changes = done.stdout.count("\n")
 
-    print(f"events: {len(events):,} partial updates of 2,000 example customers (durable_rules backend)")
+    print(f"events: {len(events):,} partial updates of 2,000 example customers")
     print("| measure | value |")
     print("| --- | ---: |")
-    print(f"| median time from event to decisions | {statistics.median(ms):.2f} ms |")
-    print(f"| 99th percentile | {np.percentile(ms, 99):.2f} ms |")
+    for backend, (ms, cpu) in latencies.items():
+        print(f"| median time from event to decisions, `--backend {backend}` | {statistics.median(ms):.3f} ms |")
+        print(f"| 99th percentile, `--backend {backend}` | {np.percentile(ms, 99):.3f} ms |")
+        print(f"| the same in CPU time: median, 99th percentile, `--backend {backend}` | "
+              f"{statistics.median(cpu):.3f} ms, {np.percentile(cpu, 99):.3f} ms |")
     print(f"| `kam stream` throughput (JSON in and out, {changes:,} changes printed) | "
           f"{len(events) / seconds:,.0f} events/s |")
     print(f"| `kam stream` peak memory | {peak:,.0f} MiB |")
+    if split is not None:
+        total = sum(split.values())
+        print("\nwhere an event's time goes (`--backend row`, median per event, measured part by part):")
+        print("| part | time | share |")
+        print("| --- | ---: | ---: |")
+        for part, seconds in split.items():
+            print(f"| {part} | {seconds * 1e6:.0f} µs | {seconds / total:.0%} |")
+        print(f"| sum of the parts | {total * 1e6:.0f} µs | |")
+
+
+def measure(runner: stream.StreamRunner, events: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Milliseconds per event (merged, decided, its changes made and its state kept): by the clock on
+    the wall, and in CPU time of this thread (on a busy machine the wall clock also counts the time
+    the process waited for a core)."""
+    wall, cpu = [], []
+    for event in events:
+        t, c = time.perf_counter(), time.thread_time()
+        key, facts, decisions, changes = runner.apply(event)
+        runner.store.commit("bench", 0, key, facts, decisions, [], 0)
+        cpu.append(time.thread_time() - c)
+        wall.append(time.perf_counter() - t)
+    return np.array(wall) * 1000, np.array(cpu) * 1000
+
+
+def time_split(runner: stream.StreamRunner, frame, events: list[dict]) -> dict[str, float]:
+    """Median seconds per event in each part of `StreamRunner.apply` with the row backend, the parts
+    timed one by one (the clock calls add a little to each; medians, since on a busy machine a mean
+    is mostly the waits for a core)."""
+    from engine.engines.row import RowDecision
+
+    runner.seed(frame)
+    row = runner.row
+    assert row is not None
+    parts = dict.fromkeys(["merge the event into the stored facts", "features", "rules, hit policies and values",
+                           "values, rule ids and because texts as kept", "change records and the stored state"], 0.0)
+    names = list(parts)
+    clock = time.perf_counter
+    per_event: dict[str, list[float]] = {name: [] for name in names}
+    for event in events:
+        parts = dict.fromkeys(names, 0.0)
+        t0 = clock()
+        key, facts, old = runner.merge(event)
+        t1 = clock()
+        env = row.environment(facts, runner.past_rows.get(key))
+        decided = {}
+        for name, step in row.steps:
+            ts = clock()
+            if isinstance(step, RowDecision):
+                out = step.outcome(env)
+                env.update(step.values(env, out))
+                decided[name] = (step, out)
+                parts[names[2]] += clock() - ts
+            else:
+                env[name] = step(env)
+                parts[names[1]] += clock() - ts
+        t2 = clock()
+        decisions = row.describe(env, decided)
+        t3 = clock()
+        changes = runner.changes(key, old, decisions, event.get("event_time"))
+        runner.store.commit("bench", 0, key, facts, decisions, [], 0)
+        t4 = clock()
+        parts[names[0]] += t1 - t0
+        parts[names[3]] += t3 - t2
+        parts[names[4]] += t4 - t3
+        assert changes is not None
+        for name, seconds in parts.items():
+            per_event[name].append(seconds)
+    return {name: statistics.median(seconds) for name, seconds in per_event.items()}
 
 
 if __name__ == "__main__":

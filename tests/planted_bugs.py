@@ -2,7 +2,8 @@
 
 Each mutant is one small, plausible mistake in the operator tables (`engine/language/nodes.py`: every entry of
 COMPARE, FLIPPED and NEGATED replaced by each other operator), in the hit-policy order
-(`engine/batch/evaluate.py`, `engine/language/model.py`) or in three-valued logic (`not`, De Morgan, membership).
+(`engine/batch/evaluate.py`, `engine/language/model.py`), in three-valued logic (`not`, De Morgan, membership),
+or the same kinds of mistake in `kam stream`'s one-row evaluator (`engine/engines/row.py`).
 Every mutant is applied to a scratch copy of the project, the tests that guard that code run
 against the copy, and the check fails unless every mutant makes them fail. A surviving mutant is a
 missing test.
@@ -122,6 +123,36 @@ LOGIC_MISTAKES = [
 ]
 
 
+# the same mistakes in the one-row evaluator of `kam stream` (a second implementation of the language),
+# caught by its differential test against the batch engine
+ROW_TESTS = ["tests/test_row.py", "-k", "batch_engine or rounding"]
+ROW_MISTAKES = [
+    ("engine/engines/row.py", "else bool(cmp(a, b))\n", "else bool(cmp(a, b)) and a != b\n",
+     "row: equal values never satisfy a comparison (`>=` taken as `>`)"),
+    ("engine/engines/row.py", "return None if v is None else not v", "return True if v is None else not v",
+     "row: `not` of unknown is true"),
+    ("engine/engines/row.py", "return None if None in values else True", "return True",
+     "row: unknown and true is true"),
+    ("engine/engines/row.py", "if x is None:\n                return None", "if x is None:\n                return negate",
+     "row: a missing value is known to be in no list"),
+    ("engine/engines/row.py", "for i, m in enumerate(matched):", "for i, m in reversed(list(enumerate(matched))):",
+     "row: first: the last matching rule decides"),
+    ("engine/engines/row.py", "if len(conditional) >= 2 and", "if len(conditional) >= 3 and",
+     "row: unique/any: two matching rules are not a conflict"),
+    ("engine/engines/row.py", "Outcome(min(conditional, key=", "Outcome(max(conditional, key=",
+     "row: priority: the worst matching rule wins"),
+    ("engine/engines/row.py", "gathered = set(conditional) if conditional else (",
+     "gathered = set(conditional) | (", "row: collect: the default is collected even where rules matched"),
+    ("engine/engines/row.py", "return Outcome(default if default is not None else NO_RULE)", "return Outcome(NO_RULE)",
+     "row: the default rule never decides"),
+    # (`round(y)` for `floor(y + 0.5)` is no mistake: the fast path never sees a half, which goes to the exact one)
+    ("engine/engines/row.py", "    return _round_exact(x, digits)", "    return float(round(x, digits))",
+     "row: halves rounded by their binary value, to even"),
+    ("engine/engines/row.py", "out = bisect.bisect_right(self.values, x) / pop.n",
+     "out = bisect.bisect_left(self.values, x) / pop.n", "row: pct_rank leaves the equal values out"),
+]
+
+
 def text_mutants(mistakes: list[tuple[str, str, str, str]], tests: list[str]) -> list[Mutant]:
     out = []
     for path, old, new, what in mistakes:
@@ -132,7 +163,8 @@ def text_mutants(mistakes: list[tuple[str, str, str, str]], tests: list[str]) ->
 
 
 def hit_policy_mutants() -> list[Mutant]:
-    return text_mutants(HIT_POLICY_MISTAKES, HIT_TESTS) + text_mutants(LOGIC_MISTAKES, TABLE_TESTS)
+    return text_mutants(HIT_POLICY_MISTAKES, HIT_TESTS) + text_mutants(LOGIC_MISTAKES, TABLE_TESTS) + \
+        text_mutants(ROW_MISTAKES, ROW_TESTS)
 
 
 def scratch_copy(into: Path) -> Path:
@@ -196,7 +228,7 @@ def main() -> int:
     in_tables = sum(1 for m in mutants if m.path == "engine/language/nodes.py")
     caught_tables = sum(1 for m, caught in results if caught and m.path == "engine/language/nodes.py")
     print(f"planted bugs: {len(mutants)} ({in_tables} in the operator tables, {len(mutants) - in_tables} in the "
-          f"hit policies and the logic); caught {len(mutants) - len(survivors)} ({caught_tables} + "
+          f"hit policies, the logic and the row path); caught {len(mutants) - len(survivors)} ({caught_tables} + "
           f"{len(mutants) - len(survivors) - caught_tables}) in {time.monotonic() - started:.0f} s")
     for m in survivors:
         print(f"  SURVIVED {m.path}: {m.what}", file=sys.stderr)

@@ -465,7 +465,8 @@ def evaluate_calibrated(stats: dict[Any, GroupPopulation], func: str, x: np.ndar
                         keys: np.ndarray, q: float = 0.5, ties: str = "key") -> np.ndarray:
     """A population function over rows whose population is the calibration's (vectorized per group)."""
     out = np.full(x.size, np.nan)
-    for g in np.unique(groups.astype(object)) if groups.size else []:
+    # distinct groups without sorting them: a missing group (None) does not order against text
+    for g in dict.fromkeys(groups.tolist()):
         if g is None:
             continue
         rows = np.flatnonzero(groups == g)

@@ -2,7 +2,8 @@
 
 Each input line is a JSON object: the key of one entity plus the facts that changed (a full or
 partial update), optionally with `event_time`. The entity's facts are merged, its decisions are
-made again (durable_rules by default; population functions from a calibration), and one JSON line
+made again (by the one-row evaluator `engine.engines.row` by default, or by the vector engine with
+`pandas` or `durable` rule matching; population functions from a calibration), and one JSON line
 is written per decision whose result changed.
 
 With `--state FILE` the facts, decisions and the number of lines read per input are kept in SQLite.
@@ -15,6 +16,7 @@ and clearing the outbox; every line carries `seq`, so a reader can drop such a r
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +27,16 @@ import pandas as pd
 
 from ..batch.population import Calibration
 from .durable import DurableBackend
+from .row import Fallback, RowEvaluator, Unsupported, round_half_away as round_one
 from ..language.errors import InputError, Location, Problem, did_you_mean
-from ..batch.evaluate import Text, Tri, collected, decide, decision_vectors, evaluate_entity, scalar_at
+from ..batch.evaluate import Text, Tri, collected, column_to_vec, decide, decision_vectors, evaluate_entity, \
+    scalar_at
 from ..batch.explain import FEW_ROWS, because_column, plain_value, rule_column, value_columns
 from ..language.functions import POPULATION_FUNCTIONS
 from ..language.model import Fact
 from ..language.nodes import Call, walk
 from ..language.plan import Plan
 from ..language.numbers import plain_number
-from ..batch.number_columns import round_half_away
 from ..batch.facts import FALSE_WORDS, TRUE_WORDS
 
 
@@ -77,10 +80,10 @@ def coerce(fact: Fact, value: Any) -> Any:
             number = float(value)
         except (TypeError, ValueError):
             raise EventError(f"`{fact.name}` must be a number, not {json.dumps(value, ensure_ascii=False)}") from None
-        if not np.isfinite(number):
+        if not math.isfinite(number):
             raise EventError(f"`{fact.name}` must be a finite number")
         if fact.decimals is not None:
-            number = float(round_half_away(np.array([number]), fact.decimals)[0])
+            number = round_one(number, fact.decimals)
         if fact.type == "integer" and not number.is_integer():
             raise EventError(f"`{fact.name}` must be a whole number, not {value}")
         if fact.min is not None and number < fact.min:
@@ -207,12 +210,15 @@ class Store:
                 self.db.execute("DELETE FROM outbox")
 
 
+BACKENDS = ("row", "pandas", "durable")  # how an event is decided; the starting state is always one batch
+
+
 @dataclass
 class StreamRunner:
     plan: Plan
     entity: str
     calibration: Calibration | None
-    backend: str = "durable"
+    backend: str = "row"
     store: Store = field(default_factory=lambda: Store(None))
     past: pd.DataFrame | None = None  # what previous() reads, per key (from a history; None: missing)
 
@@ -235,7 +241,24 @@ class StreamRunner:
         self.types = {name: f.type for name, f in self.facts.items()}
         self.decider = DurableBackend(self.plan, [self.entity]).decider(self.entity) \
             if self.backend == "durable" else decide
+        self.row: RowEvaluator | None = None
+        if self.backend == "row":
+            try:
+                self.row = RowEvaluator.compile(self.ep, self.types, self.calibration.stats.get(self.entity, {})
+                                                if self.calibration is not None else None)
+            except Unsupported:
+                self.row = None  # a quota: every event takes the vector engine, as with --backend pandas
+        self.past_rows = self._past_rows() if self.row is not None else {}
         self.store.check_policy(ps.hash, self.entity)
+
+    def _past_rows(self) -> dict[str, dict[str, Any]]:
+        """Per key, the earlier values `previous()` reads, as plain values (read once, not per event)."""
+        if self.past is None or not len(self.past.columns):
+            return {}
+        kinds = {r.key: r.kind for r in self.ep.past}
+        columns = {c: column_to_vec(self.past[c], kinds[c]) for c in self.past.columns if c in kinds}
+        keys = [str(k) for k in self.past.index.tolist()]
+        return {k: {c: scalar_at(v, i) for c, v in columns.items()} for i, k in enumerate(keys)}
 
     def seed(self, frame: pd.DataFrame) -> int:
         """Start from a whole facts table (already checked): decide all of it, print nothing.
@@ -286,6 +309,15 @@ class StreamRunner:
 
     def decide(self, facts: dict[str, Any]) -> dict[str, Any]:
         """Every decision for one entity's facts: {decision: {value, rule, because}}."""
+        if self.row is not None:
+            try:
+                return self.row.decide(facts, self.past_rows.get(facts.get(self.ep.key)))  # type: ignore[arg-type]
+            except Fallback:
+                pass  # an overflow to report, a population of one row: the vector engine answers
+        return self.decide_vectors(facts)
+
+    def decide_vectors(self, facts: dict[str, Any]) -> dict[str, Any]:
+        """`decide` with the vector engine (the `pandas` and `durable` backends, and the row path's fallback)."""
         columns: dict[str, Any] = {}
         for name, kind in self.types.items():
             v = facts.get(name)
@@ -302,6 +334,13 @@ class StreamRunner:
         return self._decide_frame(columns, n=1, keys=[facts.get(self.ep.key)])[0]
 
     def apply(self, event: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any], list[Change]]:
+        """One event: merged into the entity's facts, decided, and the decisions whose value changed."""
+        key, facts, old_decisions = self.merge(event)
+        decisions = self.decide(facts)
+        return key, facts, decisions, self.changes(key, old_decisions, decisions, event.get("event_time"))
+
+    def merge(self, event: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """The event checked and merged into the entity's stored facts: (key, facts, earlier decisions)."""
         key_name = self.ep.key
         if not isinstance(event, dict):
             raise EventError("a line must be a JSON object")
@@ -311,7 +350,6 @@ class StreamRunner:
             raise EventError(f"`{key_name}` must be text (in quotes), not {json.dumps(event[key_name])}: "
                              "ids keep their leading zeros only as text")
         key = event[key_name]
-        event_time = event.get("event_time")
         old_facts, old_decisions = self.store.get(key)
         facts = dict(old_facts)
         for name, value in event.items():
@@ -327,12 +365,15 @@ class StreamRunner:
         if lacking:
             raise EventError(f"{self.entity} {key} lacks the required fact{'s' if len(lacking) > 1 else ''} "
                              f"{', '.join(lacking)} (a first event must carry them)")
-        decisions = self.decide(facts)
-        changes = [Change(self.entity, key, name, old_decisions.get(name, {}).get("value"), now["value"],
-                          now["rule"], now["because"], event_time)
-                   for name, now in decisions.items()
-                   if name not in old_decisions or old_decisions[name]["value"] != now["value"]]
-        return key, facts, decisions, changes
+        return key, facts, old_decisions
+
+    def changes(self, key: str, old_decisions: dict[str, Any], decisions: dict[str, Any],
+                event_time: Any) -> list[Change]:
+        """A change record per decision whose value is new or differs from the stored one."""
+        return [Change(self.entity, key, name, old_decisions.get(name, {}).get("value"), now["value"],
+                       now["rule"], now["because"], event_time)
+                for name, now in decisions.items()
+                if name not in old_decisions or old_decisions[name]["value"] != now["value"]]
 
     def run(self, lines: Iterable[str], source: str, out: TextIO, err: TextIO) -> tuple[int, int]:
         """Process lines; returns (events applied, lines rejected)."""

@@ -22,7 +22,10 @@ from .common import BACKENDS, check_entity, facts_options, fail, open_history, p
               "so a restart resumes where it stopped.")
 @click.option("--initial", type=click.Path(path_type=Path),
               help="Start from these facts (e.g. the batch's customers.csv); nothing is printed for them.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="durable", show_default=True)
+@click.option("--backend", type=click.Choice(("row",) + BACKENDS), default="row", show_default=True,
+              help="How an event is decided: `row` compiles the policies into Python for one entity at a time "
+              "(the fastest); `pandas` and `durable` use the batch engine with its own or durable_rules' rule "
+              "matching. All give the same decisions and texts.")
 @click.option("--history", "history_path", type=click.Path(path_type=Path), metavar="FILE",
               help="previous() reads the last recorded periods from this history (nothing is recorded).")
 @click.option("--period", metavar="LABEL", help="The period the events belong to: previous() reads the ones "

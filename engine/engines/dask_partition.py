@@ -225,8 +225,16 @@ class PartitionHook:
 
 
 def _per_label(labels: np.ndarray, per: dict[Any, float]) -> np.ndarray:
-    return pd.Series(labels, dtype=object).map(lambda v: per.get(v, np.nan) if v is not None else np.nan
-                                               ).to_numpy(dtype=float, na_value=np.nan)
+    """Each row's figure of its group (missing where the group is missing or has none): the few
+    distinct labels are looked up, then spread by their codes (a lookup per row took most of a pass)."""
+    out = np.full(labels.size, np.nan)
+    present = _present(labels)
+    if not present.any():
+        return out
+    codes, uniques = pd.factorize(pd.Series(labels[present], dtype=object), sort=False)
+    table = np.array([per.get(u, np.nan) for u in uniques], dtype=float)
+    out[present] = table[codes]
+    return out
 
 
 

@@ -80,7 +80,12 @@ class Block:
 
 def split_ranges(o: Ordered, part: int, code_of: dict[Any, int], splitters: list[tuple]) -> list[Block]:
     """Cut a partition's rows into the ranges (by group code, then keys); equal rows share a range."""
-    codes = np.array([code_of[v] for v in o.labels.tolist()], dtype=np.int64)
+    # the few distinct labels looked up, spread by their codes (not a dictionary lookup per row)
+    if o.labels.size:
+        at, distinct = pd.factorize(pd.Series(o.labels, dtype=object), sort=False)
+        codes = np.array([code_of[v] for v in distinct], dtype=np.int64)[at]
+    else:
+        codes = np.zeros(0, dtype=np.int64)
     cols = [codes.astype(float)] + list(o.keys)
     r = np.zeros(codes.size, dtype=np.int64)
     for s in splitters:  # a row lies after the boundary s when (code, keys) > s lexicographically
@@ -325,15 +330,17 @@ class _EntityDriver:
             if error is not None:
                 raise error
             asked = sorted({c for s in small for c in s["asked"]})
+            self._lap(f"pass_{round_ + 1}")  # the partitions' evaluation (and, on the last pass, writing)
             if not asked:
                 finals = [s["final"] for s in small]
                 if any(f is None for f in finals):
                     raise RuntimeError("a partition could not finish its evaluation")
-                self._lap(f"pass_{round_ + 1}")
                 return {"paths": self.paths, "rows": self.rows, "sha256": self.sha256, "parts": finals}
             for call in asked:
                 self.resolve(call, self.states, [s["small"].get(call) for s in small])
-            self._lap(f"pass_{round_ + 1}")
+            # the population's answers to what the pass asked (totals; ranges scanned for the ordered
+            # calls, whose values are only sent on to the partitions by the next pass)
+            self._lap(f"answers_{round_ + 1}")
         raise RuntimeError("population calls did not resolve")
 
     def resolve(self, call: str, outs: list[Any], small: list[Any]) -> None:

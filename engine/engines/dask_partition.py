@@ -17,6 +17,7 @@ How the population calls themselves are answered is the driver's part (engine.en
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -129,19 +130,40 @@ class Sums:
     counts: dict[Any, int]
 
 
+# The group labels of the last few groupings a partition's evaluation asked about, coded once: a pass
+# asks many population calls over the same grouping (Context.group_labels gives the same array), and
+# coding half a million Python objects each time took a third of a pass. Held by id with the array
+# itself (so an id is never reused while it is here); a handful, emptied after each pass.
+_CODED: dict[int, tuple[np.ndarray, np.ndarray, list[Any], np.ndarray]] = {}
+_CODED_LOCK = threading.Lock()  # a worker may run several partitions' passes at once
+
+
+def _coded(labels: np.ndarray) -> tuple[np.ndarray, list[Any], np.ndarray]:
+    """Where a label is given, the distinct labels, and each row's code into them (-1: missing)."""
+    got = _CODED.get(id(labels))
+    if got is not None and got[0] is labels:
+        return got[1], got[2], got[3]
+    present = pd.notna(labels).astype(bool) if labels.size else np.zeros(0, bool)
+    codes = np.full(labels.size, -1, dtype=np.int64)
+    uniques: list[Any] = []
+    if present.any():
+        c, u = pd.factorize(pd.Series(labels[present], dtype=object), sort=False)
+        codes[present] = c
+        uniques = list(u)
+    with _CODED_LOCK:
+        if len(_CODED) >= 8:
+            _CODED.pop(next(iter(_CODED)))
+        _CODED[id(labels)] = (labels, present, uniques, codes)
+    return present, uniques, codes
+
+
 def _present(labels: np.ndarray) -> np.ndarray:
     """Where a group label is given (`Context.group_labels` has None for a missing one)."""
-    return pd.notna(labels).astype(bool) if labels.size else np.zeros(0, bool)
+    return _coded(labels)[0]
 
 
 def _labels_codes(labels: np.ndarray) -> tuple[list[Any], np.ndarray]:
-    present = _present(labels)
-    codes = np.full(labels.size, -1, dtype=np.int64)
-    if not present.any():
-        return [], codes
-    c, uniques = pd.factorize(pd.Series(labels[present], dtype=object), sort=False)
-    codes[present] = c
-    return list(uniques), codes
+    return _coded(labels)[1], _coded(labels)[2]
 
 
 def _local_sums(x: np.ndarray, labels: np.ndarray) -> Sums:
@@ -227,14 +249,9 @@ class PartitionHook:
 def _per_label(labels: np.ndarray, per: dict[Any, float]) -> np.ndarray:
     """Each row's figure of its group (missing where the group is missing or has none): the few
     distinct labels are looked up, then spread by their codes (a lookup per row took most of a pass)."""
-    out = np.full(labels.size, np.nan)
-    present = _present(labels)
-    if not present.any():
-        return out
-    codes, uniques = pd.factorize(pd.Series(labels[present], dtype=object), sort=False)
-    table = np.array([per.get(u, np.nan) for u in uniques], dtype=float)
-    out[present] = table[codes]
-    return out
+    present, uniques, codes = _coded(labels)
+    table = np.array([per.get(u, np.nan) for u in uniques] + [np.nan], dtype=float)
+    return table[codes]  # -1, a missing label, takes the trailing nan
 
 
 
@@ -282,10 +299,8 @@ class PartitionState:
 
 def _nbytes(obj: Any, depth: int = 0) -> int:
     """The memory an evaluated value holds (arrays, vectors, results), for Dask's spill decisions."""
-    if isinstance(obj, np.ndarray):
-        return obj.nbytes if obj.dtype != object else obj.nbytes + 64 * obj.size
-    if isinstance(obj, pd.Series):
-        return int(obj.memory_usage(deep=False)) + (64 * len(obj) if obj.dtype == object else 0)
+    if isinstance(obj, (np.ndarray, pd.Series)):  # Dask's own estimate (object arrays by a sample)
+        return int(_array_sizeof(obj))
     if isinstance(obj, (pa.Array, pa.ChunkedArray)):
         return int(obj.nbytes)
     if depth > 6:
@@ -303,10 +318,13 @@ def _nbytes(obj: Any, depth: int = 0) -> int:
 try:  # Dask measures what a worker holds with `sizeof`; without this a state would count as ~100 bytes
     from dask.sizeof import sizeof as _dask_sizeof
 
+    _array_sizeof: Callable[[Any], int] = _dask_sizeof
+
     _dask_sizeof.register(PartitionState)(_nbytes)
     _dask_sizeof.register(PassOut)(_nbytes)
 except ImportError:  # the engine's functions are also used without dask (tests, the pandas comparison)
-    pass
+    def _array_sizeof(obj: Any) -> int:
+        return int(obj.nbytes) if isinstance(obj, np.ndarray) else int(obj.memory_usage(deep=True))
 
 
 def read_partition(pl: Plan, entity: str, path: str, options: Any, content: bytes | None = None) -> pd.DataFrame:
@@ -366,6 +384,16 @@ def label_sort(v: Any) -> tuple:
 
 def advance(pl: Plan, entity: str, state: PartitionState, answers: dict[str, Any], joins: dict[str, Any],
             final_dir: str | None, taken: tuple[str, ...] = (), buckets: int = 1) -> PartitionState:
+    """One pass over a partition (see `_advance`); the group labels it coded are let go after it."""
+    try:
+        return _advance(pl, entity, state, answers, joins, final_dir, taken, buckets)
+    finally:
+        with _CODED_LOCK:
+            _CODED.clear()
+
+
+def _advance(pl: Plan, entity: str, state: PartitionState, answers: dict[str, Any], joins: dict[str, Any],
+             final_dir: str | None, taken: tuple[str, ...] = (), buckets: int = 1) -> PartitionState:
     """One pass over a partition: its state plus the driver's new answers. Only the steps that waited
     for an answer are evaluated; on the final pass its decisions are written (and the columns other
     entities join, `taken`, kept spread over hash buckets). Gives the state for the next pass."""

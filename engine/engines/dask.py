@@ -1,7 +1,8 @@
 """Stage 6 on Dask: the pandas backend run partition by partition, with the population exact.
 
 Every partition (one Parquet file) is read and checked once, and evaluated by the pandas backend on
-a worker. What one partition cannot know alone, it asks for through `PartitionHook`:
+a worker. What one partition cannot know alone, it asks for through `PartitionHook`
+(engine.engines.dask_partition):
 
 - a population function (`pct_rank(profit)`, `sum(x, by=region)`, ...) or a quota,
 - the columns a join takes from another entity.

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import operator
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -245,6 +245,7 @@ class _EntityDriver:
         self.sha256: list[str] = []
         self.buckets = 1
         self.states: list[Any] = []  # per partition: the future of its PartitionState, on its worker
+        self.asked: list[Any] = []  # per partition: the future of what its last pass asked
         # per partition, the answers the next pass gets (futures of per-row values, or per-group figures);
         # handed over once, then held by the partition's state rather than by the client
         self.fresh: list[dict[str, Any]] = [dict() for _ in paths]
@@ -305,7 +306,9 @@ class _EntityDriver:
             looked = [self.submit(join_values, tuple(j.take), table[b],
                                   *[self.submit(operator.getitem, r, b) for r in refs]) for b in range(nb)]
             for i in range(len(self.paths)):
-                per_part[i][j.name] = self.submit(_assemble_join, self.rows[i], i, tuple(j.take), *looked)
+                # only this partition's share of each bucket travels to it, not every bucket whole
+                mine = [self.submit(dict.get, b, i) for b in looked]
+                per_part[i][j.name] = self.submit(_assemble_join, self.rows[i], tuple(j.take), *mine)
         return [self.submit(_join_dict, list(d.keys()), *d.values()) if d else {} for d in per_part]
 
     def join_table(self, taken: tuple[str, ...]) -> list[Any]:
@@ -322,11 +325,15 @@ class _EntityDriver:
         for round_ in range(2 * len(deps) + 3):
             fresh, self.fresh = self.fresh, [dict() for _ in self.paths]
             # the previous states are dropped as the new ones replace them: Dask frees them after the pass
-            self.states = [self.submit(advance, self.plan_f, self.ep.entity, s, fresh[i], joins[i], staging,
-                                       taken, self.buckets) for i, s in enumerate(self.states)]
+            passed = [self.submit(advance, self.plan_f, self.ep.entity, s, fresh[i], joins[i], staging,
+                                  taken, self.buckets) for i, s in enumerate(self.states)]
             del fresh
-            small = self.gather([self.submit(_small_of, s) for s in self.states],
-                                f"{self.ep.entity}: pass {round_ + 1}")
+            # what the pass asked is kept apart from the state: cutting it into ranges then does not
+            # bring a state that Dask spilled back from disk, once per call
+            self.asked = [self.submit(_asked_of, p) for p in passed]
+            self.states = [self.submit(_without_asked, p) for p in passed]
+            small = self.gather([self.submit(_small_of, p) for p in passed], f"{self.ep.entity}: pass {round_ + 1}")
+            del passed
             error = next((s["error"] for s in small if s["error"] is not None), None)
             if error is not None:
                 raise error
@@ -338,7 +345,7 @@ class _EntityDriver:
                     raise RuntimeError("a partition could not finish its evaluation")
                 return {"paths": self.paths, "rows": self.rows, "sha256": self.sha256, "parts": finals}
             for call in asked:
-                self.resolve(call, self.states, [s["small"].get(call) for s in small])
+                self.resolve(call, self.asked, [s["small"].get(call) for s in small])
             # the population's answers to what the pass asked (totals; ranges scanned for the ordered
             # calls, whose values are only sent on to the partitions by the next pass)
             self._lap(f"answers_{round_ + 1}")
@@ -442,9 +449,18 @@ def _pieces_of(s: PartitionState) -> list[Any] | None:
     return s.out.pieces if s.out is not None else None
 
 
-def _split_asked(s: PartitionState, call: str, part: int, code_of: dict[Any, int], splitters: list[tuple]
+def _asked_of(s: PartitionState) -> dict[str, Any]:
+    return s.out.asked if s.out is not None else {}
+
+
+def _without_asked(s: PartitionState) -> PartitionState:
+    """The state for the next pass, without the records of what this pass asked (held apart)."""
+    return replace(s, out=replace(s.out, asked={})) if s.out is not None else s
+
+
+def _split_asked(asked: dict[str, Any], call: str, part: int, code_of: dict[Any, int], splitters: list[tuple]
                  ) -> list[Block]:
-    a = s.out.asked.get(call) if s.out is not None else None
+    a = asked.get(call)
     if a is None:
         return [Block(part, np.zeros(0, np.int64), np.zeros(0, np.int64), [], None, None)
                 for _ in range(len(splitters) + 1)]
@@ -465,11 +481,11 @@ def _order_stats(st: RangeState, wanted: dict[int, list[int]]) -> dict[tuple[int
     return out
 
 
-def _assemble_join(n: int, part: int, take_names: tuple[str, ...], *looked: Any) -> tuple[dict[str, Vec], np.ndarray]:
+def _assemble_join(n: int, take_names: tuple[str, ...], *looked: Any) -> tuple[dict[str, Vec], np.ndarray]:
+    """A partition's joined columns from what each bucket found for it (None: nothing)."""
     found = np.zeros(n, dtype=bool)
     pieces = []
-    for bucket in looked:
-        got = bucket.get(part)
+    for got in looked:
         if got is None:
             continue
         rows, pos, cols = got

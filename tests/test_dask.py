@@ -332,3 +332,103 @@ def test_a_scheduler_is_found_by_file_and_by_dask_configuration(client, tmp_path
     assert r.returncode == 2 and "scheduler file" in r.stderr and "does not exist" in r.stderr
     r = kam_here("run", "--scheduler-file", str(tmp_path / "scheduler.json"))
     assert r.returncode == 2 and "--scheduler-file is for --engine dask" in r.stderr
+
+
+# -- each partition read once, hashed as read, counted from its footer ----------------------------
+
+def test_each_partition_is_read_once_and_hashed_as_read(client, tmp_path, monkeypatch):
+    """A run opens each partition file once (the key check, the joins' references and every pass
+    take the partition's state on its worker); the manifest's sha256 is the file's, hashed by the
+    worker as it read it, and its rows come from the Parquet footer: the client reads no data."""
+    import hashlib
+
+    parts = dask_data.make(tmp_path / "data", 3_000, 4, tie_rows=200)
+    pl = compile_policies(ROOT / "policies")
+
+    def counting_reads() -> None:  # on each worker: every call of the facts reader, by file
+        from collections import Counter
+
+        from engine.batch import facts
+
+        seen: Counter = Counter()
+        original = facts.read_facts
+
+        def read_facts(path, *args, **kw):
+            seen[str(path)] += 1
+            return original(path, *args, **kw)
+
+        facts.read_facts = read_facts
+        facts.seen_by_test = seen
+
+    def reads_seen() -> dict:
+        from engine.batch import facts
+
+        return dict(facts.seen_by_test)
+
+    client.restart()  # workers without the counts of earlier tests
+    client.run(counting_reads)
+    staging = tmp_path / "staged"
+    staging.mkdir()
+    done = distributed.run(pl, parts, client, staging, range_rows=400)  # several passes, ranges and buckets
+    read_facts_calls: dict[str, int] = {}
+    byte_reads: dict[str, int] = {}
+    for counts in client.run(reads_seen).values():
+        for p, k in counts.items():
+            read_facts_calls[p] = read_facts_calls.get(p, 0) + k
+    for counts in client.run(distributed.partition_reads).values():
+        for p, k in counts.items():
+            byte_reads[p] = byte_reads.get(p, 0) + k
+    every = {str(p) for ps in parts.values() for p in ps}
+    assert read_facts_calls == {p: 1 for p in every}
+    assert byte_reads == {p: 1 for p in every}
+    assert len(population_passes := [k for k in done.timings if k.startswith("customer_pass_")]) >= 3, \
+        population_passes
+    for entity, paths in parts.items():
+        assert done.entities[entity]["sha256"] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+        assert done.entities[entity]["rows"] == [pq.ParquetFile(p).metadata.num_rows for p in paths]
+
+
+def test_the_manifest_lists_the_inputs_as_the_workers_read_them(tmp_path, monkeypatch):
+    """`kam run --engine dask` through the service: the client never hashes an input (the workers
+    did), and the manifest holds each input's sha256 and footer row count."""
+    import hashlib
+
+    from engine.batch import facts
+
+    data = tmp_path / "data"
+    parts = dask_data.make(data, 2_000, 3)
+    hashed: list[str] = []
+    original = facts.file_sha256
+
+    def watched(path):
+        hashed.append(str(path))
+        return original(path)
+
+    monkeypatch.setattr(facts, "file_sha256", watched)
+    done = api.run_on_dask(api.DaskRequest(ROOT / "policies", data, {}, tmp_path / "out", workers=1))
+    assert done.merged["rows"]["customer"] == 2_000
+    inputs = {str(p) for ps in parts.values() for p in ps}
+    assert not inputs & set(hashed)
+    listed = json.loads((tmp_path / "out" / "manifest.json").read_text())["inputs"]
+    assert {i["path"] for i in listed} == inputs
+    for i in listed:
+        assert i["sha256"] == hashlib.sha256(Path(i["path"]).read_bytes()).hexdigest()
+        assert i["rows"] == pq.ParquetFile(i["path"]).metadata.num_rows
+
+
+def test_a_finished_step_is_not_evaluated_again(client, tmp_path):
+    """A later pass takes the steps whose population calls were all answered as they are: a step that
+    reads none is final after the first pass (`step_calls`), and the state keeps it."""
+    pl = compile_policies(ROOT / "policies")
+    ep = pl.entity("customer")
+    calls = distributed.step_calls(ep)
+    free = [s for s, c in calls.items() if not c]
+    waiting = [s for s, c in calls.items() if c]
+    assert free and waiting
+    parts = dask_data.make(tmp_path / "data", 1_000, 2)
+    from engine.engines.dask_partition import advance, open_partition
+
+    state = open_partition(pl, "customer", str(parts["customer"][0]), None, 0)
+    after = advance(pl, "customer", state, {}, {}, str(tmp_path))
+    assert after.out is not None and after.out.asked and after.out.final is None
+    assert set(after.kept) == set(free)

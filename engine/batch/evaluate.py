@@ -183,6 +183,7 @@ class Context:
     _key_order: np.ndarray | None = None
     _key_objects: np.ndarray | None = None
     _groups: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
+    _labels: dict[str | None, np.ndarray] = field(default_factory=dict)
 
     def key_order(self) -> np.ndarray:
         """Position of each row when sorted by key (text order): the deterministic tie-break."""
@@ -194,7 +195,13 @@ class Context:
         return self._key_order
 
     def group_labels(self, name: str | None) -> np.ndarray:
-        """The group value of each row ("" without `by=`; None where the group is missing)."""
+        """The group value of each row ("" without `by=`; None where the group is missing); made once
+        per grouping (the same array each time: a partition's hook codes it once), not to be changed."""
+        if name not in self._labels:
+            self._labels[name] = self._make_labels(name)
+        return self._labels[name]
+
+    def _make_labels(self, name: str | None) -> np.ndarray:
         if name is None:
             return np.full(self.n, "", dtype=object)
         col = self.env[name]

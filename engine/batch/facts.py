@@ -477,10 +477,11 @@ def _sheet_rows(book: Any, path: Path, sheet: str | None, entity: str, loc: Loca
     return sheet, book.get_sheet_by_name(sheet).to_python(skip_empty_area=False)
 
 
-def _read_parquet(path: Path, wanted: list[str]) -> tuple[pd.DataFrame, Lines]:
+def _read_parquet(path: Path, wanted: list[str], content: bytes | None = None) -> tuple[pd.DataFrame, Lines]:
     # only the declared columns: a wide export may carry many the policies never read
-    present = set(pq.read_schema(path).names)
-    table = pq.read_table(path, columns=[c for c in wanted if c in present] or None)
+    source = pq.ParquetFile(pa.BufferReader(content) if content is not None else str(path))
+    present = set(source.schema_arrow.names)
+    table = source.read(columns=[c for c in wanted if c in present] or None)
     frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get)
     return frame, Lines("parquet")
 
@@ -760,19 +761,20 @@ def _parser_errors(fmt: str) -> tuple[type[BaseException], ...]:
 
 
 def read_facts(path: Path, facts: dict[str, Fact], options: FactsOptions | str | None = None,
-               identifiers: set[str] | None = None, entity: str = "") -> pd.DataFrame:
+               identifiers: set[str] | None = None, entity: str = "", content: bytes | None = None) -> pd.DataFrame:
     """Read and check one facts file; raise InputError naming file, column and lines on any problem.
 
     `identifiers` are the text facts that hold ids (the key, and columns that name another entity):
     they must be text in the file itself. A workbook is read from the sheet named after the `entity`
-    (or its only sheet), or the one `crm.xlsx#Sheet` names."""
+    (or its only sheet), or the one `crm.xlsx#Sheet` names. `content` holds a Parquet file's bytes
+    already read (the Dask engine hashes them as it reads them, so the file is read once)."""
     if not isinstance(options, FactsOptions):
         options = FactsOptions(format=options)
     loc = Location(str(path))
     path, sheet = split_sheet(path)
-    if not path.exists():
+    if content is None and not path.exists():
         raise InputError(Problem("input-missing-file", f"facts file {path} does not exist", loc))
-    if path.stat().st_size == 0:
+    if (len(content) if content is not None else path.stat().st_size) == 0:
         raise InputError(Problem("input-empty-file", f"facts file {path} is empty (zero bytes)", loc,
                                  "a file with only the header line is fine and gives empty outputs"))
     fmt = detect_format(path, options.format)
@@ -782,7 +784,7 @@ def read_facts(path: Path, facts: dict[str, Fact], options: FactsOptions | str |
         elif fmt == "jsonl":
             raw, lines = _read_jsonl(path, options, loc)
         elif fmt == "parquet":
-            raw, lines = _read_parquet(path, list(facts))
+            raw, lines = _read_parquet(path, list(facts), content)
         elif fmt == "xlsx":
             raw, lines = _read_xlsx(path, sheet, entity, loc, list(facts))
         else:

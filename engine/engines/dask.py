@@ -1,7 +1,8 @@
 """Stage 6 on Dask: the pandas backend run partition by partition, with the population exact.
 
-Every partition (one Parquet file) is read, checked and evaluated by the pandas backend on a
-worker. What one partition cannot know alone, it asks for through `PartitionHook`:
+Every partition (one Parquet file) is read and checked once, and evaluated by the pandas backend on
+a worker. What one partition cannot know alone, it asks for through `PartitionHook`
+(engine.engines.dask_partition):
 
 - a population function (`pct_rank(profit)`, `sum(x, by=region)`, ...) or a quota,
 - the columns a join takes from another entity.
@@ -29,6 +30,10 @@ How a call is computed over the population, without any task holding all of it:
   holds every partition's keys of that hash range, so lookups and the uniqueness check see at most
   about `range_rows` keys at a time.
 
+Each partition is read, hashed and fact-checked once per run, by the worker that keeps its state
+(engine.engines.dask_partition): the key check, the references of the joins and every pass take that
+state, and a pass evaluates only the steps that waited for one of its new answers.
+
 The outputs are a folder of Parquet parts per entity, written by the workers into the run's staging
 folder and swapped in as one set with the manifest (engine.batch.write).
 """
@@ -38,7 +43,7 @@ from __future__ import annotations
 import math
 import operator
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -48,291 +53,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..batch import population as popu
+from ..batch.evaluate import ListVec, Text, Tri, Vec, _joined, missing_vector
 from ..language.errors import InputError, Location, Problem
-from ..batch.evaluate import CONFLICT, ListVec, Overflow, Text, Tri, Vec, _joined, evaluate_entity, is_missing, \
-    missing_vector, take
-from ..language.functions import POPULATION_FUNCTIONS
-from ..language.model import Join
-from ..language.nodes import Call, Node, names, to_text, walk
-from ..language.plan import DeriveStep, EntityPlan, Plan, decision_reads, step_nodes
+from ..language.plan import EntityPlan, Plan
+from .dask_partition import (PartitionState, PassOut, TooLarge, Ordered, Sums, advance, key_buckets, label_sort,
+                             open_partition, partition_reads, population_calls, read_partition, step_calls)
+
+__all__ = ["DaskRun", "PartitionState", "PassOut", "merge", "partition_files", "partition_reads",
+           "population_calls", "read_partition", "run", "step_calls"]
 
 RANGE_ROWS = 1_000_000  # rows per range of sorted values and per bucket of keys
-SAMPLE = 64  # sample rows per partition and range boundary
-ORDERED = ("rank", "pct_rank", "cumshare", "quantile")
-
-
-# -- which population calls depend on which -------------------------------------------------------
-
-def _calls_in(node: Node) -> list[Call]:
-    return [n for n in walk(node) if isinstance(n, Call) and n.func in POPULATION_FUNCTIONS]
-
-
-def population_calls(ep: EntityPlan) -> dict[str, set[str]]:
-    """Every population call (by its text) and quota (`quota of rule ID`) of an entity, with the
-    population calls and quotas its arguments depend on, directly or through features and decisions."""
-    provides: dict[str, set[str]] = {}
-    deps: dict[str, set[str]] = {}
-
-    def depends(node: Node) -> set[str]:
-        out: set[str] = set()
-        for n in names(node):
-            out |= provides.get(n, set())
-        for c in _calls_in(node):
-            text = to_text(c)
-            inner: set[str] = set()
-            for a in list(c.args) + [v for _, v in getattr(c, "kwargs", ())]:
-                if isinstance(a, Node):
-                    inner |= depends(a) if a is not c else set()
-            deps.setdefault(text, set()).update(inner)
-            out |= inner | {text}
-        return out
-
-    for step in ep.steps:
-        if isinstance(step, DeriveStep):
-            provides[step.name] = depends(step.derive.expr.node)  # type: ignore[arg-type]
-            continue
-        d = step.decision
-        got: set[str] = set()
-        for n in step_nodes(step):
-            got |= depends(n)
-        for n in decision_reads(d):
-            got |= provides.get(n, set())
-        for r in d.rules:
-            if r.quota is not None:
-                deps[f"quota of rule {r.id}"] = set(got)
-        got |= {f"quota of rule {r.id}" for r in d.rules if r.quota is not None}
-        for name in [d.name] + [o.name for o in d.outputs]:
-            provides[name] = got
-    for m in ep.measures:
-        depends(m.expr.node)  # type: ignore[arg-type]
-    for inv in ep.invariants:
-        depends(inv.expr.node)  # type: ignore[arg-type]
-    return deps
-
-
-# -- what a partition sends and gets --------------------------------------------------------------
-
-@dataclass
-class Ordered:
-    """One partition's rows of an ordered call: the rows it concerns, their group labels, the sort
-    keys (ascending), the tie-break (ids) and the values summed in sorted order."""
-
-    func: str
-    rows: np.ndarray
-    labels: np.ndarray
-    keys: list[np.ndarray]
-    tiebreak: np.ndarray | None
-    weights: np.ndarray | None
-    q: float = 0.5
-    ties: str = "key"
-
-
-class TooLarge:
-    """The answer to a population call whose total is too large to hold: the partitions' evaluation
-    raises the Overflow that the pandas engine raises, at the step that asked."""
-
-
-@dataclass
-class Sums:
-    """One partition's exact sums and counts per group label (see engine.batch.population)."""
-
-    sums: dict[Any, int | float]
-    counts: dict[Any, int]
-
-
-def _present(labels: np.ndarray) -> np.ndarray:
-    """Where a group label is given (`Context.group_labels` has None for a missing one)."""
-    return pd.notna(labels).astype(bool) if labels.size else np.zeros(0, bool)
-
-
-def _labels_codes(labels: np.ndarray) -> tuple[list[Any], np.ndarray]:
-    present = _present(labels)
-    codes = np.full(labels.size, -1, dtype=np.int64)
-    if not present.any():
-        return [], codes
-    c, uniques = pd.factorize(pd.Series(labels[present], dtype=object), sort=False)
-    codes[present] = c
-    return list(uniques), codes
-
-
-def _local_sums(x: np.ndarray, labels: np.ndarray) -> Sums:
-    uniques, codes = _labels_codes(labels)
-    sums = popu.exact_sums(x, codes, len(uniques))
-    counts = np.bincount(codes[(codes >= 0) & ~np.isnan(x)], minlength=len(uniques))
-    return Sums(dict(zip(uniques, sums)), dict(zip(uniques, counts.tolist())))
-
-
-class PartitionHook:
-    """What a partition's evaluation asks of the population: answered from `known`, or recorded in
-    `asked` (when everything the call depends on is known) and answered with missing values."""
-
-    def __init__(self, known: dict[str, Any], deps: dict[str, set[str]], joins: dict[str, Any]):
-        self.known = known
-        self.deps = deps
-        self.joins = joins
-        self.asked: dict[str, Any] = {}
-        self.pending = False  # some answer was missing: this pass's results are not final
-
-    def _ask(self, call: str, make: Callable[[], Any], deps_of: str | None = None) -> None:
-        self.pending = True
-        if call not in self.asked and all(d in self.known for d in self.deps.get(deps_of or call, ())):
-            self.asked[call] = make()
-
-    def value(self, call: str, func: str, x: np.ndarray, labels: np.ndarray, keys: np.ndarray | None,
-              q: float, ties: str) -> np.ndarray:
-        """A population function's values for this partition's rows."""
-        got = self.known.get(call)
-        if isinstance(got, TooLarge):
-            raise Overflow(None, np.zeros(0, np.int64))
-        if func in ORDERED and func != "quantile":
-            if got is not None:
-                return got
-            valid = np.flatnonzero(~np.isnan(x) & _present(labels))
-            xv = x[valid]
-            self._ask(call, lambda: Ordered(func, valid, labels[valid], [-xv if func == "rank" else xv],
-                                            keys[valid] if keys is not None else None,
-                                            xv if func == "cumshare" else None, q, ties))
-            return np.full(x.size, np.nan)
-        if func == "quantile":
-            if got is not None:
-                return _per_label(labels, got)
-            valid = np.flatnonzero(~np.isnan(x) & _present(labels))
-            self._ask(call, lambda: Ordered(func, valid, labels[valid], [x[valid]], None, None, q, ties))
-            return np.full(x.size, np.nan)
-        if func == "zscore":
-            if got is not None:
-                mean, std = _per_label(labels, got[0]), _per_label(labels, got[1])
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    return np.where(std > 0, (x - mean) / std, np.nan)
-            means = self.known.get(call + " #mean")
-            if means is None:  # the first round (the mean), once the argument can be computed
-                self._ask(call + " #mean", lambda: _local_sums(x, labels), deps_of=call)
-            else:
-                self.deps.setdefault(call, set()).add(call + " #mean")
-                self._ask(call, lambda: _local_sums((x - _per_label(labels, means)) ** 2, labels))
-            return np.full(x.size, np.nan)
-        if got is not None:  # sum, mean, count
-            return _per_label(labels, got)
-        self._ask(call, lambda: _local_sums(x, labels))
-        return np.full(x.size, np.nan)
-
-    def quota(self, call: str, labels: np.ndarray, keys: list[np.ndarray], ids: np.ndarray, ties: str
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """A quota's rank, group size and tie size for the eligible rows (in their order)."""
-        n = labels.size
-        got = self.known.get(call)
-        if got is not None:  # kept per eligible row, in the eligible rows' order
-            return got[0][:n], got[1][:n], got[2][:n], np.arange(n)
-        valid = np.flatnonzero(_present(labels))
-        self._ask(call, lambda: Ordered("quota", valid, labels[valid], [k[valid] for k in keys], ids[valid], None,
-                                        0.5, ties))
-        nan = np.full(n, np.nan)
-        return nan, nan, np.zeros(n), np.arange(n)
-
-    def join(self, j: Join, ref: Vec) -> tuple[dict[str, Vec], np.ndarray]:
-        """The columns a join takes, for this partition's references, and the rows that found none."""
-        taken, found = self.joins[j.name]
-        return taken, np.flatnonzero(~found & ~is_missing(ref))
-
-
-def _per_label(labels: np.ndarray, per: dict[Any, float]) -> np.ndarray:
-    return pd.Series(labels, dtype=object).map(lambda v: per.get(v, np.nan) if v is not None else np.nan
-                                               ).to_numpy(dtype=float, na_value=np.nan)
-
-
-# -- partitions -----------------------------------------------------------------------------------
-
-@dataclass
-class PassOut:
-    """What a pass over one partition gives: small figures for the driver, and the recorded
-    arguments that stay on the worker."""
-
-    rows: int
-    asked: dict[str, Any]
-    small: dict[str, Any] = field(default_factory=dict)  # per call: sums, or labels + sample
-    final: dict[str, Any] | None = None  # the final pass: what the manifest needs
-    pieces: list[Any] | None = None  # the final pass: keys and joined columns per hash bucket
-    # the partition's data cannot be decided (a number too large to hold): given back, not raised, so
-    # that the worker does not log it as its own failure with a traceback
-    error: InputError | None = None
-
-
-def read_partition(pl: Plan, entity: str, path: str, options: Any) -> pd.DataFrame:
-    """One partition's facts, checked as a facts file is."""
-    from ..batch.facts import identifier_facts
-    from ..batch.facts import read_facts
-
-    return read_facts(Path(path), pl.checked.policy_set.facts(entity), options, identifier_facts(pl, entity), entity)
-
-
-def _sample(o: Ordered) -> list[tuple]:
-    """Evenly spaced rows of the partition's sorted (label, keys): for the range boundaries."""
-    if o.rows.size == 0:
-        return []
-    order = np.argsort(o.keys[0])  # for balance only: the ranges are right whatever the sample
-    picks = order[np.linspace(0, order.size - 1, min(SAMPLE, order.size)).astype(np.int64)]
-    return [(o.labels[i], *[float(k[i]) for k in o.keys]) for i in picks.tolist()]
-
-
-def _label_sort(v: Any) -> tuple:
-    return (type(v).__name__, v)
-
-
-def partition_pass(pl: Plan, entity: str, path: str, options: Any, known: dict[str, Any],
-                   joins: dict[str, Any], final_dir: str | None, index: int,
-                   taken: tuple[str, ...] = (), buckets: int = 1) -> PassOut:
-    """Evaluate one partition with what is known; on the final pass write its decisions (and keep
-    the columns other entities join, `taken`, spread over hash buckets)."""
-    from ..batch.explain import decision_counts, output_chunks
-    from ..batch.facts import file_sha256
-    from ..batch.write import write_chunks
-
-    ep = pl.entity(entity)
-    frame = read_partition(pl, entity, path, options)
-    types = {name: f.type for name, f in pl.checked.policy_set.facts(entity).items()}
-    hook = PartitionHook(dict(known), {k: set(v) for k, v in population_calls(ep).items()}, joins)
-    try:
-        res = evaluate_entity(ep, frame, types, {}, population=hook)
-    except InputError as exc:
-        return PassOut(len(frame), {}, error=exc)
-    out = PassOut(len(frame), hook.asked)
-    for call, a in hook.asked.items():
-        if isinstance(a, Sums):
-            out.small[call] = a
-        else:
-            out.small[call] = {"labels": sorted(set(a.labels.tolist()), key=_label_sort), "sample": _sample(a),
-                               "rows": int(a.rows.size), "func": a.func, "q": a.q, "ties": a.ties}
-    if hook.pending or final_dir is None:
-        return out
-    from ..batch.result import RunResult
-
-    folder = Path(final_dir) / f"{entity}_decisions"
-    folder.mkdir(exist_ok=True)
-    name = f"part-{index:05d}.parquet"
-    rows = write_chunks(output_chunks(res), folder / name, "parquet").rows  # a slice of texts at a time
-    if taken:
-        out.pieces = _bucket_pieces(res, taken, buckets)
-    rr = RunResult(pl, {entity: res}, {entity: frame}, {})
-    out.final = {
-        "path": f"{entity}_decisions/{name}", "rows": rows,
-        "sha256": file_sha256(folder / name),  # a megabyte at a time, not the part whole
-        "counts": decision_counts(res), "measures": dict(res.measures) if len(frame) else None,
-        "invariants": [(i.invariant.id, i.count, i.examples) for i in rr.invariants()],
-        "conflicts": _conflicts(res),
-        "unknown": {j: (len(f), f.head(50)) for j, f in res.unknown_refs.items()},
-        "ref_totals": {j.name: int((~is_missing(res.ctx.env[j.on])).sum()) for j in ep.joins},
-    }
-    return out
-
-
-def _conflicts(res: Any) -> dict[str, tuple[int, list[str], tuple[str, str]]]:
-    out = {}
-    for name, d in res.decisions.items():
-        rows = np.flatnonzero(d.rule_index == CONFLICT)
-        if rows.size:
-            a, b = d.conflict_with[rows[0]]
-            out[name] = (int(rows.size), [str(res.ctx.key[i]) for i in rows[:5]], (d.rules[a].id, d.rules[b].id))
-    return out
 
 
 # -- ordered calls over ranges --------------------------------------------------------------------
@@ -351,7 +81,12 @@ class Block:
 
 def split_ranges(o: Ordered, part: int, code_of: dict[Any, int], splitters: list[tuple]) -> list[Block]:
     """Cut a partition's rows into the ranges (by group code, then keys); equal rows share a range."""
-    codes = np.array([code_of[v] for v in o.labels.tolist()], dtype=np.int64)
+    # the few distinct labels looked up, spread by their codes (not a dictionary lookup per row)
+    if o.labels.size:
+        at, distinct = pd.factorize(pd.Series(o.labels, dtype=object), sort=False)
+        codes = np.array([code_of[v] for v in distinct], dtype=np.int64)[at]
+    else:
+        codes = np.zeros(0, dtype=np.int64)
     cols = [codes.astype(float)] + list(o.keys)
     r = np.zeros(codes.size, dtype=np.int64)
     for s in splitters:  # a row lies after the boundary s when (code, keys) > s lexicographically
@@ -427,28 +162,6 @@ def assemble(n: int, width: int, *pieces: tuple[np.ndarray, list[np.ndarray]] | 
 
 # -- keys: uniqueness and joins -------------------------------------------------------------------
 
-def key_buckets(pl: Plan, entity: str, path: str, options: Any, buckets: int, part: int,
-                column: str | None = None, take_names: tuple[str, ...] = ()) -> list[Any]:
-    """A partition's ids (or references) spread over buckets by their hash; with `take_names` the
-    taken columns come along (the evaluated values of the other side of a join)."""
-    from ..history.ids import key_hashes
-
-    frame = read_partition(pl, entity, path, options)
-    col = column or pl.entity(entity).key
-    ids = _id_array(frame[col])
-    b = (key_hashes(ids) % np.uint64(buckets)).astype(np.int64) if len(ids) else np.zeros(0, np.int64)
-    out = []
-    for i in range(buckets):
-        rows = np.flatnonzero(b == i)
-        out.append((part, rows, ids.take(pa.array(rows))))
-    return out
-
-
-def _id_array(col: Any) -> pa.Array:
-    arr = pa.array(col, type=pa.string(), from_pandas=True)
-    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-
-
 def duplicates(entity: str, key: str, paths: list[str], *pieces: Any) -> list[str]:
     """Ids found more than once in one bucket (across every partition): the messages."""
     if not pieces:
@@ -494,7 +207,9 @@ def run(pl: Plan, inputs: dict[str, list[Path]], client: Any, staging: Path, opt
         range_rows: int = RANGE_ROWS, on_step: Callable[[str], None] | None = None,
         on_part: Callable[[str, int, int], None] | None = None) -> DaskRun:
     """Evaluate every entity over its partitions on a Dask cluster and write the parts into `staging`.
-    `on_part(what, done, total)` hears of each partition done in each pass (for a progress bar)."""
+    `on_part(what, done, total)` hears of each partition done in each pass (for a progress bar).
+    Per entity the result holds each input's rows (Parquet footer) and sha256 (of the bytes the
+    worker read), so the client never reads the data; the timings hold each stage's seconds."""
     plan_f = client.scatter(pl, broadcast=True)
     done: dict[str, dict[str, Any]] = {}
     timings: dict[str, float] = {}
@@ -502,7 +217,8 @@ def run(pl: Plan, inputs: dict[str, list[Path]], client: Any, staging: Path, opt
     for ep in pl.entities:
         t0 = time.perf_counter()
         paths = _paths(inputs[ep.entity])
-        driver = _EntityDriver(client, plan_f, pl, ep, paths, options, range_rows, on_part)
+        driver = _EntityDriver(client, plan_f, pl, ep, paths, options, range_rows, on_part, timings)
+        driver.read()
         driver.check_keys()
         joins = driver.joins(join_tables)
         taken = tuple(sorted({n for other in pl.entities for j in other.joins if j.entity == ep.entity
@@ -510,6 +226,7 @@ def run(pl: Plan, inputs: dict[str, list[Path]], client: Any, staging: Path, opt
         done[ep.entity] = driver.passes(joins, str(staging), taken)
         if taken:
             join_tables[ep.entity] = driver.join_table(taken)
+        del driver, joins  # the partitions' states: released once the entity is done
         timings[f"evaluate_{ep.entity}"] = round(time.perf_counter() - t0, 4)
         if on_step:
             on_step(ep.entity)
@@ -518,12 +235,27 @@ def run(pl: Plan, inputs: dict[str, list[Path]], client: Any, staging: Path, opt
 
 class _EntityDriver:
     def __init__(self, client: Any, plan_f: Any, pl: Plan, ep: EntityPlan, paths: list[str], options: Any,
-                 range_rows: int, on_part: Callable[[str, int, int], None] | None = None):
+                 range_rows: int, on_part: Callable[[str, int, int], None] | None = None,
+                 timings: dict[str, float] | None = None):
         self.client, self.plan_f, self.pl, self.ep, self.paths = client, plan_f, pl, ep, paths
         self.options, self.range_rows = options, range_rows
         self.on_part = on_part
+        self.timings = timings if timings is not None else {}
         self.rows: list[int] = []
+        self.sha256: list[str] = []
         self.buckets = 1
+        self.states: list[Any] = []  # per partition: the future of its PartitionState, on its worker
+        self.asked: list[Any] = []  # per partition: the future of what its last pass asked
+        # per partition, the answers the next pass gets (futures of per-row values, or per-group figures);
+        # handed over once, then held by the partition's state rather than by the client
+        self.fresh: list[dict[str, Any]] = [dict() for _ in paths]
+        self.figures: dict[str, Any] = {}  # the per-group answers (small): zscore's second round reads its means
+        self._t = time.perf_counter()
+
+    def _lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[f"{self.ep.entity}_{stage}"] = round(now - self._t, 4)
+        self._t = now
 
     def submit(self, fn: Callable, *args: Any, **kw: Any) -> Any:
         return self.client.submit(fn, *args, pure=False, **kw)
@@ -538,22 +270,28 @@ class _EntityDriver:
                 self.on_part(what, done, len(futures))
         return self.client.gather(futures)
 
-    def check_keys(self) -> None:
-        """Every partition readable and checked, and each key once over all of them."""
-        sizes = self.gather([self.submit(_count_rows, self.plan_f, self.ep.entity, p, self.options)
-                             for p in self.paths], f"{self.ep.entity}: reading")
-        problems = [p for s in sizes if isinstance(s, InputError) for p in s.problems]
+    def read(self) -> None:
+        """Every partition read once, hashed and checked, its state kept on the worker that read it."""
+        self.states = [self.submit(open_partition, self.plan_f, self.ep.entity, p, self.options, i)
+                       for i, p in enumerate(self.paths)]
+        heads = self.gather([self.submit(_head_of, s) for s in self.states], f"{self.ep.entity}: reading")
+        problems = [p for h in heads if h["error"] is not None for p in h["error"].problems]
         if problems:
             raise InputError(problems)
-        self.rows = [int(s) for s in sizes]
+        self.rows = [h["rows"] for h in heads]
+        self.sha256 = [h["sha256"] for h in heads]
         self.buckets = max(1, math.ceil(sum(self.rows) / self.range_rows))
+        self._lap("read")
+
+    def check_keys(self) -> None:
+        """Each key once over all partitions (from the partitions' states: nothing is read again)."""
         if not self.ep.key:
             return
-        split = [self.submit(key_buckets, self.plan_f, self.ep.entity, p, self.options, self.buckets, i)
-                 for i, p in enumerate(self.paths)]
+        split = [self.submit(key_buckets, self.plan_f, self.ep.entity, s, self.buckets) for s in self.states]
         checks = [self.submit(duplicates, self.ep.entity, self.ep.key, self.paths,
                               *[self.submit(operator.getitem, s, b) for s in split]) for b in range(self.buckets)]
         found = [m for ms in self.client.gather(checks) for m in ms]
+        self._lap("keys")
         if found:
             raise InputError([Problem("duplicate-key", f"{self.ep.entity} facts: {m}", Location(self.paths[0]),
                                       "each id may appear once over all partitions") for m in found[:5]])
@@ -564,41 +302,53 @@ class _EntityDriver:
         for j in self.ep.joins:
             table = tables[j.entity]
             nb = len(table)
-            refs = [self.submit(key_buckets, self.plan_f, self.ep.entity, p, self.options, nb, i, j.on)
-                    for i, p in enumerate(self.paths)]
+            refs = [self.submit(key_buckets, self.plan_f, self.ep.entity, s, nb, j.on) for s in self.states]
             looked = [self.submit(join_values, tuple(j.take), table[b],
                                   *[self.submit(operator.getitem, r, b) for r in refs]) for b in range(nb)]
             for i in range(len(self.paths)):
-                per_part[i][j.name] = self.submit(_assemble_join, self.rows[i], i, tuple(j.take), *looked)
+                # only this partition's share of each bucket travels to it, not every bucket whole
+                mine = [self.submit(dict.get, b, i) for b in looked]
+                per_part[i][j.name] = self.submit(_assemble_join, self.rows[i], tuple(j.take), *mine)
         return [self.submit(_join_dict, list(d.keys()), *d.values()) if d else {} for d in per_part]
 
     def join_table(self, taken: tuple[str, ...]) -> list[Any]:
         """This entity's keys and taken columns, spread over hash buckets, for the entities that join it
         (the final pass kept them on the workers)."""
-        split = [self.submit(operator.attrgetter("pieces"), o) for o in self.final_outs]
+        split = [self.submit(_pieces_of, s) for s in self.states]
         return [self.submit(_merge_join_pieces, taken, *[self.submit(operator.getitem, s, b) for s in split])
                 for b in range(self.buckets)]
 
     def passes(self, joins: list[Any], staging: str, taken: tuple[str, ...]) -> dict[str, Any]:
-        """Evaluate in passes until nothing is asked; the last pass writes the parts."""
-        self.known: list[dict[str, Any]] = [dict() for _ in self.paths]
+        """Evaluate in passes until nothing is asked; the last pass writes the parts. Each pass takes
+        the partition's state and only the answers that are new to it."""
         deps = population_calls(self.ep)
         for round_ in range(2 * len(deps) + 3):
-            outs = [self.submit(partition_pass, self.plan_f, self.ep.entity, p, self.options, self.known[i],
-                                joins[i], staging, i, taken, self.buckets) for i, p in enumerate(self.paths)]
-            self.final_outs = outs
-            small = self.gather([self.submit(_small_of, o) for o in outs], f"{self.ep.entity}: pass {round_ + 1}")
+            fresh, self.fresh = self.fresh, [dict() for _ in self.paths]
+            # the previous states are dropped as the new ones replace them: Dask frees them after the pass
+            passed = [self.submit(advance, self.plan_f, self.ep.entity, s, fresh[i], joins[i], staging,
+                                  taken, self.buckets) for i, s in enumerate(self.states)]
+            del fresh
+            # what the pass asked is kept apart from the state: cutting it into ranges then does not
+            # bring a state that Dask spilled back from disk, once per call
+            self.asked = [self.submit(_asked_of, p) for p in passed]
+            self.states = [self.submit(_without_asked, p) for p in passed]
+            small = self.gather([self.submit(_small_of, p) for p in passed], f"{self.ep.entity}: pass {round_ + 1}")
+            del passed
             error = next((s["error"] for s in small if s["error"] is not None), None)
             if error is not None:
                 raise error
             asked = sorted({c for s in small for c in s["asked"]})
+            self._lap(f"pass_{round_ + 1}")  # the partitions' evaluation (and, on the last pass, writing)
             if not asked:
                 finals = [s["final"] for s in small]
                 if any(f is None for f in finals):
                     raise RuntimeError("a partition could not finish its evaluation")
-                return {"paths": self.paths, "rows": self.rows, "parts": finals}
+                return {"paths": self.paths, "rows": self.rows, "sha256": self.sha256, "parts": finals}
             for call in asked:
-                self.resolve(call, outs, [s["small"].get(call) for s in small])
+                self.resolve(call, self.asked, [s["small"].get(call) for s in small])
+            # the population's answers to what the pass asked (totals; ranges scanned for the ordered
+            # calls, whose values are only sent on to the partitions by the next pass)
+            self._lap(f"answers_{round_ + 1}")
         raise RuntimeError("population calls did not resolve")
 
     def resolve(self, call: str, outs: list[Any], small: list[Any]) -> None:
@@ -615,7 +365,7 @@ class _EntityDriver:
         if call.endswith(" #mean"):
             value: Any = {lab: popu.as_float(sums[lab], counts[lab]) for lab in labels}
         elif call.startswith("zscore("):
-            means = self.known[0][call + " #mean"]
+            means = self.figures[call + " #mean"]
             value = (means, {lab: math.sqrt(popu.as_float(sums[lab], counts[lab])) if counts[lab] else math.nan
                              for lab in labels})
         elif call.startswith("sum("):
@@ -624,12 +374,13 @@ class _EntityDriver:
             value = {lab: float(counts[lab]) for lab in labels}
         else:  # mean
             value = {lab: popu.as_float(sums[lab], counts[lab]) for lab in labels}
-        for k in self.known:
+        self.figures[call] = value
+        for k in self.fresh:
             k[call] = value
 
     def _resolve_ordered(self, call: str, outs: list[Any], small: list[dict[str, Any]]) -> None:
         func, q, ties = small[0]["func"], small[0]["q"], small[0]["ties"]
-        labels = sorted({lab for s in small for lab in s["labels"]}, key=_label_sort)
+        labels = sorted({lab for s in small for lab in s["labels"]}, key=label_sort)
         code_of = {lab: i for i, lab in enumerate(labels)}
         total = sum(s["rows"] for s in small)
         nranges = max(1, math.ceil(total / self.range_rows))
@@ -653,7 +404,7 @@ class _EntityDriver:
             count[codes] = cnt
             fold[codes] = fld
         if func == "cumshare" and not np.isfinite(fold).all():  # a running total beyond the largest float
-            for k in self.known:
+            for k in self.fresh:
                 k[call] = TooLarge()
             return
         if func == "quantile":
@@ -672,7 +423,7 @@ class _EntityDriver:
                     per[lab] = popu.lerp(found[(code, lo)], found[(code, hi)], t)
                 else:
                     per[lab] = math.nan
-            for k in self.known:
+            for k in self.fresh:
                 k[call] = per
             return
         fins = [self.submit(finalize_range, st, count, fold, func, ties) for st in states]
@@ -680,22 +431,36 @@ class _EntityDriver:
         for i in range(len(self.paths)):
             pieces = [self.submit(dict.get, f, i) for f in fins]
             got = self.submit(assemble, self.rows[i], width, *pieces)
-            self.known[i][call] = got if func == "quota" else self.submit(operator.getitem, got, 0)
+            self.fresh[i][call] = got if func == "quota" else self.submit(operator.getitem, got, 0)
 
 
-def _count_rows(pl: Plan, entity: str, path: str, options: Any) -> int | InputError:
-    try:
-        return len(read_partition(pl, entity, path, options))
-    except InputError as exc:
-        return exc
+def _head_of(s: PartitionState) -> dict[str, Any]:
+    """What the client hears of a partition read: its rows, its sha256, or why it cannot be read."""
+    return {"rows": s.rows, "sha256": s.sha256, "error": s.error}
 
 
-def _small_of(o: PassOut) -> dict[str, Any]:
+def _small_of(s: PartitionState) -> dict[str, Any]:
+    o = s.out
+    assert o is not None
     return {"asked": list(o.asked), "small": o.small, "final": o.final, "error": o.error}
 
 
-def _split_asked(o: PassOut, call: str, part: int, code_of: dict[Any, int], splitters: list[tuple]) -> list[Block]:
-    a = o.asked.get(call)
+def _pieces_of(s: PartitionState) -> list[Any] | None:
+    return s.out.pieces if s.out is not None else None
+
+
+def _asked_of(s: PartitionState) -> dict[str, Any]:
+    return s.out.asked if s.out is not None else {}
+
+
+def _without_asked(s: PartitionState) -> PartitionState:
+    """The state for the next pass, without the records of what this pass asked (held apart)."""
+    return replace(s, out=replace(s.out, asked={})) if s.out is not None else s
+
+
+def _split_asked(asked: dict[str, Any], call: str, part: int, code_of: dict[Any, int], splitters: list[tuple]
+                 ) -> list[Block]:
+    a = asked.get(call)
     if a is None:
         return [Block(part, np.zeros(0, np.int64), np.zeros(0, np.int64), [], None, None)
                 for _ in range(len(splitters) + 1)]
@@ -716,11 +481,11 @@ def _order_stats(st: RangeState, wanted: dict[int, list[int]]) -> dict[tuple[int
     return out
 
 
-def _assemble_join(n: int, part: int, take_names: tuple[str, ...], *looked: Any) -> tuple[dict[str, Vec], np.ndarray]:
+def _assemble_join(n: int, take_names: tuple[str, ...], *looked: Any) -> tuple[dict[str, Vec], np.ndarray]:
+    """A partition's joined columns from what each bucket found for it (None: nothing)."""
     found = np.zeros(n, dtype=bool)
     pieces = []
-    for bucket in looked:
-        got = bucket.get(part)
+    for got in looked:
         if got is None:
             continue
         rows, pos, cols = got
@@ -769,19 +534,6 @@ def _join_dict(names_: list[str], *values: Any) -> dict[str, Any]:
     out = {}
     for name, (taken, found) in zip(names_, values):
         out[name] = (taken, found)
-    return out
-
-
-def _bucket_pieces(res: Any, taken: tuple[str, ...], buckets: int) -> list[Any]:
-    """A finished partition's keys and taken columns per hash bucket."""
-    from ..history.ids import key_hashes
-
-    ids = _id_array(res.ctx.key)
-    b = (key_hashes(ids) % np.uint64(buckets)).astype(np.int64) if len(ids) else np.zeros(0, np.int64)
-    out = []
-    for i in range(buckets):
-        rows = np.flatnonzero(b == i)
-        out.append((ids.take(pa.array(rows)), {n: take(res.ctx.env[n], rows) for n in taken}))
     return out
 
 

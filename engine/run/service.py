@@ -27,7 +27,7 @@ from ..batch.evaluate import EntityResult, decide, evaluate_entity
 from ..batch.explain import Trace, trace_row
 from ..batch.population import Calibration, build as build_calibration
 from ..batch.extras import need
-from ..batch.facts import FactsOptions, check_frame, file_sha256, identifier_facts
+from ..batch.facts import FactsOptions, check_frame, identifier_facts
 from ..batch.result import InvariantReport, Past, RunResult, release
 from ..batch.write import OutputTarget
 from ..engines import calibration as calibrations
@@ -560,8 +560,10 @@ def run_on_dask(request: DaskRequest, on_ready: Callable[[str | None], None] | N
         broken = [r for r in merged["invariants"] if r.count]
         if broken and not req.allow_violations:
             raise InvariantsBroken(broken, "")
-        inputs_ = [{"entity": e, "path": str(p), "sha256": file_sha256(p), "rows": r} for e, ps_ in files.items()
-                   for p, r in zip(ps_, done.entities[e]["rows"])]
+        # hashed by the workers as they read the partitions, counted from the Parquet footers: the
+        # client never reads the data
+        inputs_ = [{"entity": e, "path": str(p), "sha256": h, "rows": r} for e, ps_ in files.items()
+                   for p, r, h in zip(ps_, done.entities[e]["rows"], done.entities[e]["sha256"])]
         manifest = run_manifest(
             pl, inputs_, merged["counts"], merged["measures"], [r.to_dict() for r in merged["invariants"]],
             merged["warnings"], {**done.timings, "total": round(time.perf_counter() - t_start, 4)},

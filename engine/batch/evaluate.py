@@ -8,6 +8,7 @@ value). A rule matches only where its condition is true; unknown is not true.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -1057,31 +1058,41 @@ def evaluate_entity(ep: EntityPlan, frame: pd.DataFrame | Mapping[str, pd.Series
                     env.update(decision_vectors(kept))
                 continue
             with _overflow_at(step, key):
-                if isinstance(step, DeriveStep):
-                    env[step.name] = _finite(evaluate_node(step.derive.expr.node, ctx))  # type: ignore[arg-type]
-                elif isinstance(step, DecisionStep):
-                    res = decider(step.decision, ctx)
-                    results[step.name] = res
-                    vectors = decision_vectors(res)
-                    _refuse_overflow(res, vectors, key)
-                    env.update(vectors)
+                out = _step_value(step, ctx, decider)
+            if isinstance(step, DeriveStep):
+                env[step.name] = out
+            else:
+                results[step.name] = out
+                env.update(decision_vectors(out))
         violations = {}
         for inv in ep.invariants:
             with _overflow_at(inv, key):
-                violations[inv.id] = invariant_violation(inv, ctx)
+                violations[inv.id] = _checked_value(inv, ctx)
         figures = {}
         for m in ep.measures if measures else ():
             with _overflow_at(m, key):
-                figures[m.name] = measure_value(m, ctx)
+                figures[m.name] = _checked_value(m, ctx)
     return EntityResult(ep.entity, ep, ctx, results, unknown, violations, figures)
+
+
+def _step_value(step: DeriveStep | DecisionStep, ctx: Context, decider: Decider) -> Any:
+    """A feature's vector or a decision's result (refused where a figure it reads overflowed)."""
+    if isinstance(step, DeriveStep):
+        return _finite(evaluate_node(step.derive.expr.node, ctx))  # type: ignore[arg-type]
+    res = decider(step.decision, ctx)
+    _refuse_overflow(res, decision_vectors(res), ctx.key)
+    return res
+
+
+def _checked_value(item: Invariant | Measure, ctx: Context) -> Any:
+    """An invariant's breaking rows or a measure's value, once every step is done."""
+    return invariant_violation(item, ctx) if isinstance(item, Invariant) else measure_value(item, ctx)
 
 
 SIDE_BY_SIDE_ROWS = 50_000  # below this, evaluating steps on threads costs more than it saves
 
 
 def _cores() -> int:
-    import os
-
     return os.cpu_count() or 1
 
 
@@ -1098,15 +1109,11 @@ def _evaluate_waves(ep: EntityPlan, ctx: Context, with_measures: bool
 
     def one(step: DeriveStep | DecisionStep) -> Any:
         with np.errstate(over="raise"):  # numpy's error state is per thread
-            if isinstance(step, DeriveStep):
-                return _finite(evaluate_node(step.derive.expr.node, ctx))  # type: ignore[arg-type]
-            res = decide(step.decision, ctx)
-            _refuse_overflow(res, decision_vectors(res), ctx.key)
-            return res
+            return _step_value(step, ctx, decide)
 
     def check(item: Invariant | Measure) -> Any:
         with np.errstate(over="raise"):
-            return invariant_violation(item, ctx) if isinstance(item, Invariant) else measure_value(item, ctx)
+            return _checked_value(item, ctx)
 
     results: dict[str, DecisionResult] = {}
     made: dict[str, Vec] = {}
@@ -1120,7 +1127,7 @@ def _evaluate_waves(ep: EntityPlan, ctx: Context, with_measures: bool
                     else:
                         results[step.name] = out
                         made.update(decision_vectors(out))
-                        env.update(decision_vectors(out))
+                        env.update(decision_vectors(out))  # the same vectors: `made` says what to undo
             measures = list(ep.measures) if with_measures else []
             last = list(pool.map(check, list(ep.invariants) + measures))
     except Exception:

@@ -83,7 +83,7 @@ class EntityWriter:
     def submit(self, result: EntityResult) -> None:
         """Start writing an entity's file. On a machine of two cores or fewer, wait for it: rendering
         and writing a slice at a time already keeps two cores busy, and evaluating the next entity
-        beside them took the run no less time but 170 MB more memory (1M customers)."""
+        beside them saved about 0.3 s and cost about 190 MB more memory (1M customers)."""
         self.pending[result.entity] = self._thread.submit(self._write, result)
         if not OVERLAP:
             self.pending[result.entity].result()

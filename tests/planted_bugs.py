@@ -148,8 +148,19 @@ ROW_MISTAKES = [
     # (`round(y)` for `floor(y + 0.5)` is no mistake: the fast path never sees a half, which goes to the exact one)
     ("engine/engines/row.py", "    return _round_exact(x, digits)", "    return float(round(x, digits))",
      "row: halves rounded by their binary value, to even"),
+]
+
+# the population functions of the row path: one deterministic test over equal and missing values
+# guards them (the random policies reach a given function only now and then)
+ROW_POPULATION_TESTS = ["tests/test_row.py", "-k", "every_population_function"]
+ROW_POPULATION_MISTAKES = [
     ("engine/engines/row.py", "out = bisect.bisect_right(self.values, x) / pop.n",
      "out = bisect.bisect_left(self.values, x) / pop.n", "row: pct_rank leaves the equal values out"),
+    ("engine/engines/row.py", "self.folds[bisect.bisect_left(self.values, x)]", "self.folds[bisect.bisect_right(self.values, x)]",
+     "row: cumshare leaves the equal values out"),
+    ("engine/engines/row.py", "if k < key)", "if k > key)", "row: rank: equal values ordered by key backwards"),
+    ("engine/engines/row.py", "out = float(1 + (pop.n - hi) + tie_before)", "out = float(1 + (pop.n - hi))",
+     "row: rank: equal values all share the best rank"),
 ]
 
 
@@ -164,7 +175,8 @@ def text_mutants(mistakes: list[tuple[str, str, str, str]], tests: list[str]) ->
 
 def hit_policy_mutants() -> list[Mutant]:
     return text_mutants(HIT_POLICY_MISTAKES, HIT_TESTS) + text_mutants(LOGIC_MISTAKES, TABLE_TESTS) + \
-        text_mutants(ROW_MISTAKES, ROW_TESTS)
+        text_mutants(ROW_MISTAKES, ROW_TESTS) + \
+        text_mutants(ROW_POPULATION_MISTAKES, ROW_POPULATION_TESTS)
 
 
 def scratch_copy(into: Path) -> Path:

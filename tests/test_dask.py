@@ -5,6 +5,7 @@ one partition, ranges of sorted values much smaller than the data, joins across 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from .conftest import ROOT, kam, kam_here
 from engine.run import service as api
@@ -432,3 +435,70 @@ def test_a_finished_step_is_not_evaluated_again(client, tmp_path):
     after = advance(pl, "customer", state, {}, {}, str(tmp_path))
     assert after.out is not None and after.out.asked and after.out.final is None
     assert set(after.kept) == set(free)
+
+
+def test_a_bucket_looks_up_every_partition_at_once_and_a_range_splits_by_one_sort(monkeypatch):
+    """What keeps the join and the ordered answers linear in the population: a bucket's keys are made
+    into one lookup table for all the partitions' references (one per partition grew with partitions
+    x buckets), and a range's rows are split by partition with one sort; the pieces each partition
+    gets are its own rows, in its own order."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from engine.batch import population as popu
+    from engine.engines.dask import Block, finalize_range, join_values, scan_range, sort_range
+
+    keys = pa.array([f"c{i}" for i in range(10)])
+    cols = {"tier": np.arange(10, dtype=float) * 10}
+    lookups = []
+    real = pc.index_in
+    monkeypatch.setattr(pc, "index_in", lambda *a, **k: lookups.append(1) or real(*a, **k))
+    refs = [(p, np.array([0, 1], dtype=np.int64), pa.array([f"c{p}", "nobody" if p % 2 else f"c{p + 1}"]))
+            for p in range(40)]
+    got = join_values(("tier",), (keys, cols), *refs)
+    assert len(lookups) == 1
+    for p in range(40):
+        rows, pos, taken = got[p]
+        assert rows.tolist() == [0, 1]
+        want_second = [-1, math.nan] if p % 2 or p + 1 >= 10 else [p + 1, (p + 1) * 10.0]
+        want_first = [p, p * 10.0] if p < 10 else [-1, math.nan]
+        assert [pos[0], pos[1]] == [want_first[0], want_second[0]]
+        assert np.array_equal(taken["tier"], [want_first[1], want_second[1]], equal_nan=True)
+
+    # a range of sorted rows from partitions 3, 0 and 5, interleaved by value, with equal values
+    values = {3: [5.0, 1.0, 9.0, 5.0], 0: [2.0, 5.0], 5: [7.0, 1.0, 3.0]}
+    blocks = [Block(q, np.arange(len(v), dtype=np.int64) + 10 * q, np.zeros(len(v), np.int64),
+                    [np.array(v)], None, None) for q, v in values.items()]
+    st = scan_range(sort_range(*blocks), popu.Carry())
+    codes, count, fold = st.groups
+    out = finalize_range(st, count, fold, "pct_rank", "key")
+    assert sorted(out) == [0, 3, 5]
+    for q in values:  # what a mask per partition gave, row for row
+        m = st.part == q
+        rows, got_values = out[q]
+        assert rows.tolist() == st.rows[m].tolist() and sorted(rows.tolist()) == [10 * q + i for i in range(len(values[q]))]
+        want = popu.scan_values("pct_rank", st.scan, count[st.scan.codes], fold[st.scan.codes], "key")[0][m]
+        assert got_values[0].tolist() == want.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from([0.1, 0.2, 1e308, -3.0, 7.25])), max_size=12),
+       st.integers(-1, 2), st.integers(0, 5), st.sampled_from([0.0, 0.3, 1e308]), st.booleans())
+@example([(0, 0.1), (0, 0.2)], 0, 2, 0.3, True)  # one group, continued, with its running total
+@example([(0, 0.1), (1, 0.2)], 0, 2, 0.3, True)  # continued, then closed by another group
+def test_the_group_handed_on_from_a_range_is_the_one_its_scan_ends_with(rows, code, count, fold, weighted):
+    """The ranges of an ordered call are scanned side by side: what each hands on to the next (the
+    group still open, its rows and running total) is computed apart, and must be exactly what the
+    whole scan of the range ends with, a group continued from the range before and sums that
+    overflow included."""
+    import numpy as np
+
+    from engine.batch import population as popu
+    from engine.engines.dask import Block, carry_after, scan_range, sort_range
+
+    codes = np.array([c for c, _ in rows], dtype=np.int64)
+    values = np.array([v for _, v in rows])
+    block = Block(0, np.arange(codes.size, dtype=np.int64), codes, [values], None, values if weighted else None)
+    carry = popu.Carry(code, count, fold) if code >= 0 else popu.Carry()
+    r = sort_range(block)
+    assert carry_after(r, carry) == scan_range(r, carry).carry

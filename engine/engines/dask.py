@@ -53,7 +53,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..batch import population as popu
-from ..batch.evaluate import ListVec, Text, Tri, Vec, _joined, missing_vector
+from ..batch.evaluate import ListVec, Text, Tri, Vec, _joined, missing_vector, take
 from ..language.errors import InputError, Location, Problem
 from ..language.plan import EntityPlan, Plan
 from .dask_partition import (PartitionState, PassOut, TooLarge, Ordered, Sums, advance, key_buckets, label_sort,
@@ -106,6 +106,19 @@ def split_ranges(o: Ordered, part: int, code_of: dict[Any, int], splitters: list
 
 
 @dataclass
+class RangeSorted:
+    """One range of an ordered call put together from every partition's block and sorted: all that does
+    not depend on the ranges before it, so the ranges are sorted side by side."""
+
+    codes: np.ndarray
+    keys: list[np.ndarray]
+    weights: np.ndarray | None
+    order: np.ndarray  # the permutation that sorts the rows (group, keys, ties by id)
+    part: np.ndarray  # per sorted row: its partition
+    rows: np.ndarray  # and its row there
+
+
+@dataclass
 class RangeState:
     scan: popu.Scan
     part: np.ndarray  # per sorted row: its partition
@@ -115,8 +128,8 @@ class RangeState:
     first_key: np.ndarray  # the first sort key in sorted order (the values, for quantiles)
 
 
-def build_range(carry: popu.Carry, *blocks: Block) -> RangeState:
-    """Scan one range of sorted values, continuing from the previous range's carry."""
+def sort_range(*blocks: Block) -> RangeSorted:
+    """Put one range together from the partitions' blocks and sort it."""
     blocks = tuple(b for b in blocks if b.rows.size)  # a partition may have no row of this call
     codes = np.concatenate([b.codes for b in blocks]) if blocks else np.zeros(0, np.int64)
     nkeys = len(blocks[0].keys) if blocks else 0
@@ -124,16 +137,42 @@ def build_range(carry: popu.Carry, *blocks: Block) -> RangeState:
     tiebreak = None
     if blocks and blocks[0].tiebreak is not None:
         ids = pa.array(np.concatenate([b.tiebreak for b in blocks]), type=pa.string(), from_pandas=True)
-        order = pc.sort_indices(ids).to_numpy()
-        tiebreak = np.empty(order.size, dtype=np.int64)
-        tiebreak[order] = np.arange(order.size)  # the ids' text order, as the pandas backend breaks ties
+        by_id = pc.sort_indices(ids).to_numpy()
+        tiebreak = np.empty(by_id.size, dtype=np.int64)
+        tiebreak[by_id] = np.arange(by_id.size)  # the ids' text order, as the pandas backend breaks ties
     weights = np.concatenate([b.weights for b in blocks]) if blocks and blocks[0].weights is not None else None
+    order = popu.sort_order(codes, keys, tiebreak)
+    part = np.concatenate([np.full(b.rows.size, b.part) for b in blocks])[order] if blocks else codes
+    rows = np.concatenate([b.rows for b in blocks])[order] if blocks else codes
+    return RangeSorted(codes, keys, weights, order, part, rows)
+
+
+def carry_after(r: RangeSorted, carry: popu.Carry) -> popu.Carry:
+    """The group still open at the end of a sorted range, continued from `carry`: what `popu.scan`
+    ends with, from the last group alone (the running total added in the same order)."""
+    n = r.order.size
+    if n == 0:
+        return carry
+    sc = r.codes[r.order]
+    last = int(sc[-1])
+    starts = np.flatnonzero(sc != last)
+    start = int(starts[-1]) + 1 if starts.size else 0
+    continues = start == 0 and carry.code == last
+    count = n - start + (carry.count if continues else 0)
+    fold = 0.0
+    if r.weights is not None:
+        w = np.asarray(r.weights, dtype=float)[r.order[start:]]
+        with np.errstate(over="ignore"):
+            fold = float(np.cumsum(np.r_[carry.fold if continues else 0.0, w])[-1])
+    return popu.Carry(last, count, fold)
+
+
+def scan_range(r: RangeSorted, carry: popu.Carry) -> RangeState:
+    """Scan one sorted range, continuing from the ranges before it (their `carry`)."""
     with np.errstate(over="ignore"):  # a running total too large to hold is refused by the driver (TooLarge)
-        s = popu.scan(codes, keys, tiebreak, weights, carry)
-    part = np.concatenate([np.full(b.rows.size, b.part) for b in blocks])[s.order] if blocks else codes
-    rows = np.concatenate([b.rows for b in blocks])[s.order] if blocks else codes
-    first = keys[0][s.order] if keys else np.zeros(0)
-    return RangeState(s, part, rows, (s.group_codes, s.group_count, s.group_fold), s.carry, first)
+        s = popu.scan(r.codes, r.keys, None, r.weights, carry, order=r.order)
+    first = r.keys[0][r.order] if r.keys else np.zeros(0)
+    return RangeState(s, r.part, r.rows, (s.group_codes, s.group_count, s.group_fold), s.carry, first)
 
 
 def finalize_range(st: RangeState, count: np.ndarray, fold: np.ndarray, func: str, ties: str
@@ -141,9 +180,14 @@ def finalize_range(st: RangeState, count: np.ndarray, fold: np.ndarray, func: st
     """Each row's value once the group totals are known, split by the partition it came from."""
     s = st.scan
     values = popu.scan_values(func, s, count[s.codes], fold[s.codes], ties)
+    # the range's rows grouped by partition with one sort (a mask per partition over the whole range
+    # made the answers grow with partitions x ranges)
+    by_part = np.argsort(st.part, kind="stable")
+    parts, starts = np.unique(st.part[by_part], return_index=True)
+    ends = np.append(starts[1:], by_part.size)
     out = {}
-    for p in np.unique(st.part).tolist():
-        m = st.part == p
+    for p, a, b in zip(parts.tolist(), starts.tolist(), ends.tolist()):
+        m = by_part[a:b]
         out[p] = (st.rows[m], [v[m] for v in values])
     return out
 
@@ -182,10 +226,19 @@ def duplicates(entity: str, key: str, paths: list[str], *pieces: Any) -> list[st
 def join_values(names_: tuple[str, ...], result_piece: Any, *refs: Any) -> Any:
     """Look one bucket's references up in that bucket's keys of the other entity."""
     keys, cols = result_piece
+    if not refs:
+        return {}
+    # one lookup table of the bucket's keys for every partition's references: building it once per
+    # partition made the join grow with partitions x buckets, i.e. with the square of the population
+    ids = pa.concat_arrays([ref for _, _, ref in refs])
+    pos = pc.index_in(ids, value_set=keys).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    joined = {n: _joined(cols[n], pos) for n in names_}
     out = {}
+    start = 0
     for part, rows, ref in refs:
-        pos = pc.index_in(ref, value_set=keys).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        out[part] = (rows, pos, {n: _joined(cols[n], pos) for n in names_})
+        at = slice(start, start + len(ref))
+        out[part] = (rows, pos[at], {n: take(v, np.arange(at.start, at.stop)) for n, v in joined.items()})
+        start = at.stop
     return out
 
 
@@ -391,12 +444,15 @@ class _EntityDriver:
             if s is not None and (not splitters or s > splitters[-1]):
                 splitters.append(tuple(float(v) for v in s))
         cut = [self.submit(_split_asked, o, call, i, code_of, splitters) for i, o in enumerate(outs)]
-        carry: Any = popu.Carry()
-        states = []
-        for r in range(len(splitters) + 1):
-            st = self.submit(build_range, carry, *[self.submit(operator.getitem, c, r) for c in cut])
-            carry = self.submit(operator.attrgetter("carry"), st)
-            states.append(st)
+        # the ranges are sorted side by side; only the group still open at each range's end is handed
+        # on from range to range (a small step), then the ranges are scanned side by side again
+        sorted_ = [self.submit(sort_range, *[self.submit(operator.getitem, c, r) for c in cut])
+                   for r in range(len(splitters) + 1)]
+        carries: list[Any] = [popu.Carry()]
+        for s in sorted_[:-1]:
+            carries.append(self.submit(carry_after, s, carries[-1]))
+        states = [self.submit(scan_range, s, c) for s, c in zip(sorted_, carries)]
+        del sorted_
         groups = self.client.gather([self.submit(operator.attrgetter("groups"), st) for st in states])
         count = np.zeros(len(labels), dtype=np.int64)
         fold = np.zeros(len(labels))

@@ -22,13 +22,15 @@ How a call is computed over the population, without any task holding all of it:
   deviations from the mean.
 - Orders (rank, pct_rank, cumshare, quantile, quotas): each partition sends a small sample of its
   sorted values; the driver picks range boundaries from it (a tie block never straddles two); each
-  partition cuts its rows into those ranges; the ranges are scanned one after the other, each from
-  the carry of the one before (so running totals are the single sequential sum the pandas backend
-  computes); each range then gives every row its value, sent back to the row's partition. A range
-  holds about `range_rows` rows, whatever the size of the data.
+  partition cuts its rows into those ranges; the ranges are sorted side by side, then only the group
+  still open at each range's end (its rows and running total, `carry_after`) is handed on from range
+  to range, so running totals are the single sequential sum the pandas backend computes; the ranges
+  are then scanned side by side, each from the carry of the one before, and each gives every row its
+  value, sent back to the row's partition. A range holds about `range_rows` rows, whatever the size
+  of the data.
 - Joins and repeated keys: keys are spread over buckets by a fixed 64-bit hash of the id; a bucket
   holds every partition's keys of that hash range, so lookups and the uniqueness check see at most
-  about `range_rows` keys at a time.
+  about `range_rows` keys at a time (one lookup table per bucket for all the partitions' references).
 
 Each partition is read, hashed and fact-checked once per run, by the worker that keeps its state
 (engine.engines.dask_partition): the key check, the references of the joins and every pass take that

@@ -48,20 +48,20 @@ def test_check_shipped_policies_is_clean():
 
 
 def test_check_reports_every_mistake_golden():
-    r = kam("check", "tests/data/bad_policies")
+    r = kam_here("check", "tests/data/bad_policies")
     assert r.returncode == 1
     golden("check_bad_policies.txt", r.stderr)
 
 
 def test_check_rejects_python_internals_golden():
-    r = kam("check", "tests/data/unsafe_policies")
+    r = kam_here("check", "tests/data/unsafe_policies")
     assert r.returncode == 1
     golden("check_unsafe_policies.txt", r.stderr)
     assert not Path("/tmp/kam-pwned").exists()
 
 
 def test_check_json_format():
-    r = kam("check", "tests/data/bad_policies", "--format", "json")
+    r = kam_here("check", "tests/data/bad_policies", "--format", "json")
     assert r.returncode == 1
     doc = json.loads(r.stdout)
     assert doc["ok"] is False
@@ -235,10 +235,10 @@ def test_explain_customer_golden():
 
 
 def test_explain_quote_and_prospect_golden():
-    r = kam("explain", "Q000012", "--entity", "quote")
+    r = kam_here("explain", "Q000012", "--entity", "quote")
     assert r.returncode == 0, r.stderr
     golden("explain_quote_Q000012.txt", r.stdout)
-    r = kam("explain", "P00003")
+    r = kam_here("explain", "P00003")
     assert r.returncode == 0, r.stderr
     assert "outside quota" in r.stdout and "ranked" in r.stdout
 

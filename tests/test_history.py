@@ -145,7 +145,7 @@ def test_kam_changes_writes_money_by_its_unit_in_the_readers_locale(recorded):
     (tier,) = json.loads(kam_here("changes", "--history", history, "--decision", "tier", "--format", "json").stdout)
     assert len(tier["moves"]) > 3
     for locale, group, decimal in ((None, ",", "."), ("de_DE", ".", ",")):
-        r = kam("changes", "--history", history, "--decision", "tier", *(("--locale", locale) if locale else ()))
+        r = kam_here("changes", "--history", history, "--decision", "tier", *(("--locale", locale) if locale else ()))
         assert r.returncode == 0, r.stderr
         lines = r.stdout.splitlines()
         # the money's headings carry the currency; the counts are grouped
@@ -167,7 +167,7 @@ def test_kam_history_writes_a_changed_amount_for_the_reader(recorded):
     history = str(recorded / "history.duckdb")
     doc = json.loads(kam_here("history", "000320", "--history", history, "--format", "json").stdout)
     was, now = doc["periods"][0]["facts"], doc["periods"][1]["facts"]
-    r = kam("history", "000320", "--history", history, "--locale", "de_DE")
+    r = kam_here("history", "000320", "--history", history, "--locale", "de_DE")
     assert r.returncode == 0, r.stderr
     for name in ("revenue", "profit"):
         de = [f"{v:,.2f}".replace(",", "\0").replace(".", ",").replace("\0", ".") for v in (was[name], now[name])]

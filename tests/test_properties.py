@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -37,6 +38,9 @@ lit_num = st.integers(-10, 10).map(lambda v: Num(float(v)))
 lit_text = st.sampled_from(TEXTS).map(Str)
 
 
+# cached: a strategy is immutable, and building the tree again for every draw (the random policies
+# draw a few per example) cost more than running the engines on them
+@functools.cache
 def num_expr(depth: int) -> st.SearchStrategy[Node]:
     base = st.one_of(lit_num, st.sampled_from([Name("a"), Name("b")]))
     if depth <= 0:
@@ -64,6 +68,7 @@ def num_expr(depth: int) -> st.SearchStrategy[Node]:
     )
 
 
+@functools.cache
 def bool_expr(depth: int) -> st.SearchStrategy[Node]:
     num = num_expr(max(depth - 1, 0))
     ops = st.sampled_from(["<", "<=", ">", ">=", "==", "!="])

@@ -96,7 +96,7 @@ def test_bad_lines_are_reported_and_skipped(tmp_path: Path, calibration: Path):
              '{"customer_id": "005945", "proft": 1}', '{"customer_id": "005945", "credit_score": 500}',
              '{"customer_id": "005945", "tenure_years": 20, "profit_prev_year": 100}']
     (tmp_path / "e.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    r = kam("stream", str(tmp_path / "e.jsonl"), "--calibration", str(calibration), "--initial",
+    r = kam_here("stream", str(tmp_path / "e.jsonl"), "--calibration", str(calibration), "--initial",
             str(EXAMPLES / "customers.csv"))
     assert r.returncode == 0
     err = r.stderr
@@ -111,7 +111,7 @@ def test_bad_lines_are_reported_and_skipped(tmp_path: Path, calibration: Path):
 
 def test_nothing_applied_is_a_non_zero_exit(tmp_path: Path, calibration: Path):
     (tmp_path / "e.jsonl").write_text('{"customer_id": 5945, "profit": 1}\nnot json\n', encoding="utf-8")
-    r = kam("stream", str(tmp_path / "e.jsonl"), "--calibration", str(calibration), "--initial",
+    r = kam_here("stream", str(tmp_path / "e.jsonl"), "--calibration", str(calibration), "--initial",
             str(EXAMPLES / "customers.csv"))
     assert r.returncode == 2
     assert "`customer_id` must be text (in quotes), not 5945" in r.stderr
@@ -183,21 +183,21 @@ def test_calibration_of_other_policies_is_refused(tmp_path: Path, calibration: P
     shutil.copytree(ROOT / "policies", policies)
     seg = policies / "segmentation.yaml"
     seg.write_text(seg.read_text(encoding="utf-8").replace("<= 80%", "<= 75%"), encoding="utf-8")
-    r = kam("stream", "--policies", str(policies), "--calibration", str(calibration))
+    r = kam_here("stream", "--policies", str(policies), "--calibration", str(calibration))
     assert r.returncode == 2 and "was made for another version of the policies" in r.stderr
-    r = kam("run", "--policies", str(policies), "--entity", "customer", "--calibration", str(calibration),
+    r = kam_here("run", "--policies", str(policies), "--entity", "customer", "--calibration", str(calibration),
             "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "another version of the policies" in r.stderr
 
 
 def test_population_functions_need_a_calibration():
-    r = kam("stream")
+    r = kam_here("stream")
     assert r.returncode == 2 and "need the population of a batch" in r.stderr
     assert "kam run --save-calibration FILE" in r.stderr
 
 
 def test_durable_backend_refuses_quotas_at_plan_time(tmp_path: Path):
-    r = kam("run", "--backend", "durable", "--out", str(tmp_path / "o"))
+    r = kam_here("run", "--backend", "durable", "--out", str(tmp_path / "o"))
     assert r.returncode == 1
     at = shipped_at("prospects.yaml", "rank_by: [strategic_value")  # the quota's own mapping
     assert f"prospects.yaml:{at}: error[backend]: the durable backend cannot run the quota of rule `top-two-of-ten`" \

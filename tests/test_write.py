@@ -231,33 +231,43 @@ def test_texts_written_a_slice_at_a_time_make_the_same_file(tmp_path, monkeypatc
             assert (whole / name).read_bytes() == (sliced / name).read_bytes()
 
 
-def test_a_run_lets_each_entity_go_once_its_file_is_written_and_says_the_same(tmp_path):
+def test_a_run_lets_each_entity_go_once_its_file_is_written_and_says_the_same(tmp_path, monkeypatch):
     """`kam run` lets an entity's vectors go once its file is written and no entity still to be decided
     joins it (quotes read the customers' tiers first); the files, counts, measures, invariants and
-    warnings are those of a run that keeps them."""
-    from engine.run import service
+    warnings are those of a run that keeps them. With the files written one after the other, every
+    entity is let go by the end; evaluated while the files are written (two cores or more), an entity
+    whose file is still being written when the last one is decided is kept to the end, and the run
+    says the same again."""
+    from engine.run import outputs, service
 
     done = {}
-    for keep in (True, False):
-        request = service.RunRequest(ROOT / "policies", ROOT / "examples", out=tmp_path / str(keep),
+    for name, keep, overlap in (("kept", True, False), ("let_go", False, False), ("overlapped", False, True)):
+        monkeypatch.setattr(outputs, "OVERLAP", overlap)
+        request = service.RunRequest(ROOT / "policies", ROOT / "examples", out=tmp_path / name,
                                      allow_violations=True, keep_vectors=keep)
-        done[keep] = service.run_and_write(request)
-    kept, let_go = done[True], done[False]
+        done[name] = service.run_and_write(request)
+    kept, let_go = done["kept"], done["let_go"]
     assert all(len(r.ctx.env) > 10 and r.counts is None for r in kept.result.results.values())
     assert all(len(r.ctx.env) == 0 and r.counts for r in let_go.result.results.values())
     assert list(let_go.result.frames_in["quote"].columns) == ["quote_id", "customer_id"]
 
     def same(m: dict) -> dict:
         m = {**m, "timings_seconds": None}
-        return json.loads(json.dumps(m).replace(str(tmp_path / "True"), "OUT").replace(str(tmp_path / "False"), "OUT"))
+        text = json.dumps(m)
+        for name in done:
+            text = text.replace(str(tmp_path / name), "OUT")
+        return json.loads(text)
 
-    assert same(let_go.manifest) == same(kept.manifest)
-    for name in ("counts", "measures", "warnings", "conflicts"):
-        assert getattr(let_go.result, name)() == getattr(kept.result, name)(), name
-    assert [i.to_dict() for i in let_go.result.invariants()] == [i.to_dict() for i in kept.result.invariants()]
-    assert {e: len(f) for e, f in let_go.result.frames_in.items()} == {e: len(f) for e, f in kept.result.frames_in.items()}
-    for path in sorted((tmp_path / "True").iterdir()):
-        assert path.read_bytes() == (tmp_path / "False" / path.name).read_bytes() or path.name == "manifest.json"
+    for other in (let_go, done["overlapped"]):
+        assert same(other.manifest) == same(kept.manifest)
+        for name in ("counts", "measures", "warnings", "conflicts"):
+            assert getattr(other.result, name)() == getattr(kept.result, name)(), name
+        assert [i.to_dict() for i in other.result.invariants()] == [i.to_dict() for i in kept.result.invariants()]
+        assert {e: len(f) for e, f in other.result.frames_in.items()} == \
+            {e: len(f) for e, f in kept.result.frames_in.items()}
+    for path in sorted((tmp_path / "kept").iterdir()):
+        for name in ("let_go", "overlapped"):
+            assert path.read_bytes() == (tmp_path / name / path.name).read_bytes() or path.name == "manifest.json"
 
 
 def test_read_ahead_keeps_the_order_and_raises_where_the_maker_failed():

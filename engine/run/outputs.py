@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 # whether the next entity is evaluated while the previous one's file is written (see EntityWriter.submit)
-OVERLAP = (os.cpu_count() or 2) > 2
+OVERLAP = (os.cpu_count() or 1) > 1
 
 
 def input_records(result: RunResult, inputs: dict[str, Path]) -> list[dict[str, Any]]:
@@ -81,9 +81,12 @@ class EntityWriter:
         return f"{entity}_decisions{OUTPUT_FORMATS[self.fmt]}"
 
     def submit(self, result: EntityResult) -> None:
-        """Start writing an entity's file. On a machine of two cores or fewer, wait for it: rendering
-        and writing a slice at a time already keeps two cores busy, and evaluating the next entity
-        beside them saved about 0.3 s and cost about 190 MB more memory (1M customers)."""
+        """Start writing an entity's file, and go on to the next entity while it is written (on one
+        core, wait for it). Rendering and writing a slice at a time keeps two cores busy only part of
+        the time: evaluating the next entity beside them (joining the quotes to the customers is one
+        core's work) took the 1M benchmark on 2 cores from 5.28 to 4.87 s, for about 150 MB more
+        at the peak (985 MiB, once the C library keeps freed blocks for reuse: see
+        engine/surfaces/cli/allocator.py; 1.0 GiB and more before)."""
         self.pending[result.entity] = self._thread.submit(self._write, result)
         if not OVERLAP:
             self.pending[result.entity].result()

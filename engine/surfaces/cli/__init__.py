@@ -19,6 +19,7 @@ import click
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 from ...language.version import __version__
+from .allocator import tune_allocator
 from .check import check
 from .diff import diff_command
 from .explain import explain
@@ -44,6 +45,7 @@ def main() -> None:
       kam run                    decide every example customer, prospect and quote
       kam explain 000123         the full trace behind one customer's decisions
     """
+    tune_allocator()  # before a command imports the data libraries and they start their threads
 
 
 for _command in (check, test_command, diff_command, stream_command, run, explain, report_command, history_command,

@@ -35,7 +35,7 @@ from ..language.errors import InputError, KamError, Location, Problem
 from ..language.figures import Reader
 from ..batch.explain import Trace
 from ..language.plan import Plan
-from .cli.common import figures_reader
+from .locales import figures_reader
 
 
 class InvariantError(KamError):

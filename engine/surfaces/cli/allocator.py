@@ -8,8 +8,8 @@ a run's CPU. One arena, and freed blocks up to 32 MiB kept for reuse, make the n
 Measured on the benchmark (1M customers, 2 cores, alternating runs): see README "Performance".
 
 Only the command line does this (a library must not change its host process's allocator), before
-a command imports the data libraries and they start their threads; an allocator setting the user gave (MALLOC_ARENA_MAX, ...)
-wins, and elsewhere than glibc nothing changes.
+a command imports the data libraries and they start their threads; an allocator setting the user
+gave (MALLOC_ARENA_MAX, ...) wins, and elsewhere than glibc nothing changes.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from ...language.errors import InputError, KamError, Location, Problem
+from ..locales import unknown_locale
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from ...batch.facts import FactsOptions
     from ...history.store import History
     from ...language.figures import Reader
-    from ...language.model import PolicySet
     from ...language.plan import Plan
     from ...language.units import Unit
 
@@ -119,40 +119,12 @@ def locale_option(f: Callable[..., Any]) -> Callable[..., Any]:
                         "de_DE (1.234.567,89) [default: the policies' `locale:`, else en_US].")(f)
 
 
-_LOCALE_HINT = "a locale as CLDR names it, language_TERRITORY: en_US, zh_CN, de_DE, fr_FR, ja_JP"
-
-
 def _checked_locale(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     from ...language.figures import known_locale
 
     if value is not None and not known_locale(value):
-        fail(_unknown_locale(value))
+        fail(unknown_locale(value))
     return value
-
-
-def _unknown_locale(name: str, given_as: str = "--locale") -> InputError:
-    import difflib
-
-    from babel.localedata import locale_identifiers
-
-    # only a close match: a loose one names some other country's language (zh_CM -> zgh_MA)
-    close = difflib.get_close_matches(name.replace("-", "_"), sorted(locale_identifiers()), n=1, cutoff=0.8)
-    return usage(f"unknown locale {name!r}",
-                 (f"did you mean `{close[0]}`? " if close else "") + f"{given_as} takes {_LOCALE_HINT}")
-
-
-def figures_reader(locale: str | None, policy_set: "PolicySet | None" = None, given_as: str = "--locale"
-                   ) -> "Reader":
-    """The reader the figures are written for: --locale, else the policy set's `locale:`, else en_US
-    (an unknown locale is a usage error, exit 2, with a hint that names how it was `given_as`). Every
-    surface that shows figures to people asks here: the commands, the studio, the Python API."""
-    from ...language.figures import reader
-
-    chosen = locale or (policy_set.locale if policy_set is not None else None)
-    try:
-        return reader(chosen)
-    except ValueError:
-        raise _unknown_locale(str(chosen), given_as) from None
 
 
 def summary_tables(counts: dict[str, dict[str, dict[str, int]]], rows: dict[str, int],

@@ -9,7 +9,8 @@ import click
 
 from ...language.compile import compile_policies
 from ...language.errors import KamError
-from .common import (data_folder, facts_options, fail, figures_reader, locale_option, parse_inputs, policy_folder,
+from ..locales import figures_reader
+from .common import (data_folder, facts_options, fail, locale_option, parse_inputs, policy_folder,
                      read_options)
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from ...language.errors import KamError
-from .common import csv_text, emit, fail, figures_reader, formula_warnings, locale_option, open_history, usage
+from ..locales import figures_reader
+from .common import csv_text, emit, fail, formula_warnings, locale_option, open_history, usage
 
 
 @click.command("history")

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from ...language.errors import KamError
+from ..locales import figures_reader
 from .common import (BACKENDS, DEFAULT_DATA, DEFAULT_OUT, FACTS_FORMATS, OUTPUT_FORMATS, data_folder, facts_options,
-                     fail, figures_reader, formula_warnings, locale_option, parse_inputs, policy_folder, read_options,
+                     fail, formula_warnings, locale_option, parse_inputs, policy_folder, read_options,
                      stderr, summary_tables, usage)
 
 if TYPE_CHECKING:

@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 
 from ...language.errors import KamError
-from .common import data_folder, facts_options, fail, figures_reader, locale_option, parse_inputs, read_options, usage
+from ..locales import figures_reader
+from .common import data_folder, facts_options, fail, locale_option, parse_inputs, read_options, usage
 
 LOCAL = ("127.0.0.1", "localhost", "::1")
 

@@ -29,7 +29,7 @@ from ...run.service import explain
 from ...run.impact import movers
 from ...run.replay import replay
 from ...run.workspace import Conflict, Evaluation, Workspace
-from ..cli.common import figures_reader
+from ..locales import figures_reader
 from ..diff import render_text
 from ..policy_tests import find_test_files, run_tests
 from . import views

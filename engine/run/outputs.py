@@ -85,8 +85,8 @@ class EntityWriter:
         core, wait for it). Rendering and writing a slice at a time keeps two cores busy only part of
         the time: evaluating the next entity beside them (joining the quotes to the customers is one
         core's work) took the 1M benchmark on 2 cores from 5.28 to 4.87 s, for about 150 MB more
-        at the peak (985 MiB, once the C library keeps freed blocks for reuse: see
-        engine/surfaces/cli/allocator.py; 1.0 GiB and more before)."""
+        at the peak: 985 against 840 MiB, with the C library keeping freed blocks for reuse (see
+        engine/surfaces/cli/allocator.py; before that, overlapping cost 190 MB over about 1 GiB)."""
         self.pending[result.entity] = self._thread.submit(self._write, result)
         if not OVERLAP:
             self.pending[result.entity].result()

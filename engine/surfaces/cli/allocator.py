@@ -12,7 +12,8 @@ a command imports the data libraries and they start their threads; an allocator 
 gave (MALLOC_ARENA_MAX, ...) wins, and elsewhere than glibc nothing changes. The workers of a Dask
 cluster keep Dask's own setting (freed memory handed back at once): given these instead, the 2M
 Dask benchmark went from 26 to 16 s, but at 20M the workers, holding on to what they had freed,
-reached their memory limit and were restarted over and over (653 s against 268 s).
+reached their memory limit and were killed or restarted over and over (653 s against 302-341 s
+the same day).
 """
 
 from __future__ import annotations

@@ -33,9 +33,10 @@ def _in_fresh_process(code: str, **env: str) -> Any:
     return json.loads(out.stdout.strip().splitlines()[-1])  # after what the command printed
 
 
-# a command run in process, then what the process was given
-COMMAND = ("import json; from engine.surfaces.cli import main, allocator\n"
-           "try:\n    main(['check', 'policies'])\nexcept SystemExit:\n    pass\n"
+# the `kam` command's entry point run in a fresh process, then what the process was given
+COMMAND = ("import json, sys; from engine.surfaces.cli import entry, allocator\n"
+           "sys.argv = ['kam', 'check', 'policies']\n"
+           "try:\n    entry()\nexcept SystemExit:\n    pass\n"
            "print(json.dumps(allocator.APPLIED))")
 
 

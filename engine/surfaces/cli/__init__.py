@@ -45,7 +45,6 @@ def main() -> None:
       kam run                    decide every example customer, prospect and quote
       kam explain 000123         the full trace behind one customer's decisions
     """
-    tune_allocator()  # before a command imports the data libraries and they start their threads
 
 
 for _command in (check, test_command, diff_command, stream_command, run, explain, report_command, history_command,
@@ -53,5 +52,13 @@ for _command in (check, test_command, diff_command, stream_command, run, explain
     main.add_command(_command)
 
 
-if __name__ == "__main__":  # pragma: no cover
+def entry() -> None:
+    """The `kam` command's own process: the C library's allocator set for a batch process before a
+    command imports the data libraries and they start their threads, then the command line. (A
+    process that calls `main` itself, a test runner or a notebook, keeps its allocator.)"""
+    tune_allocator()
     main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

@@ -188,7 +188,9 @@ def scratch_copy(into: Path) -> Path:
 
 
 def run_tests(root: Path, tests: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+    # the row path's property draws more random policies here than in the default suite: at 80 a
+    # planted priority mistake went uncaught once in three CI runs (2026-12-06)
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1", "KAM_ROW_EXAMPLES": "400"}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-m", "not slow",
          *tests], cwd=root, env=env, capture_output=True, text=True, timeout=900)

@@ -7,9 +7,10 @@ next vector of the same size is faulted in again: the kernel zeroing fresh pages
 a run's CPU. One arena, and freed blocks up to 32 MiB kept for reuse, make the next vector reuse them.
 Measured on the benchmark (1M customers, 2 cores, alternating runs): see README "Performance".
 
-Only the command line does this (a library must not change its host process's allocator), before
-a command imports the data libraries and they start their threads; an allocator setting the user
-gave (MALLOC_ARENA_MAX, ...) wins, and elsewhere than glibc nothing changes. The workers of a Dask
+Only the `kam` command's own process does this, in its entry point (a library, a test runner or a
+notebook that calls `main` keeps its host process's allocator), before a command imports the data
+libraries and they start their threads; an allocator setting the user gave (MALLOC_ARENA_MAX, ...)
+wins, and elsewhere than glibc nothing changes. The workers of a Dask
 cluster keep Dask's own setting (freed memory handed back at once): given these instead, the 2M
 Dask benchmark went from 26 to 16 s, but at 20M the workers, holding on to what they had freed,
 reached their memory limit and were killed or restarted over and over (653 s against 302-341 s
@@ -32,7 +33,7 @@ SETTINGS = (
     ("MALLOC_MMAP_THRESHOLD_", M_MMAP_THRESHOLD, 32 << 20),  # glibc's largest allowed (64-bit)
     ("MALLOC_TRIM_THRESHOLD_", M_TRIM_THRESHOLD, 1 << 30),
 )
-APPLIED: dict[str, int] = {}  # what this process was given (the command line asks once per command)
+APPLIED: dict[str, int] = {}  # what this process was given (the `kam` entry point asks once)
 
 
 def tune_allocator() -> dict[str, int]:

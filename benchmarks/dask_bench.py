@@ -10,7 +10,7 @@ processes with a memory limit each, sampling the resident memory of the client a
 process (psutil, every 0.2 s). The data takes about 65 bytes a customer on disk with its quotes and
 prospects (1.3 GB for 20M), the output parts about 35 (removed after each size unless `--keep-out`),
 and the states the workers spill between passes (Dask's local directory, /tmp by default) up to about
-300 (6 GB for 20M, 30 GB for 100M).
+200 (4 GB for 20M, 20 GB for 100M).
 """
 
 from __future__ import annotations

@@ -83,12 +83,10 @@ class Block:
 
 def split_ranges(o: Ordered, part: int, code_of: dict[Any, int], splitters: list[tuple]) -> list[Block]:
     """Cut a partition's rows into the ranges (by group code, then keys); equal rows share a range."""
-    # the few distinct labels looked up, spread by their codes (not a dictionary lookup per row)
-    if o.labels.size:
-        at, distinct = pd.factorize(pd.Series(o.labels, dtype=object), sort=False)
-        codes = np.array([code_of[v] for v in distinct], dtype=np.int64)[at]
-    else:
-        codes = np.zeros(0, dtype=np.int64)
+    # the partition's few distinct labels looked up, spread by the rows' codes (a group no row of the
+    # call has is not in `code_of`)
+    table = np.array([code_of.get(v, -1) for v in o.groups] + [-1], dtype=np.int64)
+    codes = table[o.codes]
     cols = [codes.astype(float)] + list(o.keys)
     r = np.zeros(codes.size, dtype=np.int64)
     for s in splitters:  # a row lies after the boundary s when (code, keys) > s lexicographically

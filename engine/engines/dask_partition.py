@@ -8,6 +8,9 @@ vectors (numbers as float64, texts as codes into their distinct values, ids as A
 answers it got so far, and the result of every step whose population calls are all answered
 (`step_calls`). A later pass (`advance`) takes that state plus the driver's new answers and evaluates
 only the steps that still wait for one; the rest are taken as they are (`evaluate_entity(reuse=)`).
+Between passes the state is packed (engine.engines.dask_packing: yes/no arrays as bits, codes in the
+fewest bytes), and an answer's values per row are let go (`Spent`) once no step still to be
+evaluated, measure or invariant reads them.
 The state is a Dask future on the worker that read the partition; Dask spills it to disk when the
 worker passes its memory target (its size is told to Dask by `sizeof`, registered below).
 
@@ -35,6 +38,7 @@ from ..language.functions import POPULATION_FUNCTIONS
 from ..language.model import Join
 from ..language.nodes import Call, Node, names, to_text, walk
 from ..language.plan import DeriveStep, EntityPlan, Plan, decision_reads, step_nodes
+from .dask_packing import narrow, pack, unpack
 
 SAMPLE = 64  # sample rows per partition and range boundary
 ORDERED = ("rank", "pct_rank", "cumshare", "quantile")
@@ -104,17 +108,24 @@ def _dependencies(ep: EntityPlan) -> tuple[dict[str, set[str]], dict[str, set[st
 
 @dataclass
 class Ordered:
-    """One partition's rows of an ordered call: the rows it concerns, their group labels, the sort
-    keys (ascending), the tie-break (ids) and the values summed in sorted order."""
+    """One partition's rows of an ordered call: the rows it concerns, their groups (codes into the
+    partition's distinct group labels: an object per row would be pickled one by one whenever Dask
+    moves or spills it), the sort keys (ascending), the tie-break (ids) and the values summed in
+    sorted order."""
 
     func: str
     rows: np.ndarray
-    labels: np.ndarray
+    codes: np.ndarray
+    groups: list[Any]
     keys: list[np.ndarray]
     tiebreak: np.ndarray | None
     weights: np.ndarray | None
     q: float = 0.5
     ties: str = "key"
+
+    def labels(self) -> list[Any]:
+        """The group labels its rows have, each once."""
+        return [self.groups[c] for c in np.unique(self.codes).tolist()]
 
 
 class TooLarge:
@@ -166,6 +177,13 @@ def _labels_codes(labels: np.ndarray) -> tuple[list[Any], np.ndarray]:
     return _coded(labels)[1], _coded(labels)[2]
 
 
+def _rows_groups(labels: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """The rows of an ordered call and their group codes, each in the narrowest integers that hold
+    them, and the partition's distinct group labels."""
+    _, uniques, codes = _coded(labels)
+    return narrow(valid), narrow(codes[valid]), uniques
+
+
 def _local_sums(x: np.ndarray, labels: np.ndarray) -> Sums:
     uniques, codes = _labels_codes(labels)
     sums = popu.exact_sums(x, codes, len(uniques))
@@ -195,12 +213,13 @@ class PartitionHook:
         got = self.known.get(call)
         if isinstance(got, TooLarge):
             raise Overflow(None, np.zeros(0, np.int64))
+        assert not isinstance(got, Spent), f"{call}: its values were let go as no longer read"
         if func in ORDERED and func != "quantile":
             if got is not None:
                 return got
             valid = np.flatnonzero(~np.isnan(x) & _present(labels))
             xv = x[valid]
-            self._ask(call, lambda: Ordered(func, valid, labels[valid], [-xv if func == "rank" else xv],
+            self._ask(call, lambda: Ordered(func, *_rows_groups(labels, valid), [-xv if func == "rank" else xv],
                                             keys[valid] if keys is not None else None,
                                             xv if func == "cumshare" else None, q, ties))
             return np.full(x.size, np.nan)
@@ -208,7 +227,7 @@ class PartitionHook:
             if got is not None:
                 return _per_label(labels, got)
             valid = np.flatnonzero(~np.isnan(x) & _present(labels))
-            self._ask(call, lambda: Ordered(func, valid, labels[valid], [x[valid]], None, None, q, ties))
+            self._ask(call, lambda: Ordered(func, *_rows_groups(labels, valid), [x[valid]], None, None, q, ties))
             return np.full(x.size, np.nan)
         if func == "zscore":
             if got is not None:
@@ -232,11 +251,12 @@ class PartitionHook:
         """A quota's rank, group size and tie size for the eligible rows (in their order)."""
         n = labels.size
         got = self.known.get(call)
+        assert not isinstance(got, Spent), f"{call}: its values were let go as no longer read"
         if got is not None:  # kept per eligible row, in the eligible rows' order
             return got[0][:n], got[1][:n], got[2][:n], np.arange(n)
         valid = np.flatnonzero(_present(labels))
-        self._ask(call, lambda: Ordered("quota", valid, labels[valid], [k[valid] for k in keys], ids[valid], None,
-                                        0.5, ties))
+        self._ask(call, lambda: Ordered("quota", *_rows_groups(labels, valid), [k[valid] for k in keys], ids[valid],
+                                        None, 0.5, ties))
         nan = np.full(n, np.nan)
         return nan, nan, np.zeros(n), np.arange(n)
 
@@ -363,8 +383,8 @@ def open_partition(pl: Plan, entity: str, path: str, options: Any, index: int) -
         col = frame[name]
         if name in ids:  # ids stay text (Arrow strings: a few bytes each, not a Python object)
             columns[name] = pd.Series(pd.arrays.ArrowStringArray(pa.array(col, type=pa.string(), from_pandas=True)))
-        else:  # what FactEnv would make from the column in every pass, made once
-            columns[name] = column_to_vec(col, f.type)
+        else:  # what FactEnv would make from the column in every pass, made once (and packed)
+            columns[name] = pack(column_to_vec(col, f.type))
     return PartitionState(index, path, rows, sha, columns)
 
 
@@ -374,7 +394,7 @@ def _sample(o: Ordered) -> list[tuple]:
         return []
     order = np.argsort(o.keys[0])  # for balance only: the ranges are right whatever the sample
     picks = order[np.linspace(0, order.size - 1, min(SAMPLE, order.size)).astype(np.int64)]
-    return [(o.labels[i], *[float(k[i]) for k in o.keys]) for i in picks.tolist()]
+    return [(o.groups[o.codes[i]], *[float(k[i]) for k in o.keys]) for i in picks.tolist()]
 
 
 def label_sort(v: Any) -> tuple:
@@ -406,12 +426,12 @@ def _advance(pl: Plan, entity: str, state: PartitionState, answers: dict[str, An
         # the answers others still wait for cannot change what it wrote
         return state
     ep = pl.entity(entity)
-    known = {**state.known, **answers}
+    known = {**unpack(state.known), **answers}
     types = {name: f.type for name, f in pl.checked.policy_set.facts(entity).items()}
     hook = PartitionHook(dict(known), {k: set(v) for k, v in population_calls(ep).items()}, joins)
     n = state.rows
     try:
-        res = evaluate_entity(ep, state.columns, types, {}, population=hook, n=n, reuse=state.kept)
+        res = evaluate_entity(ep, unpack(state.columns), types, {}, population=hook, n=n, reuse=unpack(state.kept))
     except InputError as exc:
         return replace(state, out=PassOut(n, {}, error=exc))
     out = PassOut(n, hook.asked)
@@ -419,14 +439,18 @@ def _advance(pl: Plan, entity: str, state: PartitionState, answers: dict[str, An
         if isinstance(a, Sums):
             out.small[call] = a
         else:
-            out.small[call] = {"labels": sorted(set(a.labels.tolist()), key=label_sort), "sample": _sample(a),
+            out.small[call] = {"labels": sorted(a.labels(), key=label_sort), "sample": _sample(a),
                                "rows": int(a.rows.size), "func": a.func, "q": a.q, "ties": a.ties}
     if hook.pending or final_dir is None:
         # the steps whose calls are all answered are final: the next pass takes them as they are
         answered = set(known)
         kept = {s: (res.ctx.env[s] if s not in res.decisions else res.decisions[s])
                 for s, calls in step_calls(ep).items() if calls <= answered}
-        return replace(state, known=known, kept=kept, out=out)
+        still = calls_still_read(ep, set(kept))
+        # a call's values per row are let go once every step that reads them is final (its key stays:
+        # the calls that depend on it go on counting it as answered)
+        known = {c: (Spent() if c not in still and _per_row(v) else v) for c, v in known.items()}
+        return replace(state, known=pack(known), kept=pack(kept), out=out)
     from ..batch.result import RunResult
 
     folder = Path(final_dir) / f"{entity}_decisions"
@@ -447,6 +471,27 @@ def _advance(pl: Plan, entity: str, state: PartitionState, answers: dict[str, An
     }
     # the partition is done: nothing of it waits any more but what the manifest and the joins need
     return PartitionState(state.index, state.path, n, state.sha256, {}, out=out)
+
+
+class Spent:
+    """In place of a call's values per row that no step still to be evaluated reads."""
+
+
+def _per_row(v: Any) -> bool:
+    """Whether an answer is values per row (ordered calls, quotas), not figures per group."""
+    return isinstance(v, np.ndarray) or (isinstance(v, (tuple, list)) and any(isinstance(x, np.ndarray) for x in v))
+
+
+def calls_still_read(ep: EntityPlan, final: set[str]) -> set[str]:
+    """The population calls and quotas that a later pass may still evaluate: those of the steps not
+    yet final, and those the invariants and measures read (they are evaluated in every pass)."""
+    out: set[str] = set()
+    for s, calls in step_calls(ep).items():
+        if s not in final:
+            out |= calls
+    for item in list(ep.measures) + list(ep.invariants):
+        out |= {to_text(c) for c in _calls_in(item.expr.node)}  # type: ignore[arg-type]
+    return out
 
 
 def _conflicts(res: Any) -> dict[str, tuple[int, list[str], tuple[str, str]]]:
